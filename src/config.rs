@@ -1,0 +1,245 @@
+//! Configuration: `config/default.toml` (compiled in), then an optional file named by
+//! `CONVENE_CONFIG`, then `CONVENE_*` environment variables. Every key of the file has an
+//! environment variable of the same name in upper case with the `CONVENE_` prefix.
+//!
+//! Invalid configuration stops start-up with a message that names the setting.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+const ENV_PREFIX: &str = "CONVENE_";
+
+/// The service's settings, after layering and validation.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub bind: String,
+    pub workers: usize,
+    pub shutdown_timeout_seconds: u64,
+    pub api_keys: Vec<String>,
+    pub token_secret: String,
+    pub token_issuer: String,
+    pub token_audience: String,
+    pub redis_url: String,
+    pub redis_key_prefix: String,
+    pub store_timeout_ms: u64,
+    pub store_startup_timeout_seconds: u64,
+    pub store_sweep_interval_seconds: u64,
+    pub mesh_max_participants: u32,
+    pub sfu_max_participants: u32,
+    pub room_token_ttl_seconds: u64,
+    pub room_ttl_seconds: u64,
+    pub endpoint_ttl_seconds: u64,
+    pub max_body_bytes: usize,
+    pub log_format: String,
+    pub log_level: String,
+}
+
+
+/// Secrets never show up in `{:?}` output.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("token_secret", &"[redacted]")
+            .field("redis", &!self.redis_url.is_empty())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration error, naming the setting at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Settings {
+    /// Loads the settings from the defaults, `CONVENE_CONFIG` and the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_env(std::env::vars())
+    }
+
+    /// Loads the settings from the defaults and the given environment (tests pass their own).
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            DEFAULTS.parse().map_err(|e| err(format!("config/default.toml: {e}")))?;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        if let Some((_, path)) = vars.iter().find(|(k, _)| k == "CONVENE_CONFIG") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(format!("CONVENE_CONFIG: cannot read {path}: {e}")))?;
+            let file: toml::Table = text.parse().map_err(|e| err(format!("CONVENE_CONFIG ({path}): {e}")))?;
+            for (key, value) in file {
+                let Some(default) = table.get(&key) else {
+                    return Err(err(format!("{key} (in {path}): unknown setting")));
+                };
+                if default.type_str() != value.type_str() {
+                    return Err(err(format!(
+                        "{key} (in {path}): expected a {}, got a {}",
+                        default.type_str(),
+                        value.type_str()
+                    )));
+                }
+                table.insert(key, value);
+            }
+        }
+        for (name, raw) in &vars {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = key.to_ascii_lowercase();
+            if key == "config" {
+                continue;
+            }
+            let Some(default) = table.get(&key) else { continue };
+            let value = env_value(default, raw).map_err(|why| err(format!("{name}: {why}")))?;
+            table.insert(key, value);
+        }
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| err(e.message().to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.bind
+            .parse::<SocketAddr>()
+            .map_err(|_| err(format!("CONVENE_BIND: '{}' is not an address like 127.0.0.1:8080", self.bind)))?;
+        if self.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(err("CONVENE_API_KEYS: an API key is empty"));
+        }
+        if !self.token_secret.is_empty() && self.token_secret.len() < 32 {
+            return Err(err(format!(
+                "CONVENE_TOKEN_SECRET: must be at least 32 bytes, got {}",
+                self.token_secret.len()
+            )));
+        }
+        if !self.redis_url.is_empty() && redis::Client::open(self.redis_url.as_str()).is_err() {
+            return Err(err("CONVENE_REDIS_URL: not a valid Redis URL"));
+        }
+        if self.mesh_max_participants < 2 {
+            return Err(err("CONVENE_MESH_MAX_PARTICIPANTS: must be at least 2"));
+        }
+        if self.sfu_max_participants < self.mesh_max_participants {
+            return Err(err("CONVENE_SFU_MAX_PARTICIPANTS: must not be below CONVENE_MESH_MAX_PARTICIPANTS"));
+        }
+        for (name, v) in [
+            ("CONVENE_ROOM_TOKEN_TTL_SECONDS", self.room_token_ttl_seconds),
+            ("CONVENE_ROOM_TTL_SECONDS", self.room_ttl_seconds),
+            ("CONVENE_ENDPOINT_TTL_SECONDS", self.endpoint_ttl_seconds),
+            ("CONVENE_STORE_TIMEOUT_MS", self.store_timeout_ms),
+            ("CONVENE_STORE_SWEEP_INTERVAL_SECONDS", self.store_sweep_interval_seconds),
+        ] {
+            // Ten years bounds every lifetime, so millisecond arithmetic never overflows.
+            if v == 0 || v > 10 * 365 * 86400 {
+                return Err(err(format!("{name}: must be between 1 and 315360000")));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(err("CONVENE_MAX_BODY_BYTES: must be at least 1"));
+        }
+        if self.redis_key_prefix.is_empty() {
+            return Err(err("CONVENE_REDIS_KEY_PREFIX: must not be empty"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(err(format!("CONVENE_LOG_FORMAT: expected text or json, got '{}'", self.log_format)));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| err(format!("CONVENE_LOG_LEVEL: {e}")))?;
+        Ok(())
+    }
+
+    pub fn json_logs(&self) -> bool {
+        self.log_format == "json"
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
+    }
+}
+
+/// Parses an environment variable's text as the type of the setting's default.
+fn env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(toml::Value::Integer)
+            .ok_or_else(|| format!("expected a whole number, got '{raw}'"))?,
+        toml::Value::Boolean(_) => match raw.trim() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => return Err(format!("expected true or false, got '{raw}'")),
+        },
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        other => return Err(format!("cannot be set from the environment ({})", other.type_str())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = env(&[]).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8080");
+        assert_eq!(s.mesh_max_participants, 7);
+        assert_eq!(s.sfu_max_participants, 100);
+        assert_eq!(s.room_ttl_seconds, 86400);
+        assert!(s.api_keys.is_empty());
+        assert!(s.redis_url.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = env(&[
+            ("CONVENE_API_KEYS", "a, b,c"),
+            ("CONVENE_MESH_MAX_PARTICIPANTS", "4"),
+            ("CONVENE_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.api_keys, ["a", "b", "c"]);
+        assert_eq!(s.mesh_max_participants, 4);
+        assert!(s.json_logs());
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = env(&[("CONVENE_MESH_MAX_PARTICIPANTS", "many")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_MESH_MAX_PARTICIPANTS"), "{e}");
+        let e = env(&[("CONVENE_TOKEN_SECRET", "short")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_TOKEN_SECRET"), "{e}");
+        let e = env(&[("CONVENE_BIND", "nowhere")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_BIND"), "{e}");
+        let e = env(&[("CONVENE_ROOM_TTL_SECONDS", "0")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_ROOM_TTL_SECONDS"), "{e}");
+        let e = env(&[("CONVENE_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_LOG_FORMAT"), "{e}");
+    }
+}

@@ -1,0 +1,247 @@
+//! The one table of error codes, and the error type every handler returns.
+//!
+//! Every error response of the service, of every status, has the published body
+//! `{httpCode, code, id, description[]}`. Handlers never build that JSON: they return
+//! an [`ApiError`] made by one of the constructors below, and [`ApiError`]'s
+//! `ResponseError` impl renders it. The wording of published messages is kept to the
+//! letter (typos included), because clients match on it.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+
+/// Every error the service can answer with: HTTP status, code and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Internal,
+    AuthorizationMissing,
+    NotFound,
+    MethodNotAllowed,
+    ParameterMissing,
+    StringSize,
+    InvalidJson,
+    NumberSize,
+    InvalidValue,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    /// `REALTIME-00004` where the published API answers 400 (DELETE).
+    RoomDoesNotExist,
+    /// `REALTIME-00004` where the contract answers 404 (GET one room).
+    RoomNotFound,
+    InvalidToken,
+}
+
+impl Code {
+    /// `(HTTP status, code, id)`: the table itself.
+    const fn row(self) -> (u16, &'static str, Option<&'static str>) {
+        match self {
+            Code::Internal => (500, "BASE-00000", Some("INTERNAL_ERROR")),
+            Code::AuthorizationMissing => (401, "BASE-00001", None),
+            Code::NotFound => (404, "BASE-00002", Some("NOT_FOUND")),
+            Code::MethodNotAllowed => (405, "BASE-00003", Some("METHOD_NOT_ALLOWED")),
+            Code::ParameterMissing => (400, "BASE-00011", Some("PARAMETER_MISSING")),
+            Code::StringSize => (400, "BASE-00013", Some("STRING_SIZE")),
+            Code::InvalidJson => (400, "BASE-00014", None),
+            Code::NumberSize => (400, "BASE-00015", Some("NUMBER_SIZE")),
+            Code::InvalidValue => (400, "BASE-00016", Some("INVALID_VALUE")),
+            Code::UnsupportedMediaType => (415, "BASE-00017", None),
+            Code::PayloadTooLarge => (413, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
+            Code::ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
+            Code::RoomDoesNotExist => (400, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
+            Code::RoomNotFound => (404, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
+            Code::InvalidToken => (400, "REALTIME-00009", Some("INVALID_TOKEN")),
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        StatusCode::from_u16(self.row().0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn code(self) -> &'static str {
+        self.row().1
+    }
+
+    pub fn id(self) -> Option<&'static str> {
+        self.row().2
+    }
+}
+
+/// An error answer: a [`Code`] and its human-readable description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: Code,
+    pub description: String,
+}
+
+impl ApiError {
+    pub fn new(code: Code, description: impl Into<String>) -> Self {
+        Self { code, description: description.into() }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(Code::Internal, "An internal error occurred.")
+    }
+
+    pub fn authorization_missing() -> Self {
+        Self::new(Code::AuthorizationMissing, "Authorization missing.")
+    }
+
+    /// An unknown API key, or a paging token this service did not issue.
+    pub fn invalid_token(token: &str) -> Self {
+        Self::new(Code::InvalidToken, format!("The token ::= [{token}] is invalid."))
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(Code::NotFound, format!("The resource ::= [{path}] does not exist."))
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            Code::MethodNotAllowed,
+            format!("The method ::= [{method}] is not allowed for ::= [{path}]."),
+        )
+    }
+
+    pub fn parameter_missing(name: &str) -> Self {
+        Self::new(Code::ParameterMissing, format!("The parameter with name ::= [{name}] is missing."))
+    }
+
+    pub fn string_size(name: &str, max: usize) -> Self {
+        Self::new(
+            Code::StringSize,
+            format!("The parameter with name ::= [{name}] is larger than ::= [{max}] characters"),
+        )
+    }
+
+    pub fn invalid_json() -> Self {
+        Self::new(Code::InvalidJson, "The passed JSON body is invalid.")
+    }
+
+    pub fn number_size(name: &str, min: impl fmt::Display, max: impl fmt::Display) -> Self {
+        Self::new(
+            Code::NumberSize,
+            format!(
+                "The parameter with name ::= [{name}] is is not within the range from ::= [{min}] to [{max}]"
+            ),
+        )
+    }
+
+    pub fn invalid_value(name: &str) -> Self {
+        Self::new(Code::InvalidValue, format!("The parameter with name ::= [{name}] has an invalid value."))
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(Code::UnsupportedMediaType, "Passed media type is not supported.")
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(Code::PayloadTooLarge, format!("The request body is larger than ::= [{limit}] bytes."))
+    }
+
+    pub fn service_unavailable() -> Self {
+        Self::new(Code::ServiceUnavailable, "The service is temporarily unavailable. Try again later.")
+    }
+
+    /// `REALTIME-00004` with status 400, as the published DELETE answers.
+    pub fn room_does_not_exist(id: &str) -> Self {
+        Self::new(Code::RoomDoesNotExist, room_missing_text(id))
+    }
+
+    /// `REALTIME-00004` with status 404, as the contract wants for GET.
+    pub fn room_not_found(id: &str) -> Self {
+        Self::new(Code::RoomNotFound, room_missing_text(id))
+    }
+
+    /// The error for an answer that actix produced by itself with this status.
+    pub fn for_status(status: u16, method: &str, path: &str) -> Self {
+        match status {
+            404 => Self::not_found(path),
+            405 => Self::method_not_allowed(method, path),
+            413 => Self::payload_too_large(crate::startup::DEFAULT_BODY_LIMIT),
+            415 => Self::unsupported_media_type(),
+            503 => Self::service_unavailable(),
+            400..=499 => Self::new(Code::InvalidValue, "The request is invalid."),
+            _ => Self::internal(),
+        }
+    }
+
+    /// The published body of this error.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            http_code: self.code.status().as_u16(),
+            code: self.code.code(),
+            id: self.code.id(),
+            description: [self.description.as_str()],
+        }
+    }
+}
+
+fn room_missing_text(id: &str) -> String {
+    format!("A conference room with id ::= [{id}] does not exist.")
+}
+
+/// The published error body.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody<'a> {
+    pub http_code: u16,
+    pub code: &'static str,
+    pub id: Option<&'static str>,
+    pub description: [&'a str; 1],
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code.code(), self.description)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header(ContentType::json())
+            .json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_bodies_render_to_the_letter() {
+        let body = serde_json::to_value(ApiError::authorization_missing().body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"httpCode": 401, "code": "BASE-00001", "id": null,
+                "description": ["Authorization missing."]})
+        );
+        let body = serde_json::to_value(ApiError::number_size("numberOfRecords", 1, 100).body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"httpCode": 400, "code": "BASE-00015", "id": "NUMBER_SIZE",
+                "description": ["The parameter with name ::= [numberOfRecords] is is not within the range from ::= [1] to [100]"]})
+        );
+    }
+
+    #[test]
+    fn every_code_has_a_valid_status() {
+        use Code::*;
+        for code in [
+            Internal, AuthorizationMissing, NotFound, MethodNotAllowed, ParameterMissing, StringSize,
+            InvalidJson, NumberSize, InvalidValue, UnsupportedMediaType, PayloadTooLarge,
+            ServiceUnavailable, RoomDoesNotExist, RoomNotFound, InvalidToken,
+        ] {
+            assert_eq!(code.status().as_u16(), code.row().0);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Convene: a realtime-conferencing control plane. See `ARCHITECTURE.md` for the map.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod paging;
+pub mod room;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod token;

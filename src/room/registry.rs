@@ -1,0 +1,197 @@
+//! The registry actor owns the set of live rooms; [`Rooms`] is the cloneable handle that
+//! REST handlers (and later signaling sessions) use.
+
+use super::actor::{RoomActor, RoomHandle};
+use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
+use crate::error::ApiError;
+use crate::store::{Cursor, StoreError};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct Registry {
+    rooms: HashMap<String, Addr<RoomActor>>,
+    services: Arc<RoomServices>,
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+/// Starts the actor of a room that is already in the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Register(RoomRecord);
+
+impl Handler<Register> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, Register(record): Register, ctx: &mut Context<Self>) {
+        let id = record.id.clone();
+        let room = RoomActor::new(record, self.services.clone(), ctx.address()).start();
+        self.rooms.insert(id, room);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<Addr<RoomActor>>")]
+struct Lookup(String);
+
+impl Handler<Lookup> for Registry {
+    type Result = Option<Addr<RoomActor>>;
+
+    fn handle(&mut self, Lookup(id): Lookup, _: &mut Context<Self>) -> Self::Result {
+        self.rooms.get(&id).filter(|addr| addr.connected()).cloned()
+    }
+}
+
+/// Sent by a room actor when it stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct RoomGone(pub String);
+
+impl Handler<RoomGone> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, RoomGone(id): RoomGone, _: &mut Context<Self>) {
+        if self.rooms.get(&id).is_some_and(|addr| !addr.connected()) {
+            self.rooms.remove(&id);
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct Count;
+
+impl Handler<Count> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
+        self.rooms.len()
+    }
+}
+
+/// One page of the room list.
+pub struct Page {
+    pub rooms: Vec<RoomRecord>,
+    /// The cursor of the next page, when more rooms follow.
+    pub next: Option<Cursor>,
+}
+
+/// The cloneable handle on the registry.
+#[derive(Clone)]
+pub struct Rooms {
+    registry: Addr<Registry>,
+    services: Arc<RoomServices>,
+}
+
+impl Rooms {
+    /// Starts the registry actor on the current arbiter.
+    pub fn start(services: RoomServices) -> Self {
+        let services = Arc::new(services);
+        let registry = Registry { rooms: HashMap::new(), services: services.clone() }.start();
+        Self { registry, services }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.services.limits
+    }
+
+    pub fn services(&self) -> &Arc<RoomServices> {
+        &self.services
+    }
+
+    /// Starts an actor for every live room in the store; answers how many.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let rooms = self.services.store.load_all(now).await?;
+        let count = rooms.len();
+        for mut record in rooms {
+            // A token signed with another secret (a generated one, or a rotated one) or
+            // expired is replaced, so every restored room has a working token.
+            if record.token_is_stale(now) || self.services.tokens.verify(&record.token).is_err() {
+                record.refresh_token(&self.services.tokens, now);
+            }
+            self.register(record).await;
+        }
+        Ok(count)
+    }
+
+    async fn register(&self, record: RoomRecord) {
+        // The registry lives as long as the system; a failed send means it is shutting down.
+        let _ = self.registry.send(Register(record)).await;
+    }
+
+    /// Creates a room: written to the store first, so a 200 means the room is stored.
+    pub async fn create(&self, new: NewRoom) -> Result<RoomRecord, ApiError> {
+        let s = &self.services;
+        let now = now_ms();
+        let id = format!("RO-{}", uuid::Uuid::new_v4());
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let (token, token_expires_at) = s.tokens.issue(&id, &nonce, now / 1000, s.room_token_ttl_seconds);
+        let record = RoomRecord {
+            id,
+            name: new.name,
+            description: new.description,
+            creation_time: now,
+            modification_time: now,
+            conference_type: new.conference_type.unwrap_or(ConferenceType::Mesh),
+            auto_upgrade_participant_count: new.auto_upgrade_participant_count,
+            room_token_ttl_seconds: s.room_token_ttl_seconds,
+            room_ttl_seconds: s.room_ttl_seconds,
+            endpoint_ttl_seconds: s.endpoint_ttl_seconds,
+            nonce,
+            token,
+            token_expires_at,
+            participant_count: 0,
+        };
+        s.store.create(&record).await?;
+        self.register(record.clone()).await;
+        Ok(record)
+    }
+
+    /// The handle of a live room.
+    pub async fn get(&self, id: &str) -> Option<RoomHandle> {
+        self.registry.send(Lookup(id.to_string())).await.ok().flatten().map(RoomHandle::new)
+    }
+
+    /// A live room's record; 404 `REALTIME-00004` when there is none.
+    pub async fn fetch(&self, id: &str) -> Result<RoomRecord, ApiError> {
+        match self.get(id).await {
+            Some(room) => room.record().await,
+            None => None,
+        }
+        .ok_or_else(|| ApiError::room_not_found(id))
+    }
+
+    /// Deletes a room; 400 `REALTIME-00004` when there is none, 503 when the store fails
+    /// (and then the room stays).
+    pub async fn delete(&self, id: &str) -> Result<RoomRecord, ApiError> {
+        let Some(room) = self.get(id).await else {
+            return Err(ApiError::room_does_not_exist(id));
+        };
+        room.delete().await?.ok_or_else(|| ApiError::room_does_not_exist(id))
+    }
+
+    /// A page of rooms, newest first, strictly after `after`.
+    pub async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, ApiError> {
+        let now = now_ms();
+        let mut rooms = self.services.store.page(after, limit + 1, now).await?;
+        let next = if rooms.len() > limit {
+            rooms.truncate(limit);
+            rooms.last().map(Cursor::of)
+        } else {
+            None
+        };
+        for room in rooms.iter_mut().filter(|r| r.token_is_stale(now)) {
+            room.refresh_token(&self.services.tokens, now);
+        }
+        Ok(Page { rooms, next })
+    }
+
+    /// How many rooms are live.
+    pub async fn count(&self) -> usize {
+        self.registry.send(Count).await.unwrap_or(0)
+    }
+}

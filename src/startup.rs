@@ -1,0 +1,123 @@
+//! Building and running the application: store, actors, HTTP server.
+
+use crate::api;
+use crate::auth::ApiKeys;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::paging::PageTokens;
+use crate::room::{Limits, RoomServices, Rooms, now_ms};
+use crate::store::{MemoryStore, RedisStore, Store};
+use crate::telemetry;
+use crate::token::RoomTokens;
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The body limit of the contract, used where the configured one is not at hand.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub settings: Settings,
+    pub api_keys: ApiKeys,
+    pub rooms: Rooms,
+    pub page_tokens: PageTokens,
+}
+
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+}
+
+impl Application {
+    /// Opens the store, restores the rooms it holds, and binds the server. Runs inside an
+    /// actix system (the registry and room actors live on the current arbiter).
+    /// `settings` must carry at least one API key and a token secret.
+    pub async fn build(settings: Settings) -> Result<Self, Box<dyn std::error::Error>> {
+        let store: Arc<dyn Store> = if settings.redis_url.is_empty() {
+            Arc::new(MemoryStore::new())
+        } else {
+            Arc::new(RedisStore::new(&settings.redis_url, &settings.redis_key_prefix, settings.store_timeout())?)
+        };
+        let secret = settings.token_secret.as_bytes();
+        let rooms = Rooms::start(RoomServices {
+            limits: Limits { mesh: settings.mesh_max_participants, sfu: settings.sfu_max_participants },
+            room_token_ttl_seconds: settings.room_token_ttl_seconds,
+            room_ttl_seconds: settings.room_ttl_seconds,
+            endpoint_ttl_seconds: settings.endpoint_ttl_seconds,
+            tokens: RoomTokens::new(secret, &settings.token_issuer, &settings.token_audience),
+            store: store.clone(),
+        });
+        restore(&rooms, &settings).await?;
+        spawn_sweeper(store, Duration::from_secs(settings.store_sweep_interval_seconds));
+
+        let listener = TcpListener::bind(&settings.bind)?;
+        let addr = listener.local_addr()?;
+        let state = web::Data::new(AppState {
+            api_keys: ApiKeys::new(&settings.api_keys),
+            page_tokens: PageTokens::new(secret),
+            rooms,
+            settings: settings.clone(),
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|_, _| ApiError::invalid_value("query").into()))
+                .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::invalid_value("path").into()))
+                .wrap(from_fn(telemetry::request_context))
+                .configure(api::configure)
+                .default_service(web::to(api::not_found))
+        })
+        .shutdown_timeout(settings.shutdown_timeout_seconds)
+        .listen(listener)?;
+        if settings.workers > 0 {
+            server = server.workers(settings.workers);
+        }
+        Ok(Self { server: server.run(), addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGTERM or SIGINT, then finishes in-flight requests and returns.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Restores the rooms of the store, retrying while the store is unreachable.
+async fn restore(rooms: &Rooms, settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(settings.store_startup_timeout_seconds);
+    loop {
+        match rooms.restore().await {
+            Ok(count) => {
+                tracing::info!(rooms = count, "rooms restored from the store");
+                return Ok(());
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "store unreachable at start-up; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("CONVENE_REDIS_URL: cannot restore rooms: {e}").into()),
+        }
+    }
+}
+
+/// Drops expired rooms from the store's index now and then.
+fn spawn_sweeper(store: Arc<dyn Store>, every: Duration) {
+    actix_web::rt::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            interval.tick().await;
+            match store.sweep(now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rooms = n, "swept expired rooms"),
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,175 @@
+//! Room tokens: HS256 JWTs that let an SDK client join one room.
+//!
+//! A token names its room (`sub`) and carries the room's `nonce`, a random value that lives
+//! and dies with the room: a token of a deleted room never works again, not even for a new
+//! room of the same name. The algorithm is pinned, `exp` is required, and issuer and
+//! audience are set and checked.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+
+/// The claims of a room token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The room id.
+    pub sub: String,
+    /// The room's per-room value; see the module docs.
+    pub nonce: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    Expired,
+    Invalid,
+}
+
+#[derive(Clone)]
+pub struct RoomTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+impl RoomTokens {
+    pub fn new(secret: &[u8], issuer: &str, audience: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.validate_exp = true;
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+        }
+    }
+
+    /// Issues a token for the room, valid for `ttl_seconds` from `now` (seconds since the epoch).
+    pub fn issue(&self, room_id: &str, nonce: &str, now: u64, ttl_seconds: u64) -> (String, u64) {
+        let claims = RoomClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: room_id.to_string(),
+            nonce: nonce.to_string(),
+            iat: now,
+            exp: now + ttl_seconds,
+        };
+        // Signing an HMAC over serializable claims cannot fail.
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing of room claims");
+        (token, claims.exp)
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and expiry. The caller checks that
+    /// the room named by `sub` exists and has the token's `nonce`.
+    pub fn verify(&self, token: &str) -> Result<RoomClaims, TokenError> {
+        decode::<RoomClaims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn tokens() -> RoomTokens {
+        RoomTokens::new(SECRET, "convene", "convene-room")
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn a_fresh_token_verifies() {
+        let (token, exp) = tokens().issue("RO-1", "n1", now(), 60);
+        let claims = tokens().verify(&token).unwrap();
+        assert_eq!(claims.sub, "RO-1");
+        assert_eq!(claims.nonce, "n1");
+        assert_eq!(claims.exp, exp);
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let (token, _) = tokens().issue("RO-1", "n1", now(), 60);
+        let payload = token.split('.').nth(1).unwrap();
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert_eq!(tokens().verify(&format!("{header}.{payload}.")), Err(TokenError::Invalid));
+        assert_eq!(tokens().verify(&format!("{header}.{payload}")), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn other_algorithms_are_refused() {
+        let claims = tokens().verify(&tokens().issue("RO-1", "n1", now(), 60).0).unwrap();
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let token = encode(&Header::new(alg), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+            assert_eq!(tokens().verify(&token), Err(TokenError::Invalid), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let (token, _) = tokens().issue("RO-1", "n1", now() - 120, 60);
+        assert_eq!(tokens().verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_without_exp_is_refused() {
+        #[derive(Serialize)]
+        struct NoExp<'a> {
+            iss: &'a str,
+            aud: &'a str,
+            sub: &'a str,
+            nonce: &'a str,
+        }
+        let claims = NoExp { iss: "convene", aud: "convene-room", sub: "RO-1", nonce: "n" };
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert_eq!(tokens().verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_wrong_secret_is_refused() {
+        let other = RoomTokens::new(b"another-secret-another-secret-xx", "convene", "convene-room");
+        let (token, _) = other.issue("RO-1", "n1", now(), 60);
+        assert_eq!(tokens().verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_wrong_audience_or_issuer_is_refused() {
+        let aud = RoomTokens::new(SECRET, "convene", "someone-else");
+        assert_eq!(tokens().verify(&aud.issue("RO-1", "n", now(), 60).0), Err(TokenError::Invalid));
+        let iss = RoomTokens::new(SECRET, "mallory", "convene-room");
+        assert_eq!(tokens().verify(&iss.issue("RO-1", "n", now(), 60).0), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_tampered_payload_is_refused() {
+        let (token, _) = tokens().issue("RO-1", "n1", now(), 60);
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        claims["sub"] = "RO-2".into();
+        let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        assert_eq!(tokens().verify(&format!("{}.{forged}.{}", parts[0], parts[2])), Err(TokenError::Invalid));
+        assert_eq!(tokens().verify("not-a-token"), Err(TokenError::Invalid));
+    }
+}
