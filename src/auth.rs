@@ -22,7 +22,9 @@ pub struct ApiKeys {
 
 impl ApiKeys {
     pub fn new<S: AsRef<str>>(keys: &[S]) -> Self {
-        Self { hashes: keys.iter().map(|k| hash(k.as_ref())).collect() }
+        Self {
+            hashes: keys.iter().map(|k| hash(k.as_ref())).collect(),
+        }
     }
 
     /// Whether `presented` is one of the configured keys, in time independent of which.
@@ -61,7 +63,10 @@ impl FromRequest for Authorized {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
             return ready(Err(ApiError::internal()));
         };
-        let header = req.headers().get(API_KEY_HEADER).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let header = req
+            .headers()
+            .get(API_KEY_HEADER)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
         ready(state.api_keys.check(header).map(|()| Authorized))
     }
 }
@@ -84,8 +89,14 @@ mod tests {
     #[test]
     fn missing_and_unknown_keys_get_their_codes() {
         let keys = ApiKeys::new(&["k"]);
-        assert_eq!(keys.check(None).unwrap_err().code, Code::AuthorizationMissing);
-        assert_eq!(keys.check(Some("  ")).unwrap_err().code, Code::AuthorizationMissing);
+        assert_eq!(
+            keys.check(None).unwrap_err().code,
+            Code::AuthorizationMissing
+        );
+        assert_eq!(
+            keys.check(Some("  ")).unwrap_err().code,
+            Code::AuthorizationMissing
+        );
         assert_eq!(keys.check(Some("x")).unwrap_err().code, Code::InvalidToken);
         assert!(keys.check(Some("k")).is_ok());
     }

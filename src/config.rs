@@ -38,13 +38,15 @@ pub struct Settings {
     pub log_level: String,
 }
 
-
 /// Secrets never show up in `{:?}` output.
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
-            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
             .field("token_secret", &"[redacted]")
             .field("redis", &!self.redis_url.is_empty())
             .finish_non_exhaustive()
@@ -75,13 +77,16 @@ impl Settings {
 
     /// Loads the settings from the defaults and the given environment (tests pass their own).
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            DEFAULTS.parse().map_err(|e| err(format!("config/default.toml: {e}")))?;
+        let mut table: toml::Table = DEFAULTS
+            .parse()
+            .map_err(|e| err(format!("config/default.toml: {e}")))?;
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         if let Some((_, path)) = vars.iter().find(|(k, _)| k == "CONVENE_CONFIG") {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| err(format!("CONVENE_CONFIG: cannot read {path}: {e}")))?;
-            let file: toml::Table = text.parse().map_err(|e| err(format!("CONVENE_CONFIG ({path}): {e}")))?;
+            let file: toml::Table = text
+                .parse()
+                .map_err(|e| err(format!("CONVENE_CONFIG ({path}): {e}")))?;
             for (key, value) in file {
                 let Some(default) = table.get(&key) else {
                     return Err(err(format!("{key} (in {path}): unknown setting")));
@@ -97,12 +102,16 @@ impl Settings {
             }
         }
         for (name, raw) in &vars {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let key = key.to_ascii_lowercase();
             if key == "config" {
                 continue;
             }
-            let Some(default) = table.get(&key) else { continue };
+            let Some(default) = table.get(&key) else {
+                continue;
+            };
             let value = env_value(default, raw).map_err(|why| err(format!("{name}: {why}")))?;
             table.insert(key, value);
         }
@@ -114,9 +123,12 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.bind
-            .parse::<SocketAddr>()
-            .map_err(|_| err(format!("CONVENE_BIND: '{}' is not an address like 127.0.0.1:8080", self.bind)))?;
+        self.bind.parse::<SocketAddr>().map_err(|_| {
+            err(format!(
+                "CONVENE_BIND: '{}' is not an address like 127.0.0.1:8080",
+                self.bind
+            ))
+        })?;
         if self.api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(err("CONVENE_API_KEYS: an API key is empty"));
         }
@@ -133,14 +145,22 @@ impl Settings {
             return Err(err("CONVENE_MESH_MAX_PARTICIPANTS: must be at least 2"));
         }
         if self.sfu_max_participants < self.mesh_max_participants {
-            return Err(err("CONVENE_SFU_MAX_PARTICIPANTS: must not be below CONVENE_MESH_MAX_PARTICIPANTS"));
+            return Err(err(
+                "CONVENE_SFU_MAX_PARTICIPANTS: must not be below CONVENE_MESH_MAX_PARTICIPANTS",
+            ));
         }
         for (name, v) in [
-            ("CONVENE_ROOM_TOKEN_TTL_SECONDS", self.room_token_ttl_seconds),
+            (
+                "CONVENE_ROOM_TOKEN_TTL_SECONDS",
+                self.room_token_ttl_seconds,
+            ),
             ("CONVENE_ROOM_TTL_SECONDS", self.room_ttl_seconds),
             ("CONVENE_ENDPOINT_TTL_SECONDS", self.endpoint_ttl_seconds),
             ("CONVENE_STORE_TIMEOUT_MS", self.store_timeout_ms),
-            ("CONVENE_STORE_SWEEP_INTERVAL_SECONDS", self.store_sweep_interval_seconds),
+            (
+                "CONVENE_STORE_SWEEP_INTERVAL_SECONDS",
+                self.store_sweep_interval_seconds,
+            ),
         ] {
             // Ten years bounds every lifetime, so millisecond arithmetic never overflows.
             if v == 0 || v > 10 * 365 * 86400 {
@@ -154,7 +174,10 @@ impl Settings {
             return Err(err("CONVENE_REDIS_KEY_PREFIX: must not be empty"));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(err(format!("CONVENE_LOG_FORMAT: expected text or json, got '{}'", self.log_format)));
+            return Err(err(format!(
+                "CONVENE_LOG_FORMAT: expected text or json, got '{}'",
+                self.log_format
+            )));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| err(format!("CONVENE_LOG_LEVEL: {e}")))?;
@@ -193,7 +216,12 @@ fn env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
                 .map(|s| toml::Value::String(s.to_string()))
                 .collect(),
         ),
-        other => return Err(format!("cannot be set from the environment ({})", other.type_str())),
+        other => {
+            return Err(format!(
+                "cannot be set from the environment ({})",
+                other.type_str()
+            ));
+        }
     })
 }
 

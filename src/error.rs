@@ -50,8 +50,16 @@ impl Code {
             Code::UnsupportedMediaType => (415, "BASE-00017", None),
             Code::PayloadTooLarge => (413, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
             Code::ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
-            Code::RoomDoesNotExist => (400, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
-            Code::RoomNotFound => (404, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
+            Code::RoomDoesNotExist => (
+                400,
+                "REALTIME-00004",
+                Some("CONFERENCE_ROOM_DOES_NOT_EXIST"),
+            ),
+            Code::RoomNotFound => (
+                404,
+                "REALTIME-00004",
+                Some("CONFERENCE_ROOM_DOES_NOT_EXIST"),
+            ),
             Code::InvalidToken => (400, "REALTIME-00009", Some("INVALID_TOKEN")),
         }
     }
@@ -78,7 +86,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, description: impl Into<String>) -> Self {
-        Self { code, description: description.into() }
+        Self {
+            code,
+            description: description.into(),
+        }
     }
 
     pub fn internal() -> Self {
@@ -91,11 +102,17 @@ impl ApiError {
 
     /// An unknown API key, or a paging token this service did not issue.
     pub fn invalid_token(token: &str) -> Self {
-        Self::new(Code::InvalidToken, format!("The token ::= [{token}] is invalid."))
+        Self::new(
+            Code::InvalidToken,
+            format!("The token ::= [{token}] is invalid."),
+        )
     }
 
     pub fn not_found(path: &str) -> Self {
-        Self::new(Code::NotFound, format!("The resource ::= [{path}] does not exist."))
+        Self::new(
+            Code::NotFound,
+            format!("The resource ::= [{path}] does not exist."),
+        )
     }
 
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
@@ -106,7 +123,10 @@ impl ApiError {
     }
 
     pub fn parameter_missing(name: &str) -> Self {
-        Self::new(Code::ParameterMissing, format!("The parameter with name ::= [{name}] is missing."))
+        Self::new(
+            Code::ParameterMissing,
+            format!("The parameter with name ::= [{name}] is missing."),
+        )
     }
 
     pub fn string_size(name: &str, max: usize) -> Self {
@@ -130,19 +150,31 @@ impl ApiError {
     }
 
     pub fn invalid_value(name: &str) -> Self {
-        Self::new(Code::InvalidValue, format!("The parameter with name ::= [{name}] has an invalid value."))
+        Self::new(
+            Code::InvalidValue,
+            format!("The parameter with name ::= [{name}] has an invalid value."),
+        )
     }
 
     pub fn unsupported_media_type() -> Self {
-        Self::new(Code::UnsupportedMediaType, "Passed media type is not supported.")
+        Self::new(
+            Code::UnsupportedMediaType,
+            "Passed media type is not supported.",
+        )
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(Code::PayloadTooLarge, format!("The request body is larger than ::= [{limit}] bytes."))
+        Self::new(
+            Code::PayloadTooLarge,
+            format!("The request body is larger than ::= [{limit}] bytes."),
+        )
     }
 
     pub fn service_unavailable() -> Self {
-        Self::new(Code::ServiceUnavailable, "The service is temporarily unavailable. Try again later.")
+        Self::new(
+            Code::ServiceUnavailable,
+            "The service is temporarily unavailable. Try again later.",
+        )
     }
 
     /// `REALTIME-00004` with status 400, as the published DELETE answers.
@@ -225,7 +257,8 @@ mod tests {
             serde_json::json!({"httpCode": 401, "code": "BASE-00001", "id": null,
                 "description": ["Authorization missing."]})
         );
-        let body = serde_json::to_value(ApiError::number_size("numberOfRecords", 1, 100).body()).unwrap();
+        let body =
+            serde_json::to_value(ApiError::number_size("numberOfRecords", 1, 100).body()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"httpCode": 400, "code": "BASE-00015", "id": "NUMBER_SIZE",
@@ -237,9 +270,21 @@ mod tests {
     fn every_code_has_a_valid_status() {
         use Code::*;
         for code in [
-            Internal, AuthorizationMissing, NotFound, MethodNotAllowed, ParameterMissing, StringSize,
-            InvalidJson, NumberSize, InvalidValue, UnsupportedMediaType, PayloadTooLarge,
-            ServiceUnavailable, RoomDoesNotExist, RoomNotFound, InvalidToken,
+            Internal,
+            AuthorizationMissing,
+            NotFound,
+            MethodNotAllowed,
+            ParameterMissing,
+            StringSize,
+            InvalidJson,
+            NumberSize,
+            InvalidValue,
+            UnsupportedMediaType,
+            PayloadTooLarge,
+            ServiceUnavailable,
+            RoomDoesNotExist,
+            RoomNotFound,
+            InvalidToken,
         ] {
             assert_eq!(code.status().as_u16(), code.row().0);
         }

@@ -23,7 +23,9 @@ impl PageTokens {
         let mut hasher = Sha256::new();
         hasher.update(b"convene paging token v1\0");
         hasher.update(secret);
-        Self { key: hasher.finalize().into() }
+        Self {
+            key: hasher.finalize().into(),
+        }
     }
 
     fn mac(&self, body: &str) -> HmacSha256 {
@@ -55,7 +57,10 @@ impl PageTokens {
         }
         self.mac(body).verify_truncated_left(tag).ok()?;
         let (time, id) = body.split_once('.')?;
-        Some(Cursor { creation_time: time.parse().ok()?, id: id.to_string() })
+        Some(Cursor {
+            creation_time: time.parse().ok()?,
+            id: id.to_string(),
+        })
     }
 }
 
@@ -66,7 +71,10 @@ mod tests {
     #[test]
     fn round_trip_and_forgery() {
         let tokens = PageTokens::new(b"secret");
-        let cursor = Cursor { creation_time: 1649425468429, id: "RO-7403cb88-8e88-452a-8bb7-0923923348f7".into() };
+        let cursor = Cursor {
+            creation_time: 1649425468429,
+            id: "RO-7403cb88-8e88-452a-8bb7-0923923348f7".into(),
+        };
         let token = tokens.encode(&cursor);
         assert_eq!(tokens.decode(&token), Some(cursor.clone()));
         assert_eq!(PageTokens::new(b"other").decode(&token), None);

@@ -40,11 +40,18 @@ impl Application {
         let store: Arc<dyn Store> = if settings.redis_url.is_empty() {
             Arc::new(MemoryStore::new())
         } else {
-            Arc::new(RedisStore::new(&settings.redis_url, &settings.redis_key_prefix, settings.store_timeout())?)
+            Arc::new(RedisStore::new(
+                &settings.redis_url,
+                &settings.redis_key_prefix,
+                settings.store_timeout(),
+            )?)
         };
         let secret = settings.token_secret.as_bytes();
         let rooms = Rooms::start(RoomServices {
-            limits: Limits { mesh: settings.mesh_max_participants, sfu: settings.sfu_max_participants },
+            limits: Limits {
+                mesh: settings.mesh_max_participants,
+                sfu: settings.sfu_max_participants,
+            },
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
             room_ttl_seconds: settings.room_ttl_seconds,
             endpoint_ttl_seconds: settings.endpoint_ttl_seconds,
@@ -52,7 +59,10 @@ impl Application {
             store: store.clone(),
         });
         restore(&rooms, &settings).await?;
-        spawn_sweeper(store, Duration::from_secs(settings.store_sweep_interval_seconds));
+        spawn_sweeper(
+            store,
+            Duration::from_secs(settings.store_sweep_interval_seconds),
+        );
 
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
@@ -65,8 +75,14 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .app_data(web::QueryConfig::default().error_handler(|_, _| ApiError::invalid_value("query").into()))
-                .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::invalid_value("path").into()))
+                .app_data(
+                    web::QueryConfig::default()
+                        .error_handler(|_, _| ApiError::invalid_value("query").into()),
+                )
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|_, _| ApiError::invalid_value("path").into()),
+                )
                 .wrap(from_fn(telemetry::request_context))
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))
@@ -76,7 +92,10 @@ impl Application {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        Ok(Self { server: server.run(), addr })
+        Ok(Self {
+            server: server.run(),
+            addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -19,9 +19,16 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn init(level: &str, json: bool) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     // `try_init` fails only when a subscriber is already installed (as in tests).
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Request id (the caller's `x-request-id` when it is short and plain, else a new one),
@@ -35,14 +42,21 @@ pub async fn request_context(
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
     // The request cannot be cloned before routing, so errors and panics are returned as
     // errors, which actix renders through `ResponseError`: the published body again.
-    let outcome = AssertUnwindSafe(next.call(req)).catch_unwind().instrument(span.clone()).await;
+    let outcome = AssertUnwindSafe(next.call(req))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
     let mut res = match outcome {
         Ok(Ok(res)) => published_error_body(res.map_into_boxed_body()),
         Ok(Err(e)) => {
@@ -78,7 +92,11 @@ fn published_error_body(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBod
     if status.as_u16() < 400 || is_json {
         return res;
     }
-    let error = ApiError::for_status(status.as_u16(), res.request().method().as_str(), res.request().path());
+    let error = ApiError::for_status(
+        status.as_u16(),
+        res.request().method().as_str(),
+        res.request().path(),
+    );
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, error.error_response())
 }

@@ -113,15 +113,28 @@ mod tests {
         let (token, _) = tokens().issue("RO-1", "n1", now(), 60);
         let payload = token.split('.').nth(1).unwrap();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert_eq!(tokens().verify(&format!("{header}.{payload}.")), Err(TokenError::Invalid));
-        assert_eq!(tokens().verify(&format!("{header}.{payload}")), Err(TokenError::Invalid));
+        assert_eq!(
+            tokens().verify(&format!("{header}.{payload}.")),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            tokens().verify(&format!("{header}.{payload}")),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
     fn other_algorithms_are_refused() {
-        let claims = tokens().verify(&tokens().issue("RO-1", "n1", now(), 60).0).unwrap();
+        let claims = tokens()
+            .verify(&tokens().issue("RO-1", "n1", now(), 60).0)
+            .unwrap();
         for alg in [Algorithm::HS384, Algorithm::HS512] {
-            let token = encode(&Header::new(alg), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+            let token = encode(
+                &Header::new(alg),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
             assert_eq!(tokens().verify(&token), Err(TokenError::Invalid), "{alg:?}");
         }
     }
@@ -141,14 +154,28 @@ mod tests {
             sub: &'a str,
             nonce: &'a str,
         }
-        let claims = NoExp { iss: "convene", aud: "convene-room", sub: "RO-1", nonce: "n" };
-        let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        let claims = NoExp {
+            iss: "convene",
+            aud: "convene-room",
+            sub: "RO-1",
+            nonce: "n",
+        };
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(tokens().verify(&token), Err(TokenError::Invalid));
     }
 
     #[test]
     fn a_wrong_secret_is_refused() {
-        let other = RoomTokens::new(b"another-secret-another-secret-xx", "convene", "convene-room");
+        let other = RoomTokens::new(
+            b"another-secret-another-secret-xx",
+            "convene",
+            "convene-room",
+        );
         let (token, _) = other.issue("RO-1", "n1", now(), 60);
         assert_eq!(tokens().verify(&token), Err(TokenError::Invalid));
     }
@@ -156,9 +183,15 @@ mod tests {
     #[test]
     fn a_wrong_audience_or_issuer_is_refused() {
         let aud = RoomTokens::new(SECRET, "convene", "someone-else");
-        assert_eq!(tokens().verify(&aud.issue("RO-1", "n", now(), 60).0), Err(TokenError::Invalid));
+        assert_eq!(
+            tokens().verify(&aud.issue("RO-1", "n", now(), 60).0),
+            Err(TokenError::Invalid)
+        );
         let iss = RoomTokens::new(SECRET, "mallory", "convene-room");
-        assert_eq!(tokens().verify(&iss.issue("RO-1", "n", now(), 60).0), Err(TokenError::Invalid));
+        assert_eq!(
+            tokens().verify(&iss.issue("RO-1", "n", now(), 60).0),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
@@ -169,7 +202,10 @@ mod tests {
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         claims["sub"] = "RO-2".into();
         let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-        assert_eq!(tokens().verify(&format!("{}.{forged}.{}", parts[0], parts[2])), Err(TokenError::Invalid));
+        assert_eq!(
+            tokens().verify(&format!("{}.{forged}.{}", parts[0], parts[2])),
+            Err(TokenError::Invalid)
+        );
         assert_eq!(tokens().verify("not-a-token"), Err(TokenError::Invalid));
     }
 }

@@ -21,8 +21,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(rooms::delete_by_path))
             .default_service(web::to(method_not_allowed)),
     )
-    .service(web::resource("/healthz").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
-    .service(web::resource("/readyz").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)));
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(health::live))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(health::ready))
+            .default_service(web::to(method_not_allowed)),
+    );
 }
 
 /// The answer for a path that no route matches.
@@ -31,5 +39,8 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed(req.method().as_str(), req.path()))
+    Err(ApiError::method_not_allowed(
+        req.method().as_str(),
+        req.path(),
+    ))
 }

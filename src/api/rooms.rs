@@ -31,7 +31,11 @@ pub async fn create(
 }
 
 /// `GET /api/realtime/room/{id}`
-pub async fn fetch(_: Authorized, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn fetch(
+    _: Authorized,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let room = state.rooms.fetch(&id).await?;
     Ok(HttpResponse::Ok().json(room.view(&state.rooms.limits())))
 }
@@ -44,14 +48,23 @@ pub struct ListQuery {
 }
 
 /// `GET /api/realtime/room?numberOfRecords=&token=`
-pub async fn list(_: Authorized, query: web::Query<ListQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    _: Authorized,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let limit = match query.number_of_records.as_deref() {
         None => PAGE_DEFAULT,
         Some(raw) => whole_number("numberOfRecords", raw, 1, PAGE_MAX)?,
     };
     let after = match query.token.as_deref() {
         None | Some("") => None,
-        Some(token) => Some(state.page_tokens.decode(token).ok_or_else(|| ApiError::invalid_token(token))?),
+        Some(token) => Some(
+            state
+                .page_tokens
+                .decode(token)
+                .ok_or_else(|| ApiError::invalid_token(token))?,
+        ),
     };
     let page = state.rooms.page(after.as_ref(), limit as usize).await?;
     let limits = state.rooms.limits();
@@ -98,7 +111,9 @@ fn room_envelope(state: &AppState, room: &RoomRecord) -> HttpResponse {
     struct Envelope<'a> {
         room: RoomView<'a>,
     }
-    HttpResponse::Ok().json(Envelope { room: room.view(&state.rooms.limits()) })
+    HttpResponse::Ok().json(Envelope {
+        room: room.view(&state.rooms.limits()),
+    })
 }
 
 /// `{"data": [...], "token": "..."}`; no `token` key on the last page.
@@ -110,7 +125,11 @@ struct ListBody<'a> {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (413) without reading it all.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -163,7 +182,9 @@ fn new_room(fields: &Map<String, Value>, mesh_limit: u32) -> Result<NewRoom, Api
     let text = |name: &str, max: usize| -> Result<Option<String>, ApiError> {
         match field(name) {
             None => Ok(None),
-            Some(Value::String(s)) if s.chars().count() > max => Err(ApiError::string_size(name, max)),
+            Some(Value::String(s)) if s.chars().count() > max => {
+                Err(ApiError::string_size(name, max))
+            }
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(ApiError::invalid_value(name)),
         }
@@ -172,9 +193,9 @@ fn new_room(fields: &Map<String, Value>, mesh_limit: u32) -> Result<NewRoom, Api
     let description = text("description", DESCRIPTION_MAX)?;
     let conference_type = match field("conferenceType") {
         None => None,
-        Some(Value::String(s)) => {
-            Some(ConferenceType::parse(s).ok_or_else(|| ApiError::invalid_value("conferenceType"))?)
-        }
+        Some(Value::String(s)) => Some(
+            ConferenceType::parse(s).ok_or_else(|| ApiError::invalid_value("conferenceType"))?,
+        ),
         Some(_) => return Err(ApiError::invalid_value("conferenceType")),
     };
     const AUTO: &str = "autoUpgradeParticipantCount";
@@ -184,7 +205,12 @@ fn new_room(fields: &Map<String, Value>, mesh_limit: u32) -> Result<NewRoom, Api
         Some(Value::Number(n)) => Some(json_whole_number(AUTO, n, 2, mesh_limit.into())? as u32),
         Some(_) => return Err(ApiError::invalid_value(AUTO)),
     };
-    Ok(NewRoom { name, description, conference_type, auto_upgrade_participant_count: auto_upgrade })
+    Ok(NewRoom {
+        name,
+        description,
+        conference_type,
+        auto_upgrade_participant_count: auto_upgrade,
+    })
 }
 
 /// A whole number written as text, within `min..=max`: `BASE-00016` when it is not a whole
@@ -201,13 +227,20 @@ fn whole_number(name: &str, raw: &str, min: u64, max: u64) -> Result<u64, ApiErr
 }
 
 /// The same for a JSON number: `4` and `4.0` are whole, `2.5` is not.
-fn json_whole_number(name: &str, n: &serde_json::Number, min: u64, max: u64) -> Result<u64, ApiError> {
+fn json_whole_number(
+    name: &str,
+    n: &serde_json::Number,
+    min: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
     let value = if let Some(i) = n.as_i64() {
         i as f64
     } else if let Some(u) = n.as_u64() {
         u as f64
     } else {
-        n.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0).ok_or_else(|| ApiError::invalid_value(name))?
+        n.as_f64()
+            .filter(|f| f.is_finite() && f.fract() == 0.0)
+            .ok_or_else(|| ApiError::invalid_value(name))?
     };
     if value >= min as f64 && value <= max as f64 {
         Ok(value as u64)
@@ -224,11 +257,26 @@ mod tests {
     #[test]
     fn whole_numbers() {
         assert_eq!(whole_number("n", "10", 1, 100), Ok(10));
-        assert_eq!(whole_number("n", "0", 1, 100).unwrap_err().code, Code::NumberSize);
-        assert_eq!(whole_number("n", "-5", 1, 100).unwrap_err().code, Code::NumberSize);
-        assert_eq!(whole_number("n", "99999999999999999999999999999999999999999", 1, 100).unwrap_err().code, Code::NumberSize);
+        assert_eq!(
+            whole_number("n", "0", 1, 100).unwrap_err().code,
+            Code::NumberSize
+        );
+        assert_eq!(
+            whole_number("n", "-5", 1, 100).unwrap_err().code,
+            Code::NumberSize
+        );
+        assert_eq!(
+            whole_number("n", "99999999999999999999999999999999999999999", 1, 100)
+                .unwrap_err()
+                .code,
+            Code::NumberSize
+        );
         for bad in ["", "2.5", "ten", "1e2", " 5", "-"] {
-            assert_eq!(whole_number("n", bad, 1, 100).unwrap_err().code, Code::InvalidValue, "{bad:?}");
+            assert_eq!(
+                whole_number("n", bad, 1, 100).unwrap_err().code,
+                Code::InvalidValue,
+                "{bad:?}"
+            );
         }
     }
 
@@ -237,9 +285,18 @@ mod tests {
         let n = |v: &str| serde_json::from_str::<serde_json::Number>(v).unwrap();
         assert_eq!(json_whole_number("n", &n("4"), 2, 7), Ok(4));
         assert_eq!(json_whole_number("n", &n("4.0"), 2, 7), Ok(4));
-        assert_eq!(json_whole_number("n", &n("2.5"), 2, 7).unwrap_err().code, Code::InvalidValue);
-        assert_eq!(json_whole_number("n", &n("1e300"), 2, 7).unwrap_err().code, Code::NumberSize);
-        assert_eq!(json_whole_number("n", &n("-3"), 2, 7).unwrap_err().code, Code::NumberSize);
+        assert_eq!(
+            json_whole_number("n", &n("2.5"), 2, 7).unwrap_err().code,
+            Code::InvalidValue
+        );
+        assert_eq!(
+            json_whole_number("n", &n("1e300"), 2, 7).unwrap_err().code,
+            Code::NumberSize
+        );
+        assert_eq!(
+            json_whole_number("n", &n("-3"), 2, 7).unwrap_err().code,
+            Code::NumberSize
+        );
     }
 
     #[test]

@@ -15,8 +15,16 @@ pub(super) struct RoomActor {
 }
 
 impl RoomActor {
-    pub(super) fn new(record: RoomRecord, services: Arc<RoomServices>, registry: Addr<Registry>) -> Self {
-        Self { record, services, registry }
+    pub(super) fn new(
+        record: RoomRecord,
+        services: Arc<RoomServices>,
+        registry: Addr<Registry>,
+    ) -> Self {
+        Self {
+            record,
+            services,
+            registry,
+        }
     }
 
     fn schedule_expiry(&self, ctx: &mut Context<Self>) {
@@ -95,14 +103,16 @@ impl Handler<Delete> for RoomActor {
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
         let (store, record) = (self.services.store.clone(), self.record.clone());
-        AtomicResponse::new(Box::pin(async move { store.delete(&record).await.map(|()| record) }.into_actor(self).map(
-            |result, _, ctx| {
-                if result.is_ok() {
-                    ctx.stop();
-                }
-                result
-            },
-        )))
+        AtomicResponse::new(Box::pin(
+            async move { store.delete(&record).await.map(|()| record) }
+                .into_actor(self)
+                .map(|result, _, ctx| {
+                    if result.is_ok() {
+                        ctx.stop();
+                    }
+                    result
+                }),
+        ))
     }
 }
 
@@ -115,11 +125,17 @@ struct ParticipantsChanged(u32);
 impl Handler<ParticipantsChanged> for RoomActor {
     type Result = Option<ConferenceType>;
 
-    fn handle(&mut self, ParticipantsChanged(count): ParticipantsChanged, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        ParticipantsChanged(count): ParticipantsChanged,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
         let record = &mut self.record;
         record.participant_count = count;
         let upgrade = record.conference_type == ConferenceType::Mesh
-            && record.auto_upgrade_participant_count.is_some_and(|at| count >= at);
+            && record
+                .auto_upgrade_participant_count
+                .is_some_and(|at| count >= at);
         if upgrade {
             record.conference_type = ConferenceType::Sfu;
             record.modification_time = now_ms().max(record.modification_time);
@@ -157,6 +173,10 @@ impl RoomHandle {
     /// Tells the room how many participants are joined; answers the new conference type
     /// when the room was upgraded by this change.
     pub async fn participants_changed(&self, count: u32) -> Option<ConferenceType> {
-        self.addr.send(ParticipantsChanged(count)).await.ok().flatten()
+        self.addr
+            .send(ParticipantsChanged(count))
+            .await
+            .ok()
+            .flatten()
     }
 }

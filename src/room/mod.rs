@@ -88,7 +88,12 @@ impl RoomRecord {
 
     /// Replaces the token with a fresh one.
     pub fn refresh_token(&mut self, tokens: &RoomTokens, now_ms: u64) {
-        let (token, exp) = tokens.issue(&self.id, &self.nonce, now_ms / 1000, self.room_token_ttl_seconds);
+        let (token, exp) = tokens.issue(
+            &self.id,
+            &self.nonce,
+            now_ms / 1000,
+            self.room_token_ttl_seconds,
+        );
         self.token = token;
         self.token_expires_at = exp;
     }

@@ -90,7 +90,11 @@ impl Rooms {
     /// Starts the registry actor on the current arbiter.
     pub fn start(services: RoomServices) -> Self {
         let services = Arc::new(services);
-        let registry = Registry { rooms: HashMap::new(), services: services.clone() }.start();
+        let registry = Registry {
+            rooms: HashMap::new(),
+            services: services.clone(),
+        }
+        .start();
         Self { registry, services }
     }
 
@@ -129,7 +133,9 @@ impl Rooms {
         let now = now_ms();
         let id = format!("RO-{}", uuid::Uuid::new_v4());
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let (token, token_expires_at) = s.tokens.issue(&id, &nonce, now / 1000, s.room_token_ttl_seconds);
+        let (token, token_expires_at) =
+            s.tokens
+                .issue(&id, &nonce, now / 1000, s.room_token_ttl_seconds);
         let record = RoomRecord {
             id,
             name: new.name,
@@ -153,7 +159,12 @@ impl Rooms {
 
     /// The handle of a live room.
     pub async fn get(&self, id: &str) -> Option<RoomHandle> {
-        self.registry.send(Lookup(id.to_string())).await.ok().flatten().map(RoomHandle::new)
+        self.registry
+            .send(Lookup(id.to_string()))
+            .await
+            .ok()
+            .flatten()
+            .map(RoomHandle::new)
     }
 
     /// A live room's record; 404 `REALTIME-00004` when there is none.
@@ -171,7 +182,9 @@ impl Rooms {
         let Some(room) = self.get(id).await else {
             return Err(ApiError::room_does_not_exist(id));
         };
-        room.delete().await?.ok_or_else(|| ApiError::room_does_not_exist(id))
+        room.delete()
+            .await?
+            .ok_or_else(|| ApiError::room_does_not_exist(id))
     }
 
     /// A page of rooms, newest first, strictly after `after`.

@@ -47,17 +47,33 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn page(&self, after: Option<&Cursor>, limit: usize, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError> {
+    async fn page(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<RoomRecord>, StoreError> {
         let rooms = self.rooms();
         let range = match after {
             Some(c) => rooms.range(..(c.creation_time, c.id.clone())),
             None => rooms.range(..),
         };
-        Ok(range.rev().map(|(_, r)| r).filter(|r| !r.is_expired(now_ms)).take(limit).cloned().collect())
+        Ok(range
+            .rev()
+            .map(|(_, r)| r)
+            .filter(|r| !r.is_expired(now_ms))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn load_all(&self, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError> {
-        Ok(self.rooms().values().filter(|r| !r.is_expired(now_ms)).cloned().collect())
+        Ok(self
+            .rooms()
+            .values()
+            .filter(|r| !r.is_expired(now_ms))
+            .cloned()
+            .collect())
     }
 
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {

@@ -21,7 +21,10 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn of(room: &RoomRecord) -> Self {
-        Self { creation_time: room.creation_time, id: room.id.clone() }
+        Self {
+            creation_time: room.creation_time,
+            id: room.id.clone(),
+        }
     }
 }
 
@@ -54,7 +57,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, room: &RoomRecord) -> Result<(), StoreError>;
     /// Up to `limit` live rooms, newest first (by creation time, then id, both descending),
     /// strictly after `after`. Never slower because many rooms exist.
-    async fn page(&self, after: Option<&Cursor>, limit: usize, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError>;
+    async fn page(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<RoomRecord>, StoreError>;
     /// Every live room, for start-up.
     async fn load_all(&self, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError>;
     /// Drops rooms that expired from the index; returns how many.

@@ -38,8 +38,14 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = client.get_connection_manager_lazy(config).map_err(|e| StoreError(e.to_string()))?;
-        Ok(Self { conn, timeout, prefix: prefix.to_string() })
+        let conn = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(Self {
+            conn,
+            timeout,
+            prefix: prefix.to_string(),
+        })
     }
 
     fn room_key(&self, id: &str) -> String {
@@ -54,11 +60,17 @@ impl RedisStore {
         format!("{}:rooms:expiry", self.prefix)
     }
 
-    async fn timed<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    async fn timed<T>(
+        &self,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError(e.to_string())),
-            Err(_) => Err(StoreError(format!("no answer within {} ms", self.timeout.as_millis()))),
+            Err(_) => Err(StoreError(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
         }
     }
 
@@ -68,7 +80,10 @@ impl RedisStore {
         if members.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = members.iter().map(|m| self.room_key(member_id(m))).collect();
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.room_key(member_id(m)))
+            .collect();
         let mut conn = self.conn.clone();
         let values: Vec<Option<String>> = self.timed(conn.mget(&keys)).await?;
         let mut rooms = Vec::with_capacity(values.len());
@@ -87,7 +102,10 @@ impl RedisStore {
 
     /// Removes members (and their keys) from both indexes.
     async fn forget(&self, members: &[String]) -> Result<(), StoreError> {
-        let keys: Vec<String> = members.iter().map(|m| self.room_key(member_id(m))).collect();
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.room_key(member_id(m)))
+            .collect();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .zrem(self.index_key(), members)
@@ -142,14 +160,21 @@ impl Store for RedisStore {
             .arg("PXAT")
             .arg(room.expires_at())
             .to_owned();
-        self.timed(cmd.query_async::<Option<String>>(&mut conn)).await.map(drop)
+        self.timed(cmd.query_async::<Option<String>>(&mut conn))
+            .await
+            .map(drop)
     }
 
     async fn delete(&self, room: &RoomRecord) -> Result<(), StoreError> {
         self.forget(&[member(room.creation_time, &room.id)]).await
     }
 
-    async fn page(&self, after: Option<&Cursor>, limit: usize, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError> {
+    async fn page(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<RoomRecord>, StoreError> {
         let mut rooms = Vec::with_capacity(limit);
         let mut max = match after {
             Some(c) => format!("({}", member(c.creation_time, &c.id)),
@@ -170,7 +195,12 @@ impl Store for RedisStore {
             let Some(last) = members.last() else { break };
             max = format!("({last}");
             let exhausted = members.len() < want;
-            rooms.extend(self.records(&members).await?.into_iter().filter(|r| !r.is_expired(now_ms)));
+            rooms.extend(
+                self.records(&members)
+                    .await?
+                    .into_iter()
+                    .filter(|r| !r.is_expired(now_ms)),
+            );
             if exhausted {
                 break;
             }
@@ -196,7 +226,12 @@ impl Store for RedisStore {
             let Some(last) = members.last() else { break };
             min = format!("({last}");
             let done = members.len() < LOAD_BATCH;
-            rooms.extend(self.records(&members).await?.into_iter().filter(|r| !r.is_expired(now_ms)));
+            rooms.extend(
+                self.records(&members)
+                    .await?
+                    .into_iter()
+                    .filter(|r| !r.is_expired(now_ms)),
+            );
             if done {
                 break;
             }
@@ -230,7 +265,9 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.timed(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop)
+        self.timed(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(drop)
     }
 }
 

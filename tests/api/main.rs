@@ -1,0 +1,6 @@
+//! Integration tests of the room REST API: the real binary over real HTTP, against both
+//! stores (`memory` and `redis` in each test's name).
+
+mod support;
+
+mod rooms;
