@@ -36,6 +36,17 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub log_format: String,
     pub log_level: String,
+    pub signaling_join_timeout_ms: u64,
+    pub signaling_ping_interval_ms: u64,
+    pub signaling_client_timeout_ms: u64,
+    pub signaling_resume_grace_ms: u64,
+    pub signaling_max_frame_bytes: usize,
+    pub signaling_rate_per_second: u32,
+    pub signaling_rate_burst: u32,
+    pub signaling_queue_capacity: usize,
+    pub ice_servers: Vec<String>,
+    pub turn_secret: String,
+    pub turn_credential_ttl_seconds: u64,
 }
 
 /// Secrets never show up in `{:?}` output.
@@ -166,6 +177,9 @@ impl Settings {
             if v == 0 || v > 10 * 365 * 86400 {
                 return Err(err(format!("{name}: must be between 1 and 315360000")));
             }
+        }
+        if let Some(url) = self.ice_servers.iter().find(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))) {
+            return Err(err(format!("CONVENE_ICE_SERVERS: '{url}' is not a stun:, turn: or turns: URL")));
         }
         if self.max_body_bytes == 0 {
             return Err(err("CONVENE_MAX_BODY_BYTES: must be at least 1"));

@@ -32,6 +32,20 @@ pub enum Code {
     /// `REALTIME-00004` where the contract answers 404 (GET one room).
     RoomNotFound,
     InvalidToken,
+    /// Signaling: the room has no seat left.
+    RoomFull,
+    /// Signaling: no participant with that address in the room.
+    ParticipantDoesNotExist,
+    /// Signaling: a message other than `join` before `join`.
+    NotJoined,
+    /// Signaling: a second `join` on the same socket.
+    AlreadyJoined,
+    /// Signaling: more messages per second than allowed.
+    TooManyMessages,
+    /// Signaling: the participant stayed longer than `endpointTTLSeconds`.
+    EndpointExpired,
+    /// Signaling: the room's media server is not available.
+    SfuUnavailable,
 }
 
 impl Code {
@@ -61,6 +75,13 @@ impl Code {
                 Some("CONFERENCE_ROOM_DOES_NOT_EXIST"),
             ),
             Code::InvalidToken => (400, "REALTIME-00009", Some("INVALID_TOKEN")),
+            Code::RoomFull => (409, "REALTIME-00010", Some("CONFERENCE_ROOM_FULL")),
+            Code::ParticipantDoesNotExist => (404, "REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST")),
+            Code::NotJoined => (400, "REALTIME-00012", Some("NOT_JOINED")),
+            Code::AlreadyJoined => (400, "REALTIME-00013", Some("ALREADY_JOINED")),
+            Code::TooManyMessages => (429, "REALTIME-00014", Some("TOO_MANY_MESSAGES")),
+            Code::EndpointExpired => (410, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
+            Code::SfuUnavailable => (503, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
         }
     }
 
@@ -185,6 +206,47 @@ impl ApiError {
     /// `REALTIME-00004` with status 404, as the contract wants for GET.
     pub fn room_not_found(id: &str) -> Self {
         Self::new(Code::RoomNotFound, room_missing_text(id))
+    }
+
+    /// Signaling: the room token of a `join` is bad, expired or of another room.
+    pub fn room_token_invalid() -> Self {
+        Self::new(Code::InvalidToken, "The room token is invalid or expired.")
+    }
+
+    pub fn room_full(id: &str, max: u32) -> Self {
+        Self::new(Code::RoomFull, format!("The conference room with id ::= [{id}] is full (maxParticipants ::= [{max}])."))
+    }
+
+    pub fn participant_does_not_exist(address: &str) -> Self {
+        Self::new(
+            Code::ParticipantDoesNotExist,
+            format!("A participant with address ::= [{address}] does not exist in this room."),
+        )
+    }
+
+    pub fn not_joined() -> Self {
+        Self::new(Code::NotJoined, "Send a join message first.")
+    }
+
+    pub fn already_joined() -> Self {
+        Self::new(Code::AlreadyJoined, "This connection has already joined a room.")
+    }
+
+    pub fn too_many_messages(per_second: u32) -> Self {
+        Self::new(Code::TooManyMessages, format!("More than ::= [{per_second}] messages per second."))
+    }
+
+    pub fn endpoint_expired(ttl_seconds: u64) -> Self {
+        Self::new(Code::EndpointExpired, format!("The participant stayed longer than ::= [{ttl_seconds}] seconds."))
+    }
+
+    pub fn sfu_unavailable() -> Self {
+        Self::new(Code::SfuUnavailable, "The media server of this room is not available.")
+    }
+
+    /// A signaling message that is not a JSON object.
+    pub fn invalid_message() -> Self {
+        Self::new(Code::InvalidJson, "The passed message is not a JSON object.")
     }
 
     /// The error for an answer that actix produced by itself with this status.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod paging;
 pub mod room;
+pub mod signaling;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -6,6 +6,7 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::paging::PageTokens;
 use crate::room::{Limits, RoomServices, Rooms, now_ms};
+use crate::signaling::SignalingConfig;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry;
 use crate::token::RoomTokens;
@@ -15,6 +16,7 @@ use actix_web::{App, HttpServer, web};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The body limit of the contract, used where the configured one is not at hand.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -25,11 +27,14 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     pub rooms: Rooms,
     pub page_tokens: PageTokens,
+    /// Turns `true` when the service shuts down; every signaling session watches it.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub struct Application {
     server: Server,
     addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
 }
 
 impl Application {
@@ -57,6 +62,7 @@ impl Application {
             endpoint_ttl_seconds: settings.endpoint_ttl_seconds,
             tokens: RoomTokens::new(secret, &settings.token_issuer, &settings.token_audience),
             store: store.clone(),
+            signaling: SignalingConfig::from_settings(&settings),
         });
         restore(&rooms, &settings).await?;
         spawn_sweeper(
@@ -66,7 +72,9 @@ impl Application {
 
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let state = web::Data::new(AppState {
+            shutdown: shutdown_rx,
             api_keys: ApiKeys::new(&settings.api_keys),
             page_tokens: PageTokens::new(secret),
             rooms,
@@ -88,23 +96,43 @@ impl Application {
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.shutdown_timeout_seconds)
+        .disable_signals()
         .listen(listener)?;
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        Ok(Self {
-            server: server.run(),
-            addr,
-        })
+        Ok(Self { server: server.run(), addr, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Serves until SIGTERM or SIGINT, then finishes in-flight requests and returns.
+    /// Serves until SIGTERM or SIGINT; then closes every signaling socket with 1001 (so
+    /// SDKs reconnect elsewhere or later), finishes in-flight requests and returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let shutdown = self.shutdown;
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = shutdown.send(true);
+            handle.stop(true).await;
+        });
         self.server.await
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

@@ -1,30 +1,50 @@
-//! One actor per live room: it alone changes the room's state, and it stops when the room
-//! is deleted or its `roomTTLSeconds` run out.
+//! One actor per live room: it alone changes the room's state (its record and its
+//! participants), and it stops when the room is deleted or its `roomTTLSeconds` run out.
+//!
+//! Participants are held with the sender of their socket's bounded queue. The actor never
+//! waits on a socket: it `try_send`s, and a participant whose queue is full or closed loses
+//! its socket (and gets the resume grace period, like any dropped socket).
 
 use super::registry::{Registry, RoomGone};
 use super::{ConferenceType, RoomRecord, RoomServices, now_ms};
+use crate::error::ApiError;
+use crate::signaling::protocol::{Outbound, Participant, RoomInfo, ServerMessage, close};
 use crate::store::StoreError;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long participant-count changes are gathered before one store write.
+const PERSIST_DELAY: Duration = Duration::from_millis(100);
+
+/// A participant's socket: which session, and the sender of its outbound queue.
+struct Link {
+    session: u64,
+    tx: mpsc::Sender<Outbound>,
+}
+
+struct Member {
+    participant: Participant,
+    resume_token: String,
+    /// `None` while the socket is gone and the participant waits for a resume.
+    link: Option<Link>,
+    grace: Option<SpawnHandle>,
+    expiry: SpawnHandle,
+}
 
 pub(super) struct RoomActor {
     record: RoomRecord,
     services: Arc<RoomServices>,
     registry: Addr<Registry>,
+    /// In join order.
+    members: Vec<Member>,
+    persist_scheduled: bool,
 }
 
 impl RoomActor {
-    pub(super) fn new(
-        record: RoomRecord,
-        services: Arc<RoomServices>,
-        registry: Addr<Registry>,
-    ) -> Self {
-        Self {
-            record,
-            services,
-            registry,
-        }
+    pub(super) fn new(record: RoomRecord, services: Arc<RoomServices>, registry: Addr<Registry>) -> Self {
+        Self { record, services, registry, members: Vec::new(), persist_scheduled: false }
     }
 
     fn schedule_expiry(&self, ctx: &mut Context<Self>) {
@@ -38,6 +58,7 @@ impl RoomActor {
             return self.schedule_expiry(ctx);
         }
         tracing::info!(room = %self.record.id, "room expired");
+        self.close_all("expired", close::ROOM_EXPIRED);
         // Best effort: Redis expires the key by itself and the sweep cleans the index.
         let (store, record) = (self.services.store.clone(), self.record.clone());
         actix::spawn(async move {
@@ -59,6 +80,141 @@ impl RoomActor {
             }
             .into_actor(self),
         );
+    }
+
+    /// Persists soon, once for any number of changes in the meantime.
+    fn persist_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.persist_scheduled {
+            self.persist_scheduled = true;
+            ctx.run_later(PERSIST_DELAY, |act, ctx| {
+                act.persist_scheduled = false;
+                act.persist(ctx);
+            });
+        }
+    }
+
+    fn max_participants(&self) -> u32 {
+        self.services.limits.max_participants(self.record.conference_type)
+    }
+
+    fn index_of(&self, address: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.participant.address == address)
+    }
+
+    /// The member behind a message from a session, if that session still speaks for it.
+    fn sender(&self, address: &str, session: u64) -> Option<usize> {
+        self.index_of(address).filter(|&i| self.members[i].link.as_ref().is_some_and(|l| l.session == session))
+    }
+
+    /// Queues a message for one member. A full or closed queue costs the member its socket.
+    fn send(&mut self, i: usize, message: Outbound, ctx: &mut Context<Self>) {
+        let Some(link) = &self.members[i].link else { return };
+        if link.tx.try_send(message).is_err() {
+            let address = self.members[i].participant.address.clone();
+            tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
+            self.unlink(i, ctx);
+        }
+    }
+
+    /// Queues a message for every member but `except`.
+    fn broadcast(&mut self, message: &ServerMessage<'_>, except: Option<&str>, ctx: &mut Context<Self>) {
+        let text = message.text();
+        for i in (0..self.members.len()).rev() {
+            if except != Some(self.members[i].participant.address.as_str()) {
+                self.send(i, Outbound::Text(text.clone()), ctx);
+            }
+        }
+    }
+
+    fn send_error(&mut self, i: usize, error: &ApiError, ctx: &mut Context<Self>) {
+        self.send(i, Outbound::Text(ServerMessage::error(error).text()), ctx);
+    }
+
+    /// The member's socket is gone: keep its seat for the resume grace period.
+    fn unlink(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let member = &mut self.members[i];
+        member.link = None;
+        let address = member.participant.address.clone();
+        let grace = self.services.signaling.resume_grace;
+        let handle = ctx.run_later(grace, move |act, ctx| {
+            if let Some(i) = act.index_of(&address).filter(|&i| act.members[i].link.is_none()) {
+                act.remove(i, "disconnected", ctx);
+            }
+        });
+        if let Some(old) = self.members[i].grace.replace(handle) {
+            ctx.cancel_future(old);
+        }
+    }
+
+    /// Removes a member and tells the others.
+    fn remove(&mut self, i: usize, reason: &str, ctx: &mut Context<Self>) {
+        let member = self.members.remove(i);
+        ctx.cancel_future(member.expiry);
+        if let Some(grace) = member.grace {
+            ctx.cancel_future(grace);
+        }
+        let address = member.participant.address;
+        tracing::info!(room = %self.record.id, %address, reason, "participant left");
+        self.broadcast(&ServerMessage::ParticipantLeft { address: &address, reason }, None, ctx);
+        self.count_changed(ctx);
+    }
+
+    fn count_changed(&mut self, ctx: &mut Context<Self>) {
+        self.record.participant_count = self.members.len() as u32;
+        self.persist_soon(ctx);
+    }
+
+    /// Tells everyone the room is closing and closes their sockets.
+    fn close_all(&mut self, reason: &str, code: u16) {
+        let text = ServerMessage::RoomClosed { reason }.text();
+        for member in self.members.drain(..) {
+            if let Some(link) = member.link {
+                let _ = link.tx.try_send(Outbound::Text(text.clone()));
+                let _ = link.tx.try_send(Outbound::Close(code, "room closed"));
+            }
+        }
+    }
+
+    /// Sends `joined` to member `i`.
+    fn send_joined(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let member = &self.members[i];
+        let address = &member.participant.address;
+        let ice = self.services.signaling.ice.servers_for(address, now_ms() / 1000);
+        let text = ServerMessage::Joined {
+            address,
+            room: RoomInfo {
+                id: &self.record.id,
+                name: self.record.name.as_deref(),
+                conference_type: self.record.conference_type,
+                max_participants: self.max_participants(),
+            },
+            participants: self.members.iter().filter(|m| &m.participant.address != address).map(|m| &m.participant).collect(),
+            ice_servers: &ice,
+            resume_token: &member.resume_token,
+        }
+        .text();
+        self.send(i, Outbound::Text(text), ctx);
+    }
+
+    /// Applies the MESH→SFU rule after a join; answers whether the room was upgraded.
+    fn maybe_upgrade(&mut self, ctx: &mut Context<Self>) -> bool {
+        let record = &mut self.record;
+        let count = self.members.len() as u32;
+        if record.conference_type != ConferenceType::Mesh
+            || !record.auto_upgrade_participant_count.is_some_and(|at| count >= at)
+        {
+            return false;
+        }
+        record.conference_type = ConferenceType::Sfu;
+        record.modification_time = now_ms().max(record.modification_time);
+        tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
+        let message = ServerMessage::ConferenceTypeChanged {
+            conference_type: ConferenceType::Sfu,
+            reason: "participantCount",
+            participant_count: count,
+        };
+        self.broadcast(&message, None, ctx);
+        true
     }
 }
 
@@ -92,8 +248,9 @@ impl Handler<GetRecord> for RoomActor {
     }
 }
 
-/// Removes the room from the store, then stops the actor. Atomic: no other message of this
-/// room is handled while the store answers, so a room is deleted exactly once.
+/// Removes the room from the store, then closes every socket and stops the actor.
+/// Atomic: no other message of this room is handled while the store answers, so a room
+/// is deleted exactly once, and a join waiting behind the delete finds the room gone.
 #[derive(Message)]
 #[rtype(result = "Result<RoomRecord, StoreError>")]
 struct Delete;
@@ -103,46 +260,182 @@ impl Handler<Delete> for RoomActor {
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
         let (store, record) = (self.services.store.clone(), self.record.clone());
-        AtomicResponse::new(Box::pin(
-            async move { store.delete(&record).await.map(|()| record) }
-                .into_actor(self)
-                .map(|result, _, ctx| {
-                    if result.is_ok() {
-                        ctx.stop();
-                    }
-                    result
-                }),
-        ))
+        AtomicResponse::new(Box::pin(async move { store.delete(&record).await.map(|()| record) }.into_actor(self).map(
+            |result, act, ctx| {
+                if result.is_ok() {
+                    act.close_all("deleted", close::ROOM_DELETED);
+                    ctx.stop();
+                }
+                result
+            },
+        )))
     }
 }
 
-/// The number of joined participants changed; applies the MESH→SFU upgrade rule.
-/// Answers the new conference type when this change upgraded the room.
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The token is not one of this room's.
+    Token,
+    /// The room is gone.
+    Gone,
+    /// No seat left.
+    Full { max: u32 },
+}
+
 #[derive(Message)]
-#[rtype(result = "Option<ConferenceType>")]
-struct ParticipantsChanged(u32);
+#[rtype(result = "Result<String, JoinRefused>")]
+struct Join {
+    nonce: String,
+    request: crate::signaling::protocol::JoinRequest,
+    link: Link,
+}
 
-impl Handler<ParticipantsChanged> for RoomActor {
-    type Result = Option<ConferenceType>;
+impl Handler<Join> for RoomActor {
+    type Result = Result<String, JoinRefused>;
 
-    fn handle(
-        &mut self,
-        ParticipantsChanged(count): ParticipantsChanged,
-        ctx: &mut Context<Self>,
-    ) -> Self::Result {
-        let record = &mut self.record;
-        record.participant_count = count;
-        let upgrade = record.conference_type == ConferenceType::Mesh
-            && record
-                .auto_upgrade_participant_count
-                .is_some_and(|at| count >= at);
-        if upgrade {
-            record.conference_type = ConferenceType::Sfu;
-            record.modification_time = now_ms().max(record.modification_time);
-            tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
+    fn handle(&mut self, Join { nonce, request, link }: Join, ctx: &mut Context<Self>) -> Self::Result {
+        if nonce != self.record.nonce {
+            return Err(JoinRefused::Token);
         }
-        self.persist(ctx);
-        upgrade.then_some(ConferenceType::Sfu)
+        // A resume within the grace period: same address, and nobody sees a leave.
+        if let Some(token) = &request.resume
+            && let Some(i) = self.members.iter().position(|m| &m.resume_token == token)
+        {
+            let member = &mut self.members[i];
+            if let Some(old) = member.link.replace(link) {
+                let _ = old.tx.try_send(Outbound::Close(close::REPLACED, "resumed on another connection"));
+            }
+            if let Some(grace) = member.grace.take() {
+                ctx.cancel_future(grace);
+            }
+            let address = member.participant.address.clone();
+            tracing::info!(room = %self.record.id, %address, "participant resumed");
+            self.send_joined(i, ctx);
+            return Ok(address);
+        }
+        let max = self.max_participants();
+        if self.members.len() as u32 >= max {
+            return Err(JoinRefused::Full { max });
+        }
+        let address = format!("PA-{}", uuid::Uuid::new_v4());
+        let endpoint_ttl = Duration::from_secs(self.record.endpoint_ttl_seconds);
+        let expiring = address.clone();
+        let expiry = ctx.run_later(endpoint_ttl, move |act, ctx| {
+            if let Some(i) = act.index_of(&expiring) {
+                let error = ApiError::endpoint_expired(act.record.endpoint_ttl_seconds);
+                act.send_error(i, &error, ctx);
+                if let Some(i) = act.index_of(&expiring) {
+                    act.send(i, Outbound::Close(close::ENDPOINT_EXPIRED, "endpoint expired"), ctx);
+                }
+                if let Some(i) = act.index_of(&expiring) {
+                    act.remove(i, "expired", ctx);
+                }
+            }
+        });
+        let participant = Participant {
+            address: address.clone(),
+            name: request.name,
+            participant_info: request.participant_info,
+            audio: request.audio,
+            video: request.video,
+            joined_at: now_ms(),
+        };
+        self.members.push(Member {
+            participant,
+            resume_token: uuid::Uuid::new_v4().simple().to_string(),
+            link: Some(link),
+            grace: None,
+            expiry,
+        });
+        let i = self.members.len() - 1;
+        tracing::info!(room = %self.record.id, %address, "participant joined");
+        self.send_joined(i, ctx);
+        let participant = self.members[i].participant.clone();
+        self.broadcast(&ServerMessage::ParticipantJoined { participant: &participant }, Some(&address), ctx);
+        self.maybe_upgrade(ctx);
+        self.count_changed(ctx);
+        Ok(address)
+    }
+}
+
+/// What a joined participant asks of its room.
+enum Action {
+    Signal { to: String, text: Arc<str> },
+    Message { to: Option<Vec<String>>, text: Arc<str> },
+    MediaState { audio: Option<bool>, video: Option<bool> },
+    Leave,
+    Disconnected,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FromParticipant {
+    address: String,
+    session: u64,
+    action: Action,
+}
+
+impl Handler<FromParticipant> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, FromParticipant { address, session, action }: FromParticipant, ctx: &mut Context<Self>) {
+        // Messages of a socket that no longer speaks for the participant are dropped.
+        let Some(i) = self.sender(&address, session) else { return };
+        match action {
+            Action::Signal { to, text } => {
+                if to == "sfu" {
+                    return self.send_error(i, &ApiError::sfu_unavailable(), ctx);
+                }
+                match self.index_of(&to).filter(|&t| t != i) {
+                    Some(t) => self.send(t, Outbound::Text(text), ctx),
+                    None => self.send_error(i, &ApiError::participant_does_not_exist(&to), ctx),
+                }
+            }
+            Action::Message { to: None, text } => {
+                for t in (0..self.members.len()).rev().filter(|&t| t != i) {
+                    self.send(t, Outbound::Text(text.clone()), ctx);
+                }
+            }
+            Action::Message { to: Some(to), text } => {
+                for target in to {
+                    match self.index_of(&target) {
+                        Some(t) => self.send(t, Outbound::Text(text.clone()), ctx),
+                        None => {
+                            if let Some(i) = self.sender(&address, session) {
+                                self.send_error(i, &ApiError::participant_does_not_exist(&target), ctx);
+                            }
+                        }
+                    }
+                }
+            }
+            Action::MediaState { audio, video } => {
+                let participant = &mut self.members[i].participant;
+                participant.audio = audio.unwrap_or(participant.audio);
+                participant.video = video.unwrap_or(participant.video);
+                let participant = participant.clone();
+                self.broadcast(&ServerMessage::ParticipantUpdated { participant: &participant }, Some(&address), ctx);
+            }
+            Action::Leave => {
+                self.send(i, Outbound::Close(close::NORMAL, "left"), ctx);
+                if let Some(i) = self.index_of(&address) {
+                    self.remove(i, "left", ctx);
+                }
+            }
+            Action::Disconnected => self.unlink(i, ctx),
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct CountParticipants;
+
+impl Handler<CountParticipants> for RoomActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountParticipants, _: &mut Context<Self>) -> usize {
+        self.members.len()
     }
 }
 
@@ -170,13 +463,48 @@ impl RoomHandle {
         }
     }
 
-    /// Tells the room how many participants are joined; answers the new conference type
-    /// when the room was upgraded by this change.
-    pub async fn participants_changed(&self, count: u32) -> Option<ConferenceType> {
-        self.addr
-            .send(ParticipantsChanged(count))
-            .await
-            .ok()
-            .flatten()
+    /// Takes a seat (or resumes one) for a socket; the room sends `joined` into `tx`.
+    /// Answers the participant's address.
+    pub async fn join(
+        &self,
+        nonce: String,
+        request: crate::signaling::protocol::JoinRequest,
+        session: u64,
+        tx: mpsc::Sender<Outbound>,
+    ) -> Result<String, JoinRefused> {
+        let link = Link { session, tx };
+        self.addr.send(Join { nonce, request, link }).await.unwrap_or(Err(JoinRefused::Gone))
+    }
+
+    fn tell(&self, address: &str, session: u64, action: Action) {
+        self.addr.do_send(FromParticipant { address: address.to_string(), session, action });
+    }
+
+    /// Relays a `signal` (already serialized, with `from`) to one participant.
+    pub fn signal(&self, from: &str, session: u64, to: String, text: Arc<str>) {
+        self.tell(from, session, Action::Signal { to, text });
+    }
+
+    /// Relays a `message` to the listed participants, or to everyone else.
+    pub fn message(&self, from: &str, session: u64, to: Option<Vec<String>>, text: Arc<str>) {
+        self.tell(from, session, Action::Message { to, text });
+    }
+
+    pub fn media_state(&self, from: &str, session: u64, audio: Option<bool>, video: Option<bool>) {
+        self.tell(from, session, Action::MediaState { audio, video });
+    }
+
+    pub fn leave(&self, from: &str, session: u64) {
+        self.tell(from, session, Action::Leave);
+    }
+
+    /// The participant's socket is gone; a resume may follow within the grace period.
+    pub fn disconnected(&self, address: &str, session: u64) {
+        self.tell(address, session, Action::Disconnected);
+    }
+
+    /// How many participants hold a seat (joined, or waiting for a resume).
+    pub async fn participant_count(&self) -> usize {
+        self.addr.send(CountParticipants).await.unwrap_or(0)
     }
 }

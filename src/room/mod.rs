@@ -4,7 +4,7 @@
 mod actor;
 mod registry;
 
-pub use actor::RoomHandle;
+pub use actor::{JoinRefused, RoomHandle};
 pub use registry::{Page, Registry, Rooms};
 
 use crate::token::RoomTokens;
@@ -158,6 +158,7 @@ pub struct RoomServices {
     pub endpoint_ttl_seconds: u64,
     pub tokens: RoomTokens,
     pub store: Arc<dyn crate::store::Store>,
+    pub signaling: crate::signaling::SignalingConfig,
 }
 
 /// Milliseconds since the epoch.

@@ -114,6 +114,8 @@ impl Rooms {
         for mut record in rooms {
             // A token signed with another secret (a generated one, or a rotated one) or
             // expired is replaced, so every restored room has a working token.
+            // Nobody is connected to a room that was just restored.
+            record.participant_count = 0;
             if record.token_is_stale(now) || self.services.tokens.verify(&record.token).is_err() {
                 record.refresh_token(&self.services.tokens, now);
             }

@@ -1,0 +1,301 @@
+//! The signaling wire format: JSON text frames, each an object with a `type`.
+//! `docs/signaling.md` is the prose version of this file; keep them in step.
+
+use crate::error::ApiError;
+use crate::room::ConferenceType;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// WebSocket close codes of the protocol.
+pub mod close {
+    /// After `leave`.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down; reconnect (and resume) later.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Not a WebSocket frame we can read.
+    pub const PROTOCOL: u16 = 1002;
+    /// More messages per second than allowed.
+    pub const POLICY: u16 = 1008;
+    /// A frame over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// `join` with a bad, expired or foreign room token.
+    pub const INVALID_TOKEN: u16 = 4001;
+    /// `join` for a room that does not exist (deleted or expired).
+    pub const ROOM_NOT_FOUND: u16 = 4004;
+    /// No `join` within the join timeout.
+    pub const JOIN_TIMEOUT: u16 = 4008;
+    /// `join` for a room with no seat left.
+    pub const ROOM_FULL: u16 = 4009;
+    /// After `roomClosed {reason: "deleted"}`.
+    pub const ROOM_DELETED: u16 = 4010;
+    /// After `roomClosed {reason: "expired"}`.
+    pub const ROOM_EXPIRED: u16 = 4011;
+    /// Another socket resumed this participant; the newer socket wins.
+    pub const REPLACED: u16 = 4012;
+    /// An admin removed the participant.
+    pub const KICKED: u16 = 4013;
+    /// The participant stayed longer than `endpointTTLSeconds`.
+    pub const ENDPOINT_EXPIRED: u16 = 4014;
+    /// Nothing heard from the client within the client timeout.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4015;
+    /// The client did not read its messages fast enough.
+    pub const TOO_SLOW: u16 = 4016;
+}
+
+/// What a room puts into a participant's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A text frame, serialized once and shared by every recipient.
+    Text(Arc<str>),
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// A participant as the protocol shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_info: Option<Value>,
+    pub audio: bool,
+    pub video: bool,
+    pub joined_at: u64,
+}
+
+/// The `room` object of `joined`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    pub conference_type: ConferenceType,
+    pub max_participants: u32,
+}
+
+/// An `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Messages from the server.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ServerMessage<'a> {
+    Joined {
+        address: &'a str,
+        room: RoomInfo<'a>,
+        participants: Vec<&'a Participant>,
+        ice_servers: &'a [IceServer],
+        resume_token: &'a str,
+    },
+    ParticipantJoined {
+        participant: &'a Participant,
+    },
+    ParticipantLeft {
+        address: &'a str,
+        reason: &'a str,
+    },
+    ParticipantUpdated {
+        participant: &'a Participant,
+    },
+    ConferenceTypeChanged {
+        conference_type: ConferenceType,
+        reason: &'a str,
+        participant_count: u32,
+    },
+    RoomClosed {
+        reason: &'a str,
+    },
+    Error {
+        code: &'static str,
+        id: Option<&'static str>,
+        description: [&'a str; 1],
+    },
+    Pong,
+}
+
+impl ServerMessage<'_> {
+    pub fn error(e: &ApiError) -> ServerMessage<'_> {
+        ServerMessage::Error { code: e.code.code(), id: e.code.id(), description: [e.description.as_str()] }
+    }
+
+    pub fn text(&self) -> Arc<str> {
+        serde_json::to_string(self).expect("server messages always serialize").into()
+    }
+}
+
+/// A relayed `signal` or `message`, built by the sender's session: `data` goes out
+/// byte for byte as it came in, and `from` is always the sender's own address.
+pub fn relayed(kind: &'static str, from: &str, data: &RawValue) -> Arc<str> {
+    #[derive(Serialize)]
+    struct Relayed<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        from: &'a str,
+        data: &'a RawValue,
+    }
+    serde_json::to_string(&Relayed { kind, from, data }).expect("relayed messages always serialize").into()
+}
+
+/// `join`'s fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinRequest {
+    pub token: String,
+    pub name: Option<String>,
+    pub participant_info: Option<Value>,
+    pub audio: bool,
+    pub video: bool,
+    pub resume: Option<String>,
+}
+
+/// Messages from the client.
+#[derive(Debug)]
+pub enum ClientMessage {
+    Join(JoinRequest),
+    Signal { to: String, data: Box<RawValue> },
+    Message { to: Option<Vec<String>>, data: Box<RawValue> },
+    MediaState { audio: Option<bool>, video: Option<bool> },
+    Leave,
+    Ping,
+}
+
+/// Longest participant name, in characters (as for room names).
+const NAME_MAX: usize = 512;
+
+/// Every field any client message has; each is checked by the type that uses it.
+#[derive(serde::Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(rename = "participantInfo", borrow)]
+    participant_info: Option<&'a RawValue>,
+    #[serde(borrow)]
+    audio: Option<&'a RawValue>,
+    #[serde(borrow)]
+    video: Option<&'a RawValue>,
+    #[serde(borrow)]
+    resume: Option<&'a RawValue>,
+    #[serde(borrow)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Reads one client frame. Errors name the field at fault.
+pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::invalid_message());
+    }
+    let f: Fields = serde_json::from_str(text).map_err(|_| ApiError::invalid_message())?;
+    let kind: String = required("type", f.kind)?;
+    Ok(match kind.as_str() {
+        "join" => {
+            let name: Option<String> = optional("name", f.name)?;
+            if name.as_ref().is_some_and(|n| n.chars().count() > NAME_MAX) {
+                return Err(ApiError::string_size("name", NAME_MAX));
+            }
+            let participant_info: Option<Value> = optional("participantInfo", f.participant_info)?;
+            if participant_info.as_ref().is_some_and(|v| !v.is_object()) {
+                return Err(ApiError::invalid_value("participantInfo"));
+            }
+            ClientMessage::Join(JoinRequest {
+                token: required("token", f.token)?,
+                name,
+                participant_info,
+                audio: optional("audio", f.audio)?.unwrap_or(true),
+                video: optional("video", f.video)?.unwrap_or(true),
+                resume: optional("resume", f.resume)?,
+            })
+        }
+        "signal" => ClientMessage::Signal { to: required("to", f.to)?, data: raw("data", f.data)? },
+        "message" => ClientMessage::Message { to: optional("to", f.to)?, data: raw("data", f.data)? },
+        "mediaState" => ClientMessage::MediaState { audio: optional("audio", f.audio)?, video: optional("video", f.video)? },
+        "leave" => ClientMessage::Leave,
+        "ping" => ClientMessage::Ping,
+        _ => return Err(ApiError::invalid_value("type")),
+    })
+}
+
+/// A field that must be there (and not `null`) with the right type.
+fn required<T: DeserializeOwned>(name: &str, value: Option<&RawValue>) -> Result<T, ApiError> {
+    optional(name, value)?.ok_or_else(|| ApiError::parameter_missing(name))
+}
+
+/// A field that may be absent or `null`; present, it must have the right type.
+fn optional<T: DeserializeOwned>(name: &str, value: Option<&RawValue>) -> Result<Option<T>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| ApiError::invalid_value(name)),
+    }
+}
+
+/// A field relayed as it came, which must be there (`null` is a value here).
+fn raw(name: &str, value: Option<&RawValue>) -> Result<Box<RawValue>, ApiError> {
+    value.map(|v| v.to_owned()).ok_or_else(|| ApiError::parameter_missing(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+
+    #[test]
+    fn parses_every_client_message() {
+        let ClientMessage::Join(join) =
+            parse(r#"{"type":"join","token":"t","name":"Ann","participantInfo":{"a":1},"video":false}"#).unwrap()
+        else {
+            panic!("not a join")
+        };
+        assert_eq!(join.token, "t");
+        assert_eq!(join.name.as_deref(), Some("Ann"));
+        assert!(join.audio && !join.video);
+        let ClientMessage::Signal { to, data } = parse(r#"{"type":"signal","to":"PA-1","data":{"sdp": "x" }}"#).unwrap()
+        else {
+            panic!("not a signal")
+        };
+        assert_eq!(to, "PA-1");
+        assert_eq!(data.get(), r#"{"sdp": "x" }"#, "data is kept byte for byte");
+        assert!(matches!(parse(r#"{"type":"message","data":"hi"}"#).unwrap(), ClientMessage::Message { to: None, .. }));
+        assert!(matches!(parse(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave));
+        assert!(matches!(parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let code = |text: &str| parse(text).unwrap_err();
+        assert_eq!(code("nope").code, Code::InvalidJson);
+        assert_eq!(code("[1]").code, Code::InvalidJson);
+        assert_eq!(code(r#"{"type":"dance"}"#), ApiError::invalid_value("type"));
+        assert_eq!(code(r#"{"to":"x"}"#), ApiError::parameter_missing("type"));
+        assert_eq!(code(r#"{"type":"join"}"#), ApiError::parameter_missing("token"));
+        assert_eq!(code(r#"{"type":"join","token":5}"#), ApiError::invalid_value("token"));
+        assert_eq!(code(r#"{"type":"join","token":"t","participantInfo":[]}"#), ApiError::invalid_value("participantInfo"));
+        assert_eq!(code(r#"{"type":"signal","data":{}}"#), ApiError::parameter_missing("to"));
+        assert_eq!(code(r#"{"type":"signal","to":"PA-1"}"#), ApiError::parameter_missing("data"));
+        assert_eq!(code(r#"{"type":"message","to":"PA-1","data":1}"#), ApiError::invalid_value("to"));
+        assert_eq!(code(r#"{"type":"mediaState","audio":"yes"}"#), ApiError::invalid_value("audio"));
+    }
+
+    #[test]
+    fn relayed_messages_carry_data_unchanged() {
+        let data = RawValue::from_string(r#"{"candidate" : "a b"}"#.into()).unwrap();
+        assert_eq!(&*relayed("signal", "PA-1", &data), r#"{"type":"signal","from":"PA-1","data":{"candidate" : "a b"}}"#);
+    }
+}
