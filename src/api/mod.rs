@@ -2,12 +2,14 @@
 
 mod health;
 mod rooms;
+mod assets;
 
 use crate::error::ApiError;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 /// Registers every route of the service.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    assets::configure(cfg);
     cfg.service(
         web::resource("/api/realtime/room")
             .route(web::post().to(rooms::create))

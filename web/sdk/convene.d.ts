@@ -1,0 +1,1 @@
+export declare function joinRoom(token: string, options?: Record<string, unknown>): Promise<unknown>;
