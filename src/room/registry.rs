@@ -9,6 +9,9 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Rooms handed to the registry at once while restoring.
+const RESTORE_BATCH: usize = 1000;
+
 pub struct Registry {
     rooms: HashMap<String, Addr<RoomActor>>,
     services: Arc<RoomServices>,
@@ -18,18 +21,20 @@ impl Actor for Registry {
     type Context = Context<Self>;
 }
 
-/// Starts the actor of a room that is already in the store.
+/// Starts the actors of rooms that are already in the store.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Register(RoomRecord);
+struct Register(Vec<RoomRecord>);
 
 impl Handler<Register> for Registry {
     type Result = ();
 
-    fn handle(&mut self, Register(record): Register, ctx: &mut Context<Self>) {
-        let id = record.id.clone();
-        let room = RoomActor::new(record, self.services.clone(), ctx.address()).start();
-        self.rooms.insert(id, room);
+    fn handle(&mut self, Register(records): Register, ctx: &mut Context<Self>) {
+        for record in records {
+            let id = record.id.clone();
+            let room = RoomActor::new(record, self.services.clone(), ctx.address()).start();
+            self.rooms.insert(id, room);
+        }
     }
 }
 
@@ -54,9 +59,8 @@ impl Handler<RoomGone> for Registry {
     type Result = ();
 
     fn handle(&mut self, RoomGone(id): RoomGone, _: &mut Context<Self>) {
-        if self.rooms.get(&id).is_some_and(|addr| !addr.connected()) {
-            self.rooms.remove(&id);
-        }
+        // Room ids are never reused, so this is the stopped room's own entry.
+        self.rooms.remove(&id);
     }
 }
 
@@ -111,6 +115,7 @@ impl Rooms {
         let now = now_ms();
         let rooms = self.services.store.load_all(now).await?;
         let count = rooms.len();
+        let mut batch = Vec::with_capacity(RESTORE_BATCH);
         for mut record in rooms {
             // A token signed with another secret (a generated one, or a rotated one) or
             // expired is replaced, so every restored room has a working token.
@@ -119,14 +124,18 @@ impl Rooms {
             if record.token_is_stale(now) || self.services.tokens.verify(&record.token).is_err() {
                 record.refresh_token(&self.services.tokens, now);
             }
-            self.register(record).await;
+            batch.push(record);
+            if batch.len() == RESTORE_BATCH {
+                self.register(std::mem::take(&mut batch)).await;
+            }
         }
+        self.register(batch).await;
         Ok(count)
     }
 
-    async fn register(&self, record: RoomRecord) {
+    async fn register(&self, records: Vec<RoomRecord>) {
         // The registry lives as long as the system; a failed send means it is shutting down.
-        let _ = self.registry.send(Register(record)).await;
+        let _ = self.registry.send(Register(records)).await;
     }
 
     /// Creates a room: written to the store first, so a 200 means the room is stored.
@@ -155,7 +164,7 @@ impl Rooms {
             participant_count: 0,
         };
         s.store.create(&record).await?;
-        self.register(record.clone()).await;
+        self.register(vec![record.clone()]).await;
         Ok(record)
     }
 
