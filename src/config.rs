@@ -178,8 +178,12 @@ impl Settings {
                 return Err(err(format!("{name}: must be between 1 and 315360000")));
             }
         }
-        if let Some(url) = self.ice_servers.iter().find(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))) {
-            return Err(err(format!("CONVENE_ICE_SERVERS: '{url}' is not a stun:, turn: or turns: URL")));
+        if let Some(url) = self.ice_servers.iter().find(|u| {
+            !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))
+        }) {
+            return Err(err(format!(
+                "CONVENE_ICE_SERVERS: '{url}' is not a stun:, turn: or turns: URL"
+            )));
         }
         if self.max_body_bytes == 0 {
             return Err(err("CONVENE_MAX_BODY_BYTES: must be at least 1"));

@@ -76,7 +76,9 @@ impl Code {
             ),
             Code::InvalidToken => (400, "REALTIME-00009", Some("INVALID_TOKEN")),
             Code::RoomFull => (409, "REALTIME-00010", Some("CONFERENCE_ROOM_FULL")),
-            Code::ParticipantDoesNotExist => (404, "REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST")),
+            Code::ParticipantDoesNotExist => {
+                (404, "REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST"))
+            }
             Code::NotJoined => (400, "REALTIME-00012", Some("NOT_JOINED")),
             Code::AlreadyJoined => (400, "REALTIME-00013", Some("ALREADY_JOINED")),
             Code::TooManyMessages => (429, "REALTIME-00014", Some("TOO_MANY_MESSAGES")),
@@ -214,7 +216,12 @@ impl ApiError {
     }
 
     pub fn room_full(id: &str, max: u32) -> Self {
-        Self::new(Code::RoomFull, format!("The conference room with id ::= [{id}] is full (maxParticipants ::= [{max}])."))
+        Self::new(
+            Code::RoomFull,
+            format!(
+                "The conference room with id ::= [{id}] is full (maxParticipants ::= [{max}])."
+            ),
+        )
     }
 
     pub fn participant_does_not_exist(address: &str) -> Self {
@@ -229,24 +236,39 @@ impl ApiError {
     }
 
     pub fn already_joined() -> Self {
-        Self::new(Code::AlreadyJoined, "This connection has already joined a room.")
+        Self::new(
+            Code::AlreadyJoined,
+            "This connection has already joined a room.",
+        )
     }
 
     pub fn too_many_messages(per_second: u32) -> Self {
-        Self::new(Code::TooManyMessages, format!("More than ::= [{per_second}] messages per second."))
+        Self::new(
+            Code::TooManyMessages,
+            format!("More than ::= [{per_second}] messages per second."),
+        )
     }
 
     pub fn endpoint_expired(ttl_seconds: u64) -> Self {
-        Self::new(Code::EndpointExpired, format!("The participant stayed longer than ::= [{ttl_seconds}] seconds."))
+        Self::new(
+            Code::EndpointExpired,
+            format!("The participant stayed longer than ::= [{ttl_seconds}] seconds."),
+        )
     }
 
     pub fn sfu_unavailable() -> Self {
-        Self::new(Code::SfuUnavailable, "The media server of this room is not available.")
+        Self::new(
+            Code::SfuUnavailable,
+            "The media server of this room is not available.",
+        )
     }
 
     /// A signaling message that is not a JSON object.
     pub fn invalid_message() -> Self {
-        Self::new(Code::InvalidJson, "The passed message is not a JSON object.")
+        Self::new(
+            Code::InvalidJson,
+            "The passed message is not a JSON object.",
+        )
     }
 
     /// The error for an answer that actix produced by itself with this status.

@@ -101,7 +101,11 @@ impl Application {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        Ok(Self { server: server.run(), addr, shutdown })
+        Ok(Self {
+            server: server.run(),
+            addr,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -125,7 +129,10 @@ impl Application {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -10,10 +10,18 @@ struct Asset {
     media_type: &'static str,
 }
 
-const SDK: Asset = Asset { body: include_str!("../../web/sdk/convene.js"), media_type: "text/javascript; charset=utf-8" };
-const SDK_TYPES: Asset =
-    Asset { body: include_str!("../../web/sdk/convene.d.ts"), media_type: "application/typescript; charset=utf-8" };
-const DEMO: Asset = Asset { body: include_str!("../../web/demo/index.html"), media_type: "text/html; charset=utf-8" };
+const SDK: Asset = Asset {
+    body: include_str!("../../web/sdk/convene.js"),
+    media_type: "text/javascript; charset=utf-8",
+};
+const SDK_TYPES: Asset = Asset {
+    body: include_str!("../../web/sdk/convene.d.ts"),
+    media_type: "application/typescript; charset=utf-8",
+};
+const DEMO: Asset = Asset {
+    body: include_str!("../../web/demo/index.html"),
+    media_type: "text/html; charset=utf-8",
+};
 
 fn serve(asset: &Asset) -> HttpResponse {
     HttpResponse::Ok()
@@ -24,6 +32,9 @@ fn serve(asset: &Asset) -> HttpResponse {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/sdk/convene.js", web::get().to(|| async { serve(&SDK) }))
-        .route("/sdk/convene.d.ts", web::get().to(|| async { serve(&SDK_TYPES) }))
+        .route(
+            "/sdk/convene.d.ts",
+            web::get().to(|| async { serve(&SDK_TYPES) }),
+        )
         .route("/demo", web::get().to(|| async { serve(&DEMO) }));
 }

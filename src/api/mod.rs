@@ -1,8 +1,8 @@
 //! The HTTP surface: routes, and the answers for anything that matches no route.
 
+mod assets;
 mod health;
 mod rooms;
-mod assets;
 
 use crate::error::ApiError;
 use actix_web::{HttpRequest, HttpResponse, web};

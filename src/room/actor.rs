@@ -43,8 +43,18 @@ pub(super) struct RoomActor {
 }
 
 impl RoomActor {
-    pub(super) fn new(record: RoomRecord, services: Arc<RoomServices>, registry: Addr<Registry>) -> Self {
-        Self { record, services, registry, members: Vec::new(), persist_scheduled: false }
+    pub(super) fn new(
+        record: RoomRecord,
+        services: Arc<RoomServices>,
+        registry: Addr<Registry>,
+    ) -> Self {
+        Self {
+            record,
+            services,
+            registry,
+            members: Vec::new(),
+            persist_scheduled: false,
+        }
     }
 
     fn schedule_expiry(&self, ctx: &mut Context<Self>) {
@@ -94,21 +104,32 @@ impl RoomActor {
     }
 
     fn max_participants(&self) -> u32 {
-        self.services.limits.max_participants(self.record.conference_type)
+        self.services
+            .limits
+            .max_participants(self.record.conference_type)
     }
 
     fn index_of(&self, address: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.participant.address == address)
+        self.members
+            .iter()
+            .position(|m| m.participant.address == address)
     }
 
     /// The member behind a message from a session, if that session still speaks for it.
     fn sender(&self, address: &str, session: u64) -> Option<usize> {
-        self.index_of(address).filter(|&i| self.members[i].link.as_ref().is_some_and(|l| l.session == session))
+        self.index_of(address).filter(|&i| {
+            self.members[i]
+                .link
+                .as_ref()
+                .is_some_and(|l| l.session == session)
+        })
     }
 
     /// Queues a message for one member. A full or closed queue costs the member its socket.
     fn send(&mut self, i: usize, message: Outbound, ctx: &mut Context<Self>) {
-        let Some(link) = &self.members[i].link else { return };
+        let Some(link) = &self.members[i].link else {
+            return;
+        };
         if link.tx.try_send(message).is_err() {
             let address = self.members[i].participant.address.clone();
             tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
@@ -117,7 +138,12 @@ impl RoomActor {
     }
 
     /// Queues a message for every member but `except`.
-    fn broadcast(&mut self, message: &ServerMessage<'_>, except: Option<&str>, ctx: &mut Context<Self>) {
+    fn broadcast(
+        &mut self,
+        message: &ServerMessage<'_>,
+        except: Option<&str>,
+        ctx: &mut Context<Self>,
+    ) {
         let text = message.text();
         for i in (0..self.members.len()).rev() {
             if except != Some(self.members[i].participant.address.as_str()) {
@@ -137,7 +163,10 @@ impl RoomActor {
         let address = member.participant.address.clone();
         let grace = self.services.signaling.resume_grace;
         let handle = ctx.run_later(grace, move |act, ctx| {
-            if let Some(i) = act.index_of(&address).filter(|&i| act.members[i].link.is_none()) {
+            if let Some(i) = act
+                .index_of(&address)
+                .filter(|&i| act.members[i].link.is_none())
+            {
                 act.remove(i, "disconnected", ctx);
             }
         });
@@ -155,7 +184,14 @@ impl RoomActor {
         }
         let address = member.participant.address;
         tracing::info!(room = %self.record.id, %address, reason, "participant left");
-        self.broadcast(&ServerMessage::ParticipantLeft { address: &address, reason }, None, ctx);
+        self.broadcast(
+            &ServerMessage::ParticipantLeft {
+                address: &address,
+                reason,
+            },
+            None,
+            ctx,
+        );
         self.count_changed(ctx);
     }
 
@@ -179,7 +215,11 @@ impl RoomActor {
     fn send_joined(&mut self, i: usize, ctx: &mut Context<Self>) {
         let member = &self.members[i];
         let address = &member.participant.address;
-        let ice = self.services.signaling.ice.servers_for(address, now_ms() / 1000);
+        let ice = self
+            .services
+            .signaling
+            .ice
+            .servers_for(address, now_ms() / 1000);
         let text = ServerMessage::Joined {
             address,
             room: RoomInfo {
@@ -188,7 +228,12 @@ impl RoomActor {
                 conference_type: self.record.conference_type,
                 max_participants: self.max_participants(),
             },
-            participants: self.members.iter().filter(|m| &m.participant.address != address).map(|m| &m.participant).collect(),
+            participants: self
+                .members
+                .iter()
+                .filter(|m| &m.participant.address != address)
+                .map(|m| &m.participant)
+                .collect(),
             ice_servers: &ice,
             resume_token: &member.resume_token,
         }
@@ -201,7 +246,9 @@ impl RoomActor {
         let record = &mut self.record;
         let count = self.members.len() as u32;
         if record.conference_type != ConferenceType::Mesh
-            || !record.auto_upgrade_participant_count.is_some_and(|at| count >= at)
+            || !record
+                .auto_upgrade_participant_count
+                .is_some_and(|at| count >= at)
         {
             return false;
         }
@@ -260,15 +307,17 @@ impl Handler<Delete> for RoomActor {
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
         let (store, record) = (self.services.store.clone(), self.record.clone());
-        AtomicResponse::new(Box::pin(async move { store.delete(&record).await.map(|()| record) }.into_actor(self).map(
-            |result, act, ctx| {
-                if result.is_ok() {
-                    act.close_all("deleted", close::ROOM_DELETED);
-                    ctx.stop();
-                }
-                result
-            },
-        )))
+        AtomicResponse::new(Box::pin(
+            async move { store.delete(&record).await.map(|()| record) }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    if result.is_ok() {
+                        act.close_all("deleted", close::ROOM_DELETED);
+                        ctx.stop();
+                    }
+                    result
+                }),
+        ))
     }
 }
 
@@ -294,7 +343,15 @@ struct Join {
 impl Handler<Join> for RoomActor {
     type Result = Result<String, JoinRefused>;
 
-    fn handle(&mut self, Join { nonce, request, link }: Join, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        Join {
+            nonce,
+            request,
+            link,
+        }: Join,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
         if nonce != self.record.nonce {
             return Err(JoinRefused::Token);
         }
@@ -304,7 +361,10 @@ impl Handler<Join> for RoomActor {
         {
             let member = &mut self.members[i];
             if let Some(old) = member.link.replace(link) {
-                let _ = old.tx.try_send(Outbound::Close(close::REPLACED, "resumed on another connection"));
+                let _ = old.tx.try_send(Outbound::Close(
+                    close::REPLACED,
+                    "resumed on another connection",
+                ));
             }
             if let Some(grace) = member.grace.take() {
                 ctx.cancel_future(grace);
@@ -326,7 +386,11 @@ impl Handler<Join> for RoomActor {
                 let error = ApiError::endpoint_expired(act.record.endpoint_ttl_seconds);
                 act.send_error(i, &error, ctx);
                 if let Some(i) = act.index_of(&expiring) {
-                    act.send(i, Outbound::Close(close::ENDPOINT_EXPIRED, "endpoint expired"), ctx);
+                    act.send(
+                        i,
+                        Outbound::Close(close::ENDPOINT_EXPIRED, "endpoint expired"),
+                        ctx,
+                    );
                 }
                 if let Some(i) = act.index_of(&expiring) {
                     act.remove(i, "expired", ctx);
@@ -352,7 +416,13 @@ impl Handler<Join> for RoomActor {
         tracing::info!(room = %self.record.id, %address, "participant joined");
         self.send_joined(i, ctx);
         let participant = self.members[i].participant.clone();
-        self.broadcast(&ServerMessage::ParticipantJoined { participant: &participant }, Some(&address), ctx);
+        self.broadcast(
+            &ServerMessage::ParticipantJoined {
+                participant: &participant,
+            },
+            Some(&address),
+            ctx,
+        );
         self.maybe_upgrade(ctx);
         self.count_changed(ctx);
         Ok(address)
@@ -361,9 +431,18 @@ impl Handler<Join> for RoomActor {
 
 /// What a joined participant asks of its room.
 enum Action {
-    Signal { to: String, text: Arc<str> },
-    Message { to: Option<Vec<String>>, text: Arc<str> },
-    MediaState { audio: Option<bool>, video: Option<bool> },
+    Signal {
+        to: String,
+        text: Arc<str>,
+    },
+    Message {
+        to: Option<Vec<String>>,
+        text: Arc<str>,
+    },
+    MediaState {
+        audio: Option<bool>,
+        video: Option<bool>,
+    },
     Leave,
     Disconnected,
 }
@@ -379,9 +458,19 @@ struct FromParticipant {
 impl Handler<FromParticipant> for RoomActor {
     type Result = ();
 
-    fn handle(&mut self, FromParticipant { address, session, action }: FromParticipant, ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        FromParticipant {
+            address,
+            session,
+            action,
+        }: FromParticipant,
+        ctx: &mut Context<Self>,
+    ) {
         // Messages of a socket that no longer speaks for the participant are dropped.
-        let Some(i) = self.sender(&address, session) else { return };
+        let Some(i) = self.sender(&address, session) else {
+            return;
+        };
         match action {
             Action::Signal { to, text } => {
                 if to == "sfu" {
@@ -403,7 +492,11 @@ impl Handler<FromParticipant> for RoomActor {
                         Some(t) => self.send(t, Outbound::Text(text.clone()), ctx),
                         None => {
                             if let Some(i) = self.sender(&address, session) {
-                                self.send_error(i, &ApiError::participant_does_not_exist(&target), ctx);
+                                self.send_error(
+                                    i,
+                                    &ApiError::participant_does_not_exist(&target),
+                                    ctx,
+                                );
                             }
                         }
                     }
@@ -414,7 +507,13 @@ impl Handler<FromParticipant> for RoomActor {
                 participant.audio = audio.unwrap_or(participant.audio);
                 participant.video = video.unwrap_or(participant.video);
                 let participant = participant.clone();
-                self.broadcast(&ServerMessage::ParticipantUpdated { participant: &participant }, Some(&address), ctx);
+                self.broadcast(
+                    &ServerMessage::ParticipantUpdated {
+                        participant: &participant,
+                    },
+                    Some(&address),
+                    ctx,
+                );
             }
             Action::Leave => {
                 self.send(i, Outbound::Close(close::NORMAL, "left"), ctx);
@@ -473,11 +572,22 @@ impl RoomHandle {
         tx: mpsc::Sender<Outbound>,
     ) -> Result<String, JoinRefused> {
         let link = Link { session, tx };
-        self.addr.send(Join { nonce, request, link }).await.unwrap_or(Err(JoinRefused::Gone))
+        self.addr
+            .send(Join {
+                nonce,
+                request,
+                link,
+            })
+            .await
+            .unwrap_or(Err(JoinRefused::Gone))
     }
 
     fn tell(&self, address: &str, session: u64, action: Action) {
-        self.addr.do_send(FromParticipant { address: address.to_string(), session, action });
+        self.addr.do_send(FromParticipant {
+            address: address.to_string(),
+            session,
+            action,
+        });
     }
 
     /// Relays a `signal` (already serialized, with `from`) to one participant.

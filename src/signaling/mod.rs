@@ -66,10 +66,18 @@ impl IceConfig {
     /// credentials in the TURN REST API convention that coturn's `use-auth-secret`
     /// accepts: username `expiry:address`, credential base64(HMAC-SHA1(secret, username)).
     pub fn servers_for(&self, address: &str, now_secs: u64) -> Vec<IceServer> {
-        let (turn, stun): (Vec<String>, Vec<String>) = self.urls.iter().cloned().partition(|u| u.starts_with("turn"));
+        let (turn, stun): (Vec<String>, Vec<String>) = self
+            .urls
+            .iter()
+            .cloned()
+            .partition(|u| u.starts_with("turn"));
         let mut servers = Vec::new();
         if !stun.is_empty() {
-            servers.push(IceServer { urls: stun, username: None, credential: None });
+            servers.push(IceServer {
+                urls: stun,
+                username: None,
+                credential: None,
+            });
         }
         if !turn.is_empty() {
             let (username, credential) = if self.turn_secret.is_empty() {
@@ -79,28 +87,46 @@ impl IceConfig {
                 let credential = turn_credential(&self.turn_secret, &username);
                 (Some(username), Some(credential))
             };
-            servers.push(IceServer { urls: turn, username, credential });
+            servers.push(IceServer {
+                urls: turn,
+                username,
+                credential,
+            });
         }
         servers
     }
 }
 
 fn turn_credential(secret: &str, username: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(username.as_bytes());
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// `GET /api/realtime/signaling`: upgrades to a WebSocket and hands it to a session task.
-pub async fn connect(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (response, ws, frames) = actix_ws::handle(&req, body)
-        .map_err(|_| ApiError::new(Code::InvalidValue, "This endpoint takes a WebSocket upgrade."))?;
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (response, ws, frames) = actix_ws::handle(&req, body).map_err(|_| {
+        ApiError::new(
+            Code::InvalidValue,
+            "This endpoint takes a WebSocket upgrade.",
+        )
+    })?;
     let config = &state.rooms.services().signaling;
     let frames = frames
         .max_frame_size(config.max_frame_bytes)
         .aggregate_continuations()
         .max_continuation_size(config.max_frame_bytes);
-    actix_web::rt::spawn(session::run(ws, frames, state.rooms.clone(), state.shutdown.clone()));
+    actix_web::rt::spawn(session::run(
+        ws,
+        frames,
+        state.rooms.clone(),
+        state.shutdown.clone(),
+    ));
     Ok(response)
 }
 
@@ -111,16 +137,29 @@ mod tests {
     #[test]
     fn turn_credentials_follow_the_turn_rest_convention() {
         // base64(HMAC-SHA1("secret", "1060:PA-1")), as coturn computes it.
-        assert_eq!(turn_credential("secret", "1060:PA-1"), "Gwsfb7jBBGZbUuPsS0zkBJbMGTs=");
+        assert_eq!(
+            turn_credential("secret", "1060:PA-1"),
+            "Gwsfb7jBBGZbUuPsS0zkBJbMGTs="
+        );
         let ice = IceConfig {
             urls: vec!["stun:s.example:3478".into(), "turn:t.example:3478".into()],
             turn_secret: "secret".into(),
             turn_ttl_seconds: 60,
         };
         let servers = ice.servers_for("PA-1", 1000);
-        assert_eq!(servers[0], IceServer { urls: vec!["stun:s.example:3478".into()], username: None, credential: None });
+        assert_eq!(
+            servers[0],
+            IceServer {
+                urls: vec!["stun:s.example:3478".into()],
+                username: None,
+                credential: None
+            }
+        );
         assert_eq!(servers[1].username.as_deref(), Some("1060:PA-1"));
-        assert_eq!(servers[1].credential.as_deref(), Some(turn_credential("secret", "1060:PA-1").as_str()));
+        assert_eq!(
+            servers[1].credential.as_deref(),
+            Some(turn_credential("secret", "1060:PA-1").as_str())
+        );
         assert!(IceConfig::default().servers_for("PA-1", 0).is_empty());
     }
 }

@@ -91,7 +91,11 @@ pub struct IceServer {
 
 /// Messages from the server.
 #[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage<'a> {
     Joined {
         address: &'a str,
@@ -128,11 +132,17 @@ pub enum ServerMessage<'a> {
 
 impl ServerMessage<'_> {
     pub fn error(e: &ApiError) -> ServerMessage<'_> {
-        ServerMessage::Error { code: e.code.code(), id: e.code.id(), description: [e.description.as_str()] }
+        ServerMessage::Error {
+            code: e.code.code(),
+            id: e.code.id(),
+            description: [e.description.as_str()],
+        }
     }
 
     pub fn text(&self) -> Arc<str> {
-        serde_json::to_string(self).expect("server messages always serialize").into()
+        serde_json::to_string(self)
+            .expect("server messages always serialize")
+            .into()
     }
 }
 
@@ -146,7 +156,9 @@ pub fn relayed(kind: &'static str, from: &str, data: &RawValue) -> Arc<str> {
         from: &'a str,
         data: &'a RawValue,
     }
-    serde_json::to_string(&Relayed { kind, from, data }).expect("relayed messages always serialize").into()
+    serde_json::to_string(&Relayed { kind, from, data })
+        .expect("relayed messages always serialize")
+        .into()
 }
 
 /// `join`'s fields.
@@ -164,9 +176,18 @@ pub struct JoinRequest {
 #[derive(Debug)]
 pub enum ClientMessage {
     Join(JoinRequest),
-    Signal { to: String, data: Box<RawValue> },
-    Message { to: Option<Vec<String>>, data: Box<RawValue> },
-    MediaState { audio: Option<bool>, video: Option<bool> },
+    Signal {
+        to: String,
+        data: Box<RawValue>,
+    },
+    Message {
+        to: Option<Vec<String>>,
+        data: Box<RawValue>,
+    },
+    MediaState {
+        audio: Option<bool>,
+        video: Option<bool>,
+    },
     Leave,
     Ping,
 }
@@ -223,9 +244,18 @@ pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
                 resume: optional("resume", f.resume)?,
             })
         }
-        "signal" => ClientMessage::Signal { to: required("to", f.to)?, data: raw("data", f.data)? },
-        "message" => ClientMessage::Message { to: optional("to", f.to)?, data: raw("data", f.data)? },
-        "mediaState" => ClientMessage::MediaState { audio: optional("audio", f.audio)?, video: optional("video", f.video)? },
+        "signal" => ClientMessage::Signal {
+            to: required("to", f.to)?,
+            data: raw("data", f.data)?,
+        },
+        "message" => ClientMessage::Message {
+            to: optional("to", f.to)?,
+            data: raw("data", f.data)?,
+        },
+        "mediaState" => ClientMessage::MediaState {
+            audio: optional("audio", f.audio)?,
+            video: optional("video", f.video)?,
+        },
         "leave" => ClientMessage::Leave,
         "ping" => ClientMessage::Ping,
         _ => return Err(ApiError::invalid_value("type")),
@@ -238,17 +268,24 @@ fn required<T: DeserializeOwned>(name: &str, value: Option<&RawValue>) -> Result
 }
 
 /// A field that may be absent or `null`; present, it must have the right type.
-fn optional<T: DeserializeOwned>(name: &str, value: Option<&RawValue>) -> Result<Option<T>, ApiError> {
+fn optional<T: DeserializeOwned>(
+    name: &str,
+    value: Option<&RawValue>,
+) -> Result<Option<T>, ApiError> {
     match value {
         None => Ok(None),
         Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| ApiError::invalid_value(name)),
+        Some(raw) => serde_json::from_str(raw.get())
+            .map(Some)
+            .map_err(|_| ApiError::invalid_value(name)),
     }
 }
 
 /// A field relayed as it came, which must be there (`null` is a value here).
 fn raw(name: &str, value: Option<&RawValue>) -> Result<Box<RawValue>, ApiError> {
-    value.map(|v| v.to_owned()).ok_or_else(|| ApiError::parameter_missing(name))
+    value
+        .map(|v| v.to_owned())
+        .ok_or_else(|| ApiError::parameter_missing(name))
 }
 
 #[cfg(test)]
@@ -258,23 +295,34 @@ mod tests {
 
     #[test]
     fn parses_every_client_message() {
-        let ClientMessage::Join(join) =
-            parse(r#"{"type":"join","token":"t","name":"Ann","participantInfo":{"a":1},"video":false}"#).unwrap()
-        else {
+        let ClientMessage::Join(join) = parse(
+            r#"{"type":"join","token":"t","name":"Ann","participantInfo":{"a":1},"video":false}"#,
+        )
+        .unwrap() else {
             panic!("not a join")
         };
         assert_eq!(join.token, "t");
         assert_eq!(join.name.as_deref(), Some("Ann"));
         assert!(join.audio && !join.video);
-        let ClientMessage::Signal { to, data } = parse(r#"{"type":"signal","to":"PA-1","data":{"sdp": "x" }}"#).unwrap()
+        let ClientMessage::Signal { to, data } =
+            parse(r#"{"type":"signal","to":"PA-1","data":{"sdp": "x" }}"#).unwrap()
         else {
             panic!("not a signal")
         };
         assert_eq!(to, "PA-1");
         assert_eq!(data.get(), r#"{"sdp": "x" }"#, "data is kept byte for byte");
-        assert!(matches!(parse(r#"{"type":"message","data":"hi"}"#).unwrap(), ClientMessage::Message { to: None, .. }));
-        assert!(matches!(parse(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave));
-        assert!(matches!(parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping));
+        assert!(matches!(
+            parse(r#"{"type":"message","data":"hi"}"#).unwrap(),
+            ClientMessage::Message { to: None, .. }
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"leave"}"#).unwrap(),
+            ClientMessage::Leave
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"ping"}"#).unwrap(),
+            ClientMessage::Ping
+        ));
     }
 
     #[test]
@@ -284,18 +332,42 @@ mod tests {
         assert_eq!(code("[1]").code, Code::InvalidJson);
         assert_eq!(code(r#"{"type":"dance"}"#), ApiError::invalid_value("type"));
         assert_eq!(code(r#"{"to":"x"}"#), ApiError::parameter_missing("type"));
-        assert_eq!(code(r#"{"type":"join"}"#), ApiError::parameter_missing("token"));
-        assert_eq!(code(r#"{"type":"join","token":5}"#), ApiError::invalid_value("token"));
-        assert_eq!(code(r#"{"type":"join","token":"t","participantInfo":[]}"#), ApiError::invalid_value("participantInfo"));
-        assert_eq!(code(r#"{"type":"signal","data":{}}"#), ApiError::parameter_missing("to"));
-        assert_eq!(code(r#"{"type":"signal","to":"PA-1"}"#), ApiError::parameter_missing("data"));
-        assert_eq!(code(r#"{"type":"message","to":"PA-1","data":1}"#), ApiError::invalid_value("to"));
-        assert_eq!(code(r#"{"type":"mediaState","audio":"yes"}"#), ApiError::invalid_value("audio"));
+        assert_eq!(
+            code(r#"{"type":"join"}"#),
+            ApiError::parameter_missing("token")
+        );
+        assert_eq!(
+            code(r#"{"type":"join","token":5}"#),
+            ApiError::invalid_value("token")
+        );
+        assert_eq!(
+            code(r#"{"type":"join","token":"t","participantInfo":[]}"#),
+            ApiError::invalid_value("participantInfo")
+        );
+        assert_eq!(
+            code(r#"{"type":"signal","data":{}}"#),
+            ApiError::parameter_missing("to")
+        );
+        assert_eq!(
+            code(r#"{"type":"signal","to":"PA-1"}"#),
+            ApiError::parameter_missing("data")
+        );
+        assert_eq!(
+            code(r#"{"type":"message","to":"PA-1","data":1}"#),
+            ApiError::invalid_value("to")
+        );
+        assert_eq!(
+            code(r#"{"type":"mediaState","audio":"yes"}"#),
+            ApiError::invalid_value("audio")
+        );
     }
 
     #[test]
     fn relayed_messages_carry_data_unchanged() {
         let data = RawValue::from_string(r#"{"candidate" : "a b"}"#.into()).unwrap();
-        assert_eq!(&*relayed("signal", "PA-1", &data), r#"{"type":"signal","from":"PA-1","data":{"candidate" : "a b"}}"#);
+        assert_eq!(
+            &*relayed("signal", "PA-1", &data),
+            r#"{"type":"signal","from":"PA-1","data":{"candidate" : "a b"}}"#
+        );
     }
 }

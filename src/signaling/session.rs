@@ -4,7 +4,9 @@
 use super::protocol::{self, ClientMessage, JoinRequest, Outbound, ServerMessage, close};
 use crate::error::ApiError;
 use crate::room::{JoinRefused, RoomHandle, Rooms};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -37,7 +39,12 @@ enum End {
     CloseDropped(u16, String),
 }
 
-pub(super) async fn run(ws: Session, mut frames: AggregatedMessageStream, rooms: Rooms, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn run(
+    ws: Session,
+    mut frames: AggregatedMessageStream,
+    rooms: Rooms,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let config = rooms.services().signaling.clone();
     let mut socket = Socket {
         ws,
@@ -116,7 +123,13 @@ pub(super) async fn run(ws: Session, mut frames: AggregatedMessageStream, rooms:
         member.room.disconnected(&member.address, socket.id);
     }
     if let Some(code) = code {
-        let _ = socket.ws.close(Some(CloseReason { code: CloseCode::Other(code), description: Some(reason) })).await;
+        let _ = socket
+            .ws
+            .close(Some(CloseReason {
+                code: CloseCode::Other(code),
+                description: Some(reason),
+            }))
+            .await;
     }
 }
 
@@ -159,9 +172,15 @@ impl Socket {
         };
         let (room, from, session) = (&member.room, member.address.as_str(), self.id);
         match message {
-            ClientMessage::Signal { to, data } => room.signal(from, session, to, protocol::relayed("signal", from, &data)),
-            ClientMessage::Message { to, data } => room.message(from, session, to, protocol::relayed("message", from, &data)),
-            ClientMessage::MediaState { audio, video } => room.media_state(from, session, audio, video),
+            ClientMessage::Signal { to, data } => {
+                room.signal(from, session, to, protocol::relayed("signal", from, &data))
+            }
+            ClientMessage::Message { to, data } => {
+                room.message(from, session, to, protocol::relayed("message", from, &data))
+            }
+            ClientMessage::MediaState { audio, video } => {
+                room.media_state(from, session, audio, video)
+            }
             ClientMessage::Leave => room.leave(from, session),
             ClientMessage::Join(_) | ClientMessage::Ping => unreachable!("handled above"),
         }
@@ -172,30 +191,56 @@ impl Socket {
         let services = self.rooms.services().clone();
         let claims = match services.tokens.verify(&request.token) {
             Ok(claims) => claims,
-            Err(_) => return Some(self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN).await),
+            Err(_) => {
+                return Some(
+                    self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN)
+                        .await,
+                );
+            }
         };
         let Some(room) = self.rooms.get(&claims.sub).await else {
-            return Some(self.refuse(ApiError::room_does_not_exist(&claims.sub), close::ROOM_NOT_FOUND).await);
+            return Some(
+                self.refuse(
+                    ApiError::room_does_not_exist(&claims.sub),
+                    close::ROOM_NOT_FOUND,
+                )
+                .await,
+            );
         };
         let (tx, rx) = mpsc::channel(services.signaling.queue_capacity.max(1));
         match room.join(claims.nonce, request, self.id, tx).await {
             Ok(address) => {
-                self.member = Some(Membership { room, address, outbound: rx });
+                self.member = Some(Membership {
+                    room,
+                    address,
+                    outbound: rx,
+                });
                 None
             }
-            Err(JoinRefused::Token) => Some(self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN).await),
-            Err(JoinRefused::Gone) => {
-                Some(self.refuse(ApiError::room_does_not_exist(&claims.sub), close::ROOM_NOT_FOUND).await)
-            }
-            Err(JoinRefused::Full { max }) => {
-                Some(self.refuse(ApiError::room_full(&claims.sub, max), close::ROOM_FULL).await)
-            }
+            Err(JoinRefused::Token) => Some(
+                self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN)
+                    .await,
+            ),
+            Err(JoinRefused::Gone) => Some(
+                self.refuse(
+                    ApiError::room_does_not_exist(&claims.sub),
+                    close::ROOM_NOT_FOUND,
+                )
+                .await,
+            ),
+            Err(JoinRefused::Full { max }) => Some(
+                self.refuse(ApiError::room_full(&claims.sub, max), close::ROOM_FULL)
+                    .await,
+            ),
         }
     }
 
     async fn refuse(&mut self, error: ApiError, code: u16) -> End {
         self.send_error(&error).await;
-        End::Close(code, error.code.id().unwrap_or("refused").to_ascii_lowercase())
+        End::Close(
+            code,
+            error.code.id().unwrap_or("refused").to_ascii_lowercase(),
+        )
     }
 }
 
@@ -210,7 +255,12 @@ struct RateLimiter {
 impl RateLimiter {
     fn new(per_second: u32, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
-        Self { per_second: f64::from(per_second), burst, tokens: burst, last: Instant::now() }
+        Self {
+            per_second: f64::from(per_second),
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
     }
 
     fn allow(&mut self, now: Instant) -> bool {
