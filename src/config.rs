@@ -47,6 +47,9 @@ pub struct Settings {
     pub ice_servers: Vec<String>,
     pub turn_secret: String,
     pub turn_credential_ttl_seconds: u64,
+    pub admin_allowed_origins: Vec<String>,
+    pub admin_event_log_size: usize,
+    pub admin_queue_capacity: usize,
 }
 
 /// Secrets never show up in `{:?}` output.
@@ -171,6 +174,50 @@ impl Settings {
             (
                 "CONVENE_STORE_SWEEP_INTERVAL_SECONDS",
                 self.store_sweep_interval_seconds,
+            ),
+            (
+                "CONVENE_SIGNALING_JOIN_TIMEOUT_MS",
+                self.signaling_join_timeout_ms,
+            ),
+            (
+                "CONVENE_SIGNALING_PING_INTERVAL_MS",
+                self.signaling_ping_interval_ms,
+            ),
+            (
+                "CONVENE_SIGNALING_CLIENT_TIMEOUT_MS",
+                self.signaling_client_timeout_ms,
+            ),
+            (
+                "CONVENE_SIGNALING_RESUME_GRACE_MS",
+                self.signaling_resume_grace_ms,
+            ),
+            (
+                "CONVENE_SIGNALING_MAX_FRAME_BYTES",
+                self.signaling_max_frame_bytes as u64,
+            ),
+            (
+                "CONVENE_SIGNALING_RATE_PER_SECOND",
+                self.signaling_rate_per_second.into(),
+            ),
+            (
+                "CONVENE_SIGNALING_RATE_BURST",
+                self.signaling_rate_burst.into(),
+            ),
+            (
+                "CONVENE_SIGNALING_QUEUE_CAPACITY",
+                self.signaling_queue_capacity as u64,
+            ),
+            (
+                "CONVENE_TURN_CREDENTIAL_TTL_SECONDS",
+                self.turn_credential_ttl_seconds,
+            ),
+            (
+                "CONVENE_ADMIN_EVENT_LOG_SIZE",
+                self.admin_event_log_size as u64,
+            ),
+            (
+                "CONVENE_ADMIN_QUEUE_CAPACITY",
+                self.admin_queue_capacity as u64,
             ),
         ] {
             // Ten years bounds every lifetime, so millisecond arithmetic never overflows.

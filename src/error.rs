@@ -19,6 +19,7 @@ pub enum Code {
     AuthorizationMissing,
     NotFound,
     MethodNotAllowed,
+    Forbidden,
     ParameterMissing,
     StringSize,
     InvalidJson,
@@ -56,6 +57,7 @@ impl Code {
             Code::AuthorizationMissing => (401, "BASE-00001", None),
             Code::NotFound => (404, "BASE-00002", Some("NOT_FOUND")),
             Code::MethodNotAllowed => (405, "BASE-00003", Some("METHOD_NOT_ALLOWED")),
+            Code::Forbidden => (403, "BASE-00004", Some("FORBIDDEN")),
             Code::ParameterMissing => (400, "BASE-00011", Some("PARAMETER_MISSING")),
             Code::StringSize => (400, "BASE-00013", Some("STRING_SIZE")),
             Code::InvalidJson => (400, "BASE-00014", None),
@@ -142,6 +144,13 @@ impl ApiError {
         Self::new(
             Code::MethodNotAllowed,
             format!("The method ::= [{method}] is not allowed for ::= [{path}]."),
+        )
+    }
+
+    pub fn forbidden_origin() -> Self {
+        Self::new(
+            Code::Forbidden,
+            "This origin may not open the admin event stream.",
         )
     }
 
@@ -358,6 +367,7 @@ mod tests {
             AuthorizationMissing,
             NotFound,
             MethodNotAllowed,
+            Forbidden,
             ParameterMissing,
             StringSize,
             InvalidJson,

@@ -1,5 +1,6 @@
 //! Building and running the application: store, actors, HTTP server.
 
+use crate::admin::events::Events;
 use crate::api;
 use crate::auth::ApiKeys;
 use crate::config::Settings;
@@ -52,17 +53,24 @@ impl Application {
             )?)
         };
         let secret = settings.token_secret.as_bytes();
+        let limits = Limits {
+            mesh: settings.mesh_max_participants,
+            sfu: settings.sfu_max_participants,
+        };
+        let events = Events::new(
+            limits,
+            settings.admin_event_log_size,
+            settings.admin_queue_capacity,
+        );
         let rooms = Rooms::start(RoomServices {
-            limits: Limits {
-                mesh: settings.mesh_max_participants,
-                sfu: settings.sfu_max_participants,
-            },
+            limits,
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
             room_ttl_seconds: settings.room_ttl_seconds,
             endpoint_ttl_seconds: settings.endpoint_ttl_seconds,
             tokens: RoomTokens::new(secret, &settings.token_issuer, &settings.token_audience),
             store: store.clone(),
             signaling: SignalingConfig::from_settings(&settings),
+            events: Arc::new(events),
         });
         restore(&rooms, &settings).await?;
         spawn_sweeper(

@@ -76,7 +76,13 @@ pub async fn request_context(
         res.headers_mut().insert(REQUEST_ID, value);
     }
     let status = res.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let seconds = started.elapsed().as_secs_f64();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    crate::metrics::METRICS.request(&route, res.request().method().as_str(), status, seconds);
+    let latency_ms = seconds * 1000.0;
     span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));
     Ok(res)
 }

@@ -2,37 +2,55 @@
 
 mod assets;
 mod health;
+mod participants;
 mod rooms;
 
 use crate::error::ApiError;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, Route, web};
 
-/// Registers every route of the service.
+/// Registers every route of the service. Every resource answers other methods with 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     assets::configure(cfg);
-    cfg.service(
-        web::resource("/api/realtime/room")
-            .route(web::post().to(rooms::create))
-            .route(web::get().to(rooms::list))
-            .route(web::delete().to(rooms::delete_by_query))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/realtime/room/{id}")
-            .route(web::get().to(rooms::fetch))
-            .route(web::delete().to(rooms::delete_by_path))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(health::live))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(health::ready))
-            .default_service(web::to(method_not_allowed)),
-    );
+    let resource = |path: &str, routes: Vec<Route>| {
+        routes
+            .into_iter()
+            .fold(web::resource(path), |r, route| r.route(route))
+            .default_service(web::to(method_not_allowed))
+    };
+    cfg.service(resource(
+        "/api/realtime/room",
+        vec![
+            web::post().to(rooms::create),
+            web::get().to(rooms::list),
+            web::delete().to(rooms::delete_by_query),
+        ],
+    ))
+    .service(resource(
+        "/api/realtime/room/{id}",
+        vec![
+            web::get().to(rooms::fetch),
+            web::delete().to(rooms::delete_by_path),
+        ],
+    ))
+    .service(resource(
+        "/api/realtime/room/{id}/participants",
+        vec![web::get().to(participants::list)],
+    ))
+    .service(resource(
+        "/api/realtime/room/{id}/participants/{address}",
+        vec![web::delete().to(participants::remove)],
+    ))
+    .service(resource(
+        "/api/realtime/signaling",
+        vec![web::get().to(crate::signaling::connect)],
+    ))
+    .service(resource(
+        "/api/realtime/admin/events",
+        vec![web::get().to(crate::admin::stream::connect)],
+    ))
+    .service(resource("/metrics", vec![web::get().to(health::metrics)]))
+    .service(resource("/healthz", vec![web::get().to(health::live)]))
+    .service(resource("/readyz", vec![web::get().to(health::ready)]));
 }
 
 /// The answer for a path that no route matches.

@@ -7,7 +7,9 @@
 
 use super::registry::{Registry, RoomGone};
 use super::{ConferenceType, RoomRecord, RoomServices, now_ms};
+use crate::admin::events::Event;
 use crate::error::ApiError;
+use crate::metrics::METRICS;
 use crate::signaling::protocol::{Outbound, Participant, RoomInfo, ServerMessage, close};
 use crate::store::StoreError;
 use actix::prelude::*;
@@ -69,6 +71,9 @@ impl RoomActor {
         }
         tracing::info!(room = %self.record.id, "room expired");
         self.close_all("expired", close::ROOM_EXPIRED);
+        self.services
+            .events
+            .publish(Event::RoomExpired(&self.record.id));
         // Best effort: Redis expires the key by itself and the sweep cleans the index.
         let (store, record) = (self.services.store.clone(), self.record.clone());
         actix::spawn(async move {
@@ -184,6 +189,10 @@ impl RoomActor {
         }
         let address = member.participant.address;
         tracing::info!(room = %self.record.id, %address, reason, "participant left");
+        METRICS.left(reason);
+        self.services
+            .events
+            .publish(Event::ParticipantLeft(&self.record.id, &address, reason));
         self.broadcast(
             &ServerMessage::ParticipantLeft {
                 address: &address,
@@ -204,6 +213,7 @@ impl RoomActor {
     fn close_all(&mut self, reason: &str, code: u16) {
         let text = ServerMessage::RoomClosed { reason }.text();
         for member in self.members.drain(..) {
+            METRICS.left("roomClosed");
             if let Some(link) = member.link {
                 let _ = link.tx.try_send(Outbound::Text(text.clone()));
                 let _ = link.tx.try_send(Outbound::Close(code, "room closed"));
@@ -255,6 +265,10 @@ impl RoomActor {
         record.conference_type = ConferenceType::Sfu;
         record.modification_time = now_ms().max(record.modification_time);
         tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
+        METRICS.upgraded();
+        self.services
+            .events
+            .publish(Event::RoomUpgraded(&self.record));
         let message = ServerMessage::ConferenceTypeChanged {
             conference_type: ConferenceType::Sfu,
             reason: "participantCount",
@@ -290,6 +304,9 @@ impl Handler<GetRecord> for RoomActor {
         if self.record.token_is_stale(now) {
             self.record.refresh_token(&self.services.tokens, now);
             self.persist(ctx);
+            self.services
+                .events
+                .publish(Event::RoomUpdated(&self.record));
         }
         MessageResult(self.record.clone())
     }
@@ -313,6 +330,9 @@ impl Handler<Delete> for RoomActor {
                 .map(|result, act, ctx| {
                     if result.is_ok() {
                         act.close_all("deleted", close::ROOM_DELETED);
+                        act.services
+                            .events
+                            .publish(Event::RoomDeleted(&act.record.id));
                         ctx.stop();
                     }
                     result
@@ -414,8 +434,13 @@ impl Handler<Join> for RoomActor {
         });
         let i = self.members.len() - 1;
         tracing::info!(room = %self.record.id, %address, "participant joined");
+        METRICS.joined();
         self.send_joined(i, ctx);
         let participant = self.members[i].participant.clone();
+        let room = &self.record.id;
+        self.services
+            .events
+            .publish(Event::ParticipantJoined(room, &participant));
         self.broadcast(
             &ServerMessage::ParticipantJoined {
                 participant: &participant,
@@ -477,19 +502,26 @@ impl Handler<FromParticipant> for RoomActor {
                     return self.send_error(i, &ApiError::sfu_unavailable(), ctx);
                 }
                 match self.index_of(&to).filter(|&t| t != i) {
-                    Some(t) => self.send(t, Outbound::Text(text), ctx),
+                    Some(t) => {
+                        METRICS.relayed(1);
+                        self.send(t, Outbound::Text(text), ctx);
+                    }
                     None => self.send_error(i, &ApiError::participant_does_not_exist(&to), ctx),
                 }
             }
             Action::Message { to: None, text } => {
                 for t in (0..self.members.len()).rev().filter(|&t| t != i) {
+                    METRICS.relayed(1);
                     self.send(t, Outbound::Text(text.clone()), ctx);
                 }
             }
             Action::Message { to: Some(to), text } => {
                 for target in to {
                     match self.index_of(&target) {
-                        Some(t) => self.send(t, Outbound::Text(text.clone()), ctx),
+                        Some(t) => {
+                            METRICS.relayed(1);
+                            self.send(t, Outbound::Text(text.clone()), ctx);
+                        }
                         None => {
                             if let Some(i) = self.sender(&address, session) {
                                 self.send_error(
@@ -507,6 +539,10 @@ impl Handler<FromParticipant> for RoomActor {
                 participant.audio = audio.unwrap_or(participant.audio);
                 participant.video = video.unwrap_or(participant.video);
                 let participant = participant.clone();
+                let room = &self.record.id;
+                self.services
+                    .events
+                    .publish(Event::ParticipantUpdated(room, &participant));
                 self.broadcast(
                     &ServerMessage::ParticipantUpdated {
                         participant: &participant,
@@ -523,6 +559,63 @@ impl Handler<FromParticipant> for RoomActor {
             }
             Action::Disconnected => self.unlink(i, ctx),
         }
+    }
+}
+
+/// A participant as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParticipantState {
+    #[serde(flatten)]
+    pub participant: Participant,
+    /// `false` while the participant's socket is gone and its seat waits for a resume.
+    pub connected: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<ParticipantState>")]
+struct ListParticipants;
+
+impl Handler<ListParticipants> for RoomActor {
+    type Result = MessageResult<ListParticipants>;
+
+    fn handle(&mut self, _: ListParticipants, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.members
+                .iter()
+                .map(|m| ParticipantState {
+                    participant: m.participant.clone(),
+                    connected: m.link.is_some(),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Removes a participant on an admin's request: it gets `roomClosed {reason: "kicked"}`
+/// and close 4013, its resume token dies with its seat, the others get `participantLeft`.
+#[derive(Message)]
+#[rtype(result = "Option<ParticipantState>")]
+struct Kick(String);
+
+impl Handler<Kick> for RoomActor {
+    type Result = Option<ParticipantState>;
+
+    fn handle(&mut self, Kick(address): Kick, ctx: &mut Context<Self>) -> Self::Result {
+        let i = self.index_of(&address)?;
+        let state = ParticipantState {
+            participant: self.members[i].participant.clone(),
+            connected: self.members[i].link.is_some(),
+        };
+        if let Some(link) = self.members[i].link.take() {
+            let _ = link.tx.try_send(Outbound::Text(
+                ServerMessage::RoomClosed { reason: "kicked" }.text(),
+            ));
+            let _ = link
+                .tx
+                .try_send(Outbound::Close(close::KICKED, "removed by an admin"));
+        }
+        self.remove(i, "kicked", ctx);
+        Some(state)
     }
 }
 
@@ -611,6 +704,20 @@ impl RoomHandle {
     /// The participant's socket is gone; a resume may follow within the grace period.
     pub fn disconnected(&self, address: &str, session: u64) {
         self.tell(address, session, Action::Disconnected);
+    }
+
+    /// The participants, in join order; `None` once the room is gone.
+    pub async fn participants(&self) -> Option<Vec<ParticipantState>> {
+        self.addr.send(ListParticipants).await.ok()
+    }
+
+    /// Removes a participant; `Ok(None)` when there is no such participant, `Err` when
+    /// the room is gone.
+    pub async fn kick(&self, address: &str) -> Result<Option<ParticipantState>, ()> {
+        self.addr
+            .send(Kick(address.to_string()))
+            .await
+            .map_err(drop)
     }
 
     /// How many participants hold a seat (joined, or waiting for a resume).

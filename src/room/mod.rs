@@ -4,7 +4,7 @@
 mod actor;
 mod registry;
 
-pub use actor::{JoinRefused, RoomHandle};
+pub use actor::{JoinRefused, ParticipantState, RoomHandle};
 pub use registry::{Page, Registry, Rooms};
 
 use crate::token::RoomTokens;
@@ -159,6 +159,8 @@ pub struct RoomServices {
     pub tokens: RoomTokens,
     pub store: Arc<dyn crate::store::Store>,
     pub signaling: crate::signaling::SignalingConfig,
+    /// The admin event hub: every change of room state goes through it.
+    pub events: Arc<crate::admin::events::Events>,
 }
 
 /// Milliseconds since the epoch.

@@ -117,18 +117,20 @@ impl Rooms {
         let count = rooms.len();
         let mut batch = Vec::with_capacity(RESTORE_BATCH);
         for mut record in rooms {
-            // A token signed with another secret (a generated one, or a rotated one) or
-            // expired is replaced, so every restored room has a working token.
             // Nobody is connected to a room that was just restored.
             record.participant_count = 0;
+            // A token signed with another secret (a generated one, or a rotated one) or
+            // expired is replaced, so every restored room has a working token.
             if record.token_is_stale(now) || self.services.tokens.verify(&record.token).is_err() {
                 record.refresh_token(&self.services.tokens, now);
             }
             batch.push(record);
             if batch.len() == RESTORE_BATCH {
+                self.services.events.restored(&batch);
                 self.register(std::mem::take(&mut batch)).await;
             }
         }
+        self.services.events.restored(&batch);
         self.register(batch).await;
         Ok(count)
     }
@@ -164,6 +166,8 @@ impl Rooms {
             participant_count: 0,
         };
         s.store.create(&record).await?;
+        s.events
+            .publish(crate::admin::events::Event::RoomCreated(&record));
         self.register(vec![record.clone()]).await;
         Ok(record)
     }

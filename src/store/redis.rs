@@ -12,6 +12,7 @@
 //! into a [`StoreError`] (and a 503) instead of a hang.
 
 use super::{Cursor, Store, StoreError};
+use crate::metrics::METRICS;
 use crate::room::RoomRecord;
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -66,11 +67,17 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError(e.to_string())),
-            Err(_) => Err(StoreError(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Ok(Err(e)) => {
+                METRICS.store_error();
+                Err(StoreError(e.to_string()))
+            }
+            Err(_) => {
+                METRICS.store_error();
+                Err(StoreError(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
         }
     }
 

@@ -1,0 +1,304 @@
+//! The admin event hub: every change of room state, numbered, with a bounded log and a
+//! live snapshot, fanned out to admin event streams.
+//!
+//! Rooms and the registry publish here synchronously and cheaply (a lock, an append, one
+//! `try_send` per subscriber). Subscribers have bounded queues: one that falls behind is
+//! cut off (its socket closes) and reconnects with the last sequence number it saw, so a
+//! slow admin client never slows a room down.
+
+use crate::room::{Limits, RoomRecord, RoomView};
+use crate::signaling::protocol::Participant;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// A change of room state.
+pub enum Event<'a> {
+    RoomCreated(&'a RoomRecord),
+    /// A change of the room's record other than an upgrade (a refreshed token).
+    RoomUpdated(&'a RoomRecord),
+    RoomUpgraded(&'a RoomRecord),
+    RoomDeleted(&'a str),
+    RoomExpired(&'a str),
+    ParticipantJoined(&'a str, &'a Participant),
+    ParticipantUpdated(&'a str, &'a Participant),
+    ParticipantLeft(&'a str, &'a str, &'a str),
+}
+
+/// The wire form of an event: `{"type": ..., "seq": ..., ...}`.
+#[derive(Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+enum Wire<'a> {
+    RoomCreated {
+        seq: u64,
+        room: RoomView<'a>,
+    },
+    RoomUpdated {
+        seq: u64,
+        room: RoomView<'a>,
+    },
+    RoomUpgraded {
+        seq: u64,
+        room: RoomView<'a>,
+    },
+    RoomDeleted {
+        seq: u64,
+        room_id: &'a str,
+    },
+    RoomExpired {
+        seq: u64,
+        room_id: &'a str,
+    },
+    ParticipantJoined {
+        seq: u64,
+        room_id: &'a str,
+        participant: &'a Participant,
+    },
+    ParticipantUpdated {
+        seq: u64,
+        room_id: &'a str,
+        participant: &'a Participant,
+    },
+    ParticipantLeft {
+        seq: u64,
+        room_id: &'a str,
+        address: &'a str,
+        reason: &'a str,
+    },
+    Snapshot {
+        seq: u64,
+        rooms: Vec<SnapshotRoom<'a>>,
+    },
+}
+
+#[derive(Serialize)]
+struct SnapshotRoom<'a> {
+    #[serde(flatten)]
+    room: RoomView<'a>,
+    participants: Vec<&'a Participant>,
+}
+
+struct LiveRoom {
+    record: RoomRecord,
+    participants: Vec<Participant>,
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<Arc<str>>,
+}
+
+struct State {
+    seq: u64,
+    log: VecDeque<(u64, Arc<str>)>,
+    rooms: HashMap<String, LiveRoom>,
+    subscribers: Vec<Subscriber>,
+}
+
+pub struct Events {
+    state: Mutex<State>,
+    limits: Limits,
+    log_capacity: usize,
+    queue_capacity: usize,
+}
+
+/// What a new subscriber gets: the messages to send first, then a live queue.
+pub struct Subscription {
+    /// A snapshot, or the events after the subscriber's last sequence number.
+    pub backlog: Vec<Arc<str>>,
+    pub live: mpsc::Receiver<Arc<str>>,
+}
+
+impl Events {
+    pub fn new(limits: Limits, log_capacity: usize, queue_capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                seq: 0,
+                log: VecDeque::new(),
+                rooms: HashMap::new(),
+                subscribers: Vec::new(),
+            }),
+            limits,
+            log_capacity: log_capacity.max(1),
+            queue_capacity: queue_capacity.max(1),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update below leaves the state whole before it can panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds rooms restored at start-up, without events.
+    pub fn restored(&self, records: &[RoomRecord]) {
+        let mut state = self.state();
+        for record in records {
+            state.rooms.insert(
+                record.id.clone(),
+                LiveRoom {
+                    record: record.clone(),
+                    participants: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// Applies a change to the live state, numbers it, logs it and fans it out.
+    pub fn publish(&self, event: Event<'_>) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let seq = state.seq + 1;
+        let limits = &self.limits;
+        let wire = match event {
+            Event::RoomCreated(r) => {
+                state.rooms.insert(
+                    r.id.clone(),
+                    LiveRoom {
+                        record: r.clone(),
+                        participants: Vec::new(),
+                    },
+                );
+                Wire::RoomCreated {
+                    seq,
+                    room: r.view(limits),
+                }
+            }
+            Event::RoomUpdated(r) | Event::RoomUpgraded(r) => {
+                if let Some(live) = state.rooms.get_mut(&r.id) {
+                    live.record = r.clone();
+                }
+                match event {
+                    Event::RoomUpgraded(_) => Wire::RoomUpgraded {
+                        seq,
+                        room: r.view(limits),
+                    },
+                    _ => Wire::RoomUpdated {
+                        seq,
+                        room: r.view(limits),
+                    },
+                }
+            }
+            Event::RoomDeleted(id) | Event::RoomExpired(id) => {
+                if state.rooms.remove(id).is_none() {
+                    return;
+                }
+                match event {
+                    Event::RoomExpired(_) => Wire::RoomExpired { seq, room_id: id },
+                    _ => Wire::RoomDeleted { seq, room_id: id },
+                }
+            }
+            Event::ParticipantJoined(room_id, p) => {
+                if let Some(live) = state.rooms.get_mut(room_id) {
+                    live.participants.push(p.clone());
+                }
+                Wire::ParticipantJoined {
+                    seq,
+                    room_id,
+                    participant: p,
+                }
+            }
+            Event::ParticipantUpdated(room_id, p) => {
+                if let Some(live) = state.rooms.get_mut(room_id)
+                    && let Some(slot) = live
+                        .participants
+                        .iter_mut()
+                        .find(|q| q.address == p.address)
+                {
+                    *slot = p.clone();
+                }
+                Wire::ParticipantUpdated {
+                    seq,
+                    room_id,
+                    participant: p,
+                }
+            }
+            Event::ParticipantLeft(room_id, address, reason) => {
+                if let Some(live) = state.rooms.get_mut(room_id) {
+                    live.participants.retain(|p| p.address != address);
+                }
+                Wire::ParticipantLeft {
+                    seq,
+                    room_id,
+                    address,
+                    reason,
+                }
+            }
+        };
+        let text: Arc<str> = serde_json::to_string(&wire)
+            .expect("events always serialize")
+            .into();
+        state.seq = seq;
+        if state.log.len() == self.log_capacity {
+            state.log.pop_front();
+        }
+        state.log.push_back((seq, text.clone()));
+        // A subscriber whose queue is full or closed is cut off; it resumes by sequence.
+        state
+            .subscribers
+            .retain(|s| s.tx.try_send(text.clone()).is_ok());
+    }
+
+    /// Subscribes: with `last_seq` still in the log, the backlog is the events after it;
+    /// otherwise (or without `last_seq`) it is a snapshot of every room.
+    pub fn subscribe(&self, last_seq: Option<u64>) -> Subscription {
+        let mut state = self.state();
+        let oldest = state.log.front().map_or(state.seq + 1, |(seq, _)| *seq);
+        let backlog = match last_seq {
+            // Everything after `n` is in the log when `n + 1 >= oldest` (and `n` is not from
+            // the future, as after a restart of the service).
+            Some(n) if n <= state.seq && n + 1 >= oldest => state
+                .log
+                .iter()
+                .filter(|(seq, _)| *seq > n)
+                .map(|(_, text)| text.clone())
+                .collect(),
+            _ => vec![self.snapshot(&state)],
+        };
+        let (tx, live) = mpsc::channel(self.queue_capacity);
+        state.subscribers.push(Subscriber { tx });
+        Subscription { backlog, live }
+    }
+
+    fn snapshot(&self, state: &State) -> Arc<str> {
+        let mut rooms: Vec<&LiveRoom> = state.rooms.values().collect();
+        rooms.sort_by(|a, b| {
+            (b.record.creation_time, &b.record.id).cmp(&(a.record.creation_time, &a.record.id))
+        });
+        let wire = Wire::Snapshot {
+            seq: state.seq,
+            rooms: rooms
+                .into_iter()
+                .map(|r| SnapshotRoom {
+                    room: r.record.view(&self.limits),
+                    participants: r.participants.iter().collect(),
+                })
+                .collect(),
+        };
+        serde_json::to_string(&wire)
+            .expect("snapshots always serialize")
+            .into()
+    }
+
+    /// Rooms by conference type, and participants, for metrics.
+    pub fn gauges(&self) -> (usize, usize, usize) {
+        let state = self.state();
+        let sfu = state
+            .rooms
+            .values()
+            .filter(|r| r.record.conference_type == crate::room::ConferenceType::Sfu)
+            .count();
+        let participants = state.rooms.values().map(|r| r.participants.len()).sum();
+        (state.rooms.len() - sfu, sfu, participants)
+    }
+
+    /// How many admin streams are connected.
+    pub fn subscribers(&self) -> usize {
+        let mut state = self.state();
+        state.subscribers.retain(|s| !s.tx.is_closed());
+        state.subscribers.len()
+    }
+}
