@@ -1,4 +1,4 @@
-//! The browser SDK and the demo page, compiled into the binary so that the service serves
+//! The browser SDK, the demo page and the admin page, compiled into the binary so that the service serves
 //! them with nothing else installed.
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -23,6 +23,11 @@ const DEMO: Asset = Asset {
     media_type: "text/html; charset=utf-8",
 };
 
+const ADMIN: Asset = Asset {
+    body: include_str!("../../web/admin/index.html"),
+    media_type: "text/html; charset=utf-8",
+};
+
 fn serve(asset: &Asset) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, asset.media_type))
@@ -36,5 +41,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/sdk/convene.d.ts",
             web::get().to(|| async { serve(&SDK_TYPES) }),
         )
-        .route("/demo", web::get().to(|| async { serve(&DEMO) }));
+        .route("/demo", web::get().to(|| async { serve(&DEMO) }))
+        .route("/admin", web::get().to(|| async { serve(&ADMIN) }));
 }
