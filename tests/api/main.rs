@@ -3,4 +3,10 @@
 
 mod support;
 
+mod auth;
+mod create;
+mod delete;
+mod fetch;
+mod http;
+mod list;
 mod rooms;
