@@ -35,7 +35,6 @@ pub struct AppState {
 pub struct Application {
     server: Server,
     addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
 }
 
 impl Application {
@@ -109,11 +108,9 @@ impl Application {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        Ok(Self {
-            server: server.run(),
-            addr,
-            shutdown,
-        })
+        let server = server.run();
+        stop_on_signal(&server, shutdown)?;
+        Ok(Self { server, addr })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -123,32 +120,27 @@ impl Application {
     /// Serves until SIGTERM or SIGINT; then closes every signaling socket with 1001 (so
     /// SDKs reconnect elsewhere or later), finishes in-flight requests and returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let shutdown = self.shutdown;
-        actix_web::rt::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            let _ = shutdown.send(true);
-            handle.stop(true).await;
-        });
         self.server.await
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that comes before the server is
+/// first polled is not lost) and stops the server gracefully on the first one.
+fn stop_on_signal(server: &Server, shutdown: watch::Sender<bool>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => std::future::pending().await,
-    }
+        tracing::info!("shutting down");
+        let _ = shutdown.send(true);
+        handle.stop(true).await;
+    });
+    Ok(())
 }
 
 /// Restores the rooms of the store, retrying while the store is unreachable.

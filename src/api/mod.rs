@@ -25,6 +25,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::delete().to(rooms::delete_by_query),
         ],
     ))
+    // An empty path id is a missing id, as with `?id=`.
+    .service(resource(
+        "/api/realtime/room/",
+        vec![web::delete().to(rooms::delete_without_id)],
+    ))
     .service(resource(
         "/api/realtime/room/{id}",
         vec![

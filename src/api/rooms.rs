@@ -100,6 +100,11 @@ pub async fn delete_by_path(
     delete(&state, &id).await
 }
 
+/// `DELETE /api/realtime/room/`: the path form with an empty id.
+pub async fn delete_without_id(_: Authorized) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::parameter_missing("id"))
+}
+
 async fn delete(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
     let room = state.rooms.delete(id).await?;
     Ok(room_envelope(state, &room))

@@ -256,9 +256,9 @@ impl RoomActor {
         let record = &mut self.record;
         let count = self.members.len() as u32;
         if record.conference_type != ConferenceType::Mesh
-            || !record
+            || record
                 .auto_upgrade_participant_count
-                .is_some_and(|at| count >= at)
+                .is_none_or(|at| count < at)
         {
             return false;
         }

@@ -212,8 +212,14 @@ impl Rooms {
         } else {
             None
         };
-        for room in rooms.iter_mut().filter(|r| r.token_is_stale(now)) {
-            room.refresh_token(&self.services.tokens, now);
+        // Stored tokens may be stale, or signed with a secret this run does not have (a
+        // generated one, or a rotated one): every listed room gets a working token.
+        let tokens = &self.services.tokens;
+        for room in rooms
+            .iter_mut()
+            .filter(|r| r.token_is_stale(now) || tokens.verify(&r.token).is_err())
+        {
+            room.refresh_token(tokens, now);
         }
         Ok(Page { rooms, next })
     }

@@ -9,7 +9,10 @@
 //!   rooms without scanning and drops them from the index.
 //!
 //! Every operation is bounded by the configured timeout, so a slow or dead Redis turns
-//! into a [`StoreError`] (and a 503) instead of a hang.
+//! into a [`StoreError`] (and a 503) instead of a hang. A command that timed out may still
+//! sit in the connection and run when a frozen Redis wakes up, so every write is a script
+//! that first compares Redis's clock with a deadline a little before the client's timeout,
+//! and does nothing past it: a write that answered 503 leaves no trace.
 
 use super::{Cursor, Store, StoreError};
 use crate::metrics::METRICS;
@@ -27,6 +30,44 @@ pub struct RedisStore {
     conn: ConnectionManager,
     timeout: Duration,
     prefix: String,
+    scripts: Scripts,
+}
+
+/// The write scripts. Each takes the deadline (ms since the epoch) as `ARGV[1]` and returns
+/// 0 without writing when Redis's clock has passed it.
+struct Scripts {
+    create: redis::Script,
+    update: redis::Script,
+    delete: redis::Script,
+}
+
+const PAST_DEADLINE: &str = r"
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return 0
+end
+";
+
+impl Scripts {
+    fn new() -> Self {
+        let guarded = |body: &str| redis::Script::new(&format!("{PAST_DEADLINE}{body}\nreturn 1"));
+        Self {
+            // KEYS: room, index, expiry. ARGV: deadline, json, expires_at, member.
+            create: guarded(
+                "redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+                 redis.call('ZADD', KEYS[2], 0, ARGV[4])
+                 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])",
+            ),
+            // KEYS: room. ARGV: deadline, json, expires_at.
+            update: guarded("redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PXAT', ARGV[3])"),
+            // KEYS: room, index, expiry. ARGV: deadline, member.
+            delete: guarded(
+                "redis.call('DEL', KEYS[1])
+                 redis.call('ZREM', KEYS[2], ARGV[2])
+                 redis.call('ZREM', KEYS[3], ARGV[2])",
+            ),
+        }
+    }
 }
 
 impl RedisStore {
@@ -43,6 +84,7 @@ impl RedisStore {
             .get_connection_manager_lazy(config)
             .map_err(|e| StoreError(e.to_string()))?;
         Ok(Self {
+            scripts: Scripts::new(),
             conn,
             timeout,
             prefix: prefix.to_string(),
@@ -51,6 +93,43 @@ impl RedisStore {
 
     fn room_key(&self, id: &str) -> String {
         format!("{}:room:{id}", self.prefix)
+    }
+
+    /// The latest Redis time at which a write started now may still run: a little before
+    /// the client gives up, so that a write that runs also answers in time.
+    fn deadline(&self) -> u64 {
+        let timeout = self.timeout.as_millis() as u64;
+        crate::room::now_ms() + timeout - (timeout / 4).min(250)
+    }
+
+    /// Runs a guarded write script: the deadline goes first among its arguments.
+    async fn write(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<(), StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation.arg(self.deadline());
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn.clone();
+        match self
+            .timed(invocation.invoke_async::<i64>(&mut conn))
+            .await?
+        {
+            1 => Ok(()),
+            _ => {
+                METRICS.store_error();
+                Err(StoreError(
+                    "the write reached Redis after its deadline".into(),
+                ))
+            }
+        }
     }
 
     fn index_key(&self) -> String {
@@ -141,39 +220,33 @@ fn to_json(room: &RoomRecord) -> String {
 #[async_trait]
 impl Store for RedisStore {
     async fn create(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        let m = member(room.creation_time, &room.id);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(self.room_key(&room.id))
-            .arg(to_json(room))
-            .arg("PXAT")
-            .arg(room.expires_at())
-            .ignore()
-            .zadd(self.index_key(), &m, 0)
-            .ignore()
-            .zadd(self.expiry_key(), &m, room.expires_at())
-            .ignore();
-        let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        let keys = [self.room_key(&room.id), self.index_key(), self.expiry_key()];
+        let args = [
+            to_json(room),
+            room.expires_at().to_string(),
+            member(room.creation_time, &room.id),
+        ];
+        self.write(&self.scripts.create, &keys, &args).await
     }
 
     async fn update(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("SET")
-            .arg(self.room_key(&room.id))
-            .arg(to_json(room))
-            .arg("XX")
-            .arg("PXAT")
-            .arg(room.expires_at())
-            .to_owned();
-        self.timed(cmd.query_async::<Option<String>>(&mut conn))
-            .await
-            .map(drop)
+        let keys = [self.room_key(&room.id)];
+        self.write(
+            &self.scripts.update,
+            &keys,
+            &[to_json(room), room.expires_at().to_string()],
+        )
+        .await
     }
 
     async fn delete(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        self.forget(&[member(room.creation_time, &room.id)]).await
+        let keys = [self.room_key(&room.id), self.index_key(), self.expiry_key()];
+        self.write(
+            &self.scripts.delete,
+            &keys,
+            &[member(room.creation_time, &room.id)],
+        )
+        .await
     }
 
     async fn page(

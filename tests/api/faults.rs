@@ -167,7 +167,6 @@ async fn frozen_redis() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: writes that answered 503 while Redis was frozen are applied when it thaws"]
 async fn a_503_leaves_no_trace_once_redis_thaws() {
     let Some(mut app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;

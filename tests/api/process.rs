@@ -13,7 +13,6 @@ both_stores!(sigterm_exits_with_status_0, |mut app: TestApp| async move {
 });
 
 #[tokio::test]
-#[ignore = "BUG: SIGTERM right after \"listening on\" kills the process (signal 15) instead of a clean exit 0"]
 async fn sigterm_right_after_start() {
     let mut app = TestApp::spawn(Backend::Memory).await.unwrap();
     let status = app.stop().unwrap();
