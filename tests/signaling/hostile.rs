@@ -1,0 +1,136 @@
+use crate::client::Client;
+use crate::support::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn bad_messages_get_errors_and_the_socket_and_room_carry_on() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, _) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    let cases = [
+        ("not json", "BASE-00014", None, None),
+        ("[1,2]", "BASE-00014", None, None),
+        (
+            r#"{"type":"dance"}"#,
+            "BASE-00016",
+            Some("INVALID_VALUE"),
+            Some("[type]"),
+        ),
+        (
+            r#"{"data":1}"#,
+            "BASE-00011",
+            Some("PARAMETER_MISSING"),
+            Some("[type]"),
+        ),
+        (
+            r#"{"type":"signal","data":{}}"#,
+            "BASE-00011",
+            Some("PARAMETER_MISSING"),
+            Some("[to]"),
+        ),
+        (
+            r#"{"type":"signal","to":"PA-x"}"#,
+            "BASE-00011",
+            Some("PARAMETER_MISSING"),
+            Some("[data]"),
+        ),
+        (
+            r#"{"type":"message","to":"PA-x","data":1}"#,
+            "BASE-00016",
+            Some("INVALID_VALUE"),
+            Some("[to]"),
+        ),
+        (
+            r#"{"type":"mediaState","audio":"off"}"#,
+            "BASE-00016",
+            Some("INVALID_VALUE"),
+            Some("[audio]"),
+        ),
+        (
+            r#"{"type":"signal","to":"sfu","data":{}}"#,
+            "REALTIME-00016",
+            Some("SFU_UNAVAILABLE"),
+            None,
+        ),
+    ];
+    for (text, code, id, names) in cases {
+        a.send_text(text).await;
+        let error = a.expect_error(code, id).await;
+        if let Some(names) = names {
+            assert!(
+                error["description"][0].as_str().unwrap().contains(names),
+                "{error}"
+            );
+        }
+    }
+    assert!(
+        a.send_raw(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1, 2, 3
+        ]))
+        .await
+    );
+    a.expect_error("BASE-00014", None).await;
+    a.assert_alive().await;
+    b.send(json!({"type": "message", "data": "room still works"}))
+        .await;
+    assert_eq!(a.expect("message").await["data"], "room still works");
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_with_1009() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let (mut a, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+    a.send(json!({"type": "message", "data": "x".repeat(70 * 1024)}))
+        .await;
+    a.expect_error("BASE-00018", Some("PAYLOAD_TOO_LARGE"))
+        .await;
+    a.expect_close(1009).await;
+    assert_eq!(app.list("").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_flood_closes_with_1008() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default()
+            .env("CONVENE_SIGNALING_RATE_PER_SECOND", "5")
+            .env("CONVENE_SIGNALING_RATE_BURST", "5"),
+    )
+    .await
+    .unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    for _ in 0..30 {
+        if !a
+            .send_raw(tokio_tungstenite::tungstenite::Message::text(
+                r#"{"type":"ping"}"#,
+            ))
+            .await
+        {
+            break;
+        }
+    }
+    let mut pongs = 0;
+    loop {
+        let message = a.recv().await;
+        if message["type"] == "pong" {
+            pongs += 1;
+            continue;
+        }
+        assert_eq!(message["code"], "REALTIME-00014", "{message}");
+        assert_eq!(message["id"], "TOO_MANY_MESSAGES");
+        break;
+    }
+    assert!(pongs <= 5, "{pongs} messages got through a burst of 5");
+    a.expect_close(1008).await;
+    // The room carries on for B (A's seat waits for a resume).
+    b.assert_alive().await;
+    assert!(joined_b["address"].is_string());
+}

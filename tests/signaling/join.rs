@@ -1,0 +1,200 @@
+use crate::client::{Client, Incoming};
+use crate::support::*;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+
+async fn app_with(options: Options) -> TestApp {
+    TestApp::spawn_with(Backend::Memory, options).await.unwrap()
+}
+
+#[tokio::test]
+async fn join_announces_everyone_to_everyone() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({"name": "Room A"})).await;
+    let token = room["token"].as_str().unwrap();
+
+    let mut a = Client::connect(&app).await;
+    a.send(json!({"type": "join", "token": token, "name": "Al", "participantInfo": {"role": "host"}, "video": false}))
+        .await;
+    let joined_a = a.expect("joined").await;
+    let address_a = joined_a["address"].as_str().unwrap().to_string();
+    assert!(
+        address_a.starts_with("PA-") && address_a.len() == 39,
+        "{address_a}"
+    );
+    assert_eq!(
+        joined_a["room"],
+        json!({"id": room["id"], "name": "Room A", "conferenceType": "MESH", "maxParticipants": 7})
+    );
+    assert_eq!(joined_a["participants"], json!([]));
+    assert_eq!(joined_a["iceServers"], json!([]));
+    assert!(
+        joined_a["resumeToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+
+    let (_b, joined_b) = Client::join(&app, token, "Bea").await;
+    let address_b = joined_b["address"].as_str().unwrap();
+    assert_ne!(address_b, address_a);
+    let others = joined_b["participants"].as_array().unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0]["address"], address_a.as_str());
+    assert_eq!(others[0]["name"], "Al");
+    assert_eq!(others[0]["participantInfo"], json!({"role": "host"}));
+    assert_eq!(others[0]["audio"], true);
+    assert_eq!(others[0]["video"], false);
+    assert!(others[0]["joinedAt"].as_u64().unwrap() <= now_ms());
+
+    let announced = a.expect("participantJoined").await;
+    assert_eq!(announced["participant"]["address"], address_b);
+    assert_eq!(announced["participant"]["name"], "Bea");
+    assert!(
+        announced["participant"].get("participantInfo").is_none(),
+        "absent, not null"
+    );
+}
+
+#[tokio::test]
+async fn ice_servers_carry_turn_rest_credentials() {
+    let app = app_with(
+        Options::default()
+            .env(
+                "CONVENE_ICE_SERVERS",
+                "stun:stun.example.org:3478,turn:turn.example.org:3478",
+            )
+            .env("CONVENE_TURN_SECRET", "s3cret")
+            .env("CONVENE_TURN_CREDENTIAL_TTL_SECONDS", "600"),
+    )
+    .await;
+    let room = app.new_room(json!({})).await;
+    let (_a, joined) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+    let ice = joined["iceServers"].as_array().unwrap();
+    assert_eq!(ice[0], json!({"urls": ["stun:stun.example.org:3478"]}));
+    assert_eq!(ice[1]["urls"], json!(["turn:turn.example.org:3478"]));
+    let username = ice[1]["username"].as_str().unwrap();
+    let (expiry, address) = username.split_once(':').unwrap();
+    assert_eq!(address, joined["address"]);
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = now_ms() / 1000;
+    assert!(
+        expiry >= now + 590 && expiry <= now + 610,
+        "{expiry} vs {now}"
+    );
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"s3cret").unwrap();
+    mac.update(username.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(ice[1]["credential"], expected);
+}
+
+#[tokio::test]
+async fn seats_are_exact_under_a_join_race() {
+    let app = app_with(Options::default().env("CONVENE_MESH_MAX_PARTICIPANTS", "3")).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap().to_string();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(Client::connect(&app).await);
+    }
+    let joins = clients.into_iter().map(|mut c| {
+        let token = token.clone();
+        tokio::spawn(async move {
+            c.send(json!({"type": "join", "token": token})).await;
+            let first = c.recv().await;
+            if first["type"] == "joined" {
+                (true, c)
+            } else {
+                assert_eq!(first["code"], "REALTIME-00010", "{first}");
+                assert_eq!(first["id"], "CONFERENCE_ROOM_FULL");
+                c.expect_close(4009).await;
+                (false, c)
+            }
+        })
+    });
+    let results = futures_util::future::join_all(joins).await;
+    let admitted = results.iter().filter(|r| r.as_ref().unwrap().0).count();
+    assert_eq!(admitted, 3);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_4001() {
+    let app = app_with(Options::default().env("CONVENE_ROOM_TOKEN_TTL_SECONDS", "1")).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap().to_string();
+    let (head, rest) = token.split_once('.').unwrap();
+    let (payload, _) = rest.split_once('.').unwrap();
+    let other_secret = {
+        let claims = jwt_claims(&token);
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"another-secret-of-at-least-32-bytes!"),
+        )
+        .unwrap()
+    };
+    for bad in [
+        "garbage".to_string(),
+        format!("{head}.{payload}.AAAA"),
+        other_secret,
+    ] {
+        let mut c = Client::connect(&app).await;
+        c.send(json!({"type": "join", "token": bad})).await;
+        c.expect_error("REALTIME-00009", Some("INVALID_TOKEN"))
+            .await;
+        c.expect_close(4001).await;
+    }
+    // The same token once its `exp` has passed.
+    let exp = jwt_claims(&token)["exp"].as_u64().unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            now_ms() / 1000 > exp
+        })
+        .await
+    );
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "join", "token": token})).await;
+    c.expect_error("REALTIME-00009", Some("INVALID_TOKEN"))
+        .await;
+    c.expect_close(4001).await;
+}
+
+#[tokio::test]
+async fn a_socket_without_join_is_closed_and_other_messages_wait_for_join() {
+    let app = app_with(Options::default().env("CONVENE_SIGNALING_JOIN_TIMEOUT_MS", "400")).await;
+    let room = app.new_room(json!({})).await;
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "signal", "to": "PA-x", "data": {}}))
+        .await;
+    c.expect_error("REALTIME-00012", Some("NOT_JOINED")).await;
+    c.assert_alive().await;
+    c.expect_close(4008).await;
+
+    let (mut joined, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+    joined
+        .send(json!({"type": "join", "token": room["token"]}))
+        .await;
+    joined
+        .expect_error("REALTIME-00013", Some("ALREADY_JOINED"))
+        .await;
+    joined.assert_alive().await;
+}
+
+#[tokio::test]
+async fn joins_after_the_room_is_gone_get_4004() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    assert_eq!(
+        app.delete_room(room["id"].as_str().unwrap()).await.status(),
+        200
+    );
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "join", "token": room["token"]}))
+        .await;
+    c.expect_error("REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST"))
+        .await;
+    assert_eq!(
+        c.next().await,
+        Incoming::Closed(4004, "conference_room_does_not_exist".into())
+    );
+}

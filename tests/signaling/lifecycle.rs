@@ -1,0 +1,285 @@
+use crate::client::{Client, Incoming};
+use crate::support::*;
+use serde_json::json;
+
+async fn app_with(options: Options) -> TestApp {
+    TestApp::spawn_with(Backend::Memory, options).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_timeout_and_the_grace_period() {
+    let app = app_with(
+        Options::default()
+            .env("CONVENE_SIGNALING_PING_INTERVAL_MS", "100")
+            .env("CONVENE_SIGNALING_CLIENT_TIMEOUT_MS", "400")
+            .env("CONVENE_SIGNALING_RESUME_GRACE_MS", "200"),
+    )
+    .await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    // B never reads again, so it never answers the server's pings.
+    let (b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    // A reads (and so answers pings) while it waits.
+    let left = a.expect("participantLeft").await;
+    assert_eq!(left["address"], joined_b["address"]);
+    assert_eq!(left["reason"], "disconnected");
+    a.assert_alive().await;
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_dropped_participant_resumes_with_its_address_and_nobody_sees_it_leave() {
+    let app = app_with(Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "5000")).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, joined_a) = Client::join(&app, token, "A").await;
+    let (b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    b.drop_connection();
+
+    let mut b = Client::connect(&app).await;
+    b.send(json!({"type": "join", "token": token, "resume": joined_b["resumeToken"]}))
+        .await;
+    let resumed = b.expect("joined").await;
+    assert_eq!(resumed["address"], joined_b["address"]);
+    assert_eq!(resumed["participants"][0]["address"], joined_a["address"]);
+    // The next thing A sees is B's message: no participantLeft, no participantJoined.
+    b.send(json!({"type": "message", "data": "back"})).await;
+    let next = a.expect("message").await;
+    assert_eq!(next["from"], joined_b["address"]);
+    // The seat was kept, not doubled.
+    let participants = json_ok(
+        app.request(
+            reqwest::Method::GET,
+            &format!(
+                "/api/realtime/room/{}/participants",
+                room["id"].as_str().unwrap()
+            ),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(participants["data"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn without_a_resume_the_others_see_a_disconnect_and_the_resume_token_dies() {
+    let app = app_with(Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "200")).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    b.drop_connection();
+    let left = a.expect("participantLeft").await;
+    assert_eq!(
+        left,
+        json!({"type": "participantLeft", "address": joined_b["address"], "reason": "disconnected"})
+    );
+    // A resume after the grace period is an ordinary join with a new address.
+    let mut b = Client::connect(&app).await;
+    b.send(json!({"type": "join", "token": token, "resume": joined_b["resumeToken"]}))
+        .await;
+    let joined = b.expect("joined").await;
+    assert_ne!(joined["address"], joined_b["address"]);
+    a.expect("participantJoined").await;
+}
+
+#[tokio::test]
+async fn a_resume_while_the_old_socket_is_open_closes_the_old_one() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut old, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    let mut new = Client::connect(&app).await;
+    new.send(json!({"type": "join", "token": token, "resume": joined_b["resumeToken"]}))
+        .await;
+    assert_eq!(new.expect("joined").await["address"], joined_b["address"]);
+    old.expect_close(4012).await;
+    new.send(json!({"type": "message", "data": "from the new socket"}))
+        .await;
+    let next = a.expect("message").await;
+    assert_eq!(next["data"], "from the new socket");
+}
+
+#[tokio::test]
+async fn a_participant_is_removed_after_the_endpoint_ttl() {
+    let app = app_with(Options::default().env("CONVENE_ENDPOINT_TTL_SECONDS", "1")).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, joined_a) = Client::join(&app, token, "A").await;
+    // B joins a little later, so A expires first.
+    let (mut b, _) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    a.expect_error("REALTIME-00015", Some("ENDPOINT_EXPIRED"))
+        .await;
+    a.expect_close(4014).await;
+    let left = b.expect("participantLeft").await;
+    assert_eq!(
+        left,
+        json!({"type": "participantLeft", "address": joined_a["address"], "reason": "expired"})
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_room_closes_every_socket_and_kills_its_token() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, _) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    assert_eq!(
+        app.delete_room(room["id"].as_str().unwrap()).await.status(),
+        200
+    );
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            c.recv().await,
+            json!({"type": "roomClosed", "reason": "deleted"})
+        );
+        c.expect_close(4010).await;
+    }
+    let mut late = Client::connect(&app).await;
+    late.send(json!({"type": "join", "token": token})).await;
+    late.expect_error("REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST"))
+        .await;
+    late.expect_close(4004).await;
+}
+
+#[tokio::test]
+async fn an_expiring_room_closes_every_socket() {
+    let app = app_with(Options::default().env("CONVENE_ROOM_TTL_SECONDS", "1")).await;
+    let room = app.new_room(json!({})).await;
+    let (mut a, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "roomClosed", "reason": "expired"})
+    );
+    a.expect_close(4011).await;
+}
+
+#[tokio::test]
+async fn joins_racing_a_delete_either_join_then_close_or_are_refused() {
+    // Seats for all ten, so that only the delete decides.
+    let app = app_with(Options::default().env("CONVENE_MESH_MAX_PARTICIPANTS", "10")).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap().to_string();
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(Client::connect(&app).await);
+    }
+    let joins: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let token = token.clone();
+            tokio::spawn(async move {
+                c.send(json!({"type": "join", "token": token})).await;
+                let mut seen = Vec::new();
+                loop {
+                    match c.next().await {
+                        Incoming::Text(v) => seen.push(v["type"].as_str().unwrap().to_string()),
+                        Incoming::Closed(code, _) => return (seen, code),
+                    }
+                }
+            })
+        })
+        .collect();
+    assert_eq!(
+        app.delete_room(room["id"].as_str().unwrap()).await.status(),
+        200
+    );
+    for join in joins {
+        let (seen, code) = join.await.unwrap();
+        match code {
+            4010 => {
+                assert_eq!(seen.first().map(String::as_str), Some("joined"), "{seen:?}");
+                assert_eq!(
+                    seen.last().map(String::as_str),
+                    Some("roomClosed"),
+                    "{seen:?}"
+                );
+                assert!(
+                    seen.iter().all(
+                        |t| ["joined", "participantJoined", "roomClosed"].contains(&t.as_str())
+                    )
+                );
+            }
+            4004 => assert_eq!(seen, ["error"]),
+            other => panic!("closed with {other} after {seen:?}"),
+        }
+    }
+    assert_eq!(app.list("").await.status(), 200, "the server still answers");
+}
+
+#[tokio::test]
+async fn a_participant_that_does_not_read_is_dropped_not_buffered() {
+    let app = app_with(
+        Options::default()
+            .env("CONVENE_SIGNALING_QUEUE_CAPACITY", "16")
+            .env("CONVENE_SIGNALING_RATE_PER_SECOND", "100000")
+            .env("CONVENE_SIGNALING_RATE_BURST", "100000")
+            .env("CONVENE_SIGNALING_RESUME_GRACE_MS", "200")
+            .env("CONVENE_SIGNALING_CLIENT_TIMEOUT_MS", "600000"),
+    )
+    .await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    let big = "x".repeat(50_000);
+    let to = joined_b["address"].as_str().unwrap();
+    // B never reads: socket buffers fill, then its queue, then the room drops it. A keeps
+    // sending until it sees B leave, in rounds of 8 (fewer than A's own queue holds, since
+    // once B is gone each signal to it earns A an error).
+    let mut sent = 0;
+    let left = loop {
+        a.send(json!({"type": "signal", "to": to, "data": big}))
+            .await;
+        sent += 1;
+        assert!(sent < 5_000, "B was never dropped");
+        if sent % 8 == 0 {
+            a.send(json!({"type": "ping"})).await;
+            let mut found = None;
+            loop {
+                let message = a.recv().await;
+                match message["type"].as_str() {
+                    Some("pong") => break,
+                    Some("participantLeft") => found = Some(message),
+                    _ => {}
+                }
+            }
+            if let Some(left) = found {
+                break left;
+            }
+        }
+    };
+    assert_eq!(left["address"], to);
+    assert_eq!(left["reason"], "disconnected");
+    drop(b);
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_1001() {
+    let mut app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let (mut a, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+    let mut waiting = Client::connect(&app).await;
+    let closed = tokio::spawn(async move {
+        a.expect_close(1001).await;
+        waiting.expect_close(1001).await;
+    });
+    let status = tokio::task::spawn_blocking(move || app.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    closed.await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
