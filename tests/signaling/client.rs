@@ -1,3 +1,5 @@
+#![allow(dead_code)]
+
 //! A small signaling client over tokio-tungstenite, for the tests.
 
 use crate::support::TestApp;
@@ -27,9 +29,19 @@ pub fn ws_url(app: &TestApp, path: &str) -> String {
 
 impl Client {
     pub async fn connect(app: &TestApp) -> Self {
-        let (ws, _) = connect_async(ws_url(app, "/api/realtime/signaling"))
-            .await
-            .expect("connect");
+        Self::connect_path(app, "/api/realtime/signaling").await
+    }
+
+    pub async fn connect_path(app: &TestApp, path: &str) -> Self {
+        let (ws, _) = connect_async(ws_url(app, path)).await.expect("connect");
+        Self { ws }
+    }
+
+    /// Connects with a prepared request (extra headers).
+    pub async fn from_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Self {
+        let (ws, _) = connect_async(request).await.expect("connect");
         Self { ws }
     }
 

@@ -1,0 +1,12 @@
+//! Tests of the admin API (`docs/admin.md`): the live event stream, the participants
+//! endpoints and the metrics, against the real binary.
+
+#[path = "../api/support.rs"]
+mod support;
+
+#[path = "../signaling/client.rs"]
+mod client;
+
+mod events;
+mod metrics;
+mod participants;
