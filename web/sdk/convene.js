@@ -60,7 +60,7 @@ export class Participant {
 
   /** Keeps a `<video>` showing this participant in `element`. */
   attach(element) {
-    let video = element.querySelector('video[data-convene]');
+    let video = [...element.querySelectorAll('video[data-convene]')].find((v) => v.dataset.convene === this.address);
     if (!video) {
       video = document.createElement('video');
       video.dataset.convene = this.address;
