@@ -76,7 +76,7 @@ pub(super) async fn run(
                 last_heard = Instant::now();
                 match frame {
                     None | Some(Ok(AggregatedMessage::Close(_))) => break End::Dropped,
-                    Some(Err(ProtocolError::Overflow)) => {
+                    Some(Err(e)) if too_big(&e) => {
                         let limit = config.max_frame_bytes;
                         socket.send_error(&ApiError::payload_too_large(limit)).await;
                         break End::CloseDropped(close::TOO_BIG, format!("frame larger than {limit} bytes"));
@@ -130,6 +130,20 @@ pub(super) async fn run(
                 description: Some(reason),
             }))
             .await;
+    }
+}
+
+/// Whether a read error means "over the size limit": one frame over it (`Overflow`), or a
+/// message in several frames whose sum is over it, which actix-ws reports as an I/O error
+/// with this text (and no type of its own).
+fn too_big(e: &ProtocolError) -> bool {
+    match e {
+        ProtocolError::Overflow => true,
+        ProtocolError::Io(io) => {
+            io.kind() == std::io::ErrorKind::Other
+                && io.to_string() == "Exceeded maximum continuation size"
+        }
+        _ => false,
     }
 }
 
@@ -280,6 +294,16 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn oversize_frames_and_oversize_fragmented_messages_are_too_big() {
+        assert!(too_big(&ProtocolError::Overflow));
+        assert!(too_big(&ProtocolError::Io(std::io::Error::other(
+            "Exceeded maximum continuation size"
+        ))));
+        assert!(!too_big(&ProtocolError::Io(std::io::Error::other("reset"))));
+        assert!(!too_big(&ProtocolError::UnmaskedFrame));
+    }
 
     #[test]
     fn rate_limiter_allows_a_burst_then_the_rate() {
