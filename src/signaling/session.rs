@@ -75,7 +75,13 @@ pub(super) async fn run(
             frame = frames.recv() => {
                 last_heard = Instant::now();
                 match frame {
-                    None | Some(Ok(AggregatedMessage::Close(_))) => break End::Dropped,
+                    None => break End::Dropped,
+                    // Answer the closing handshake (echoing the code), then treat it as a
+                    // drop: the seat waits for a resume, as for a broken connection.
+                    Some(Ok(AggregatedMessage::Close(reason))) => {
+                        let code = reason.map_or(close::NORMAL, |r| u16::from(r.code));
+                        break End::CloseDropped(code, String::new());
+                    }
                     Some(Err(e)) if too_big(&e) => {
                         let limit = config.max_frame_bytes;
                         socket.send_error(&ApiError::payload_too_large(limit)).await;
