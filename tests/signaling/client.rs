@@ -71,25 +71,39 @@ impl Client {
         self.ws.send(message).await.is_ok()
     }
 
-    /// The next text message or the close, skipping control frames.
-    pub async fn next(&mut self) -> Incoming {
+    /// The next text frame as it came (raw text) or the close, skipping control frames.
+    pub async fn next_raw(&mut self) -> Result<String, (u16, String)> {
         loop {
             let frame = tokio::time::timeout(WAIT, self.ws.next())
                 .await
                 .expect("nothing arrived in time");
             match frame {
-                Some(Ok(Message::Text(text))) => {
-                    return Incoming::Text(serde_json::from_str(text.as_str()).expect("JSON"));
-                }
+                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_string()),
                 Some(Ok(Message::Close(frame))) => {
-                    return match frame {
-                        Some(f) => Incoming::Closed(u16::from(f.code), f.reason.to_string()),
-                        None => Incoming::Closed(1005, String::new()),
-                    };
+                    return Err(match frame {
+                        Some(f) => (u16::from(f.code), f.reason.to_string()),
+                        None => (1005, String::new()),
+                    });
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Incoming::Closed(1006, String::new()),
+                Some(Err(_)) | None => return Err((1006, String::new())),
             }
+        }
+    }
+
+    /// The next text message or the close, skipping control frames.
+    pub async fn next(&mut self) -> Incoming {
+        match self.next_raw().await {
+            Ok(text) => Incoming::Text(serde_json::from_str(&text).expect("JSON")),
+            Err((code, reason)) => Incoming::Closed(code, reason),
+        }
+    }
+
+    /// The next text message exactly as the server wrote it; fails on a close.
+    pub async fn recv_text(&mut self) -> String {
+        match self.next_raw().await {
+            Ok(text) => text,
+            Err(close) => panic!("expected a message, got close {close:?}"),
         }
     }
 
@@ -117,18 +131,49 @@ impl Client {
         message
     }
 
-    /// The next thing must be the close, with this code.
-    pub async fn expect_close(&mut self, code: u16) {
+    /// The next thing must be the close, with this code; answers the reason.
+    pub async fn expect_close(&mut self, code: u16) -> String {
         match self.next().await {
-            Incoming::Closed(got, reason) => assert_eq!(got, code, "closed with {got} ({reason})"),
+            Incoming::Closed(got, reason) => {
+                assert_eq!(got, code, "closed with {got} ({reason})");
+                reason
+            }
             Incoming::Text(v) => panic!("expected close {code}, got {v}"),
         }
+    }
+
+    /// Sends one text message as several WebSocket frames (a first frame, then
+    /// continuations); answers whether every frame could be written.
+    pub async fn send_fragmented(&mut self, parts: &[&str]) -> bool {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 { Data::Text } else { Data::Continue };
+            let last = i + 1 == parts.len();
+            let frame = Frame::message(part.as_bytes().to_vec(), OpCode::Data(opcode), last);
+            if self.ws.send(Message::Frame(frame)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Proves the socket still works: `ping` is answered by `pong`.
     pub async fn assert_alive(&mut self) {
         self.send(json!({"type": "ping"})).await;
         self.expect("pong").await;
+    }
+
+    /// Starts the closing handshake with this code and reason.
+    pub async fn close(&mut self, code: u16, reason: &str) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        self.ws
+            .close(Some(CloseFrame {
+                code: code.into(),
+                reason: reason.to_string().into(),
+            }))
+            .await
+            .expect("close");
     }
 
     /// Drops the TCP connection without a close handshake.

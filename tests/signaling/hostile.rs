@@ -65,6 +65,10 @@ async fn bad_messages_get_errors_and_the_socket_and_room_carry_on() {
                 "{error}"
             );
         }
+        // After each bad frame the socket still works, and so does the room.
+        a.assert_alive().await;
+        b.send(json!({"type": "message", "data": text})).await;
+        assert_eq!(a.expect("message").await["data"], text);
     }
     assert!(
         a.send_raw(tokio_tungstenite::tungstenite::Message::binary(vec![
@@ -77,6 +81,7 @@ async fn bad_messages_get_errors_and_the_socket_and_room_carry_on() {
     b.send(json!({"type": "message", "data": "room still works"}))
         .await;
     assert_eq!(a.expect("message").await["data"], "room still works");
+    assert_eq!(app.list("").await.status(), 200, "the server still answers");
 }
 
 #[tokio::test]
@@ -93,6 +98,66 @@ async fn a_frame_over_the_limit_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn a_frame_just_under_the_limit_is_relayed() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, _) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    let data = "y".repeat(64 * 1024 - 100);
+    let text = json!({"type": "message", "data": data}).to_string();
+    assert!(text.len() <= 64 * 1024);
+    b.send_text(&text).await;
+    assert_eq!(a.expect("message").await["data"], data.as_str());
+    b.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_fragmented_message_over_the_limit_closes_with_1009() {
+    // Each frame is small; together they are over 64 KiB. The limit is on the message.
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, _) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    let filler = "x".repeat(30 * 1024);
+    let head = r#"{"type":"message","data":""#;
+    assert!(
+        a.send_fragmented(&[head, &filler, &filler, &filler, "\"}"])
+            .await
+    );
+    a.expect_error("BASE-00018", Some("PAYLOAD_TOO_LARGE"))
+        .await;
+    a.expect_close(1009).await;
+    // B never saw the message, and the room carries on for B.
+    let (mut c, joined_c) = Client::join(&app, token, "C").await;
+    assert_eq!(
+        b.expect("participantJoined").await["participant"]["address"],
+        joined_c["address"]
+    );
+    c.send(json!({"type": "message", "data": "after"})).await;
+    assert_eq!(b.expect("message").await["data"], "after");
+    assert_eq!(app.list("").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_fragmented_message_under_the_limit_is_one_message() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, _) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    assert!(
+        b.send_fragmented(&[r#"{"type":"message","#, r#""data":"in "#, r#"parts"}"#])
+            .await
+    );
+    assert_eq!(a.expect("message").await["data"], "in parts");
+}
+
+#[tokio::test]
 async fn a_flood_closes_with_1008() {
     let app = TestApp::spawn_with(
         Backend::Memory,
@@ -105,8 +170,11 @@ async fn a_flood_closes_with_1008() {
     let room = app.new_room(json!({})).await;
     let token = room["token"].as_str().unwrap();
     let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, joined_b) = Client::join(&app, token, "B").await;
+    let (mut b, _) = Client::join(&app, token, "B").await;
     a.expect("participantJoined").await;
+    let (mut c, joined_c) = Client::join(&app, token, "C").await;
+    a.expect("participantJoined").await;
+    b.expect("participantJoined").await;
     for _ in 0..30 {
         if !a
             .send_raw(tokio_tungstenite::tungstenite::Message::text(
@@ -130,7 +198,39 @@ async fn a_flood_closes_with_1008() {
     }
     assert!(pongs <= 5, "{pongs} messages got through a burst of 5");
     a.expect_close(1008).await;
-    // The room carries on for B (A's seat waits for a resume).
+    // The room carries on for B and C (A's seat waits for a resume).
     b.assert_alive().await;
-    assert!(joined_b["address"].is_string());
+    b.send(json!({"type": "message", "to": [joined_c["address"]], "data": "still here"}))
+        .await;
+    assert_eq!(c.expect("message").await["data"], "still here");
+    assert_eq!(app.list("").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_only_that_socket() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let frame = Frame::message(
+        b"{\"type\":\"ping\xff\"}".to_vec(),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    assert!(
+        a.send_raw(tokio_tungstenite::tungstenite::Message::Frame(frame))
+            .await
+    );
+    a.expect_close(1002).await;
+    // The room carries on for the others, and the server answers.
+    let (mut c, _) = Client::join(&app, token, "C").await;
+    b.expect("participantJoined").await;
+    c.send(json!({"type": "message", "to": [joined_b["address"]], "data": "still here"}))
+        .await;
+    assert_eq!(b.expect("message").await["data"], "still here");
+    assert_eq!(app.list("").await.status(), 200);
 }

@@ -35,25 +35,63 @@ async fn join_announces_everyone_to_everyone() {
             .is_some_and(|t| !t.is_empty())
     );
 
-    let (_b, joined_b) = Client::join(&app, token, "Bea").await;
+    let mut b = Client::connect(&app).await;
+    b.send(json!({"type": "join", "token": token, "name": "Bea", "participantInfo": {"seat": 2, "tags": ["x"]}, "audio": false}))
+        .await;
+    let joined_b = b.expect("joined").await;
     let address_b = joined_b["address"].as_str().unwrap();
     assert_ne!(address_b, address_a);
+    let keys: Vec<&str> = joined_b
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "type",
+            "address",
+            "room",
+            "participants",
+            "iceServers",
+            "resumeToken"
+        ]
+    );
     let others = joined_b["participants"].as_array().unwrap();
     assert_eq!(others.len(), 1);
-    assert_eq!(others[0]["address"], address_a.as_str());
-    assert_eq!(others[0]["name"], "Al");
-    assert_eq!(others[0]["participantInfo"], json!({"role": "host"}));
-    assert_eq!(others[0]["audio"], true);
-    assert_eq!(others[0]["video"], false);
-    assert!(others[0]["joinedAt"].as_u64().unwrap() <= now_ms());
+    let joined_at_a = others[0]["joinedAt"].as_u64().unwrap();
+    assert!(joined_at_a <= now_ms() && joined_at_a + 60_000 > now_ms());
+    assert_eq!(
+        others[0],
+        json!({"address": address_a, "name": "Al", "participantInfo": {"role": "host"}, "audio": true, "video": false, "joinedAt": joined_at_a})
+    );
 
     let announced = a.expect("participantJoined").await;
-    assert_eq!(announced["participant"]["address"], address_b);
-    assert_eq!(announced["participant"]["name"], "Bea");
-    assert!(
-        announced["participant"].get("participantInfo").is_none(),
-        "absent, not null"
+    let joined_at_b = announced["participant"]["joinedAt"].as_u64().unwrap();
+    assert!(joined_at_b >= joined_at_a);
+    assert_eq!(
+        announced,
+        json!({"type": "participantJoined", "participant": {"address": address_b, "name": "Bea", "participantInfo": {"seat": 2, "tags": ["x"]}, "audio": false, "video": true, "joinedAt": joined_at_b}})
     );
+
+    // A third participant without name or participantInfo: absent, not null.
+    let (_c, joined_c) = Client::join(&app, token, "").await;
+    assert_eq!(joined_c["participants"].as_array().unwrap().len(), 2);
+    let mut bare = Client::connect(&app).await;
+    bare.send(json!({"type": "join", "token": token})).await;
+    let joined_bare = bare.expect("joined").await;
+    let announced = a.expect("participantJoined").await;
+    assert_eq!(announced["participant"]["address"], joined_c["address"]);
+    let announced = a.expect("participantJoined").await;
+    assert_eq!(announced["participant"]["address"], joined_bare["address"]);
+    let participant = announced["participant"].as_object().unwrap();
+    assert!(
+        !participant.contains_key("name") && !participant.contains_key("participantInfo"),
+        "{announced}"
+    );
+    assert_eq!(participant["audio"], true);
+    assert_eq!(participant["video"], true);
 }
 
 #[tokio::test]
@@ -161,15 +199,29 @@ async fn bad_tokens_are_refused_with_4001() {
 
 #[tokio::test]
 async fn a_socket_without_join_is_closed_and_other_messages_wait_for_join() {
-    let app = app_with(Options::default().env("CONVENE_SIGNALING_JOIN_TIMEOUT_MS", "400")).await;
+    let app = app_with(Options::default().env("CONVENE_SIGNALING_JOIN_TIMEOUT_MS", "300")).await;
     let room = app.new_room(json!({})).await;
     let mut c = Client::connect(&app).await;
     c.send(json!({"type": "signal", "to": "PA-x", "data": {}}))
         .await;
     c.expect_error("REALTIME-00012", Some("NOT_JOINED")).await;
+    for before in [
+        json!({"type": "message", "data": "hi"}),
+        json!({"type": "mediaState", "audio": false}),
+        json!({"type": "leave"}),
+    ] {
+        c.send(before).await;
+        c.expect_error("REALTIME-00012", Some("NOT_JOINED")).await;
+    }
     c.assert_alive().await;
-    c.expect_close(4008).await;
+    // Pings do not count as a join: the socket is still closed at the join timeout.
+    let reason = c.expect_close(4008).await;
+    assert!(!reason.is_empty());
+    // A socket that sends nothing at all is closed too.
+    let mut silent = Client::connect(&app).await;
+    silent.expect_close(4008).await;
 
+    let connected = std::time::Instant::now();
     let (mut joined, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
     joined
         .send(json!({"type": "join", "token": room["token"]}))
@@ -177,6 +229,15 @@ async fn a_socket_without_join_is_closed_and_other_messages_wait_for_join() {
     joined
         .expect_error("REALTIME-00013", Some("ALREADY_JOINED"))
         .await;
+    joined.assert_alive().await;
+    // A joined socket outlives the join timeout.
+    let later = connected + std::time::Duration::from_millis(600);
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            std::time::Instant::now() >= later
+        })
+        .await
+    );
     joined.assert_alive().await;
 }
 

@@ -1,6 +1,7 @@
 use crate::client::{Client, Incoming};
 use crate::support::*;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 async fn app_with(options: Options) -> TestApp {
     TestApp::spawn_with(Backend::Memory, options).await.unwrap()
@@ -26,32 +27,14 @@ async fn a_silent_client_is_dropped_after_the_timeout_and_the_grace_period() {
     assert_eq!(left["address"], joined_b["address"]);
     assert_eq!(left["reason"], "disconnected");
     a.assert_alive().await;
-    drop(b);
+    // What B would have read: pings it never answered, then the close for the timeout.
+    let mut b = b;
+    b.expect_close(4015).await;
 }
 
-#[tokio::test]
-async fn a_dropped_participant_resumes_with_its_address_and_nobody_sees_it_leave() {
-    let app = app_with(Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "5000")).await;
-    let room = app.new_room(json!({})).await;
-    let token = room["token"].as_str().unwrap();
-    let (mut a, joined_a) = Client::join(&app, token, "A").await;
-    let (b, joined_b) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
-    b.drop_connection();
-
-    let mut b = Client::connect(&app).await;
-    b.send(json!({"type": "join", "token": token, "resume": joined_b["resumeToken"]}))
-        .await;
-    let resumed = b.expect("joined").await;
-    assert_eq!(resumed["address"], joined_b["address"]);
-    assert_eq!(resumed["participants"][0]["address"], joined_a["address"]);
-    // The next thing A sees is B's message: no participantLeft, no participantJoined.
-    b.send(json!({"type": "message", "data": "back"})).await;
-    let next = a.expect("message").await;
-    assert_eq!(next["from"], joined_b["address"]);
-    // The seat was kept, not doubled.
-    let participants = json_ok(
-        app.request(
+async fn participants(app: &TestApp, room: &Value) -> Vec<Value> {
+    let res = app
+        .request(
             reqwest::Method::GET,
             &format!(
                 "/api/realtime/room/{}/participants",
@@ -60,10 +43,74 @@ async fn a_dropped_participant_resumes_with_its_address_and_nobody_sees_it_leave
         )
         .send()
         .await
-        .unwrap(),
+        .unwrap();
+    json_ok(res).await["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_dropped_participant_resumes_with_its_address_and_nobody_sees_it_leave() {
+    const GRACE_MS: u64 = 1500;
+    let app = app_with(
+        Options::default()
+            .env("CONVENE_SIGNALING_RESUME_GRACE_MS", GRACE_MS)
+            .env("CONVENE_MESH_MAX_PARTICIPANTS", "2"),
     )
     .await;
-    assert_eq!(participants["data"].as_array().unwrap().len(), 2);
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, joined_a) = Client::join(&app, token, "A").await;
+    let (b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    b.drop_connection();
+    // The server has seen the drop: B keeps its seat, without a socket.
+    let seen = eventually(Duration::from_secs(5), || async {
+        participants(&app, &room)
+            .await
+            .iter()
+            .any(|p| p["address"] == joined_b["address"] && p["connected"] == false)
+    })
+    .await;
+    assert!(seen, "the server never noticed the dropped connection");
+    let dropped_by = Instant::now();
+    // The seat is kept: a newcomer finds the room full.
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "join", "token": token})).await;
+    c.expect_error("REALTIME-00010", Some("CONFERENCE_ROOM_FULL"))
+        .await;
+    c.expect_close(4009).await;
+
+    let mut b = Client::connect(&app).await;
+    b.send(json!({"type": "join", "token": token, "resume": joined_b["resumeToken"]}))
+        .await;
+    let resumed = b.expect("joined").await;
+    assert!(
+        dropped_by.elapsed() < Duration::from_millis(GRACE_MS),
+        "too slow to test"
+    );
+    assert_eq!(resumed["address"], joined_b["address"]);
+    assert_eq!(resumed["participants"][0]["address"], joined_a["address"]);
+    assert_eq!(resumed["participants"].as_array().unwrap().len(), 1);
+    // Let the grace period of the drop run out: its timer must not remove B any more.
+    let after_grace = dropped_by + Duration::from_millis(GRACE_MS + 300);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            Instant::now() >= after_grace
+        })
+        .await
+    );
+    // The next thing A sees is B's message: no participantLeft, no participantJoined.
+    b.send(json!({"type": "message", "data": "back"})).await;
+    let next = a.expect("message").await;
+    assert_eq!(next["from"], joined_b["address"]);
+    assert_eq!(next["data"], "back");
+    // The seat was kept, not doubled, and B is connected again.
+    let list = participants(&app, &room).await;
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|p| p["connected"] == true), "{list:?}");
+    // And B still works both ways.
+    a.send(json!({"type": "signal", "to": joined_b["address"], "data": "hello again"}))
+        .await;
+    assert_eq!(b.expect("signal").await["data"], "hello again");
 }
 
 #[tokio::test]
@@ -163,6 +210,13 @@ async fn an_expiring_room_closes_every_socket() {
         json!({"type": "roomClosed", "reason": "expired"})
     );
     a.expect_close(4011).await;
+    // The room is gone for good: its (still valid) token finds no room.
+    let mut late = Client::connect(&app).await;
+    late.send(json!({"type": "join", "token": room["token"]}))
+        .await;
+    late.expect_error("REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST"))
+        .await;
+    late.expect_close(4004).await;
 }
 
 #[tokio::test]
@@ -222,7 +276,7 @@ async fn joins_racing_a_delete_either_join_then_close_or_are_refused() {
 async fn a_participant_that_does_not_read_is_dropped_not_buffered() {
     let app = app_with(
         Options::default()
-            .env("CONVENE_SIGNALING_QUEUE_CAPACITY", "16")
+            .env("CONVENE_SIGNALING_QUEUE_CAPACITY", "4")
             .env("CONVENE_SIGNALING_RATE_PER_SECOND", "100000")
             .env("CONVENE_SIGNALING_RATE_BURST", "100000")
             .env("CONVENE_SIGNALING_RESUME_GRACE_MS", "200")
@@ -237,15 +291,15 @@ async fn a_participant_that_does_not_read_is_dropped_not_buffered() {
     let big = "x".repeat(50_000);
     let to = joined_b["address"].as_str().unwrap();
     // B never reads: socket buffers fill, then its queue, then the room drops it. A keeps
-    // sending until it sees B leave, in rounds of 8 (fewer than A's own queue holds, since
-    // once B is gone each signal to it earns A an error).
+    // sending until it sees B leave, in rounds of 2 (so that A's own queue of 4 never
+    // overflows: once B is gone each signal to it earns A an error).
     let mut sent = 0;
     let left = loop {
         a.send(json!({"type": "signal", "to": to, "data": big}))
             .await;
         sent += 1;
         assert!(sent < 5_000, "B was never dropped");
-        if sent % 8 == 0 {
+        if sent % 2 == 0 {
             a.send(json!({"type": "ping"})).await;
             let mut found = None;
             loop {
@@ -282,4 +336,22 @@ async fn shutdown_closes_sockets_with_1001() {
         .unwrap();
     closed.await.unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_and_counts_as_a_drop() {
+    let app = app_with(Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "200")).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (mut b, joined_b) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    // The closing handshake: the server answers B's close frame with one of its own.
+    b.close(1000, "bye").await;
+    assert_eq!(b.next().await, Incoming::Closed(1000, String::new()));
+    let left = a.expect("participantLeft").await;
+    assert_eq!(
+        left,
+        json!({"type": "participantLeft", "address": joined_b["address"], "reason": "disconnected"})
+    );
 }

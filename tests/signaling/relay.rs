@@ -30,10 +30,10 @@ async fn signal_reaches_one_participant_unchanged_and_cannot_be_forged() {
         addr[1]
     );
     c[0].send_text(&raw).await;
+    // The exact text: `data` is not re-serialized, and `from` is A's, not the forged one.
     let text = r#"{"type":"signal","from":"FROM","data":{"sdp" : "v=0\r\no=- 1 2 IN IP4 0.0.0.0", "z":1,"a":[ 1,2 ]}}"#
         .replace("FROM", &addr[0]);
-    let got = c[1].recv().await;
-    assert_eq!(got, serde_json::from_str::<Value>(&text).unwrap());
+    assert_eq!(c[1].recv_text().await, text);
     // C got nothing: the next thing it sees is a message sent after the signal.
     c[1].send(json!({"type": "message", "to": [addr[2]], "data": "after"}))
         .await;
@@ -49,6 +49,8 @@ async fn signal_never_crosses_rooms_and_unknown_addresses_are_errors() {
     let two = app.new_room(json!({})).await;
     let (mut a, _) = Client::join(&app, one["token"].as_str().unwrap(), "A").await;
     let (mut x, joined_x) = Client::join(&app, two["token"].as_str().unwrap(), "X").await;
+    let (mut y, _) = Client::join(&app, two["token"].as_str().unwrap(), "Y").await;
+    x.expect("participantJoined").await;
     let x_address = joined_x["address"].as_str().unwrap();
     a.send(json!({"type": "signal", "to": x_address, "data": {"sdp": "offer"}}))
         .await;
@@ -65,9 +67,17 @@ async fn signal_never_crosses_rooms_and_unknown_addresses_are_errors() {
         .await;
     a.expect_error("REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST"))
         .await;
+    // A carries on: pings, and relays in its own room.
     a.assert_alive().await;
-    // X received nothing.
-    x.assert_alive().await;
+    let (mut b, joined_b) = Client::join(&app, one["token"].as_str().unwrap(), "B").await;
+    a.expect("participantJoined").await;
+    a.send(json!({"type": "signal", "to": joined_b["address"], "data": "ok"}))
+        .await;
+    assert_eq!(b.expect("signal").await["data"], "ok");
+    // X received nothing: the next thing it sees is Y's message, sent after A's signal.
+    y.send(json!({"type": "message", "to": [x_address], "data": "marker"}))
+        .await;
+    assert_eq!(x.expect("message").await["data"], "marker");
 }
 
 #[tokio::test]
@@ -109,6 +119,19 @@ async fn media_state_and_leave_reach_the_others() {
         assert_eq!(update["participant"]["address"], addr[0].as_str());
         assert_eq!(update["participant"]["audio"], false);
         assert_eq!(update["participant"]["video"], true);
+        assert_eq!(update["participant"]["name"], "A");
+    }
+    // A itself got no participantUpdated: the next thing it sees is B's message.
+    c[1].send(json!({"type": "message", "to": [addr[0]], "data": "seen"}))
+        .await;
+    assert_eq!(c[0].expect("message").await["data"], "seen");
+    // Only the field sent changes: now video, and audio stays off.
+    c[0].send(json!({"type": "mediaState", "video": false}))
+        .await;
+    for i in [1, 2] {
+        let update = c[i].expect("participantUpdated").await;
+        assert_eq!(update["participant"]["audio"], false);
+        assert_eq!(update["participant"]["video"], false);
     }
     c[0].send(json!({"type": "leave"})).await;
     c[0].expect_close(1000).await;
@@ -129,7 +152,7 @@ async fn auto_upgrade(backend: Backend) {
         .new_room(json!({"autoUpgradeParticipantCount": 3}))
         .await;
     let id = room["id"].as_str().unwrap();
-    let (mut c, _) = three(&app, &room).await;
+    let (mut c, addresses) = three(&app, &room).await;
     for client in c.iter_mut() {
         let changed = client.expect("conferenceTypeChanged").await;
         assert_eq!(
@@ -141,34 +164,45 @@ async fn auto_upgrade(backend: Backend) {
     assert_eq!(fetched["conferenceType"], "SFU");
     assert_eq!(fetched["maxParticipants"], 100);
     assert!(fetched["modificationTime"].as_u64() > room["modificationTime"].as_u64());
-    // A fourth join brings no second change: the next thing everyone sees is the join.
-    let (_d, joined) = Client::join(&app, room["token"].as_str().unwrap(), "D").await;
+    assert!(fetched["modificationTime"].as_u64() > fetched["creationTime"].as_u64());
+    // A fourth join brings no second change: after its participantJoined, the next thing
+    // everyone (and D) sees is a message sent after the join.
+    let (mut d, joined) = Client::join(&app, room["token"].as_str().unwrap(), "D").await;
     assert_eq!(joined["room"]["conferenceType"], "SFU");
     assert_eq!(joined["room"]["maxParticipants"], 100);
     for client in c.iter_mut() {
         client.expect("participantJoined").await;
     }
+    c[0].send(json!({"type": "message", "data": "after D"}))
+        .await;
+    assert_eq!(d.expect("message").await["data"], "after D");
+    for client in c[1..].iter_mut() {
+        assert_eq!(client.expect("message").await["data"], "after D");
+    }
+    d.send(json!({"type": "message", "to": [addresses[0]], "data": "from D"}))
+        .await;
+    assert_eq!(c[0].expect("message").await["data"], "from D");
     if backend == Backend::Redis {
-        let key = format!("convene:room:{id}");
-        let prefix_known = app
+        // The harness gives the service its own key prefix when it shares a REDIS_URL.
+        let prefix = app
             .options()
             .env
             .iter()
-            .all(|(k, _)| k != "CONVENE_REDIS_KEY_PREFIX");
-        if prefix_known {
-            let stored = eventually(Duration::from_secs(5), || {
-                let mut conn = app.redis_conn();
-                let key = key.clone();
-                async move {
-                    let json: Option<String> =
-                        redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
-                    let record: Value = serde_json::from_str(&json.unwrap()).unwrap();
-                    record["conference_type"] == "SFU" && record["participant_count"] == 4
-                }
-            })
-            .await;
-            assert!(stored, "the Redis record shows the upgrade and the count");
-        }
+            .rev()
+            .find(|(k, _)| k == "CONVENE_REDIS_KEY_PREFIX")
+            .map_or("convene".to_string(), |(_, v)| v.clone());
+        let key = format!("{prefix}:room:{id}");
+        let stored = eventually(Duration::from_secs(5), || {
+            let mut conn = app.redis_conn();
+            let key = key.clone();
+            async move {
+                let json: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+                let record: Value = serde_json::from_str(&json.unwrap()).unwrap();
+                record["conference_type"] == "SFU" && record["participant_count"] == 4
+            }
+        })
+        .await;
+        assert!(stored, "the Redis record shows the upgrade and the count");
     }
 }
 
