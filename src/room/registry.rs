@@ -1,5 +1,9 @@
 //! The registry actor owns the set of live rooms; [`Rooms`] is the cloneable handle that
-//! REST handlers (and later signaling sessions) use.
+//! REST handlers and signaling sessions use.
+//!
+//! The registry is the only writer of the room directory (id → actor address). Handles
+//! read it directly under a read lock, so finding a room costs no trip through the
+//! registry's mailbox.
 
 use super::actor::{RoomActor, RoomHandle};
 use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
@@ -7,14 +11,24 @@ use crate::error::ApiError;
 use crate::store::{Cursor, StoreError};
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Rooms handed to the registry at once while restoring.
 const RESTORE_BATCH: usize = 1000;
 
+/// Live rooms by id. Written only by the registry actor.
+type Directory = Arc<RwLock<HashMap<String, Addr<RoomActor>>>>;
+
 pub struct Registry {
-    rooms: HashMap<String, Addr<RoomActor>>,
+    rooms: Directory,
     services: Arc<RoomServices>,
+}
+
+impl Registry {
+    fn rooms(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Addr<RoomActor>>> {
+        // Each write is a single insert or remove, so a poisoned lock is still consistent.
+        self.rooms.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Actor for Registry {
@@ -33,20 +47,8 @@ impl Handler<Register> for Registry {
         for record in records {
             let id = record.id.clone();
             let room = RoomActor::new(record, self.services.clone(), ctx.address()).start();
-            self.rooms.insert(id, room);
+            self.rooms().insert(id, room);
         }
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Option<Addr<RoomActor>>")]
-struct Lookup(String);
-
-impl Handler<Lookup> for Registry {
-    type Result = Option<Addr<RoomActor>>;
-
-    fn handle(&mut self, Lookup(id): Lookup, _: &mut Context<Self>) -> Self::Result {
-        self.rooms.get(&id).filter(|addr| addr.connected()).cloned()
     }
 }
 
@@ -60,19 +62,7 @@ impl Handler<RoomGone> for Registry {
 
     fn handle(&mut self, RoomGone(id): RoomGone, _: &mut Context<Self>) {
         // Room ids are never reused, so this is the stopped room's own entry.
-        self.rooms.remove(&id);
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "usize")]
-struct Count;
-
-impl Handler<Count> for Registry {
-    type Result = usize;
-
-    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> usize {
-        self.rooms.len()
+        self.rooms().remove(&id);
     }
 }
 
@@ -87,6 +77,7 @@ pub struct Page {
 #[derive(Clone)]
 pub struct Rooms {
     registry: Addr<Registry>,
+    directory: Directory,
     services: Arc<RoomServices>,
 }
 
@@ -94,12 +85,17 @@ impl Rooms {
     /// Starts the registry actor on the current arbiter.
     pub fn start(services: RoomServices) -> Self {
         let services = Arc::new(services);
+        let directory = Directory::default();
         let registry = Registry {
-            rooms: HashMap::new(),
+            rooms: directory.clone(),
             services: services.clone(),
         }
         .start();
-        Self { registry, services }
+        Self {
+            registry,
+            directory,
+            services,
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -174,11 +170,11 @@ impl Rooms {
 
     /// The handle of a live room.
     pub async fn get(&self, id: &str) -> Option<RoomHandle> {
-        self.registry
-            .send(Lookup(id.to_string()))
-            .await
-            .ok()
-            .flatten()
+        let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
+        directory
+            .get(id)
+            .filter(|addr| addr.connected())
+            .cloned()
             .map(RoomHandle::new)
     }
 
@@ -226,6 +222,9 @@ impl Rooms {
 
     /// How many rooms are live.
     pub async fn count(&self) -> usize {
-        self.registry.send(Count).await.unwrap_or(0)
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
