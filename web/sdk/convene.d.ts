@@ -3,22 +3,31 @@
 
 export type ConferenceType = 'MESH' | 'SFU';
 
-/** Why `joinRoom` rejected. */
-export type JoinFailure = 'roomFull' | 'invalidToken' | 'roomNotFound' | 'joinRefused' | 'connectionFailed';
+/** Why `joinRoom` rejected: the room is full (`REALTIME-00010`, close 4009), the token is
+ * bad, expired or of another room (`REALTIME-00009`, close 4001), the room was deleted or has
+ * expired (`REALTIME-00004`, close 4004), another refusal, no camera or microphone (when
+ * neither `mediaStream` nor `delayLocalStream` is given), or no answer from the server. */
+export type JoinFailure =
+  | 'roomFull' | 'invalidToken' | 'roomNotFound' | 'joinRefused' | 'mediaUnavailable' | 'connectionFailed';
 
-/** Why a room was left: `left` (leave()), `deleted`, `expired`, `kicked`, `replaced`
- * (resumed in another tab), `endpointExpired`, or a join failure after a resume. */
+/** Why a room was left: `left` (leave()), `deleted`, `expired`, `kicked` (by an admin),
+ * `replaced` (the same participant resumed on another socket), `endpointExpired`,
+ * `messageTooLarge`, or a join failure while resuming. Other socket drops are resumed
+ * silently and end nothing. */
 export type LeaveReason =
   | 'left' | 'deleted' | 'expired' | 'kicked' | 'replaced' | 'endpointExpired' | 'messageTooLarge' | JoinFailure;
 
 export class ConveneError extends Error {
   readonly reason: JoinFailure;
-  /** The server's error code, e.g. `REALTIME-00010`; `null` when the connection failed. */
+  /** The server's error code, e.g. `REALTIME-00010`; `null` when there was none (no
+   * answer, no media). */
   readonly code: string | null;
 }
 
 export interface JoinOptions {
-  /** The service's origin, e.g. `https://convene.example.com`. Default: the page's origin. */
+  /** The service: an origin such as `https://convene.example.com`, `host:port` (with the
+   * page's scheme), or a `ws(s)://` URL; the signaling socket is `/api/realtime/signaling`
+   * there (wss for https). Default: the page's origin. */
   host?: string;
   name?: string;
   participantInfo?: Record<string, unknown>;
@@ -32,6 +41,9 @@ export interface JoinOptions {
   mediaStream?: MediaStream;
   /** Ask for camera and microphone only once a second participant is there. */
   delayLocalStream?: boolean;
+  /** Milliseconds a peer connection may take to connect before `participantJoinFailed`.
+   * Default 20000. (Convene extension.) */
+  connectionTimeout?: number;
 }
 
 export class Participant {
@@ -54,14 +66,22 @@ export class Participant {
 export interface RoomEvents {
   /** Someone joined after us. */
   participantJoined: (participant: Participant) => void;
-  participantLeft: (participant: Participant, reason: string) => void;
+  /** Someone left; `reason` as the server gave it: `left`, `disconnected`, `expired`, `kicked`. */
+  participantLeft: (participant: Participant, reason: 'left' | 'disconnected' | 'expired' | 'kicked') => void;
   /** A participant's audio or video state changed. */
   participantUpdated: (participant: Participant) => void;
-  /** No peer connection to this participant could be established in time. */
+  /** No peer connection to this participant could be established within
+   * `connectionTimeout`, or it failed. The participant stays in the room. */
   participantJoinFailed: (participant: Participant, reason: 'timeout' | 'connectionFailed') => void;
+  /** The local participant's `mediaStream` is there (at join, or with `delayLocalStream`
+   * when someone else is). */
   localStream: (participant: Participant) => void;
+  /** A remote participant's `mediaStream` is there. */
   remoteStream: (participant: Participant) => void;
+  /** `data` as the sender passed it to `sendMessageToParticipant`. */
   messageReceived: (from: Participant | { address: string }, data: unknown) => void;
+  /** The room became SFU (it never changes back). The peer-to-peer connections stay: this
+   * version has no media server. */
   conferenceTypeChanged: (conferenceType: ConferenceType) => void;
   roomLeft: (reason: LeaveReason) => void;
 }
@@ -70,17 +90,22 @@ export class Room {
   readonly id: string;
   readonly name?: string;
   readonly conferenceType: ConferenceType;
+  /** The room's limit when we joined (or last resumed). */
   readonly maxParticipants: number;
   readonly localParticipant: Participant;
   readonly remoteParticipants: Participant[];
   isMuted(): boolean;
   hasVideo(): boolean;
-  /** Answers the new muted state. */
+  /** Enables or disables the microphone track and tells the others (`participantUpdated`);
+   * answers the new muted state. */
   toggleMute(): boolean;
-  /** Answers the new video state. */
+  /** Enables or disables the camera track and tells the others; answers the new video state. */
   toggleVideo(): Promise<boolean>;
+  /** Leaves the room; emits `roomLeft('left')`. Own camera and microphone are stopped (not an
+   * app's `mediaStream`). */
   leave(): void;
-  /** `address` empty or absent: everyone else. */
+  /** Sends any JSON value to one participant, or with `address` `""` or absent to everyone
+   * else. */
   sendMessageToParticipant(message: unknown, address?: string): void;
   on<E extends keyof RoomEvents>(event: E, callback: RoomEvents[E]): this;
   off<E extends keyof RoomEvents>(event: E, callback: RoomEvents[E]): this;

@@ -2,18 +2,28 @@
 //
 // An ES module with no build step: `import { joinRoom } from '/sdk/convene.js'`.
 // The surface follows the public VCS realtime SDK (see convene.d.ts); the wire protocol is
-// docs/signaling.md. In MESH rooms each pair of participants has one RTCPeerConnection,
-// set up with the "perfect negotiation" pattern, so either side may (re)negotiate at any
-// time without glare.
+// docs/signaling.md. In MESH rooms each pair of participants has one RTCPeerConnection. The
+// first offer always comes from the one who joined later (it learns of the other from
+// `joined`); the one already there answers and only then adds its tracks, so the two never
+// offer at once (Chromium can stall ICE gathering after rolling back a first offer). Later
+// renegotiations (ICE restarts after a reconnect) use the "perfect negotiation" pattern, so
+// either side may start one at any time without glare. SFU rooms have no media server yet: after `conferenceTypeChanged` the
+// peer-to-peer connections stay as they are.
 
 const SIGNALING_PATH = '/api/realtime/signaling';
-/** A peer connection not connected after this long is reported as `participantJoinFailed`. */
-const JOIN_FAILED_TIMEOUT_MS = 20000;
+/** Default of `connectionTimeout`: a peer connection not connected after this long is
+ * reported as `participantJoinFailed`. */
+const PEER_TIMEOUT_MS = 20000;
+/** How long `joinRoom` (and each resume attempt) waits for `joined`. */
+const JOIN_TIMEOUT_MS = 15000;
 /** Reconnect back-off after an unexpected drop, doubling up to the maximum. */
 const RESUME_FIRST_DELAY_MS = 250;
 const RESUME_MAX_DELAY_MS = 4000;
+/** Signals kept for a participant whose peer connection does not exist yet. */
+const MAX_EARLY_SIGNALS = 200;
 
-/** Close codes after which the SDK does not reconnect, and the reason it reports. */
+/** Close codes after which the SDK does not reconnect, and the reason it reports. Any other
+ * code (1001 shutdown, 1006 network, 4015 heartbeat, 4016 slow reader, ...) is resumed. */
 const FINAL_CLOSES = {
   1000: 'left',
   1009: 'messageTooLarge',
@@ -55,10 +65,11 @@ export class Participant {
     this.joinedAt = info.joinedAt;
     this.self = self;
     this.mediaStream = null;
-    this._elements = new Set();
+    this._videos = new Set();
   }
 
-  /** Keeps a `<video>` showing this participant in `element`. */
+  /** Keeps a `<video>` showing this participant in `element` (one per participant and
+   * element, however often it is called); answers the video element. */
   attach(element) {
     let video = [...element.querySelectorAll('video[data-convene]')].find((v) => v.dataset.convene === this.address);
     if (!video) {
@@ -69,19 +80,26 @@ export class Participant {
       video.muted = this.self; // never play our own microphone back
       element.appendChild(video);
     }
-    this._elements.add(video);
-    if (this.mediaStream) video.srcObject = this.mediaStream;
+    this._videos.add(video);
+    if (this.mediaStream && video.srcObject !== this.mediaStream) video.srcObject = this.mediaStream;
     return video;
   }
 
+  /** Takes the audio/video state of a participant object; answers whether it changed. */
   _update(info) {
-    if ('audio' in info) this.audio = info.audio;
-    if ('video' in info) this.video = info.video;
+    let changed = false;
+    for (const kind of ['audio', 'video']) {
+      if (typeof info[kind] === 'boolean' && info[kind] !== this[kind]) {
+        this[kind] = info[kind];
+        changed = true;
+      }
+    }
+    return changed;
   }
 
   _setStream(stream) {
     this.mediaStream = stream;
-    for (const video of this._elements) video.srcObject = stream;
+    for (const video of this._videos) video.srcObject = stream;
   }
 }
 
@@ -95,12 +113,17 @@ export class Room {
     this._ready = false;
     this._peers = new Map(); // address → Peer
     this._participants = new Map(); // address → Participant (remote)
+    this._earlySignals = new Map(); // address → signals that came before its Peer
     this._ws = null;
     this._resumeToken = null;
     this._iceServers = [];
     this._left = false;
     this._resumeDelay = RESUME_FIRST_DELAY_MS;
     this._ownStream = false;
+    this._pendingStream = null;
+    this._starting = null;
+    this._closedReason = null;
+    this._mediaFailed = false;
     this.localParticipant = null;
     this.name = undefined;
     this.conferenceType = undefined;
@@ -120,7 +143,7 @@ export class Room {
     return this._trackEnabled('video', this._options.video);
   }
 
-  /** Mutes or unmutes the microphone; answers the new muted state. */
+  /** Mutes or unmutes the microphone and tells the others; answers the new muted state. */
   toggleMute() {
     const muted = !this.isMuted();
     this._setEnabled('audio', !muted);
@@ -129,7 +152,7 @@ export class Room {
     return muted;
   }
 
-  /** Turns the camera off or on; answers the new video state. */
+  /** Turns the camera off or on and tells the others; answers the new video state. */
   async toggleVideo() {
     const video = !this.hasVideo();
     this._setEnabled('video', video);
@@ -138,7 +161,8 @@ export class Room {
     return video;
   }
 
-  /** Sends `message` to one participant, or with `address` empty or absent to everyone else. */
+  /** Sends `message` (any JSON value) to one participant, or with `address` empty or absent
+   * to everyone else. */
   sendMessageToParticipant(message, address) {
     const frame = { type: 'message', data: message };
     if (address) frame.to = [address];
@@ -194,7 +218,8 @@ export class Room {
     }
   }
 
-  /** Delivers queued events once `joinRoom` has resolved and the app could add handlers. */
+  /** Delivers queued events in a task after `joinRoom` has resolved, once the app could
+   * add its handlers. */
   _release() {
     setTimeout(() => {
       this._ready = true;
@@ -222,21 +247,40 @@ export class Room {
     if (this._ws?.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(frame));
   }
 
+  /** The signaling URL: `host` (an origin such as `https://convene.example.com`, a
+   * `ws(s)://` URL, or `name:port`), by default the page's origin. */
   _url() {
-    const host = this._options.host ?? location.origin;
-    const base = new URL(host, location.href);
-    base.protocol = base.protocol === 'https:' ? 'wss:' : 'ws:';
-    base.pathname = SIGNALING_PATH;
-    base.search = '';
-    return base.toString();
+    let host = this._options.host ?? location.origin;
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) host = `${location.protocol}//${host}`;
+    const url = new URL(host, location.href);
+    url.protocol = url.protocol === 'https:' || url.protocol === 'wss:' ? 'wss:' : 'ws:';
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}${SIGNALING_PATH}`;
+    url.search = '';
+    url.hash = '';
+    return url.toString();
   }
 
-  /** Opens the socket and sends `join` (with `resume` after a drop). Resolves on `joined`. */
+  /** Opens the socket and sends `join` (with `resume` after a drop). Resolves on `joined`;
+   * rejects with a `ConveneError` when the server refuses, the socket closes first, or
+   * nothing answers within the join timeout. */
   _connect() {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this._url());
       this._ws = ws;
       let joined = false;
+      const fail = (error) => {
+        clearTimeout(timer);
+        if (this._ws === ws) this._ws = null;
+        try {
+          ws.close();
+        } catch {
+          // already closing
+        }
+        reject(error);
+      };
+      const timer = setTimeout(() => {
+        if (!joined) fail(new ConveneError('connectionFailed', 'no answer from the signaling server'));
+      }, this._options.joinTimeout ?? JOIN_TIMEOUT_MS);
       ws.onopen = () => {
         const o = this._options;
         const join = { type: 'join', token: this._token, audio: o.audio !== false, video: o.video !== false };
@@ -246,47 +290,47 @@ export class Room {
         ws.send(JSON.stringify(join));
       };
       ws.onmessage = (e) => {
+        if (this._ws !== ws) return;
         let message;
         try {
           message = JSON.parse(e.data);
         } catch {
           return;
         }
-        if (!joined) {
-          if (message.type === 'joined') {
-            joined = true;
-            this._onJoined(message);
-            resolve();
-          } else if (message.type === 'error') {
-            const reason = JOIN_ERRORS[message.code] ?? 'joinRefused';
-            reject(new ConveneError(reason, message.description?.join(' ') ?? reason, message.code));
-          }
-          return;
+        if (joined) {
+          this._onMessage(message);
+        } else if (message.type === 'joined') {
+          joined = true;
+          clearTimeout(timer);
+          this._onJoined(message);
+          resolve();
+        } else if (message.type === 'error') {
+          const reason = JOIN_ERRORS[message.code] ?? 'joinRefused';
+          fail(new ConveneError(reason, message.description?.join(' ') || reason, message.code));
         }
-        this._onMessage(message);
       };
       ws.onclose = (e) => {
         if (this._ws !== ws) return;
         if (!joined) {
-          const reason = FINAL_CLOSES[e.code] ?? 'connectionFailed';
-          reject(new ConveneError(reason, `could not join (close ${e.code})`, null));
+          fail(new ConveneError(FINAL_CLOSES[e.code] ?? 'connectionFailed', `could not join (close ${e.code})`));
           return;
         }
+        this._ws = null;
         this._onClose(e.code);
       };
     });
   }
 
   _onJoined(message) {
+    const first = this.localParticipant === null;
     this._resumeToken = message.resumeToken;
     this._iceServers = message.iceServers ?? [];
     this.id = message.room.id;
     this.name = message.room.name;
-    this.conferenceType = message.room.conferenceType;
     this.maxParticipants = message.room.maxParticipants;
     this._resumeDelay = RESUME_FIRST_DELAY_MS;
-    const resumed = this.localParticipant !== null;
-    if (!resumed) {
+    if (first) {
+      this.conferenceType = message.room.conferenceType;
       this.localParticipant = new Participant(
         { address: message.address, name: this._options.name, participantInfo: this._options.participantInfo,
           audio: this._options.audio !== false, video: this._options.video !== false },
@@ -294,21 +338,54 @@ export class Room {
       );
       if (this._pendingStream) this._applyStream(this._pendingStream);
       this._pendingStream = null;
+      for (const info of message.participants) this._addParticipant(info, { announce: false, offerer: true });
+      return;
     }
-    // After a resume, bring the list up to date: who came and went while we were away.
+    this._onResumed(message);
+  }
+
+  /** A fresh `joined` after a reconnect: bring the room up to date with what happened while
+   * the socket was down (messages to us were dropped meanwhile). */
+  _onResumed(message) {
+    if (message.room.conferenceType !== this.conferenceType) {
+      this.conferenceType = message.room.conferenceType;
+      this._emit('conferenceTypeChanged', this.conferenceType);
+    }
+    if (message.address !== this.localParticipant.address) {
+      // The seat was gone (the grace period had passed): this is a new participant to the
+      // others, so every connection starts again.
+      this.localParticipant.address = message.address;
+      for (const [address, participant] of [...this._participants]) {
+        this._removeParticipant(address, participant, 'disconnected');
+      }
+      for (const info of message.participants) this._addParticipant(info, { announce: true, offerer: true });
+      return;
+    }
     const present = new Set(message.participants.map((p) => p.address));
-    for (const [address, participant] of this._participants) {
-      if (!present.has(address)) this._removeParticipant(address, participant);
+    for (const [address, participant] of [...this._participants]) {
+      if (!present.has(address)) this._removeParticipant(address, participant, 'left');
     }
     for (const info of message.participants) {
-      if (!this._participants.has(info.address)) this._addParticipant(info, resumed);
+      const participant = this._participants.get(info.address);
+      // Someone who joined meanwhile knew of us from its `joined`: its offer is the one to
+      // wait for (the resync below asks for it again).
+      if (!participant) this._addParticipant(info, { announce: true, offerer: false });
+      else if (participant._update(info)) this._emit('participantUpdated', participant);
+    }
+    // Offers, answers or candidates may have been lost: ask the others to resend what they
+    // wait on, resend ours, and restart ICE where no connection was made yet.
+    for (const peer of this._peers.values()) {
+      peer.signal({ resync: true });
+      peer.resync(true);
     }
   }
 
   _onMessage(message) {
     switch (message.type) {
       case 'participantJoined':
-        this._addParticipant(message.participant, true);
+        if (!this._participants.has(message.participant.address)) {
+          this._addParticipant(message.participant, { announce: true, offerer: false });
+        }
         break;
       case 'participantLeft': {
         const participant = this._participants.get(message.address);
@@ -324,7 +401,7 @@ export class Room {
         break;
       }
       case 'signal':
-        this._peers.get(message.from)?.onSignal(message.data);
+        this._onSignal(message.from, message.data);
         break;
       case 'message': {
         const from = this._participants.get(message.from) ?? { address: message.from };
@@ -332,8 +409,10 @@ export class Room {
         break;
       }
       case 'conferenceTypeChanged':
-        this.conferenceType = message.conferenceType;
-        this._emit('conferenceTypeChanged', message.conferenceType);
+        if (message.conferenceType !== this.conferenceType) {
+          this.conferenceType = message.conferenceType;
+          this._emit('conferenceTypeChanged', message.conferenceType);
+        }
         break;
       case 'roomClosed':
         this._closedReason = message.reason;
@@ -346,18 +425,33 @@ export class Room {
     }
   }
 
+  _onSignal(from, data) {
+    if (data === null || typeof data !== 'object') return;
+    const peer = this._peers.get(from);
+    if (peer) {
+      peer.onSignal(data);
+    } else if (this._participants.has(from)) {
+      // No peer connection yet (our media is still being set up): keep it for later.
+      const early = this._earlySignals.get(from) ?? [];
+      if (early.length < MAX_EARLY_SIGNALS) early.push(data);
+      this._earlySignals.set(from, early);
+    }
+  }
+
   _onClose(code) {
     if (this._left) return;
     if (code in FINAL_CLOSES) {
       this._finish(this._closedReason ?? FINAL_CLOSES[code]);
       return;
     }
-    // An unexpected drop (network, server restart, heartbeat): resume with the same address.
+    // An unexpected drop (network, server restart, heartbeat, slow reader): resume with the
+    // same address. The peer connections carry on meanwhile.
     const delay = this._resumeDelay;
     this._resumeDelay = Math.min(delay * 2, RESUME_MAX_DELAY_MS);
     setTimeout(() => {
       if (this._left) return;
       this._connect().catch((e) => {
+        if (this._left) return;
         if (e.reason === 'connectionFailed') this._onClose(1006);
         else this._finish(e.reason);
       });
@@ -369,25 +463,46 @@ export class Room {
     this._left = true;
     for (const peer of this._peers.values()) peer.close();
     this._peers.clear();
-    if (this._ws && this._ws.readyState <= WebSocket.OPEN) this._ws.close(1000);
-    if (this._ownStream) for (const track of this.localParticipant?.mediaStream?.getTracks() ?? []) track.stop();
+    this._earlySignals.clear();
+    const ws = this._ws;
+    this._ws = null;
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
+    this._stopOwnTracks();
     this._emit('roomLeft', reason);
   }
 
-  _addParticipant(info, announce) {
+  _stopOwnTracks() {
+    const stream = this.localParticipant?.mediaStream ?? this._pendingStream;
+    if (this._ownStream) for (const track of stream?.getTracks() ?? []) track.stop();
+  }
+
+  /** `offerer`: whether our side makes the first offer to this participant (we joined after
+   * it); otherwise we wait for its offer. */
+  _addParticipant(info, { announce, offerer }) {
     const participant = new Participant(info, false);
+    participant._offerer = offerer;
     this._participants.set(participant.address, participant);
     if (announce) this._emit('participantJoined', participant);
-    if (this.localParticipant.mediaStream) {
-      this._peers.set(participant.address, new Peer(this, participant));
+    if (this.localParticipant.mediaStream || this._mediaFailed) {
+      this._createPeer(participant);
     } else if (this._options.delayLocalStream) {
       // Ask for camera and microphone only now that someone is there.
-      this._startLocalStream().catch((e) => console.error('convene: no local media', e));
+      this._startLocalStream();
     }
+  }
+
+  _createPeer(participant) {
+    if (this._peers.has(participant.address)) return;
+    const peer = new Peer(this, participant);
+    this._peers.set(participant.address, peer);
+    const early = this._earlySignals.get(participant.address) ?? [];
+    this._earlySignals.delete(participant.address);
+    for (const data of early) peer.onSignal(data);
   }
 
   _removeParticipant(address, participant, reason = 'left') {
     this._participants.delete(address);
+    this._earlySignals.delete(address);
     this._peers.get(address)?.close();
     this._peers.delete(address);
     this._emit('participantLeft', participant, reason);
@@ -409,20 +524,30 @@ export class Room {
     this._emit('localStream', this.localParticipant);
   }
 
-  /** With `delayLocalStream`: asks for media once someone else is there, then connects. */
-  async _startLocalStream() {
-    if (this.localParticipant.mediaStream) return undefined;
+  /** With `delayLocalStream`: asks for media once someone else is there, then connects.
+   * Without camera or microphone the connections are made receive-only. */
+  _startLocalStream() {
     this._starting ??= (async () => {
-      this._applyStream(await this._acquireStream());
-      for (const participant of this._participants.values()) {
-        if (!this._peers.has(participant.address)) this._peers.set(participant.address, new Peer(this, participant));
+      try {
+        const stream = await this._acquireStream();
+        if (this._left) {
+          if (this._ownStream) for (const track of stream.getTracks()) track.stop();
+          return;
+        }
+        this._applyStream(stream);
+      } catch (e) {
+        console.error('convene: no camera or microphone; receiving only', e);
+        this._mediaFailed = true;
       }
+      if (this._left) return;
+      for (const participant of this._participants.values()) this._createPeer(participant);
     })();
     return this._starting;
   }
 }
 
-/** The peer connection to one remote participant, negotiated the "perfect" way. */
+/** The peer connection to one remote participant. The side that joined later makes the first
+ * offer; renegotiations follow the "perfect negotiation" pattern. */
 class Peer {
   constructor(room, remote) {
     this.room = room;
@@ -431,9 +556,8 @@ class Peer {
     this.polite = room.localParticipant.address < remote.address;
     this.makingOffer = false;
     this.ignoreOffer = false;
+    this.tracksAdded = false;
     this.pc = new RTCPeerConnection({ iceServers: room._iceServers });
-    const stream = room.localParticipant.mediaStream;
-    for (const track of stream.getTracks()) this.pc.addTrack(track, stream);
     this.pc.onnegotiationneeded = async () => {
       try {
         this.makingOffer = true;
@@ -462,7 +586,23 @@ class Peer {
     };
     this.failTimer = setTimeout(() => {
       if (this.pc.connectionState !== 'connected') this.failed('timeout');
-    }, JOIN_FAILED_TIMEOUT_MS);
+    }, room._options.connectionTimeout ?? PEER_TIMEOUT_MS);
+    // The offerer adds its media now, which starts the negotiation; the other side waits
+    // for the offer and adds its media to the transceivers the offer created.
+    if (remote._offerer) this.addLocalMedia();
+  }
+
+  addLocalMedia() {
+    if (this.tracksAdded) return;
+    this.tracksAdded = true;
+    const stream = this.room.localParticipant.mediaStream;
+    if (stream) {
+      for (const track of stream.getTracks()) this.pc.addTrack(track, stream);
+    } else if (this.remote._offerer) {
+      // No camera or microphone: still receive the other's media.
+      this.pc.addTransceiver('audio', { direction: 'recvonly' });
+      this.pc.addTransceiver('video', { direction: 'recvonly' });
+    }
   }
 
   failed(reason) {
@@ -476,14 +616,29 @@ class Peer {
     this.room._send({ type: 'signal', to: this.remote.address, data: JSON.parse(JSON.stringify(data)) });
   }
 
-  async onSignal({ description, candidate }) {
+  /** After a reconnect of either side: resend an offer that may not have arrived, and (on
+   * the side that reconnected) restart ICE if no connection was made yet. */
+  resync(restartIce) {
+    if (this.pc.signalingState === 'have-local-offer' && this.pc.localDescription) {
+      this.signal({ description: this.pc.localDescription });
+    }
+    const negotiated = this.pc.localDescription && this.pc.remoteDescription;
+    if (restartIce && negotiated && !['connected', 'closed'].includes(this.pc.connectionState)) this.pc.restartIce();
+  }
+
+  async onSignal({ description, candidate, resync }) {
     try {
-      if (description) {
+      if (resync) {
+        this.resync(false);
+      } else if (description) {
         const collision = description.type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;
+        // A second answer to one offer (resent after a reconnect): the first one counted.
+        if (description.type === 'answer' && this.pc.signalingState === 'stable') return;
         await this.pc.setRemoteDescription(description);
         if (description.type === 'offer') {
+          this.addLocalMedia();
           await this.pc.setLocalDescription();
           this.signal({ description: this.pc.localDescription });
         }
@@ -495,7 +650,7 @@ class Peer {
         }
       }
     } catch (e) {
-      console.error('convene: signal handling failed', e);
+      if (this.pc.signalingState !== 'closed') console.error('convene: signal handling failed', e);
     }
   }
 
@@ -507,13 +662,25 @@ class Peer {
 
 /**
  * Joins the room that `token` names. Resolves to a `Room`, or rejects with a
- * `ConveneError` whose `reason` is `roomFull`, `invalidToken`, `roomNotFound` or
- * `connectionFailed`.
+ * `ConveneError` whose `reason` is `roomFull`, `invalidToken`, `roomNotFound`,
+ * `joinRefused`, `mediaUnavailable` or `connectionFailed`.
  */
 export async function joinRoom(token, options = {}) {
   const room = new Room(token, { ...options });
-  if (!options.delayLocalStream) room._pendingStream = await room._acquireStream();
-  await room._connect();
+  if (!options.delayLocalStream) {
+    try {
+      room._pendingStream = await room._acquireStream();
+    } catch (e) {
+      throw new ConveneError('mediaUnavailable', `no camera or microphone: ${e.message ?? e}`);
+    }
+  }
+  try {
+    await room._connect();
+  } catch (e) {
+    room._left = true;
+    room._stopOwnTracks();
+    throw e;
+  }
   if (options.delayLocalStream && room.remoteParticipants.length > 0) {
     await room._startLocalStream();
   }
