@@ -64,8 +64,11 @@ export async function createRoom(url, body = {}) {
   return (await res.json()).room;
 }
 
-export function launchBrowser() {
-  return chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true });
+/** Launches Chromium; `{ loopbackPeers: false }` leaves out the flag without which it gathers
+ * no ICE candidates on loopback, so its peer connections never connect. */
+export function launchBrowser({ loopbackPeers = true } = {}) {
+  const args = loopbackPeers ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection');
+  return chromium.launch({ executablePath: '/usr/bin/chromium', args, headless: true });
 }
 
 /**
@@ -83,16 +86,23 @@ export async function openPage(browser, url) {
     const sdk = await import('/sdk/convene.js');
     const T = { sdk, room: null, events: [] };
     window.T = T;
+    // Joins like an application: small camera video of its own unless `options.delayLocalStream`
+    // (then the SDK asks for camera and microphone itself), handlers added once joinRoom resolves.
     T.join = async (token, name, options = {}) => {
-      const stream = await navigator.mediaDevices.getUserMedia({
-        audio: true,
-        video: { width: 320, height: 240, frameRate: 15 },
-      });
+      if (!options.delayLocalStream) {
+        options = {
+          mediaStream: await navigator.mediaDevices.getUserMedia({
+            audio: true,
+            video: { width: 320, height: 240, frameRate: 15 },
+          }),
+          ...options,
+        };
+      }
       try {
-        const room = await sdk.joinRoom(token, { name, mediaStream: stream, ...options });
+        const room = await sdk.joinRoom(token, { name, ...options });
         T.room = room;
         const events = ['participantJoined', 'participantLeft', 'participantUpdated', 'participantJoinFailed',
-          'remoteStream', 'messageReceived', 'conferenceTypeChanged', 'roomLeft'];
+          'localStream', 'remoteStream', 'messageReceived', 'conferenceTypeChanged', 'roomLeft'];
         for (const event of events) {
           room.on(event, (subject, detail) => {
             const address = typeof subject === 'object' && subject ? subject.address : undefined;
@@ -131,14 +141,52 @@ export async function waitForEvent(page, match, timeout = 15000) {
   );
 }
 
-/** Waits until the page receives video and audio from every one of `addresses`. */
+/**
+ * Polls `check` (an async function answering a truthy value when done) until it is done;
+ * fails with `what` and the last value seen after `timeout` ms. (Playwright's waitForFunction
+ * takes a Promise as a truthy answer, so async conditions, like getStats, are polled from here.)
+ */
+export async function waitUntil(check, what, { timeout = 30000, interval = 200 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last && last.done !== false) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+/** Waits until the page receives video (frames decoded) and audio (packets received) from
+ * every one of `addresses`. */
 export async function waitForMedia(page, addresses, timeout = 30000) {
-  await page.waitForFunction(
-    async (want) => {
-      const media = await window.T.media();
-      return want.every((a) => media[a] && media[a].frames > 0 && media[a].packets > 0);
-    },
-    addresses,
-    { timeout, polling: 250 },
-  );
+  await waitUntil(async () => {
+    const media = await page.evaluate(() => window.T.media());
+    const done = addresses.every((a) => media[a] && media[a].frames > 0 && media[a].packets > 0);
+    return { done, media };
+  }, `media from ${addresses.join(', ')}`, { timeout });
+}
+
+/** Per remote address: `{ frames, packets }` received so far by the page. */
+export function mediaCounts(page) {
+  return page.evaluate(() => window.T.media());
+}
+
+/** Waits until the page has decoded more than `counts[address].frames` video frames and
+ * received more than `counts[address].packets` audio packets from each address of `counts`. */
+export async function waitForMoreMedia(page, counts, timeout = 30000) {
+  await waitUntil(async () => {
+    const media = await page.evaluate(() => window.T.media());
+    const done = Object.entries(counts).every(
+      ([a, b]) => media[a] && media[a].frames > b.frames && media[a].packets > b.packets,
+    );
+    return { done, media, before: counts };
+  }, 'more media', { timeout });
+}
+
+/** The room's participants as the server lists them (REST). */
+export async function participantsOf(url, roomId) {
+  const res = await fetch(`${url}/api/realtime/room/${roomId}/participants`, { headers: { 'x-vcs-token': API_KEY } });
+  if (res.status !== 200) throw new Error(`participants: ${res.status} ${await res.text()}`);
+  return (await res.json()).data;
 }

@@ -1,9 +1,13 @@
 // Real-browser tests of the SDK in MESH rooms: Debian's Chromium driven by playwright-core,
-// each participant a page of its own using /sdk/convene.js as an application would.
+// each participant a page (in a browser context of its own) using /sdk/convene.js as an
+// application would: handlers are added once joinRoom has resolved.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRoom, launchBrowser, openPage, startServer, waitForEvent, waitForMedia } from './harness.mjs';
+import {
+  createRoom, launchBrowser, mediaCounts, openPage, participantsOf, startServer, waitForEvent, waitForMedia,
+  waitForMoreMedia,
+} from './harness.mjs';
 
 let browser;
 before(async () => {
@@ -14,12 +18,12 @@ after(async () => {
 });
 
 /** Opens `n` pages and joins them to the room one after another; answers pages and addresses. */
-async function joinAll(server, room, n) {
+async function joinAll(server, room, n, options = {}) {
   const pages = [];
   const addresses = [];
   for (let i = 0; i < n; i++) {
     const page = await openPage(browser, server.url);
-    const joined = await page.evaluate(([token, name]) => window.T.join(token, name), [room.token, `P${i}`]);
+    const joined = await page.evaluate(([token, name, o]) => window.T.join(token, name, o), [room.token, `P${i}`, options]);
     assert.ok(joined.address, JSON.stringify(joined));
     pages.push(page);
     addresses.push(joined.address);
@@ -29,6 +33,10 @@ async function joinAll(server, room, n) {
 
 async function closeAll(pages) {
   await Promise.all(pages.map((p) => p.context().close()));
+}
+
+function events(page, name) {
+  return page.evaluate((n) => window.T.events.filter((e) => e.event === n), name);
 }
 
 describe('MESH calls', () => {
@@ -50,6 +58,12 @@ describe('MESH calls', () => {
           await waitForMedia(pages[i], others);
           const names = await pages[i].evaluate(() => window.T.room.remoteParticipants.map((p) => p.name).sort());
           assert.deepEqual(names, [...Array(n).keys()].filter((j) => j !== i).map((j) => `P${j}`));
+          // participantJoined only for those who joined later; everyone's stream arrived.
+          const joined = (await events(pages[i], 'participantJoined')).map((e) => e.address).sort();
+          assert.deepEqual(joined, addresses.slice(i + 1).sort());
+          const streams = (await events(pages[i], 'remoteStream')).map((e) => e.address).sort();
+          assert.deepEqual(streams, [...others].sort());
+          assert.deepEqual(await events(pages[i], 'participantJoinFailed'), []);
         }
       } finally {
         await closeAll(pages);
@@ -57,7 +71,7 @@ describe('MESH calls', () => {
     });
   }
 
-  test('messages, mute and leave reach the others', async () => {
+  test('messages, mute, camera and leave reach the others', async () => {
     const room = await createRoom(server.url, { name: 'chat' });
     const { pages, addresses } = await joinAll(server, room, 3);
     try {
@@ -68,66 +82,170 @@ describe('MESH calls', () => {
           addresses[0],
         );
       }
+      await pages[1].evaluate(() => window.T.room.sendMessageToParticipant('to everyone else', ''));
+      for (const page of [pages[0], pages[2]]) {
+        await page.waitForFunction(() => window.T.events.some((e) => e.detail === 'to everyone else'));
+      }
+      // Addressed to one: P2 gets it; P0 gets a later broadcast but never the private one.
       await pages[1].evaluate((to) => window.T.room.sendMessageToParticipant('just you', to), addresses[2]);
       await pages[2].waitForFunction(() => window.T.events.some((e) => e.detail === 'just you'));
+      await pages[1].evaluate(() => window.T.room.sendMessageToParticipant('after the private one'));
+      await pages[0].waitForFunction(() => window.T.events.some((e) => e.detail === 'after the private one'));
+      assert.ok(!(await pages[0].evaluate(() => window.T.events.some((e) => e.detail === 'just you'))));
 
       const muted = await pages[0].evaluate(() => window.T.room.toggleMute());
       assert.equal(muted, true);
       assert.equal(await pages[0].evaluate(() => window.T.room.isMuted()), true);
       for (const page of pages.slice(1)) {
         await waitForEvent(page, { event: 'participantUpdated', address: addresses[0], audio: false });
+        assert.equal(await page.evaluate((a) => window.T.room.remoteParticipants.find((p) => p.address === a).audio, addresses[0]), false);
       }
-      const video = await pages[0].evaluate(() => window.T.room.toggleVideo());
-      assert.equal(video, false);
+      assert.equal(await pages[0].evaluate(() => window.T.room.toggleMute()), false);
+      for (const page of pages.slice(1)) {
+        await page.waitForFunction(
+          (a) => window.T.room.remoteParticipants.find((p) => p.address === a).audio === true,
+          addresses[0],
+        );
+      }
+      assert.equal(await pages[0].evaluate(() => window.T.room.toggleVideo()), false);
+      assert.equal(await pages[0].evaluate(() => window.T.room.hasVideo()), false);
+      for (const page of pages.slice(1)) {
+        await page.waitForFunction(
+          (a) => window.T.room.remoteParticipants.find((p) => p.address === a).video === false,
+          addresses[0],
+        );
+      }
 
       await pages[0].evaluate(() => window.T.room.leave());
       await waitForEvent(pages[0], { event: 'roomLeft', value: 'left' });
       for (const page of pages.slice(1)) {
-        await waitForEvent(page, { event: 'participantLeft', address: addresses[0] });
+        await waitForEvent(page, { event: 'participantLeft', address: addresses[0], detail: 'left' });
+        assert.equal(await page.evaluate((a) => window.T.room._peerConnections().has(a), addresses[0]), false);
       }
     } finally {
       await closeAll(pages);
     }
   });
 
-  test('the third join upgrades the room and every page hears of it', async () => {
+  test('the third join upgrades the room, every page hears of it, and the calls go on', async () => {
     const room = await createRoom(server.url, { autoUpgradeParticipantCount: 3 });
-    const { pages } = await joinAll(server, room, 3);
+    const { pages, addresses } = await joinAll(server, room, 3);
     try {
       for (const page of pages) {
+        // Exactly once each, the third page's too (its event may come while joinRoom settles).
         await waitForEvent(page, { event: 'conferenceTypeChanged', value: 'SFU' });
         assert.equal(await page.evaluate(() => window.T.room.conferenceType), 'SFU');
+        assert.equal((await events(page, 'conferenceTypeChanged')).length, 1);
+      }
+      // No media server yet: the mesh connections stay and carry media.
+      for (let i = 0; i < 3; i++) await waitForMedia(pages[i], addresses.filter((_, j) => j !== i));
+    } finally {
+      await closeAll(pages);
+    }
+  });
+
+  test('delayLocalStream asks for the camera only when someone else is there', async () => {
+    const room = await createRoom(server.url, {});
+    const first = await openPage(browser, server.url);
+    const second = await openPage(browser, server.url);
+    try {
+      const a = await first.evaluate((t) => window.T.join(t, 'early', { delayLocalStream: true, hdVideo: false }), room.token);
+      assert.ok(a.address, JSON.stringify(a));
+      assert.equal(await first.evaluate(() => window.T.room.localParticipant.mediaStream), null);
+      assert.deepEqual(await events(first, 'localStream'), []);
+      const b = await second.evaluate((t) => window.T.join(t, 'late'), room.token);
+      assert.ok(b.address, JSON.stringify(b));
+      // The late joiner's own localStream came during joinRoom and was still delivered.
+      await waitForEvent(second, { event: 'localStream', address: b.address });
+      await waitForEvent(first, { event: 'localStream', address: a.address });
+      await waitForMedia(first, [b.address]);
+      await waitForMedia(second, [a.address]);
+    } finally {
+      await closeAll([first, second]);
+    }
+  });
+});
+
+describe('resume', () => {
+  const GRACE_MS = 1500;
+  let server;
+  before(async () => {
+    server = await startServer({ CONVENE_SIGNALING_RESUME_GRACE_MS: String(GRACE_MS) });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('a dropped socket resumes with the same address, media goes on, nobody sees a leave', async () => {
+    const room = await createRoom(server.url, {});
+    const { pages, addresses } = await joinAll(server, room, 3);
+    const [a, b, c] = pages;
+    try {
+      for (let i = 0; i < 3; i++) await waitForMedia(pages[i], addresses.filter((_, j) => j !== i));
+      const seenBefore = await Promise.all(pages.map((p) => p.evaluate(() => window.T.events.length)));
+      // B's socket goes away (closed with 4999, which the server treats as a dropped
+      // connection); the SDK reconnects and resumes by itself.
+      const droppedAt = Date.now();
+      await b.evaluate(() => {
+        window.T.oldSocket = window.T.room._ws;
+        window.T.room._dropConnection();
+      });
+      await b.waitForFunction(
+        () => window.T.room._ws && window.T.room._ws !== window.T.oldSocket && window.T.room._ws.readyState === WebSocket.OPEN,
+        null,
+        { timeout: 10000 },
+      );
+      assert.equal(await b.evaluate(() => window.T.room.localParticipant.address), addresses[1]);
+      // Signaling works again both ways.
+      await b.evaluate(() => window.T.room.sendMessageToParticipant('back again'));
+      await a.waitForFunction(() => window.T.events.some((e) => e.detail === 'back again'));
+      await c.waitForFunction(() => window.T.events.some((e) => e.detail === 'back again'));
+      await a.evaluate((to) => window.T.room.sendMessageToParticipant('welcome back', to), addresses[1]);
+      await b.waitForFunction(() => window.T.events.some((e) => e.detail === 'welcome back'));
+      // The peer connections survived: media keeps arriving on every edge.
+      for (const page of pages) await waitForMoreMedia(page, await mediaCounts(page));
+      // Proving that nobody saw a leave takes time: wait until the grace period after the drop
+      // has passed (a participant not resumed would have been removed by then).
+      const wait = droppedAt + GRACE_MS + 1000 - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const listed = await participantsOf(server.url, room.id);
+      assert.deepEqual(listed.map((p) => [p.address, p.connected]), addresses.map((x) => [x, true]));
+      for (let i = 0; i < 3; i++) {
+        const seen = await pages[i].evaluate((n) => window.T.events.slice(n).map((e) => e.event), seenBefore[i]);
+        for (const kind of ['participantLeft', 'participantJoined', 'roomLeft', 'participantJoinFailed']) {
+          assert.ok(!seen.includes(kind), `page ${i}: ${seen.join(',')}`);
+        }
       }
     } finally {
       await closeAll(pages);
     }
   });
 
-  test('a dropped socket resumes with the same address and nobody sees a leave', async () => {
+  test('a socket dropped while the connections are negotiated still ends in a full call', async () => {
     const room = await createRoom(server.url, {});
     const { pages, addresses } = await joinAll(server, room, 2);
-    try {
-      await waitForMedia(pages[0], [addresses[1]]);
-      const seenBefore = await pages[0].evaluate(() => window.T.events.length);
-      // The server sees B's socket go away; the SDK reconnects and resumes.
-      await pages[1].evaluate(() => {
-        const ws = window.T.room._ws;
+    // P0 loses its socket as soon as it hears of the newcomer, so the newcomer's offer and
+    // candidates for P0 are lost. After the resume P0 asks for them again.
+    await pages[0].evaluate(() => {
+      const drop = () => {
+        window.T.room.off('participantJoined', drop);
+        window.T.dropped = true;
         window.T.room._dropConnection();
-        window.T.oldSocket = ws;
-      });
-      await pages[1].waitForFunction(
-        () => window.T.room._ws !== window.T.oldSocket && window.T.room._ws.readyState === WebSocket.OPEN,
-      );
-      assert.equal(await pages[1].evaluate(() => window.T.room.localParticipant.address), addresses[1]);
-      // Signaling works again: a message after the resume arrives, and A saw no leave.
-      await pages[1].evaluate(() => window.T.room.sendMessageToParticipant('back again'));
-      await pages[0].waitForFunction(() => window.T.events.some((e) => e.detail === 'back again'));
-      const events = await pages[0].evaluate((n) => window.T.events.slice(n).map((e) => e.event), seenBefore);
-      assert.ok(!events.includes('participantLeft'), events.join(','));
-      assert.ok(!events.includes('participantJoined'), events.join(','));
-      await waitForMedia(pages[0], [addresses[1]]);
+      };
+      window.T.room.on('participantJoined', drop);
+    });
+    const late = await openPage(browser, server.url);
+    try {
+      const joined = await late.evaluate((token) => window.T.join(token, 'late'), room.token);
+      assert.ok(joined.address, JSON.stringify(joined));
+      const all = [...pages, late];
+      const everyone = [...addresses, joined.address];
+      assert.equal(await pages[0].evaluate(() => window.T.dropped), true);
+      for (let i = 0; i < 3; i++) await waitForMedia(all[i], everyone.filter((_, j) => j !== i));
+      assert.equal(await pages[0].evaluate(() => window.T.room.localParticipant.address), addresses[0]);
+      for (const page of all) assert.deepEqual(await events(page, 'participantLeft'), []);
     } finally {
-      await closeAll(pages);
+      await closeAll([...pages, late]);
     }
   });
 });
@@ -160,6 +278,55 @@ describe('refused joins', () => {
       assert.deepEqual(result, { error: 'invalidToken', code: 'REALTIME-00009' });
     } finally {
       await closeAll([page]);
+    }
+  });
+
+  test('a deleted room rejects joinRoom with the room-not-found reason', async () => {
+    const room = await createRoom(server.url, {});
+    const res = await fetch(`${server.url}/api/realtime/room/${room.id}`, {
+      method: 'DELETE',
+      headers: { 'x-vcs-token': 'browser-test-key' },
+    });
+    assert.equal(res.status, 200, await res.text());
+    const page = await openPage(browser, server.url);
+    try {
+      const result = await page.evaluate((token) => window.T.join(token, 'x'), room.token);
+      assert.deepEqual(result, { error: 'roomNotFound', code: 'REALTIME-00004' });
+    } finally {
+      await closeAll([page]);
+    }
+  });
+});
+
+describe('unreachable peers', () => {
+  let server;
+  let isolated;
+  before(async () => {
+    server = await startServer();
+    // A second browser that gathers no ICE candidates: no peer connection to it can be made.
+    isolated = await launchBrowser({ loopbackPeers: false });
+  });
+  after(async () => {
+    await isolated?.close();
+    await server?.stop();
+  });
+
+  test('a peer connection not made in time gives participantJoinFailed on both sides', async () => {
+    const room = await createRoom(server.url, {});
+    const a = await openPage(browser, server.url);
+    const b = await openPage(isolated, server.url);
+    try {
+      const options = { connectionTimeout: 3000 };
+      const ja = await a.evaluate(([t, o]) => window.T.join(t, 'reachable', o), [room.token, options]);
+      const jb = await b.evaluate(([t, o]) => window.T.join(t, 'isolated', o), [room.token, options]);
+      await waitForEvent(a, { event: 'participantJoinFailed', address: jb.address });
+      await waitForEvent(b, { event: 'participantJoinFailed', address: ja.address });
+      const [failed] = await events(a, 'participantJoinFailed');
+      assert.ok(['timeout', 'connectionFailed'].includes(failed.detail), failed.detail);
+      // The participant stays in the room: only the media connection failed.
+      assert.equal(await a.evaluate(() => window.T.room.remoteParticipants.length), 1);
+    } finally {
+      await closeAll([a, b]);
     }
   });
 });
