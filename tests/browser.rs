@@ -6,6 +6,7 @@
 //! Without Chromium, the npm packages or the right to make a network namespace, the test says
 //! what is missing and passes as skipped, unless `CONVENE_REQUIRE_BROWSER=1`, when it fails.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ fn skip_or_fail(why: &str) {
         !required,
         "browser tests required (CONVENE_REQUIRE_BROWSER=1) but {why}"
     );
-    eprintln!("skipped: browser tests: {why}");
+    // Straight to stderr, past the test harness's capture, so that the skip shows.
+    let _ = writeln!(std::io::stderr(), "skipped: browser tests: {why}");
 }
 
 #[test]

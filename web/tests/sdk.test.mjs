@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   createRoom, launchBrowser, mediaCounts, openPage, participantsOf, startServer, waitForEvent, waitForMedia,
-  waitForMoreMedia,
+  waitForMoreMedia, waitUntil,
 } from './harness.mjs';
 
 let browser;
@@ -216,6 +216,38 @@ describe('resume', () => {
           assert.ok(!seen.includes(kind), `page ${i}: ${seen.join(',')}`);
         }
       }
+    } finally {
+      await closeAll(pages);
+    }
+  });
+
+  test('back after the grace period: a new address, and the call starts again', async () => {
+    const room = await createRoom(server.url, {});
+    const { pages, addresses } = await joinAll(server, room, 2);
+    const [a, b] = pages;
+    try {
+      await waitForMedia(a, [addresses[1]]);
+      // B's network is gone for longer than the grace period: its reconnects go nowhere
+      // until the server has given its seat up.
+      await b.evaluate(() => {
+        window.T.realHost = window.T.room._options.host;
+        window.T.room._options.host = 'http://127.0.0.1:9';
+        window.T.room._dropConnection();
+      });
+      await waitForEvent(a, { event: 'participantLeft', address: addresses[1], detail: 'disconnected' });
+      await b.evaluate(() => {
+        window.T.room._options.host = window.T.realHost;
+      });
+      const fresh = await waitUntil(async () => {
+        const address = await b.evaluate(() => window.T.room.localParticipant.address);
+        return address !== addresses[1] && address;
+      }, 'a new address for B');
+      await waitForEvent(a, { event: 'participantJoined', address: fresh });
+      await waitForEvent(b, { event: 'participantLeft', address: addresses[0], detail: 'disconnected' });
+      await waitForEvent(b, { event: 'participantJoined', address: addresses[0] });
+      await waitForMedia(a, [fresh]);
+      await waitForMedia(b, [addresses[0]]);
+      assert.deepEqual((await participantsOf(server.url, room.id)).map((p) => p.address), [addresses[0], fresh]);
     } finally {
       await closeAll(pages);
     }
