@@ -59,7 +59,9 @@ export class Participant {
   readonly self: boolean;
   /** The participant's media, once there is any. */
   readonly mediaStream: MediaStream | null;
-  /** Keeps a `<video>` showing this participant inside `element`; answers it. */
+  /** Keeps a `<video>` showing this participant inside `element` (one per participant and
+   * element, however often it is called; its stream follows `mediaStream`; a remote
+   * participant's are removed when it leaves); answers it. */
   attach(element: HTMLElement): HTMLVideoElement;
 }
 

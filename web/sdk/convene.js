@@ -69,7 +69,8 @@ export class Participant {
   }
 
   /** Keeps a `<video>` showing this participant in `element` (one per participant and
-   * element, however often it is called); answers the video element. */
+   * element, however often it is called; removed when the participant leaves); answers the
+   * video element. */
   attach(element) {
     let video = [...element.querySelectorAll('video[data-convene]')].find((v) => v.dataset.convene === this.address);
     if (!video) {
@@ -506,6 +507,9 @@ export class Room {
     this._peers.get(address)?.close();
     this._peers.delete(address);
     this._emit('participantLeft', participant, reason);
+    // Its videos go with it (after the handlers, which may still want to see them).
+    for (const video of participant._videos) video.remove();
+    participant._videos.clear();
   }
 
   /** The app's `mediaStream`, or camera and microphone. */

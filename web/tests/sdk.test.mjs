@@ -116,12 +116,21 @@ describe('MESH calls', () => {
         );
       }
 
+      // An attached video plays the participant, and goes when it leaves.
+      await pages[1].evaluate((a) => {
+        const p = window.T.room.remoteParticipants.find((x) => x.address === a);
+        p.attach(document.body);
+        p.attach(document.body);
+      }, addresses[0]);
+      assert.equal(await pages[1].evaluate(() => document.querySelectorAll('video[data-convene]').length), 1);
+      await pages[1].waitForFunction(() => document.querySelector('video[data-convene]').videoWidth > 0);
       await pages[0].evaluate(() => window.T.room.leave());
       await waitForEvent(pages[0], { event: 'roomLeft', value: 'left' });
       for (const page of pages.slice(1)) {
         await waitForEvent(page, { event: 'participantLeft', address: addresses[0], detail: 'left' });
         assert.equal(await page.evaluate((a) => window.T.room._peerConnections().has(a), addresses[0]), false);
       }
+      assert.equal(await pages[1].evaluate(() => document.querySelectorAll('video[data-convene]').length), 0);
     } finally {
       await closeAll(pages);
     }
