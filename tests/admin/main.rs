@@ -4,9 +4,7 @@
 #[path = "../api/support.rs"]
 mod support;
 
-#[path = "../signaling/client.rs"]
-mod client;
-
 mod events;
 mod metrics;
 mod participants;
+mod ws;

@@ -1,10 +1,27 @@
-use crate::client::Client;
+//! `GET /metrics`, parsed from the Prometheus text format.
+
 use crate::support::*;
+use crate::ws::Client;
+use reqwest::Method;
 use serde_json::json;
 use std::collections::HashMap;
 
-/// `/metrics` as `series → value`, series written as in the text (`name{labels}`).
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+/// One scrape: `series → value` (series written as in the text, `name{labels}`) and
+/// `metric → type` from the `# TYPE` lines.
+struct Scrape {
+    series: HashMap<String, f64>,
+    types: HashMap<String, String>,
+}
+
+impl Scrape {
+    /// A series' value; absent series (a label value not seen yet) count as 0.
+    fn get(&self, series: &str) -> f64 {
+        self.series.get(series).copied().unwrap_or(0.0)
+    }
+}
+
+async fn scrape(app: &TestApp) -> Scrape {
+    // No API key needed.
     let res = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let content_type = res.headers()["content-type"].to_str().unwrap().to_string();
@@ -14,75 +31,213 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     );
     let text = res.text().await.unwrap();
     let mut series = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
+    let mut types = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "two TYPE lines for {name}"
+            );
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
         let (name, value) = line
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("bad line {line}"));
-        series.insert(
-            name.to_string(),
-            value
-                .parse::<f64>()
-                .unwrap_or_else(|_| panic!("bad value in {line}")),
+        let value = value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        assert!(
+            series.insert(name.to_string(), value).is_none(),
+            "{name} twice"
         );
     }
-    series
+    Scrape { series, types }
 }
 
-fn get(series: &HashMap<String, f64>, name: &str) -> f64 {
-    series.get(name).copied().unwrap_or(0.0)
+fn requests(route: &str, method: &str, status: u16) -> String {
+    format!(r#"convene_http_requests_total{{route="{route}",method="{method}",status="{status}"}}"#)
+}
+
+/// Checks the latency histogram of one label set: buckets never decrease, `+Inf` and
+/// `_count` equal the request count, the sum is positive.
+fn assert_histogram(m: &Scrape, route: &str, method: &str, status: u16, count: f64) {
+    let name = "convene_http_request_duration_seconds";
+    let labels = format!(r#"route="{route}",method="{method}",status="{status}""#);
+    let mut buckets: Vec<(f64, f64)> = m
+        .series
+        .iter()
+        .filter_map(|(series, value)| {
+            let rest = series.strip_prefix(&format!("{name}_bucket{{{labels},le=\""))?;
+            let le = rest.strip_suffix("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            Some((le, *value))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(buckets.len(), 13, "12 bounds and +Inf for {labels}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last().unwrap().1, count);
+    assert_eq!(m.get(&format!("{name}_count{{{labels}}}")), count);
+    assert!(m.get(&format!("{name}_sum{{{labels}}}")) > 0.0);
 }
 
 #[tokio::test]
 async fn counters_and_gauges_follow_what_happens() {
-    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "100"),
+    )
+    .await
+    .unwrap();
     let before = scrape(&app).await;
-    let room = app
+    for (name, kind) in [
+        ("convene_rooms", "gauge"),
+        ("convene_participants", "gauge"),
+        ("convene_joins_total", "counter"),
+        ("convene_leaves_total", "counter"),
+        ("convene_upgrades_total", "counter"),
+        ("convene_signaling_messages_relayed_total", "counter"),
+        ("convene_store_errors_total", "counter"),
+        ("convene_http_requests_total", "counter"),
+        ("convene_http_request_duration_seconds", "histogram"),
+    ] {
+        assert_eq!(
+            before.types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}"
+        );
+    }
+    for series in [
+        r#"convene_rooms{conference_type="MESH"}"#,
+        r#"convene_rooms{conference_type="SFU"}"#,
+        "convene_participants",
+        "convene_joins_total",
+        "convene_upgrades_total",
+        "convene_signaling_messages_relayed_total",
+        "convene_store_errors_total",
+    ] {
+        assert_eq!(before.series.get(series), Some(&0.0), "{series}");
+    }
+
+    let upgrading = app
         .new_room(json!({"autoUpgradeParticipantCount": 2}))
         .await;
-    app.new_room(json!({})).await;
-    let token = room["token"].as_str().unwrap();
+    let other = app.new_room(json!({})).await;
+    let up_id = upgrading["id"].as_str().unwrap();
+    let other_id = other["id"].as_str().unwrap();
+    let token = upgrading["token"].as_str().unwrap();
     let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, _) = Client::join(&app, token, "B").await;
+    let (mut b, joined_b) = Client::join(&app, token, "B").await;
+    let b_address = joined_b["address"].as_str().unwrap();
     a.expect("participantJoined").await;
     a.expect("conferenceTypeChanged").await;
     b.expect("conferenceTypeChanged").await;
+    let (_c, joined_c) = Client::join(&app, other["token"].as_str().unwrap(), "C").await;
+
+    // Three deliveries: a message to everyone else, a signal, a message to a list.
     a.send(json!({"type": "message", "data": "hi"})).await;
     b.expect("message").await;
+    a.send(json!({"type": "signal", "to": b_address, "data": {"sdp": "x"}}))
+        .await;
+    b.expect("signal").await;
+    a.send(json!({"type": "message", "to": [b_address], "data": 1}))
+        .await;
+    b.expect("message").await;
+
     let during = scrape(&app).await;
-    assert_eq!(get(&during, r#"convene_rooms{conference_type="SFU"}"#), 1.0);
+    assert_eq!(during.get(r#"convene_rooms{conference_type="SFU"}"#), 1.0);
+    assert_eq!(during.get(r#"convene_rooms{conference_type="MESH"}"#), 1.0);
+    assert_eq!(during.get("convene_participants"), 3.0);
+    assert_eq!(during.get("convene_joins_total"), 3.0);
+    assert_eq!(during.get("convene_upgrades_total"), 1.0);
+    assert_eq!(during.get("convene_signaling_messages_relayed_total"), 3.0);
     assert_eq!(
-        get(&during, r#"convene_rooms{conference_type="MESH"}"#),
-        1.0
-    );
-    assert_eq!(get(&during, "convene_participants"), 2.0);
-    assert_eq!(
-        get(&during, "convene_joins_total") - get(&before, "convene_joins_total"),
+        during.get(&requests("/api/realtime/room", "POST", 200)),
         2.0
     );
-    assert_eq!(get(&during, "convene_upgrades_total"), 1.0);
-    assert_eq!(
-        get(&during, "convene_signaling_messages_relayed_total"),
-        1.0
-    );
-    let posts =
-        r#"convene_http_requests_total{route="/api/realtime/room",method="POST",status="200"}"#;
-    assert_eq!(get(&during, posts), 2.0);
-    let bucket = r#"convene_http_request_duration_seconds_count{route="/api/realtime/room",method="POST",status="200"}"#;
-    assert_eq!(get(&during, bucket), 2.0);
+    assert_histogram(&during, "/api/realtime/room", "POST", 200, 2.0);
 
+    // Leaves of every reason: left, kicked, disconnected, and the room closing on them.
     b.send(json!({"type": "leave"})).await;
     a.expect("participantLeft").await;
-    let missing = app.get_room("RO-nope").await;
-    assert_eq!(missing.status(), 404);
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!(
+                "/api/realtime/room/{other_id}/participants/{}",
+                joined_c["address"].as_str().unwrap()
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (d, _) = Client::join(&app, token, "D").await;
+    a.expect("participantJoined").await;
+    d.drop_connection();
+    assert_eq!(a.expect("participantLeft").await["reason"], "disconnected");
+    let res = app
+        .request(
+            Method::GET,
+            &format!("/api/realtime/room/{up_id}/participants"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.delete_room(up_id).await.status(), 200);
+    a.expect("roomClosed").await;
+    assert_eq!(app.get_room(up_id).await.status(), 404);
+
     let after = scrape(&app).await;
-    assert_eq!(get(&after, r#"convene_leaves_total{reason="left"}"#), 1.0);
-    assert_eq!(get(&after, "convene_participants"), 1.0);
-    let not_found =
-        r#"convene_http_requests_total{route="/api/realtime/room/{id}",method="GET",status="404"}"#;
-    assert_eq!(get(&after, not_found), 1.0);
+    for (reason, n) in [
+        ("left", 1.0),
+        ("kicked", 1.0),
+        ("disconnected", 1.0),
+        ("roomClosed", 1.0),
+        ("expired", 0.0),
+    ] {
+        assert_eq!(
+            after.get(&format!(r#"convene_leaves_total{{reason="{reason}"}}"#)),
+            n,
+            "{reason}"
+        );
+    }
+    assert_eq!(after.get("convene_joins_total"), 4.0);
+    assert_eq!(after.get("convene_participants"), 0.0);
+    assert_eq!(after.get(r#"convene_rooms{conference_type="SFU"}"#), 0.0);
+    assert_eq!(after.get(r#"convene_rooms{conference_type="MESH"}"#), 1.0);
+    assert_eq!(after.get("convene_upgrades_total"), 1.0);
+    // Requests by route pattern (never the raw path) and status.
+    for (route, method, status) in [
+        (
+            "/api/realtime/room/{id}/participants/{address}",
+            "DELETE",
+            200,
+        ),
+        ("/api/realtime/room/{id}/participants", "GET", 200),
+        ("/api/realtime/room", "DELETE", 200),
+        ("/api/realtime/room/{id}", "GET", 404),
+    ] {
+        assert_eq!(
+            after.get(&requests(route, method, status)),
+            1.0,
+            "{route} {method} {status}"
+        );
+        assert_histogram(&after, route, method, status, 1.0);
+    }
+    assert!(
+        !after.series.keys().any(|s| s.contains(up_id)),
+        "a room id in a label"
+    );
 }
 
 #[tokio::test]
@@ -90,8 +245,18 @@ async fn store_errors_are_counted() {
     let Some(mut app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;
     };
-    assert_eq!(get(&scrape(&app).await, "convene_store_errors_total"), 0.0);
+    let before = scrape(&app).await;
+    assert_eq!(before.get("convene_store_errors_total"), 0.0);
     app.redis.as_mut().unwrap().kill();
-    assert_eq!(app.create_room(json!({})).await.status(), 503);
-    assert!(get(&scrape(&app).await, "convene_store_errors_total") >= 1.0);
+    assert_error(
+        app.create_room(json!({})).await,
+        503,
+        "BASE-00020",
+        Some("SERVICE_UNAVAILABLE"),
+        "The service is temporarily unavailable. Try again later.",
+    )
+    .await;
+    let after = scrape(&app).await;
+    assert!(after.get("convene_store_errors_total") >= 1.0);
+    assert_eq!(after.get(&requests("/api/realtime/room", "POST", 503)), 1.0);
 }

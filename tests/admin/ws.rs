@@ -1,0 +1,178 @@
+//! A small WebSocket client over tokio-tungstenite for the admin tests: admin event streams
+//! and signaling participants.
+
+use crate::support::{API_KEY, TestApp};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// How long anything expected may take to arrive.
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const EVENTS: &str = "/api/realtime/admin/events";
+pub const SIGNALING: &str = "/api/realtime/signaling";
+
+/// What arrived next on a socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Text(Value),
+    Closed(u16, String),
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// A WebSocket upgrade request for `path` of the app.
+pub fn request(app: &TestApp, path: &str) -> Request {
+    format!("ws://{}{path}", app.host_port())
+        .into_client_request()
+        .unwrap()
+}
+
+/// A request with one more header.
+pub fn with_header(mut request: Request, name: &'static str, value: &str) -> Request {
+    request.headers_mut().insert(name, value.parse().unwrap());
+    request
+}
+
+/// Tries an upgrade: `Ok(client)` on 101, `Err((status, body))` when refused.
+pub async fn try_connect(request: Request) -> Result<Client, (u16, Value)> {
+    match connect_async(request).await {
+        Ok((ws, response)) => {
+            assert_eq!(response.status(), 101);
+            Ok(Client { ws })
+        }
+        Err(Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| serde_json::from_slice(b).expect("a JSON error body"))
+                .unwrap_or(Value::Null);
+            Err((response.status().as_u16(), body))
+        }
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+impl Client {
+    pub async fn connect(request: Request) -> Self {
+        match try_connect(request).await {
+            Ok(c) => c,
+            Err((status, body)) => panic!("upgrade refused: {status} {body}"),
+        }
+    }
+
+    /// Connects over a socket with a small receive buffer, so that a client that stops
+    /// reading soon stops the server's writes.
+    pub async fn connect_small_buffer(request: Request, bytes: u32) -> Self {
+        let uri = request.uri().clone();
+        let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("connect");
+        Self { ws }
+    }
+
+    /// An admin event stream authenticated by the key in its first message.
+    pub async fn stream(app: &TestApp, last_seq: Option<u64>) -> Self {
+        let mut c = Self::connect(request(app, EVENTS)).await;
+        let mut auth = json!({"type": "auth", "apiKey": API_KEY});
+        if let Some(seq) = last_seq {
+            auth["lastSeq"] = seq.into();
+        }
+        c.send(auth).await;
+        c
+    }
+
+    /// A participant: connects to signaling, joins, answers the client and its `joined`.
+    pub async fn join(app: &TestApp, token: &str, name: &str) -> (Self, Value) {
+        Self::join_with(app, json!({"type": "join", "token": token, "name": name})).await
+    }
+
+    /// Joins with this `join` message.
+    pub async fn join_with(app: &TestApp, join: Value) -> (Self, Value) {
+        let mut c = Self::connect(request(app, SIGNALING)).await;
+        c.send(join).await;
+        let joined = c.expect("joined").await;
+        (c, joined)
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// The next text message or the close, skipping control frames.
+    pub async fn next(&mut self) -> Incoming {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("nothing arrived in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return Incoming::Text(serde_json::from_str(text.as_str()).expect("JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return match frame {
+                        Some(f) => Incoming::Closed(u16::from(f.code), f.reason.to_string()),
+                        None => Incoming::Closed(1005, String::new()),
+                    };
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Incoming::Closed(1006, String::new()),
+            }
+        }
+    }
+
+    /// The next text message; fails on a close.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Incoming::Text(v) => v,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next message, which must be of this type.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["type"], kind, "{message}");
+        message
+    }
+
+    /// The next thing must be the close, with this code; answers the reason.
+    pub async fn expect_close(&mut self, code: u16) -> String {
+        match self.next().await {
+            Incoming::Closed(got, reason) => {
+                assert_eq!(got, code, "closed with {got} ({reason})");
+                reason
+            }
+            Incoming::Text(v) => panic!("expected close {code}, got {v}"),
+        }
+    }
+
+    /// Proves nothing more has arrived: a `ping` on a signaling socket is answered by the
+    /// very next message, `pong`.
+    pub async fn assert_nothing_before_pong(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        self.expect("pong").await;
+    }
+
+    /// Drops the TCP connection without a close handshake.
+    pub fn drop_connection(self) {
+        drop(self.ws);
+    }
+}
