@@ -1,0 +1,213 @@
+// The admin page (/admin) in Chromium, against the real binary: sign in, create a room
+// through the page, watch two participants join live, remove one, see an upgrade, delete
+// the room. Participants are plain WebSocket clients of the signaling endpoint, run in a
+// page of the service. Leaves a screenshot in tests/artifacts/admin.png.
+//
+// Run by tests/admin_page.rs (cargo test), inside a network namespace with only loopback.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { API_KEY, launchBrowser, startServer } from '../harness.mjs';
+
+const ARTIFACTS = fileURLToPath(new URL('../../../tests/artifacts/', import.meta.url));
+
+let browser;
+let server;
+before(async () => {
+  browser = await launchBrowser();
+  server = await startServer();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function rest(url, method, path, body) {
+  const init = { method, headers: { 'x-vcs-token': API_KEY } };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(`${url}${path}`, init);
+  return { status: res.status, body: await res.json() };
+}
+
+/** Opens the admin page in a fresh context and signs in. */
+async function signedIn(url, key = API_KEY) {
+  const page = await (await browser.newContext()).newPage();
+  page.on('pageerror', (e) => console.log(`[admin page] ${e.message}`));
+  page.on('dialog', (dialog) => dialog.accept());
+  await page.goto(`${url}/admin`);
+  await page.fill('#signin input[name=key]', key);
+  await page.click('#signin button');
+  return page;
+}
+
+async function waitLive(page) {
+  await page.waitForFunction(() => document.querySelector('#live').textContent === 'live', null, { timeout: 5000 });
+}
+
+/**
+ * A page of the service that holds raw signaling WebSockets, one per participant:
+ * `join(name)` resolves to the `joined` message; each socket records what it receives.
+ */
+async function participantsPage(url) {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${url}/healthz`);
+  await page.evaluate(() => {
+    window.P = {};
+    window.join = (token, name) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(new URL('/api/realtime/signaling', location.href).href.replace(/^http/, 'ws'));
+      const p = { ws, messages: [], close: null };
+      window.P[name] = p;
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token, name }));
+      ws.onmessage = (e) => {
+        const m = JSON.parse(e.data);
+        p.messages.push(m);
+        if (m.type === 'joined') resolve(m);
+        if (m.type === 'error') reject(new Error(JSON.stringify(m)));
+      };
+      ws.onclose = (e) => { p.close = e.code; };
+    });
+  });
+  return {
+    page,
+    join: (token, name) => page.evaluate(([t, n]) => window.join(t, n), [token, name]),
+    messages: (name) => page.evaluate((n) => window.P[n].messages, name),
+    waitFor: (name, match, timeout = 5000) => page.waitForFunction(
+      ([n, m]) => window.P[n].messages.some((x) => Object.entries(m).every(([k, v]) => x[k] === v)),
+      [name, match],
+      { timeout },
+    ),
+    waitClosed: (name, code) => page.waitForFunction(([n, c]) => window.P[n].close === c, [name, code], { timeout: 5000 }),
+  };
+}
+
+const rowText = (page, name) => page.locator('#rooms tr', { hasText: name }).innerText();
+
+test('an operator follows a room from creation to deletion', async () => {
+  const page = await signedIn(server.url);
+  await waitLive(page);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('convene-admin-key')), API_KEY);
+  await page.waitForFunction(() => document.querySelector('#rooms').textContent.includes('No rooms'));
+
+  // A REST error shows its published description.
+  await page.fill('#create input[name=autoUpgradeParticipantCount]', '1');
+  await page.click('#create button');
+  const refused = await rest(server.url, 'POST', '/api/realtime/room', { conferenceType: 'MESH', autoUpgradeParticipantCount: '1' });
+  assert.equal(refused.status, 400);
+  await page.waitForFunction((text) => document.querySelector('#error span').textContent === text,
+    refused.body.description.join(' '), { timeout: 5000 });
+  assert.equal(await page.isVisible('#error'), true);
+
+  // Create a room through the page: a demo join link, and the row from the event stream.
+  await page.fill('#create input[name=name]', 'Ops room');
+  await page.fill('#create input[name=description]', 'Weekly operations');
+  await page.fill('#create input[name=autoUpgradeParticipantCount]', '3');
+  await page.click('#create button');
+  await page.waitForSelector('#created:not([hidden])');
+  assert.equal(await page.isVisible('#error'), false, 'the error went with the next success');
+  const link = await page.inputValue('#link-text');
+  assert.equal(await page.getAttribute('#link', 'href'), link);
+  const linkUrl = new URL(link);
+  assert.equal(`${linkUrl.origin}${linkUrl.pathname}`, `${server.url}/demo`);
+  const token = linkUrl.searchParams.get('token');
+  const row = page.locator('#rooms tr', { hasText: 'Ops room' });
+  await row.waitFor({ timeout: 1000 });
+  const roomId = await row.getAttribute('data-id');
+  const room = await rest(server.url, 'GET', `/api/realtime/room/${roomId}`);
+  assert.equal(room.status, 200);
+  assert.equal(room.body.name, 'Ops room');
+  assert.equal(room.body.description, 'Weekly operations');
+  assert.equal(room.body.autoUpgradeParticipantCount, 3);
+  assert.match(await rowText(page, 'Ops room'), /Ops room\s+Weekly operations\s+MESH\s+0 \/ 7\s+\d+s\s+23h 59m/);
+  assert.match(await page.textContent('#log'), /Room Ops room created/);
+
+  // The age ticks without any event.
+  const age = () => row.locator('td.age').innerText();
+  const firstAge = await age();
+  await page.waitForFunction(([id, before]) => document.querySelector(`tr[data-id="${id}"] td.age`).textContent !== before,
+    [roomId, firstAge], { timeout: 3000 });
+
+  // Two participants join; each shows within a second of its join.
+  const people = await participantsPage(server.url);
+  await row.click();
+  await page.waitForSelector('#detail:not([hidden])');
+  const joined = {};
+  for (const [name, count] of [['Ann', 1], ['Bob', 2]]) {
+    joined[name] = await people.join(token, name);
+    await page.waitForFunction(([id, n]) => document.querySelector(`tr[data-id="${id}"] td.count`).textContent === `${n} / 7`,
+      [roomId, count], { timeout: 1000 });
+    await page.waitForSelector(`#participants tr[data-address="${joined[name].address}"]`, { timeout: 1000 });
+  }
+  const listed = await page.$$eval('#participants tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
+  assert.deepEqual(listed, ['Ann', 'Bob']);
+  assert.match(await page.textContent('#log'), /Bob joined Ops room/);
+
+  // Remove Bob through the page: he is told and closed with 4013, Ann hears of it.
+  await page.locator('#participants tr', { hasText: 'Bob' }).locator('button').click();
+  await people.waitFor('Bob', { type: 'roomClosed', reason: 'kicked' });
+  await people.waitClosed('Bob', 4013);
+  await people.waitFor('Ann', { type: 'participantLeft', address: joined.Bob.address, reason: 'kicked' });
+  await page.waitForFunction(() => document.querySelectorAll('#participants tr').length === 1, null, { timeout: 1000 });
+  assert.match(await rowText(page, 'Ops room'), /1 \/ 7/);
+  assert.match(await page.textContent('#log'), /Bob was removed from Ops room/);
+  const left = await rest(server.url, 'GET', `/api/realtime/room/${roomId}/participants`);
+  assert.deepEqual(left.body.data.map((p) => p.address), [joined.Ann.address]);
+
+  // Two more join: the third upgrades the room to SFU, flagged as it happens.
+  await people.join(token, 'Cy');
+  await people.join(token, 'Dee');
+  await page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] td.type`).textContent === 'SFU',
+    roomId, { timeout: 1000 });
+  assert.match(await rowText(page, 'Ops room'), /SFU\s+3 \/ 100/);
+  assert.match(await page.textContent('#log'), /Room Ops room upgraded to SFU \(100 seats\)/);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: `${ARTIFACTS}admin.png`, fullPage: true });
+
+  // Delete the room through the page: everyone is told, the row goes, the log says so.
+  await row.locator('button[data-action=delete]').click();
+  await people.waitFor('Ann', { type: 'roomClosed', reason: 'deleted' });
+  await page.waitForFunction(() => !document.querySelector('#rooms').textContent.includes('Ops room'), null, { timeout: 1000 });
+  assert.equal(await page.isVisible('#detail'), false);
+  assert.match(await page.textContent('#log'), /Room Ops room deleted, 3 participants disconnected/);
+  assert.equal((await rest(server.url, 'GET', `/api/realtime/room/${roomId}`)).status, 404);
+  await people.page.context().close();
+
+  // The key stays for the tab: a reload signs in again; signing out forgets it.
+  await page.reload();
+  await waitLive(page);
+  await page.click('#signout');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('convene-admin-key')), null);
+  assert.equal(await page.isVisible('#signin'), true);
+  await page.context().close();
+});
+
+test('rooms made elsewhere appear, and expiring rooms are flagged as they close', async () => {
+  const short = await startServer({ CONVENE_ROOM_TTL_SECONDS: '3' });
+  try {
+    const page = await signedIn(short.url);
+    await waitLive(page);
+    const created = await rest(short.url, 'POST', '/api/realtime/room', { name: 'Brief' });
+    assert.equal(created.status, 200);
+    const id = created.body.room.id;
+    await page.waitForSelector(`#rooms tr[data-id="${id}"]`, { timeout: 1000 });
+    assert.match(await page.locator(`#rooms tr[data-id="${id}"] td.ttl`).innerText(), /^[0-3]s$/);
+    await page.waitForFunction((rid) => !document.querySelector(`#rooms tr[data-id="${rid}"]`), id, { timeout: 6000 });
+    assert.match(await page.textContent('#log'), /Room Brief expired/);
+    await page.context().close();
+  } finally {
+    await short.stop();
+  }
+});
+
+test('a wrong key is refused and the page says why', async () => {
+  const page = await signedIn(server.url, 'wrong');
+  await page.waitForFunction(() => !document.querySelector('#signin').hidden, null, { timeout: 5000 });
+  assert.equal(await page.textContent('#signin-note'), 'That API key was refused: The token ::= [wrong] is invalid.');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('convene-admin-key')), null);
+  assert.equal(await page.isVisible('#app'), false);
+  await page.context().close();
+});
