@@ -203,6 +203,65 @@ test('rooms made elsewhere appear, and expiring rooms are flagged as they close'
   }
 });
 
+test('after a drop the page resumes from the last event it saw', async () => {
+  const context = await browser.newContext();
+  // Records the page's sockets; while `__hold` is set, new ones go nowhere (and fail).
+  await context.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.__hold = false;
+    window.WebSocket = class extends Native {
+      constructor(url, ...rest) {
+        super(window.__hold ? 'ws://127.0.0.1:1/' : url, ...rest);
+        this.sent = [];
+        this.received = [];
+        this.addEventListener('message', (e) => {
+          const { type, seq } = JSON.parse(e.data);
+          this.received.push({ type, seq });
+        });
+        window.__sockets.push(this);
+      }
+      send(data) {
+        this.sent.push(JSON.parse(data));
+        super.send(data);
+      }
+    };
+  });
+  const page = await context.newPage();
+  await page.goto(`${server.url}/admin`);
+  await page.fill('#signin input[name=key]', API_KEY);
+  await page.click('#signin button');
+  await waitLive(page);
+  const first = (await rest(server.url, 'POST', '/api/realtime/room', { name: 'First' })).body.room;
+  await page.waitForSelector(`#rooms tr[data-id="${first.id}"]`, { timeout: 1000 });
+  const before = await page.evaluate(() => window.__sockets[0].received);
+
+  // The connection drops; while the page cannot reach the service, things happen.
+  await page.evaluate(() => { window.__hold = true; window.__sockets[0].close(); });
+  await page.waitForFunction(() => document.querySelector('#live').textContent !== 'live');
+  const second = (await rest(server.url, 'POST', '/api/realtime/room', { name: 'Second' })).body.room;
+  assert.equal((await rest(server.url, 'DELETE', `/api/realtime/room?id=${first.id}`)).status, 200);
+  await page.evaluate(() => { window.__hold = false; });
+
+  // It reconnects with lastSeq and gets exactly what it missed: no snapshot, no repeat.
+  await waitLive(page);
+  await page.waitForSelector(`#rooms tr[data-id="${second.id}"]`, { timeout: 1000 });
+  await page.waitForFunction((id) => !document.querySelector(`#rooms tr[data-id="${id}"]`), first.id, { timeout: 1000 });
+  const sockets = await page.evaluate(() => window.__sockets.map((s) => ({ url: s.url, sent: s.sent, received: s.received })));
+  const resumed = sockets.at(-1);
+  assert.deepEqual(before.map((m) => m.type), ['snapshot', 'roomCreated']);
+  const seq = before[1].seq;
+  assert.equal(seq, before[0].seq + 1);
+  assert.deepEqual(sockets[0].sent, [{ type: 'auth', apiKey: API_KEY }]);
+  assert.deepEqual(resumed.sent, [{ type: 'auth', apiKey: API_KEY, lastSeq: seq }]);
+  assert.deepEqual(resumed.received, [{ type: 'roomCreated', seq: seq + 1 }, { type: 'roomDeleted', seq: seq + 2 }]);
+  const log = await page.textContent('#log');
+  assert.equal(log.match(/Room First created/g).length, 1);
+  assert.equal(log.match(/Room Second created/g).length, 1);
+  assert.match(log, /Room First deleted/);
+  await context.close();
+});
+
 test('a wrong key is refused and the page says why', async () => {
   const page = await signedIn(server.url, 'wrong');
   await page.waitForFunction(() => !document.querySelector('#signin').hidden, null, { timeout: 5000 });
