@@ -19,6 +19,8 @@ use std::time::Duration;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame an admin client may send (only `auth` and pings are expected).
 const MAX_FRAME: usize = 4096;
+/// How long the server waits for the client's close frame after sending its own.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -83,7 +85,7 @@ pub async fn connect(
                 Ok(seq) => seq,
                 Err((error, code)) => {
                     let _ = ws.text(&*ServerMessage::error(&error).text()).await;
-                    close_with(ws, code, "not authenticated").await;
+                    close_with(ws, &mut frames, code, "not authenticated").await;
                     return;
                 }
             }
@@ -181,7 +183,13 @@ async fn stream(
                     let _ = ws.pong(&bytes).await;
                 }
                 Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_) | AggregatedMessage::Pong(_))) => {}
-                Some(Ok(AggregatedMessage::Close(_))) | None => return,
+                // Answer the closing handshake, echoing the client's code.
+                Some(Ok(AggregatedMessage::Close(reason))) => {
+                    let echo = reason.map(|r| CloseReason { code: r.code, description: None });
+                    let _ = ws.close(echo).await;
+                    return;
+                }
+                None => return,
                 Some(Err(_)) => break (close::PROTOCOL, "unreadable frame"),
             },
             _ = heartbeat.tick() => {
@@ -191,14 +199,34 @@ async fn stream(
             }
         }
     };
-    close_with(ws, code, reason).await;
+    close_with(ws, &mut frames, code, reason).await;
 }
 
-async fn close_with(ws: Session, code: u16, reason: &str) {
+/// Sends a close frame, then waits a while for the client's before the connection ends
+/// (RFC 6455 §7.1.1). Ending it at once would make a client that is still reading earlier
+/// messages, and sends anything meanwhile (a pong), get a connection reset instead of
+/// those messages and the close code.
+async fn close_with(
+    ws: Session,
+    frames: &mut actix_ws::AggregatedMessageStream,
+    code: u16,
+    reason: &str,
+) {
+    // A clone sends the close frame; `ws` keeps the connection open meanwhile.
     let _ = ws
+        .clone()
         .close(Some(CloseReason {
             code: CloseCode::Other(code),
             description: Some(reason.to_string()),
         }))
         .await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(frame)) = frames.recv().await {
+            if matches!(frame, AggregatedMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    drop(ws);
 }

@@ -560,6 +560,16 @@ async fn browser_origins_are_checked() {
 }
 
 #[tokio::test]
+async fn a_client_closing_the_stream_gets_the_closing_handshake() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let mut s = Client::stream(&app, None).await;
+    s.expect("snapshot").await;
+    s.close(1000).await;
+    // The server's close frame, echoing the code (not a dropped connection, 1006).
+    s.expect_close(1000).await;
+}
+
+#[tokio::test]
 async fn streams_close_with_1001_on_shutdown() {
     let mut app = TestApp::spawn(Backend::Memory).await.unwrap();
     let mut s = Client::stream(&app, None).await;
@@ -619,6 +629,11 @@ async fn a_slow_client_is_cut_off_and_rooms_do_not_wait() {
     );
     let last = 3 + UPDATES;
 
+    // The client says something (as a pong would) before it reads on: the server, which
+    // has long sent its close, still waits for the closing handshake, so nothing is lost
+    // to a connection reset.
+    slow.send(json!({"type": "ping"})).await;
+
     // The slow stream got a gapless prefix of the events, then close 4016.
     let mut seq = 0;
     let code = loop {
@@ -627,11 +642,11 @@ async fn a_slow_client_is_cut_off_and_rooms_do_not_wait() {
                 seq += 1;
                 assert_eq!(e["seq"], seq);
             }
-            Incoming::Closed(code, _) => break code,
+            Incoming::Closed(code, reason) => break (code, reason),
         }
     };
-    assert_eq!(code, 4016, "after event {seq}");
-    assert!(seq < last, "cut off only after all {seq} events");
+    assert_eq!(code.0, 4016, "after event {seq}: {code:?}");
+    assert!(seq < last, "not cut off: all {seq} events arrived");
 
     // It reconnects with its lastSeq and gets the rest, with no gap.
     let mut s = Client::stream(&app, Some(seq)).await;

@@ -133,7 +133,8 @@ impl Client {
                     };
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Incoming::Closed(1006, String::new()),
+                Some(Err(e)) => return Incoming::Closed(1006, e.to_string()),
+                None => return Incoming::Closed(1006, String::new()),
             }
         }
     }
@@ -169,6 +170,18 @@ impl Client {
     pub async fn assert_nothing_before_pong(&mut self) {
         self.send(json!({"type": "ping"})).await;
         self.expect("pong").await;
+    }
+
+    /// Starts the closing handshake with this code.
+    pub async fn close(&mut self, code: u16) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        self.ws
+            .close(Some(CloseFrame {
+                code: code.into(),
+                reason: "".into(),
+            }))
+            .await
+            .expect("close");
     }
 
     /// Drops the TCP connection without a close handshake.
