@@ -655,3 +655,81 @@ async fn a_slow_client_is_cut_off_and_rooms_do_not_wait() {
     }
     marker(&app, &mut s, &mut seq).await;
 }
+
+#[tokio::test]
+async fn a_resumed_participant_neither_leaves_nor_joins_again() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "60000"),
+    )
+    .await
+    .unwrap();
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let mut s = Client::stream(&app, None).await;
+    let mut seq = s.expect("snapshot").await["seq"].as_u64().unwrap();
+    let (p, joined) = Client::join(&app, token, "P").await;
+    event(&mut s, "participantJoined", &mut seq).await;
+    p.drop_connection();
+    let waiting = eventually(Duration::from_secs(5), || async {
+        let listed = app
+            .request(
+                reqwest::Method::GET,
+                &format!(
+                    "/api/realtime/room/{}/participants",
+                    room["id"].as_str().unwrap()
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        json_ok(listed).await["data"][0]["connected"] == false
+    })
+    .await;
+    assert!(waiting);
+    let (_p, resumed) = Client::join_with(
+        &app,
+        json!({"type": "join", "token": token, "resume": joined["resumeToken"]}),
+    )
+    .await;
+    assert_eq!(resumed["address"], joined["address"]);
+    marker(&app, &mut s, &mut seq).await;
+}
+
+#[tokio::test]
+async fn a_participant_past_its_endpoint_ttl_leaves_as_expired() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default().env("CONVENE_ENDPOINT_TTL_SECONDS", "1"),
+    )
+    .await
+    .unwrap();
+    let room = app.new_room(json!({})).await;
+    let mut s = Client::stream(&app, None).await;
+    let mut seq = s.expect("snapshot").await["seq"].as_u64().unwrap();
+    let (_p, joined) = Client::join(&app, room["token"].as_str().unwrap(), "P").await;
+    event(&mut s, "participantJoined", &mut seq).await;
+    assert_eq!(
+        event(&mut s, "participantLeft", &mut seq).await,
+        json!({"type": "participantLeft", "seq": seq, "roomId": room["id"],
+               "address": joined["address"], "reason": "expired"})
+    );
+}
+
+#[tokio::test]
+async fn a_socket_that_never_authenticates_is_closed_after_10_s() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let mut c = Client::connect(ws::request(&app, EVENTS)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        c.recv_within(Duration::from_secs(15)).await,
+        Incoming::Text(json!({"type": "error", "code": "BASE-00001", "id": null,
+                              "description": ["Authorization missing."]}))
+    );
+    c.expect_close(4001).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(9500) && waited < Duration::from_secs(14),
+        "{waited:?}"
+    );
+}

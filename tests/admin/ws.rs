@@ -118,8 +118,13 @@ impl Client {
 
     /// The next text message or the close, skipping control frames.
     pub async fn next(&mut self) -> Incoming {
+        self.recv_within(WAIT).await
+    }
+
+    /// The next text message or the close, waiting at most `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Incoming {
         loop {
-            let frame = tokio::time::timeout(WAIT, self.ws.next())
+            let frame = tokio::time::timeout(wait, self.ws.next())
                 .await
                 .expect("nothing arrived in time");
             match frame {
