@@ -1,13 +1,27 @@
-//! Signaling load client. Pairs of sockets relay ~1 KB messages through a server: Convene
-//! (pairs joined to rooms of their own, `signal {to}`), or the bare relay (`/?pair=K`).
+//! Signaling load client. Sockets come in pairs; each socket keeps `WINDOW` messages of ~1 KB
+//! in flight to its partner through the server, and answers every message it receives with a
+//! new one (ping-pong), for a fixed time. The same client drives every server, in its own
+//! protocol:
 //!
-//! `bench_ws_load relay <convene|bare> <http://addr> <sockets> <seconds> [api-key]`
+//! - `convene`: each pair gets a room (`POST /api/realtime/room`), both sockets `join` with its
+//!   token, and send `signal {to: partner, data}`; they receive `signal {from, data}`.
+//! - `peerjs`: the PeerJS server (npm `peer`): sockets open `/peerjs?key=peerjs&id=ID&token=T`,
+//!   wait for `OPEN`, and send `{"type":"OFFER","dst":partner,"payload":data}`; they receive
+//!   the same with `src`.
+//! - `bare`: the bare relay (bench/bare_relay.rs): sockets open `/?pair=K` and send the same
+//!   text as Convene's `signal`, which comes back unchanged.
+//!
+//! `data` is `{"t":<µs since start>,"p":"xxx…"}` (1,000 bytes of padding): the receiver reads
+//! `t` back for the latency. Pairs are set up 32 at a time, the same way for every server.
+//!
+//! `bench_ws_load relay <convene|peerjs|bare> <http://addr> <sockets> <seconds> [api-key]`
 //!   prints `messages_per_second=… p50_ms=… p99_ms=…`
-//! `bench_ws_load idle <convene|bare> <http://addr> <sockets> <hold-seconds> [api-key]`
-//!   joins every socket, prints `joined=N seconds=…`, then holds them open.
+//! `bench_ws_load idle <convene|peerjs|bare> <http://addr> <sockets> <hold-seconds> [api-key]`
+//!   opens (and joins) every socket, prints `joined=N seconds=…`, then holds them open.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,15 +32,49 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Messages each socket keeps in flight.
 const WINDOW: usize = 4;
+/// Pairs set up at once.
+const SETUP_CONCURRENCY: usize = 32;
+
+/// Makes PeerJS ids unique across runs against the same server.
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Convene,
+    PeerJs,
+    Bare,
+}
+
+impl Target {
+    fn parse(s: &str) -> Target {
+        match s {
+            "convene" => Target::Convene,
+            "peerjs" => Target::PeerJs,
+            "bare" => Target::Bare,
+            _ => panic!("unknown target {s}: convene, peerjs or bare"),
+        }
+    }
+}
 
 async fn connect(url: &str) -> Ws {
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = 4096;
     config.write_buffer_size = 0;
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
-        .await
-        .expect("connect");
-    ws
+    let mut tries = 0;
+    loop {
+        match tokio_tungstenite::connect_async_with_config(url, Some(config), true).await {
+            Ok((ws, _)) => return ws,
+            // A full accept queue under a burst of connects: try again a little later.
+            Err(e) if tries < 20 => {
+                tries += 1;
+                if tries == 20 {
+                    eprintln!("connect {url}: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
 }
 
 async fn next_json(ws: &mut Ws) -> Value {
@@ -38,37 +86,53 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-/// Opens `sockets` sockets in pairs; answers each socket with the address of its partner.
-async fn open_pairs(target: &str, base: &str, sockets: usize, key: &str) -> Vec<(Ws, String)> {
+/// A socket and the address of its partner.
+type Peer = (Ws, String);
+
+/// Opens `sockets` sockets in pairs, `SETUP_CONCURRENCY` pairs at a time.
+async fn open_pairs(target: Target, base: &str, sockets: usize, key: &str) -> Vec<Peer> {
     let ws_base = base.replacen("http", "ws", 1);
-    let mut out = Vec::with_capacity(sockets);
-    if target == "bare" {
-        for i in 0..sockets {
-            out.push((
-                connect(&format!("{ws_base}/?pair={}", i / 2)).await,
-                "partner".to_string(),
-            ));
-        }
-        return out;
-    }
     let http = reqwest::Client::new();
-    // Pairs are set up 32 at a time.
-    let pairs: Vec<Vec<(Ws, String)>> = futures_util::stream::iter(0..sockets / 2)
-        .map(|_| join_pair(&http, base, &ws_base, key))
-        .buffer_unordered(32)
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let nonce = std::process::id();
+    let pairs: Vec<Vec<Peer>> = futures_util::stream::iter(0..sockets / 2)
+        .map(|pair| {
+            let (http, ws_base) = (&http, &ws_base);
+            async move {
+                match target {
+                    Target::Convene => join_pair(http, base, ws_base, key).await,
+                    Target::Bare => {
+                        let url = format!("{ws_base}/?pair={pair}");
+                        let a = connect(&url).await;
+                        let b = connect(&url).await;
+                        vec![(a, String::new()), (b, String::new())]
+                    }
+                    Target::PeerJs => {
+                        let id = |side: u8| format!("b{nonce}-{run}-{pair}-{side}");
+                        let mut out = Vec::new();
+                        for side in 0..2u8 {
+                            let url = format!(
+                                "{ws_base}/peerjs?key=peerjs&id={}&token=t{pair}",
+                                id(side)
+                            );
+                            let mut ws = connect(&url).await;
+                            let open = next_json(&mut ws).await;
+                            assert_eq!(open["type"], "OPEN", "PeerJS answered {open}");
+                            out.push((ws, id(1 - side)));
+                        }
+                        out
+                    }
+                }
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
         .collect()
         .await;
-    out.extend(pairs.into_iter().flatten());
-    out
+    pairs.into_iter().flatten().collect()
 }
 
 /// Creates a room and joins two sockets to it.
-async fn join_pair(
-    http: &reqwest::Client,
-    base: &str,
-    ws_base: &str,
-    key: &str,
-) -> Vec<(Ws, String)> {
+async fn join_pair(http: &reqwest::Client, base: &str, ws_base: &str, key: &str) -> Vec<Peer> {
     let room: Value = http
         .post(format!("{base}/api/realtime/room"))
         .header("x-vcs-token", key)
@@ -80,35 +144,46 @@ async fn join_pair(
         .await
         .expect("room json");
     let token = room["room"]["token"].as_str().expect("token").to_string();
+    let join = Message::text(json!({"type": "join", "token": token}).to_string());
     let mut a = connect(&format!("{ws_base}/api/realtime/signaling")).await;
-    a.send(Message::text(
-        json!({"type": "join", "token": token}).to_string(),
-    ))
-    .await
-    .unwrap();
+    a.send(join.clone()).await.unwrap();
     let joined_a = next_json(&mut a).await;
     let mut b = connect(&format!("{ws_base}/api/realtime/signaling")).await;
-    b.send(Message::text(
-        json!({"type": "join", "token": token}).to_string(),
-    ))
-    .await
-    .unwrap();
+    b.send(join).await.unwrap();
     let joined_b = next_json(&mut b).await;
     let _announce = next_json(&mut a).await; // participantJoined
-    let address_a = joined_a["address"].as_str().expect("address").to_string();
-    let address_b = joined_b["address"].as_str().expect("address").to_string();
+    let address = |joined: &Value| {
+        joined["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("join answered {joined}"))
+            .to_string()
+    };
+    let (address_a, address_b) = (address(&joined_a), address(&joined_b));
     vec![(a, address_b), (b, address_a)]
 }
 
-fn message(to: &str, start: Instant, padding: &str) -> Message {
-    let t = start.elapsed().as_micros() as u64;
-    Message::text(format!(
-        r#"{{"type":"signal","to":"{to}","data":{{"t":{t},"p":"{padding}"}}}}"#
-    ))
+fn message(target: Target, to: &str, t: u64, padding: &str) -> Message {
+    Message::text(match target {
+        Target::PeerJs => {
+            format!(r#"{{"type":"OFFER","dst":"{to}","payload":{{"t":{t},"p":"{padding}"}}}}"#)
+        }
+        _ => format!(r#"{{"type":"signal","to":"{to}","data":{{"t":{t},"p":"{padding}"}}}}"#),
+    })
 }
 
-async fn relay(target: String, base: String, sockets: usize, seconds: u64, key: String) {
-    let pairs = open_pairs(&target, &base, sockets, &key).await;
+/// The `t` of a relayed message, found without parsing the whole JSON text (the client shares
+/// the machine's cores with the server, so it does as little as it can).
+fn sent_at(text: &str) -> Option<u64> {
+    let at = text.find(r#"{"t":"#)? + 5;
+    let digits = &text[at..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: String) {
+    let pairs = open_pairs(target, &base, sockets, &key).await;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let padding = "x".repeat(1000);
@@ -118,22 +193,31 @@ async fn relay(target: String, base: String, sockets: usize, seconds: u64, key: 
             let padding = padding.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let now = || start.elapsed().as_micros() as u64;
                 for _ in 0..WINDOW {
-                    ws.send(message(&to, start, &padding)).await.unwrap();
+                    if ws
+                        .send(message(target, &to, now(), &padding))
+                        .await
+                        .is_err()
+                    {
+                        return latencies;
+                    }
                 }
                 loop {
                     let frame = tokio::time::timeout_at(deadline.into(), ws.next()).await;
-                    let Ok(Some(Ok(Message::Text(text)))) = frame else {
-                        if matches!(frame, Ok(Some(Ok(_)))) {
-                            continue;
-                        }
-                        break;
+                    let text = match frame {
+                        Ok(Some(Ok(Message::Text(text)))) => text,
+                        Ok(Some(Ok(_))) => continue,
+                        _ => break,
                     };
-                    let now = start.elapsed().as_micros() as u64;
-                    let value: Value = serde_json::from_str(text.as_str()).unwrap();
-                    if let Some(t) = value["data"]["t"].as_u64() {
-                        latencies.push((now.saturating_sub(t)) as u32);
-                        if ws.send(message(&to, start, &padding)).await.is_err() {
+                    if let Some(t) = sent_at(text.as_str()) {
+                        let received = now();
+                        latencies.push(received.saturating_sub(t) as u32);
+                        if ws
+                            .send(message(target, &to, received, &padding))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -146,6 +230,7 @@ async fn relay(target: String, base: String, sockets: usize, seconds: u64, key: 
     for task in tasks {
         all.extend(task.await.unwrap());
     }
+    let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();
     let pick = |q: f64| {
         all.get(((all.len() as f64 - 1.0) * q) as usize)
@@ -155,15 +240,15 @@ async fn relay(target: String, base: String, sockets: usize, seconds: u64, key: 
     };
     println!(
         "messages_per_second={:.0} p50_ms={:.3} p99_ms={:.3}",
-        all.len() as f64 / seconds as f64,
+        all.len() as f64 / elapsed,
         pick(0.5),
         pick(0.99)
     );
 }
 
-async fn idle(target: String, base: String, sockets: usize, hold: u64, key: String) {
+async fn idle(target: Target, base: String, sockets: usize, hold: u64, key: String) {
     let start = Instant::now();
-    let pairs = open_pairs(&target, &base, sockets, &key).await;
+    let pairs = open_pairs(target, &base, sockets, &key).await;
     println!(
         "joined={} seconds={:.3}",
         pairs.len(),
@@ -190,12 +275,18 @@ async fn idle(target: String, base: String, sockets: usize, hold: u64, key: Stri
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
-    let sockets: usize = arg(4).parse().expect("sockets");
-    let seconds: u64 = arg(5).parse().expect("seconds");
-    match arg(1).as_str() {
-        "relay" => relay(arg(2), arg(3), sockets, seconds, arg(6)).await,
-        "idle" => idle(arg(2), arg(3), sockets, seconds, arg(6)).await,
+    if args.len() < 6 {
+        eprintln!("usage: see the top of bench/ws_load.rs");
+        std::process::exit(2);
+    }
+    let target = Target::parse(&args[2]);
+    let base = args[3].trim_end_matches('/').to_string();
+    let sockets: usize = args[4].parse().expect("sockets");
+    let seconds: u64 = args[5].parse().expect("seconds");
+    let key = args.get(6).cloned().unwrap_or_default();
+    match args[1].as_str() {
+        "relay" => relay(target, base, sockets, seconds, key).await,
+        "idle" => idle(target, base, sockets, seconds, key).await,
         _ => eprintln!("usage: see the top of bench/ws_load.rs"),
     }
 }
