@@ -143,27 +143,45 @@ w(f"## 1. REST (wrk -t{wrk_threads} -c{wrk_connections} -d{duration}s)\n")
 w("The bound is bench/bound_http.rs: a bare actix-web handler that parses the same JSON body, "
   "makes a UUID and answers a room object of the same fields and size (POST), or a fixed room "
   "object (GET). Convene checks the API key, signs a room token, starts the room's actor and, "
-  "with Redis, writes the room through before answering.\n")
-w("| case | requests/s | ratio | goal |")
-w("| --- | --- | --- | --- |")
-bp, bg = med("rest.create.bound"), med("rest.fetch.bound")
-w(f"| bound: bare actix-web POST | {fmt('rest.create.bound')} | 1 (reference for create) | |")
-r = ratio(med("rest.create.redis"), bp)
-w(f"| create, Redis store (write-through) | {fmt('rest.create.redis')}{errors('rest.create.redis', 1)} | "
-  f"{r2(r)} of the bound's POST | {track('create with Redis vs the bound POST', r, '>=', 0.40)} |")
-r = ratio(med("rest.create.memory"), bp)
-w(f"| create, in-memory store | {fmt('rest.create.memory')}{errors('rest.create.memory', 1)} | {r2(r)} of the bound's POST | |")
-w(f"| bound: bare actix-web GET | {fmt('rest.fetch.bound')} | 1 (reference for fetch and list) | |")
-r = ratio(med("rest.fetch.memory"), bg)
-w(f"| fetch one room, in-memory store | {fmt('rest.fetch.memory')}{errors('rest.fetch.memory', 1)} | "
-  f"{r2(r)} of the bound's GET | {track('fetch (in-memory store) vs the bound GET', r, '>=', 0.80)} |")
-r = ratio(med("rest.fetch.redis"), bg)
-w(f"| fetch one room, Redis store | {fmt('rest.fetch.redis')}{errors('rest.fetch.redis', 1)} | "
-  f"{r2(r)} of the bound's GET | {track('fetch (Redis store) vs the bound GET', r, '>=', 0.80)} |")
-r = ratio(med("rest.list.memory"), bg)
-w(f"| list page of 25, in-memory store | {fmt('rest.list.memory')}{errors('rest.list.memory', 1)} | {r2(r)} of the bound's GET | |")
-r = ratio(med("rest.list.redis"), bg)
-w(f"| list page of 25, Redis store | {fmt('rest.list.redis')}{errors('rest.list.redis', 1)} | {r2(r)} of the bound's GET | |")
+  "with Redis, writes the room through before answering. *CPU per request* is the user+system "
+  "time the server process used during the run (/proc/PID/stat) divided by the requests served, "
+  "plus, after the +, its Redis's; it is steadier than requests/s on a shared machine, and the "
+  "*per-core ratio* compares it with the bound's (bound's CPU per request ÷ this one's).\n")
+w("| case | requests/s | CPU µs per request | ratio (requests/s) | per-core ratio | goal |")
+w("| --- | --- | --- | --- | --- | --- |")
+
+
+def cpu_cell(key, i, j=None):
+    text = fmt(key, i, 1)
+    if j is not None and col(key, j) and med(key, j) > 0:
+        text += f" + {fmt(key, j, 1)}"
+    return text
+
+
+def cpu_total(key, i, j=None):
+    extra = med(key, j) if j is not None and col(key, j) else 0
+    return med(key, i) + extra
+
+
+def rest_line(label, key, ref, ref_label, goal_text=None, target=None):
+    r = ratio(med(key), med(ref))
+    per_core = ratio(cpu_total(ref, 2, 3), cpu_total(key, 2, 3))
+    g = track(goal_text, r, ">=", target) if goal_text else ""
+    w(f"| {label} | {fmt(key)}{errors(key, 1)} | {cpu_cell(key, 2, 3)} | {r2(r)} of {ref_label} | "
+      f"{r2(per_core)} of {ref_label} | {g} |")
+
+
+w(f"| bound: bare actix-web POST | {fmt('rest.create.bound')} | {cpu_cell('rest.create.bound', 2)} | 1 (reference for create) | 1 | |")
+rest_line("create, Redis store (write-through)", "rest.create.redis", "rest.create.bound", "the bound's POST",
+          "create with Redis vs the bound POST", 0.40)
+rest_line("create, in-memory store", "rest.create.memory", "rest.create.bound", "the bound's POST")
+w(f"| bound: bare actix-web GET | {fmt('rest.fetch.bound')} | {cpu_cell('rest.fetch.bound', 2)} | 1 (reference for fetch and list) | 1 | |")
+rest_line("fetch one room, in-memory store", "rest.fetch.memory", "rest.fetch.bound", "the bound's GET",
+          "fetch (in-memory store) vs the bound GET", 0.80)
+rest_line("fetch one room, Redis store", "rest.fetch.redis", "rest.fetch.bound", "the bound's GET",
+          "fetch (Redis store) vs the bound GET", 0.80)
+rest_line("list page of 25, in-memory store", "rest.list.memory", "rest.fetch.bound", "the bound's GET")
+rest_line("list page of 25, Redis store", "rest.list.redis", "rest.fetch.bound", "the bound's GET")
 w("")
 rooms_at_end = med("rest.rooms_at_end.redis")
 if rooms_at_end == rooms_at_end:
@@ -176,20 +194,21 @@ w("One client (bench/rooms_load.rs) for both: N workers over HTTP/1.1 keep-alive
   "videoroom plugin and the HTTP transport on 127.0.0.1 (admin API, event handlers and loggers "
   "off); its workers each hold a session and a videoroom handle made before the clock starts, "
   "and send `create` then `destroy` messages. Convene: `POST /api/realtime/room` then "
-  "`DELETE /api/realtime/room/{id}`.\n")
-w("| concurrency | server | cycles/s | p50 ms | p99 ms | ratio | goal |")
-w("| --- | --- | --- | --- | --- | --- | --- |")
+  "`DELETE /api/realtime/room/{id}`. CPU per cycle: the server's (+ its Redis's), as above; "
+  "the per-core ratio is Janus's CPU per cycle ÷ Convene's.\n")
+w("| concurrency | server | cycles/s | p50 ms | p99 ms | CPU µs per cycle | ratio (cycles/s) | per-core ratio | goal |")
+w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for c in (16, 64):
-    j = med(f"rooms.janus.{c}")
-    w(f"| {c} | Janus videoroom | {fmt(f'rooms.janus.{c}')}{errors(f'rooms.janus.{c}', 3)} | "
-      f"{fmt(f'rooms.janus.{c}', 1, 2)} | {fmt(f'rooms.janus.{c}', 2, 2)} | 1 (reference) | |")
-    r = ratio(med(f"rooms.redis.{c}"), j)
-    w(f"| {c} | Convene, Redis store | {fmt(f'rooms.redis.{c}')}{errors(f'rooms.redis.{c}', 3)} | "
-      f"{fmt(f'rooms.redis.{c}', 1, 2)} | {fmt(f'rooms.redis.{c}', 2, 2)} | {r2(r)}× Janus | "
-      f"{track(f'create+delete with Redis vs Janus, concurrency {c}', r, '>=', 3)} |")
-    r = ratio(med(f"rooms.memory.{c}"), j)
-    w(f"| {c} | Convene, in-memory store | {fmt(f'rooms.memory.{c}')}{errors(f'rooms.memory.{c}', 3)} | "
-      f"{fmt(f'rooms.memory.{c}', 1, 2)} | {fmt(f'rooms.memory.{c}', 2, 2)} | {r2(r)}× Janus | |")
+    jk = f"rooms.janus.{c}"
+    w(f"| {c} | Janus videoroom | {fmt(jk)}{errors(jk, 3)} | {fmt(jk, 1, 2)} | {fmt(jk, 2, 2)} | "
+      f"{cpu_cell(jk, 4)} | 1 (reference) | 1 | |")
+    for target, label in (("redis", "Convene, Redis store"), ("memory", "Convene, in-memory store")):
+        k = f"rooms.{target}.{c}"
+        r = ratio(med(k), med(jk))
+        per_core = ratio(cpu_total(jk, 4), cpu_total(k, 4, 5))
+        g = track(f"create+delete with Redis vs Janus, concurrency {c}", r, ">=", 3) if target == "redis" else ""
+        w(f"| {c} | {label} | {fmt(k)}{errors(k, 3)} | {fmt(k, 1, 2)} | {fmt(k, 2, 2)} | "
+          f"{cpu_cell(k, 4, 5)} | {r2(r)}× Janus | {r2(per_core)}× Janus | {g} |")
 w("")
 
 # --- Relay ---
@@ -199,12 +218,13 @@ w("One client (bench/ws_load.rs, tokio-tungstenite, 4 KiB read buffer) for all t
   "every message it receives with a new one. Convene: one room per pair, `signal {to, data}` "
   "relayed as `signal {from, data}`. PeerJS server (npm `peer`): `OFFER {dst, payload}` relayed "
   "with `src`. Bound: bench/bare_relay.rs, a bare tokio-tungstenite relay between the two "
-  "sockets of a pair. Latency is from send to receipt of each message.\n")
-w("| sockets | server | messages/s | p50 ms | p99 ms | ratio | goal |")
-w("| --- | --- | --- | --- | --- | --- | --- |")
+  "sockets of a pair. Latency is from send to receipt of each message. CPU per message: the "
+  "server's over the measured window (set-up excluded).\n")
+w("| sockets | server | messages/s | p50 ms | p99 ms | CPU µs per message | ratio (messages/s) | goal |")
+w("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for n in (200, 2000):
     bare, pj = med(f"relay.bare.{n}"), med(f"relay.peerjs.{n}")
-    cells = lambda k: f"{fmt(k)} | {fmt(k, 1, 2)} | {fmt(k, 2, 2)}"
+    cells = lambda k: f"{fmt(k)} | {fmt(k, 1, 2)} | {fmt(k, 2, 2)} | {fmt(k, 3, 2)}"
     w(f"| {n:,} | bound: bare Rust relay | {cells(f'relay.bare.{n}')} | 1 (reference) | |")
     r = ratio(med(f"relay.peerjs.{n}"), bare)
     w(f"| {n:,} | PeerJS server | {cells(f'relay.peerjs.{n}')} | {r2(r)} of the bare relay | |")

@@ -3,7 +3,9 @@
 //! (one shared reqwest client, so one connection per worker) until the time is up.
 //!
 //! `bench_rooms_load <convene|janus> <http://addr> <concurrency> <seconds> [api-key]`
-//!   prints `cycles_per_second=… p50_ms=… p99_ms=… errors=…`
+//!   prints `cycles_per_second=… p50_ms=… p99_ms=… errors=… server_cpu_us_per_cycle=…
+//!   redis_cpu_us_per_cycle=…`: the CPU time that the processes BENCH_SERVER_PID and
+//!   BENCH_REDIS_PID (environment) used over the measured window, per cycle.
 //!
 //! Convene: `POST /api/realtime/room` then `DELETE /api/realtime/room/{id}`.
 //! Janus (videoroom plugin, HTTP transport): each worker first makes a session
@@ -103,6 +105,27 @@ async fn convene_cycle(http: &reqwest::Client, base: &str, key: &str) -> Result<
     }
 }
 
+/// User+system CPU time, in microseconds, used so far by process `pid` (all its threads),
+/// from /proc/PID/stat; 0 when it cannot be read.
+fn cpu_micros(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): state is the first, utime the
+    // 12th, stime the 13th; they count clock ticks of 1/100 s (Linux's USER_HZ).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
+/// CPU time of the processes named by the environment variables BENCH_SERVER_PID and
+/// BENCH_REDIS_PID (each 0 when unset).
+fn server_cpu() -> [f64; 2] {
+    ["BENCH_SERVER_PID", "BENCH_REDIS_PID"]
+        .map(|var| std::env::var(var).map_or(0.0, |pid| cpu_micros(&pid)))
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -130,6 +153,7 @@ async fn main() {
             String::new()
         });
     }
+    let cpu_before = server_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let workers: Vec<_> = handles
@@ -171,6 +195,9 @@ async fn main() {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = server_cpu();
+    let count = all.len().max(1) as f64;
+    let per_cycle = |i: usize| (cpu_after[i] - cpu_before[i]) / count;
     all.sort_unstable();
     let pick = |q: f64| {
         all.get(((all.len() as f64 - 1.0) * q) as usize)
@@ -179,9 +206,12 @@ async fn main() {
             / 1000.0
     };
     println!(
-        "cycles_per_second={:.0} p50_ms={:.3} p99_ms={:.3} errors={errors}",
+        "cycles_per_second={:.0} p50_ms={:.3} p99_ms={:.3} errors={errors} \
+         server_cpu_us_per_cycle={:.1} redis_cpu_us_per_cycle={:.1}",
         all.len() as f64 / elapsed,
         pick(0.5),
-        pick(0.99)
+        pick(0.99),
+        per_cycle(0),
+        per_cycle(1)
     );
 }

@@ -15,7 +15,9 @@
 //! `t` back for the latency. Pairs are set up 32 at a time, the same way for every server.
 //!
 //! `bench_ws_load relay <convene|peerjs|bare> <http://addr> <sockets> <seconds> [api-key]`
-//!   prints `messages_per_second=… p50_ms=… p99_ms=…`
+//!   prints `messages_per_second=… p50_ms=… p99_ms=… server_cpu_us_per_message=…`; the last is
+//!   the CPU time that the process BENCH_SERVER_PID (environment) used over the measured
+//!   window, per relayed message (set-up excluded).
 //! `bench_ws_load idle <convene|peerjs|bare> <http://addr> <sockets> <hold-seconds> [api-key]`
 //!   opens (and joins) every socket, prints `joined=N seconds=…`, then holds them open.
 
@@ -184,6 +186,7 @@ fn sent_at(text: &str) -> Option<u64> {
 
 async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: String) {
     let pairs = open_pairs(target, &base, sockets, &key).await;
+    let cpu_before = server_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let padding = "x".repeat(1000);
@@ -231,6 +234,9 @@ async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: 
         all.extend(task.await.unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = server_cpu();
+    let count = all.len().max(1) as f64;
+    let per_message = |i: usize| (cpu_after[i] - cpu_before[i]) / count;
     all.sort_unstable();
     let pick = |q: f64| {
         all.get(((all.len() as f64 - 1.0) * q) as usize)
@@ -239,10 +245,11 @@ async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: 
             / 1000.0
     };
     println!(
-        "messages_per_second={:.0} p50_ms={:.3} p99_ms={:.3}",
+        "messages_per_second={:.0} p50_ms={:.3} p99_ms={:.3} server_cpu_us_per_message={:.2}",
         all.len() as f64 / elapsed,
         pick(0.5),
-        pick(0.99)
+        pick(0.99),
+        per_message(0)
     );
 }
 
@@ -270,6 +277,27 @@ async fn idle(target: Target, base: String, sockets: usize, hold: u64, key: Stri
     for task in tasks {
         let _ = task.await;
     }
+}
+
+/// User+system CPU time, in microseconds, used so far by process `pid` (all its threads),
+/// from /proc/PID/stat; 0 when it cannot be read.
+fn cpu_micros(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): state is the first, utime the
+    // 12th, stime the 13th; they count clock ticks of 1/100 s (Linux's USER_HZ).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
+/// CPU time of the processes named by the environment variables BENCH_SERVER_PID and
+/// BENCH_REDIS_PID (each 0 when unset).
+fn server_cpu() -> [f64; 2] {
+    ["BENCH_SERVER_PID", "BENCH_REDIS_PID"]
+        .map(|var| std::env::var(var).map_or(0.0, |pid| cpu_micros(&pid)))
 }
 
 #[tokio::main]
