@@ -36,7 +36,9 @@ async function rest(url, method, path, body) {
 
 /** Opens the admin page in a fresh context and signs in. */
 async function signedIn(url, key = API_KEY) {
-  const page = await (await browser.newContext()).newPage();
+  const context = await browser.newContext();
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: url });
+  const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[admin page] ${e.message}`));
   page.on('dialog', (dialog) => dialog.accept());
   await page.goto(`${url}/admin`);
@@ -76,6 +78,7 @@ async function participantsPage(url) {
     page,
     join: (token, name) => page.evaluate(([t, n]) => window.join(t, n), [token, name]),
     messages: (name) => page.evaluate((n) => window.P[n].messages, name),
+    send: (name, message) => page.evaluate(([n, m]) => window.P[n].ws.send(JSON.stringify(m)), [name, message]),
     waitFor: (name, match, timeout = 5000) => page.waitForFunction(
       ([n, m]) => window.P[n].messages.some((x) => Object.entries(m).every(([k, v]) => x[k] === v)),
       [name, match],
@@ -114,6 +117,9 @@ test('an operator follows a room from creation to deletion', async () => {
   const linkUrl = new URL(link);
   assert.equal(`${linkUrl.origin}${linkUrl.pathname}`, `${server.url}/demo`);
   const token = linkUrl.searchParams.get('token');
+  await page.click('#copy');
+  await page.waitForFunction(() => document.querySelector('#copy').textContent === 'Copied', null, { timeout: 1000 });
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), link);
   const row = page.locator('#rooms tr', { hasText: 'Ops room' });
   await row.waitFor({ timeout: 1000 });
   const roomId = await row.getAttribute('data-id');
@@ -145,6 +151,15 @@ test('an operator follows a room from creation to deletion', async () => {
   const listed = await page.$$eval('#participants tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
   assert.deepEqual(listed, ['Ann', 'Bob']);
   assert.match(await page.textContent('#log'), /Bob joined Ops room/);
+
+  // A participant's media state follows it live.
+  await people.send('Ann', { type: 'mediaState', audio: false, video: false });
+  const annRow = page.locator(`#participants tr[data-address="${joined.Ann.address}"]`);
+  await page.waitForFunction((address) => {
+    const cells = document.querySelector(`#participants tr[data-address="${address}"]`).cells;
+    return cells[2].textContent === 'off' && cells[3].textContent === 'off';
+  }, joined.Ann.address, { timeout: 1000 });
+  assert.match(await annRow.innerText(), /^Ann\s+PA-\S+\s+off\s+off\s+\d+s ago\s+Remove$/);
 
   // Remove Bob through the page: he is told and closed with 4013, Ann hears of it.
   await page.locator('#participants tr', { hasText: 'Bob' }).locator('button').click();
@@ -195,8 +210,14 @@ test('rooms made elsewhere appear, and expiring rooms are flagged as they close'
     const id = created.body.room.id;
     await page.waitForSelector(`#rooms tr[data-id="${id}"]`, { timeout: 1000 });
     assert.match(await page.locator(`#rooms tr[data-id="${id}"] td.ttl`).innerText(), /^[0-3]s$/);
+    // Rows are selectable from the keyboard too.
+    await page.focus(`#rooms tr[data-id="${id}"]`);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#detail:not([hidden])', { timeout: 1000 });
+    assert.equal(await page.textContent('#detail-name'), 'Brief');
     await page.waitForFunction((rid) => !document.querySelector(`#rooms tr[data-id="${rid}"]`), id, { timeout: 6000 });
     assert.match(await page.textContent('#log'), /Room Brief expired/);
+    assert.equal(await page.isVisible('#detail'), false, 'the expired room\'s participants went with it');
     await page.context().close();
   } finally {
     await short.stop();
