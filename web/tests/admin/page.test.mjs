@@ -224,6 +224,23 @@ test('rooms made elsewhere appear, and expiring rooms are flagged as they close'
   }
 });
 
+test('ages and TTLs count from the service\'s clock, not the browser\'s', async () => {
+  const { id } = (await rest(server.url, 'POST', '/api/realtime/room', { name: 'Clock' })).body.room;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.clock.install({ time: Date.now() + 3600 * 1000 }); // this browser runs an hour ahead
+  await page.goto(`${server.url}/admin`);
+  await page.fill('#signin input[name=key]', API_KEY);
+  await page.click('#signin button');
+  await waitLive(page);
+  const row = page.locator(`#rooms tr[data-id="${id}"]`);
+  await page.waitForFunction((rid) => /^[0-9]s$/.test(document.querySelector(`tr[data-id="${rid}"] td.age`).textContent),
+    id, { timeout: 5000 });
+  assert.match(await row.locator('td.ttl').innerText(), /^23h 59m$/);
+  assert.equal((await rest(server.url, 'DELETE', `/api/realtime/room?id=${id}`)).status, 200);
+  await context.close();
+});
+
 test('after a drop the page resumes from the last event it saw', async () => {
   const context = await browser.newContext();
   // Records the page's sockets; while `__hold` is set, new ones go nowhere (and fail).
