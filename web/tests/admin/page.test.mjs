@@ -279,10 +279,14 @@ test('after a drop the page resumes from the last event it saw', async () => {
   await page.waitForFunction(() => document.querySelector('#live').textContent !== 'live');
   const second = (await rest(server.url, 'POST', '/api/realtime/room', { name: 'Second' })).body.room;
   assert.equal((await rest(server.url, 'DELETE', `/api/realtime/room?id=${first.id}`)).status, 200);
+  // After three failed attempts in a row the page says so.
+  await page.waitForFunction(() => document.querySelector('#error span').textContent.includes('cannot be opened'),
+    null, { timeout: 10000 });
   await page.evaluate(() => { window.__hold = false; });
 
   // It reconnects with lastSeq and gets exactly what it missed: no snapshot, no repeat.
   await waitLive(page);
+  assert.equal(await page.isVisible('#error'), false, 'the notice went when the stream came back');
   await page.waitForSelector(`#rooms tr[data-id="${second.id}"]`, { timeout: 1000 });
   await page.waitForFunction((id) => !document.querySelector(`#rooms tr[data-id="${id}"]`), first.id, { timeout: 1000 });
   const sockets = await page.evaluate(() => window.__sockets.map((s) => ({ url: s.url, sent: s.sent, received: s.received })));
@@ -298,6 +302,21 @@ test('after a drop the page resumes from the last event it saw', async () => {
   assert.equal(log.match(/Room Second created/g).length, 1);
   assert.match(log, /Room First deleted/);
   await context.close();
+});
+
+test('a stream refused for its origin is explained', async () => {
+  // A service that allows only another origin refuses this page's stream with 403.
+  const strict = await startServer({ CONVENE_ADMIN_ALLOWED_ORIGINS: 'https://ops.example' });
+  try {
+    const page = await signedIn(strict.url);
+    await page.waitForFunction(() => document.querySelector('#error span').textContent.includes('cannot be opened'),
+      null, { timeout: 10000 });
+    assert.match(await page.textContent('#error span'), /admin_allowed_origins/);
+    assert.match(await page.textContent('#live'), /^offline, retrying in \ds$/);
+    await page.context().close();
+  } finally {
+    await strict.stop();
+  }
 });
 
 test('a wrong key is refused and the page says why', async () => {
