@@ -4,6 +4,11 @@
 //! Participants are held with the sender of their socket's bounded queue. The actor never
 //! waits on a socket: it `try_send`s, and a participant whose queue is full or closed loses
 //! its socket (and gets the resume grace period, like any dropped socket).
+//!
+//! `signal` and `message` do not pass through the actor: it publishes its seats (address →
+//! the socket's session and queue sender) in a [`Peers`] table that only it writes, and
+//! sessions relay straight into each other's queues through it. A relay that finds a full
+//! or closed queue tells the actor, which drops that participant as above.
 
 use super::registry::{Registry, RoomGone};
 use super::{ConferenceType, RoomRecord, RoomServices, now_ms};
@@ -13,15 +18,36 @@ use crate::metrics::METRICS;
 use crate::signaling::protocol::{Outbound, Participant, RoomInfo, ServerMessage, close};
 use crate::store::StoreError;
 use actix::prelude::*;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long participant-count changes are gathered before one store write.
 const PERSIST_DELAY: Duration = Duration::from_millis(100);
 
+/// The room's record as the REST API shows it, published by the room's actor on every
+/// change the API can see, and `None` from the moment the room is deleted or expires.
+/// Fetches and list pages read it without a trip to the actor.
+pub(super) type Snapshot = Arc<RwLock<Option<Arc<RoomRecord>>>>;
+
+pub(super) fn snapshot_of(record: &RoomRecord) -> Snapshot {
+    Arc::new(RwLock::new(Some(Arc::new(record.clone()))))
+}
+
+/// Reads a snapshot; a poisoned lock still holds a whole value (writes are one store).
+pub(super) fn read_snapshot(snapshot: &Snapshot) -> Option<Arc<RoomRecord>> {
+    snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The room's seats as sessions see them: every seated participant's address, with its
+/// socket's link while it has one (`None` while it waits for a resume). Written only by the
+/// room's actor, always before it tells anyone of the change.
+pub(super) type Peers = Arc<RwLock<HashMap<String, Option<Link>>>>;
+
 /// A participant's socket: which session, and the sender of its outbound queue.
-struct Link {
+#[derive(Clone)]
+pub(super) struct Link {
     session: u64,
     tx: mpsc::Sender<Outbound>,
 }
@@ -39,6 +65,8 @@ pub(super) struct RoomActor {
     record: RoomRecord,
     services: Arc<RoomServices>,
     registry: Addr<Registry>,
+    snapshot: Snapshot,
+    peers: Peers,
     /// In join order.
     members: Vec<Member>,
     persist_scheduled: bool,
@@ -49,14 +77,29 @@ impl RoomActor {
         record: RoomRecord,
         services: Arc<RoomServices>,
         registry: Addr<Registry>,
+        snapshot: Snapshot,
+        peers: Peers,
     ) -> Self {
         Self {
             record,
             services,
             registry,
+            snapshot,
+            peers,
             members: Vec::new(),
             persist_scheduled: false,
         }
+    }
+
+    /// Publishes the record (`None`: the room is gone) for readers outside the actor.
+    fn publish(&self, record: Option<&RoomRecord>) {
+        let value = record.map(|r| Arc::new(r.clone()));
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+
+    fn peers(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Option<Link>>> {
+        // Each write is one insert, remove or clear: a poisoned lock is still whole.
+        self.peers.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn schedule_expiry(&self, ctx: &mut Context<Self>) {
@@ -70,6 +113,7 @@ impl RoomActor {
             return self.schedule_expiry(ctx);
         }
         tracing::info!(room = %self.record.id, "room expired");
+        self.publish(None);
         self.close_all("expired", close::ROOM_EXPIRED);
         self.services
             .events
@@ -166,6 +210,7 @@ impl RoomActor {
         let member = &mut self.members[i];
         member.link = None;
         let address = member.participant.address.clone();
+        self.peers().insert(address.clone(), None);
         let grace = self.services.signaling.resume_grace;
         let handle = ctx.run_later(grace, move |act, ctx| {
             if let Some(i) = act
@@ -188,6 +233,7 @@ impl RoomActor {
             ctx.cancel_future(grace);
         }
         let address = member.participant.address;
+        self.peers().remove(&address);
         tracing::info!(room = %self.record.id, %address, reason, "participant left");
         METRICS.left(reason);
         self.services
@@ -212,6 +258,7 @@ impl RoomActor {
     /// Tells everyone the room is closing and closes their sockets.
     fn close_all(&mut self, reason: &str, code: u16) {
         let text = ServerMessage::RoomClosed { reason }.text();
+        self.peers().clear();
         for member in self.members.drain(..) {
             METRICS.left("roomClosed");
             if let Some(link) = member.link {
@@ -265,6 +312,7 @@ impl RoomActor {
         record.conference_type = ConferenceType::Sfu;
         record.modification_time = now_ms().max(record.modification_time);
         tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
+        self.publish(Some(&self.record));
         METRICS.upgraded();
         self.services
             .events
@@ -303,6 +351,7 @@ impl Handler<GetRecord> for RoomActor {
         let now = now_ms();
         if self.record.token_is_stale(now) {
             self.record.refresh_token(&self.services.tokens, now);
+            self.publish(Some(&self.record));
             self.persist(ctx);
             self.services
                 .events
@@ -329,6 +378,7 @@ impl Handler<Delete> for RoomActor {
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     if result.is_ok() {
+                        act.publish(None);
                         act.close_all("deleted", close::ROOM_DELETED);
                         act.services
                             .events
@@ -380,6 +430,10 @@ impl Handler<Join> for RoomActor {
             && let Some(i) = self.members.iter().position(|m| &m.resume_token == token)
         {
             let member = &mut self.members[i];
+            self.peers
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(member.participant.address.clone(), Some(link.clone()));
             if let Some(old) = member.link.replace(link) {
                 let _ = old.tx.try_send(Outbound::Close(
                     close::REPLACED,
@@ -425,6 +479,7 @@ impl Handler<Join> for RoomActor {
             video: request.video,
             joined_at: now_ms(),
         };
+        self.peers().insert(address.clone(), Some(link.clone()));
         self.members.push(Member {
             participant,
             resume_token: uuid::Uuid::new_v4().simple().to_string(),
@@ -456,14 +511,6 @@ impl Handler<Join> for RoomActor {
 
 /// What a joined participant asks of its room.
 enum Action {
-    Signal {
-        to: String,
-        text: Arc<str>,
-    },
-    Message {
-        to: Option<Vec<String>>,
-        text: Arc<str>,
-    },
     MediaState {
         audio: Option<bool>,
         video: Option<bool>,
@@ -497,43 +544,6 @@ impl Handler<FromParticipant> for RoomActor {
             return;
         };
         match action {
-            Action::Signal { to, text } => {
-                if to == "sfu" {
-                    return self.send_error(i, &ApiError::sfu_unavailable(), ctx);
-                }
-                match self.index_of(&to).filter(|&t| t != i) {
-                    Some(t) => {
-                        METRICS.relayed(1);
-                        self.send(t, Outbound::Text(text), ctx);
-                    }
-                    None => self.send_error(i, &ApiError::participant_does_not_exist(&to), ctx),
-                }
-            }
-            Action::Message { to: None, text } => {
-                for t in (0..self.members.len()).rev().filter(|&t| t != i) {
-                    METRICS.relayed(1);
-                    self.send(t, Outbound::Text(text.clone()), ctx);
-                }
-            }
-            Action::Message { to: Some(to), text } => {
-                for target in to {
-                    match self.index_of(&target) {
-                        Some(t) => {
-                            METRICS.relayed(1);
-                            self.send(t, Outbound::Text(text.clone()), ctx);
-                        }
-                        None => {
-                            if let Some(i) = self.sender(&address, session) {
-                                self.send_error(
-                                    i,
-                                    &ApiError::participant_does_not_exist(&target),
-                                    ctx,
-                                );
-                            }
-                        }
-                    }
-                }
-            }
             Action::MediaState { audio, video } => {
                 let participant = &mut self.members[i].participant;
                 participant.audio = audio.unwrap_or(participant.audio);
@@ -619,6 +629,26 @@ impl Handler<Kick> for RoomActor {
     }
 }
 
+/// A relay found this participant's queue full or closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Overflow {
+    address: String,
+    session: u64,
+}
+
+impl Handler<Overflow> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, Overflow { address, session }: Overflow, ctx: &mut Context<Self>) {
+        // Only the socket that overflowed loses the seat's link, not one that resumed since.
+        if let Some(i) = self.sender(&address, session) {
+            tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
+            self.unlink(i, ctx);
+        }
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "usize")]
 struct CountParticipants;
@@ -635,11 +665,39 @@ impl Handler<CountParticipants> for RoomActor {
 #[derive(Clone)]
 pub struct RoomHandle {
     addr: Addr<RoomActor>,
+    peers: Peers,
 }
 
 impl RoomHandle {
-    pub(super) fn new(addr: Addr<RoomActor>) -> Self {
-        Self { addr }
+    pub(super) fn new(addr: Addr<RoomActor>, peers: Peers) -> Self {
+        Self { addr, peers }
+    }
+
+    /// Queues a relayed message for one participant; a full or closed queue is the room's
+    /// to deal with.
+    fn deliver(&self, to: &str, link: &Link, text: Arc<str>) {
+        METRICS.relayed(1);
+        if link.tx.try_send(Outbound::Text(text)).is_err() {
+            self.addr.do_send(Overflow {
+                address: to.to_string(),
+                session: link.session,
+            });
+        }
+    }
+
+    /// Runs `relay` over the seats when `session` still speaks for `from`; messages of a
+    /// socket that no longer does are dropped.
+    fn with_peers<T: Default>(
+        &self,
+        from: &str,
+        session: u64,
+        relay: impl FnOnce(&HashMap<String, Option<Link>>) -> T,
+    ) -> T {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        match peers.get(from) {
+            Some(Some(link)) if link.session == session => relay(&peers),
+            _ => T::default(),
+        }
     }
 
     /// The room's record; `None` once the room is gone.
@@ -683,14 +741,57 @@ impl RoomHandle {
         });
     }
 
-    /// Relays a `signal` (already serialized, with `from`) to one participant.
-    pub fn signal(&self, from: &str, session: u64, to: String, text: Arc<str>) {
-        self.tell(from, session, Action::Signal { to, text });
+    /// Relays a `signal` (already serialized, with `from`) straight to one participant's
+    /// queue; answers the error for the sender, if any. A participant waiting for a resume
+    /// exists, but what is relayed to it meanwhile is lost.
+    pub fn signal(&self, from: &str, session: u64, to: &str, text: Arc<str>) -> Option<ApiError> {
+        self.with_peers(from, session, |peers| {
+            if to == "sfu" {
+                return Some(ApiError::sfu_unavailable());
+            }
+            match peers.get(to).filter(|_| to != from) {
+                Some(link) => {
+                    if let Some(link) = link {
+                        self.deliver(to, link, text);
+                    }
+                    None
+                }
+                None => Some(ApiError::participant_does_not_exist(to)),
+            }
+        })
     }
 
-    /// Relays a `message` to the listed participants, or to everyone else.
-    pub fn message(&self, from: &str, session: u64, to: Option<Vec<String>>, text: Arc<str>) {
-        self.tell(from, session, Action::Message { to, text });
+    /// Relays a `message` to the listed participants, or to everyone else; answers an
+    /// error for each listed address that is not in the room.
+    pub fn message(
+        &self,
+        from: &str,
+        session: u64,
+        to: Option<&[String]>,
+        text: Arc<str>,
+    ) -> Vec<ApiError> {
+        self.with_peers(from, session, |peers| match to {
+            None => {
+                for (address, link) in peers.iter().filter(|(a, _)| a.as_str() != from) {
+                    if let Some(link) = link {
+                        self.deliver(address, link, text.clone());
+                    }
+                }
+                Vec::new()
+            }
+            Some(to) => to
+                .iter()
+                .filter_map(|address| match peers.get(address) {
+                    Some(link) => {
+                        if let Some(link) = link {
+                            self.deliver(address, link, text.clone());
+                        }
+                        None
+                    }
+                    None => Some(ApiError::participant_does_not_exist(address)),
+                })
+                .collect(),
+        })
     }
 
     pub fn media_state(&self, from: &str, session: u64, audio: Option<bool>, video: Option<bool>) {

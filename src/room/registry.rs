@@ -1,11 +1,12 @@
 //! The registry actor owns the set of live rooms; [`Rooms`] is the cloneable handle that
 //! REST handlers and signaling sessions use.
 //!
-//! The registry is the only writer of the room directory (id → actor address). Handles
-//! read it directly under a read lock, so finding a room costs no trip through the
-//! registry's mailbox.
+//! The registry is the only writer of the room directory (id → actor address and the
+//! record's snapshot). Handles read it directly under a read lock, so finding a room costs
+//! no trip through the registry's mailbox, and fetching or listing rooms none through a
+//! room's: they read the snapshot that each room actor publishes.
 
-use super::actor::{RoomActor, RoomHandle};
+use super::actor::{Peers, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
 use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
 use crate::error::ApiError;
 use crate::store::{Cursor, StoreError};
@@ -16,8 +17,15 @@ use std::sync::{Arc, RwLock};
 /// Rooms handed to the registry at once while restoring.
 const RESTORE_BATCH: usize = 1000;
 
+/// A live room: its actor, and the record and the seats it publishes.
+struct Entry {
+    addr: Addr<RoomActor>,
+    snapshot: Snapshot,
+    peers: Peers,
+}
+
 /// Live rooms by id. Written only by the registry actor.
-type Directory = Arc<RwLock<HashMap<String, Addr<RoomActor>>>>;
+type Directory = Arc<RwLock<HashMap<String, Entry>>>;
 
 pub struct Registry {
     rooms: Directory,
@@ -25,7 +33,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn rooms(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Addr<RoomActor>>> {
+    fn rooms(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
         // Each write is a single insert or remove, so a poisoned lock is still consistent.
         self.rooms.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -46,8 +54,24 @@ impl Handler<Register> for Registry {
     fn handle(&mut self, Register(records): Register, ctx: &mut Context<Self>) {
         for record in records {
             let id = record.id.clone();
-            let room = RoomActor::new(record, self.services.clone(), ctx.address()).start();
-            self.rooms().insert(id, room);
+            let (snapshot, peers) = (snapshot_of(&record), Peers::default());
+            let services = self.services.clone();
+            let actor = RoomActor::new(
+                record,
+                services,
+                ctx.address(),
+                snapshot.clone(),
+                peers.clone(),
+            );
+            let addr = actor.start();
+            self.rooms().insert(
+                id,
+                Entry {
+                    addr,
+                    snapshot,
+                    peers,
+                },
+            );
         }
     }
 }
@@ -68,7 +92,7 @@ impl Handler<RoomGone> for Registry {
 
 /// One page of the room list.
 pub struct Page {
-    pub rooms: Vec<RoomRecord>,
+    pub rooms: Vec<Arc<RoomRecord>>,
     /// The cursor of the next page, when more rooms follow.
     pub next: Option<Cursor>,
 }
@@ -168,23 +192,37 @@ impl Rooms {
         Ok(record)
     }
 
-    /// The handle of a live room.
-    pub async fn get(&self, id: &str) -> Option<RoomHandle> {
-        let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
-        directory
-            .get(id)
-            .filter(|addr| addr.connected())
-            .cloned()
-            .map(RoomHandle::new)
+    fn directory(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.directory.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A live room's record; 404 `REALTIME-00004` when there is none.
-    pub async fn fetch(&self, id: &str) -> Result<RoomRecord, ApiError> {
-        match self.get(id).await {
-            Some(room) => room.record().await,
+    /// The handle of a live room.
+    pub async fn get(&self, id: &str) -> Option<RoomHandle> {
+        self.directory()
+            .get(id)
+            .filter(|entry| entry.addr.connected())
+            .map(|entry| RoomHandle::new(entry.addr.clone(), entry.peers.clone()))
+    }
+
+    /// A live room's published record, unless it has expired.
+    fn snapshot(&self, id: &str, now: u64) -> Option<Arc<RoomRecord>> {
+        let snapshot = self.directory().get(id).map(|e| e.snapshot.clone())?;
+        read_snapshot(&snapshot).filter(|r| !r.is_expired(now))
+    }
+
+    /// A live room's record; 404 `REALTIME-00004` when there is none. Answered from the
+    /// room's snapshot; only a token that needs replacing takes a trip to the room's actor.
+    pub async fn fetch(&self, id: &str) -> Result<Arc<RoomRecord>, ApiError> {
+        let now = now_ms();
+        let record = match self.snapshot(id, now) {
+            Some(record) if !record.token_is_stale(now) => Some(record),
+            Some(_) => match self.get(id).await {
+                Some(room) => room.record().await.map(Arc::new),
+                None => None,
+            },
             None => None,
-        }
-        .ok_or_else(|| ApiError::room_not_found(id))
+        };
+        record.ok_or_else(|| ApiError::room_not_found(id))
     }
 
     /// Deletes a room; 400 `REALTIME-00004` when there is none, 503 when the store fails
@@ -201,22 +239,41 @@ impl Rooms {
     /// A page of rooms, newest first, strictly after `after`.
     pub async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, ApiError> {
         let now = now_ms();
-        let mut rooms = self.services.store.page(after, limit + 1, now).await?;
-        let next = if rooms.len() > limit {
-            rooms.truncate(limit);
-            rooms.last().map(Cursor::of)
+        let mut stored = self.services.store.page(after, limit + 1, now).await?;
+        let next = if stored.len() > limit {
+            stored.truncate(limit);
+            stored.last().map(Cursor::of)
         } else {
             None
         };
-        // Stored tokens may be stale, or signed with a secret this run does not have (a
-        // generated one, or a rotated one): every listed room gets a working token.
+        // A live room is shown as its actor published it: its token was issued by this
+        // run. Otherwise the stored token may be signed with a secret this run does not have
+        // (a generated one, or a rotated one). Either may be stale. Every listed room gets
+        // a working token.
+        let snapshots: Vec<Option<Snapshot>> = {
+            let directory = self.directory();
+            stored
+                .iter()
+                .map(|r| directory.get(&r.id).map(|e| e.snapshot.clone()))
+                .collect()
+        };
         let tokens = &self.services.tokens;
-        for room in rooms
-            .iter_mut()
-            .filter(|r| r.token_is_stale(now) || tokens.verify(&r.token).is_err())
-        {
-            room.refresh_token(tokens, now);
-        }
+        let rooms = stored
+            .into_iter()
+            .zip(snapshots)
+            .map(
+                |(stored, snapshot)| match snapshot.as_ref().and_then(read_snapshot) {
+                    Some(live) if !live.token_is_stale(now) => live,
+                    _ => {
+                        let mut room = stored;
+                        if room.token_is_stale(now) || tokens.verify(&room.token).is_err() {
+                            room.refresh_token(tokens, now);
+                        }
+                        Arc::new(room)
+                    }
+                },
+            )
+            .collect();
         Ok(Page { rooms, next })
     }
 

@@ -191,18 +191,27 @@ impl Socket {
             return None;
         };
         let (room, from, session) = (&member.room, member.address.as_str(), self.id);
-        match message {
+        let errors = match message {
             ClientMessage::Signal { to, data } => {
-                room.signal(from, session, to, protocol::relayed("signal", from, &data))
+                let text = protocol::relayed("signal", from, &data);
+                room.signal(from, session, &to, text).into_iter().collect()
             }
             ClientMessage::Message { to, data } => {
-                room.message(from, session, to, protocol::relayed("message", from, &data))
+                let text = protocol::relayed("message", from, &data);
+                room.message(from, session, to.as_deref(), text)
             }
             ClientMessage::MediaState { audio, video } => {
-                room.media_state(from, session, audio, video)
+                room.media_state(from, session, audio, video);
+                Vec::new()
             }
-            ClientMessage::Leave => room.leave(from, session),
+            ClientMessage::Leave => {
+                room.leave(from, session);
+                Vec::new()
+            }
             ClientMessage::Join(_) | ClientMessage::Ping => unreachable!("handled above"),
+        };
+        for error in errors {
+            self.send_error(&error).await;
         }
         None
     }

@@ -72,6 +72,11 @@ async fn a_dropped_participant_resumes_with_its_address_and_nobody_sees_it_leave
     .await;
     assert!(seen, "the server never noticed the dropped connection");
     let dropped_by = Instant::now();
+    // B still exists while it waits: a signal to it is no error (it is lost).
+    a.send(json!({"type": "signal", "to": joined_b["address"], "data": "lost"}))
+        .await;
+    a.send(json!({"type": "ping"})).await;
+    a.expect("pong").await;
     // The seat is kept: a newcomer finds the room full.
     let mut c = Client::connect(&app).await;
     c.send(json!({"type": "join", "token": token})).await;

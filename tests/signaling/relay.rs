@@ -165,6 +165,9 @@ async fn auto_upgrade(backend: Backend) {
     assert_eq!(fetched["maxParticipants"], 100);
     assert!(fetched["modificationTime"].as_u64() > room["modificationTime"].as_u64());
     assert!(fetched["modificationTime"].as_u64() > fetched["creationTime"].as_u64());
+    // The list shows the room as a fetch does, straight away.
+    let listed = json_ok(app.list("").await).await;
+    assert_eq!(listed["data"][0], fetched);
     // A fourth join brings no second change: after its participantJoined, the next thing
     // everyone (and D) sees is a message sent after the join.
     let (mut d, joined) = Client::join(&app, room["token"].as_str().unwrap(), "D").await;
