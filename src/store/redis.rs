@@ -13,6 +13,10 @@
 //! sit in the connection and run when a frozen Redis wakes up, so every write is a script
 //! that first compares Redis's clock with a deadline a little before the client's timeout,
 //! and does nothing past it: a write that answered 503 leaves no trace.
+//!
+//! Each thread that uses the store (each HTTP worker, the system thread) has its own
+//! connection manager, made on first use: a command and its answer stay on the thread that
+//! asked, instead of waking the one thread that would otherwise drive a shared connection.
 
 use super::{Cursor, Store, StoreError};
 use crate::metrics::METRICS;
@@ -20,14 +24,27 @@ use crate::room::RoomRecord;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Rooms fetched per round trip when loading everything at start-up.
 const LOAD_BATCH: usize = 1000;
 
+/// Tells store instances apart in the per-thread connections.
+static STORES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's connection manager of each store, by store id.
+    static CONNECTIONS: RefCell<HashMap<u64, ConnectionManager>> = RefCell::new(HashMap::new());
+}
+
 pub struct RedisStore {
-    conn: ConnectionManager,
+    id: u64,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     timeout: Duration,
     prefix: String,
     scripts: Scripts,
@@ -80,14 +97,32 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_lazy(config)
+        // Made here once only to refuse a bad configuration now rather than on first use.
+        client
+            .get_connection_manager_lazy(config.clone())
             .map_err(|e| StoreError(e.to_string()))?;
         Ok(Self {
+            id: STORES.fetch_add(1, Ordering::Relaxed),
             scripts: Scripts::new(),
-            conn,
+            client,
+            config,
             timeout,
             prefix: prefix.to_string(),
+        })
+    }
+
+    /// This thread's connection manager, made (without connecting) on first use.
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        CONNECTIONS.with(|connections| {
+            if let Some(conn) = connections.borrow().get(&self.id) {
+                return Ok(conn.clone());
+            }
+            let conn = self
+                .client
+                .get_connection_manager_lazy(self.config.clone())
+                .map_err(|e| StoreError(e.to_string()))?;
+            connections.borrow_mut().insert(self.id, conn.clone());
+            Ok(conn)
         })
     }
 
@@ -117,9 +152,9 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut conn = self.conn.clone();
+        let invocation = &invocation;
         match self
-            .timed(invocation.invoke_async::<i64>(&mut conn))
+            .timed(move |mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
             .await?
         {
             1 => Ok(()),
@@ -140,11 +175,22 @@ impl RedisStore {
         format!("{}:rooms:expiry", self.prefix)
     }
 
-    async fn timed<T>(
+    /// Runs `op` on this thread's connection within the timeout. When the connection turned
+    /// out broken (Redis restarted since this thread last used it), the manager reconnects
+    /// and `op` gets one more try within the same time; every operation here may run twice
+    /// (reads, and writes that set or remove the same values).
+    async fn timed<T, F: Future<Output = redis::RedisResult<T>>>(
         &self,
-        op: impl Future<Output = redis::RedisResult<T>>,
+        op: impl Fn(ConnectionManager) -> F,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, op).await {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut outcome = tokio::time::timeout_at(deadline, op(self.conn()?)).await;
+        if let Ok(Err(e)) = &outcome
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
+        {
+            outcome = tokio::time::timeout_at(deadline, op(self.conn()?)).await;
+        }
+        match outcome {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 METRICS.store_error();
@@ -160,6 +206,11 @@ impl RedisStore {
         }
     }
 
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.timed(move |mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
     /// Reads the records of index members; members whose key has expired are dropped
     /// from the index on the way.
     async fn records(&self, members: &[String]) -> Result<Vec<RoomRecord>, StoreError> {
@@ -170,8 +221,10 @@ impl RedisStore {
             .iter()
             .map(|m| self.room_key(member_id(m)))
             .collect();
-        let mut conn = self.conn.clone();
-        let values: Vec<Option<String>> = self.timed(conn.mget(&keys)).await?;
+        let keys = &keys;
+        let values: Vec<Option<String>> = self
+            .timed(move |mut conn| async move { conn.mget(keys).await })
+            .await?;
         let mut rooms = Vec::with_capacity(values.len());
         let mut gone = Vec::new();
         for (member, value) in members.iter().zip(values) {
@@ -200,8 +253,9 @@ impl RedisStore {
             .ignore()
             .del(keys)
             .ignore();
-        let mut conn = self.conn.clone();
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        let pipe = &pipe;
+        self.timed(move |mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
     }
 }
 
@@ -262,7 +316,6 @@ impl Store for RedisStore {
         };
         while rooms.len() < limit {
             let want = limit - rooms.len();
-            let mut conn = self.conn.clone();
             let cmd = redis::cmd("ZREVRANGEBYLEX")
                 .arg(self.index_key())
                 .arg(&max)
@@ -271,7 +324,7 @@ impl Store for RedisStore {
                 .arg(0)
                 .arg(want)
                 .to_owned();
-            let members: Vec<String> = self.timed(cmd.query_async(&mut conn)).await?;
+            let members: Vec<String> = self.query(&cmd).await?;
             let Some(last) = members.last() else { break };
             max = format!("({last}");
             let exhausted = members.len() < want;
@@ -293,7 +346,6 @@ impl Store for RedisStore {
         let mut rooms = Vec::new();
         let mut min = "-".to_string();
         loop {
-            let mut conn = self.conn.clone();
             let cmd = redis::cmd("ZRANGEBYLEX")
                 .arg(self.index_key())
                 .arg(&min)
@@ -302,7 +354,7 @@ impl Store for RedisStore {
                 .arg(0)
                 .arg(LOAD_BATCH)
                 .to_owned();
-            let members: Vec<String> = self.timed(cmd.query_async(&mut conn)).await?;
+            let members: Vec<String> = self.query(&cmd).await?;
             let Some(last) = members.last() else { break };
             min = format!("({last}");
             let done = members.len() < LOAD_BATCH;
@@ -322,7 +374,6 @@ impl Store for RedisStore {
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut swept = 0;
         loop {
-            let mut conn = self.conn.clone();
             let cmd = redis::cmd("ZRANGEBYSCORE")
                 .arg(self.expiry_key())
                 .arg("-inf")
@@ -331,7 +382,7 @@ impl Store for RedisStore {
                 .arg(0)
                 .arg(LOAD_BATCH)
                 .to_owned();
-            let members: Vec<String> = self.timed(cmd.query_async(&mut conn)).await?;
+            let members: Vec<String> = self.query(&cmd).await?;
             if members.is_empty() {
                 return Ok(swept);
             }
@@ -344,10 +395,7 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        self.timed(redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-            .map(drop)
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
 }
 
