@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 
 /// A change of room state.
 pub enum Event<'a> {
-    RoomCreated(&'a RoomRecord),
+    RoomCreated(&'a Arc<RoomRecord>),
     /// A change of the room's record other than an upgrade (a refreshed token).
-    RoomUpdated(&'a RoomRecord),
-    RoomUpgraded(&'a RoomRecord),
+    RoomUpdated(&'a Arc<RoomRecord>),
+    RoomUpgraded(&'a Arc<RoomRecord>),
     RoomDeleted(&'a str),
     RoomExpired(&'a str),
     ParticipantJoined(&'a str, &'a Participant),
@@ -84,7 +84,8 @@ struct SnapshotRoom<'a> {
 }
 
 struct LiveRoom {
-    record: RoomRecord,
+    /// Shared with the room's actor (and its snapshot) while the record does not change.
+    record: Arc<RoomRecord>,
     participants: Vec<Participant>,
 }
 
@@ -134,7 +135,7 @@ impl Events {
     }
 
     /// Adds rooms restored at start-up, without events.
-    pub fn restored(&self, records: &[RoomRecord]) {
+    pub fn restored(&self, records: &[Arc<RoomRecord>]) {
         let mut state = self.state();
         for record in records {
             state.rooms.insert(

@@ -31,8 +31,8 @@ const PERSIST_DELAY: Duration = Duration::from_millis(100);
 /// Fetches and list pages read it without a trip to the actor.
 pub(super) type Snapshot = Arc<RwLock<Option<Arc<RoomRecord>>>>;
 
-pub(super) fn snapshot_of(record: &RoomRecord) -> Snapshot {
-    Arc::new(RwLock::new(Some(Arc::new(record.clone()))))
+pub(super) fn snapshot_of(record: &Arc<RoomRecord>) -> Snapshot {
+    Arc::new(RwLock::new(Some(record.clone())))
 }
 
 /// Reads a snapshot; a poisoned lock still holds a whole value (writes are one store).
@@ -62,7 +62,9 @@ struct Member {
 }
 
 pub(super) struct RoomActor {
-    record: RoomRecord,
+    /// Shared with the snapshot and the admin event hub until it changes
+    /// (`Arc::make_mut`), so a room's record is held once.
+    record: Arc<RoomRecord>,
     services: Arc<RoomServices>,
     registry: Addr<Registry>,
     snapshot: Snapshot,
@@ -74,7 +76,7 @@ pub(super) struct RoomActor {
 
 impl RoomActor {
     pub(super) fn new(
-        record: RoomRecord,
+        record: Arc<RoomRecord>,
         services: Arc<RoomServices>,
         registry: Addr<Registry>,
         snapshot: Snapshot,
@@ -91,9 +93,9 @@ impl RoomActor {
         }
     }
 
-    /// Publishes the record (`None`: the room is gone) for readers outside the actor.
-    fn publish(&self, record: Option<&RoomRecord>) {
-        let value = record.map(|r| Arc::new(r.clone()));
+    /// Publishes the record (`gone`: that the room is gone) for readers outside the actor.
+    fn publish(&self, gone: bool) {
+        let value = (!gone).then(|| self.record.clone());
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
@@ -113,7 +115,7 @@ impl RoomActor {
             return self.schedule_expiry(ctx);
         }
         tracing::info!(room = %self.record.id, "room expired");
-        self.publish(None);
+        self.publish(true);
         self.close_all("expired", close::ROOM_EXPIRED);
         self.services
             .events
@@ -251,7 +253,7 @@ impl RoomActor {
     }
 
     fn count_changed(&mut self, ctx: &mut Context<Self>) {
-        self.record.participant_count = self.members.len() as u32;
+        Arc::make_mut(&mut self.record).participant_count = self.members.len() as u32;
         self.persist_soon(ctx);
     }
 
@@ -300,19 +302,20 @@ impl RoomActor {
 
     /// Applies the MESH→SFU rule after a join; answers whether the room was upgraded.
     fn maybe_upgrade(&mut self, ctx: &mut Context<Self>) -> bool {
-        let record = &mut self.record;
         let count = self.members.len() as u32;
-        if record.conference_type != ConferenceType::Mesh
-            || record
+        if self.record.conference_type != ConferenceType::Mesh
+            || self
+                .record
                 .auto_upgrade_participant_count
                 .is_none_or(|at| count < at)
         {
             return false;
         }
+        let record = Arc::make_mut(&mut self.record);
         record.conference_type = ConferenceType::Sfu;
         record.modification_time = now_ms().max(record.modification_time);
         tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
-        self.publish(Some(&self.record));
+        self.publish(false);
         METRICS.upgraded();
         self.services
             .events
@@ -341,7 +344,7 @@ impl Actor for RoomActor {
 
 /// The room's record, with a usable token.
 #[derive(Message)]
-#[rtype(result = "RoomRecord")]
+#[rtype(result = "Arc<RoomRecord>")]
 struct GetRecord;
 
 impl Handler<GetRecord> for RoomActor {
@@ -350,8 +353,8 @@ impl Handler<GetRecord> for RoomActor {
     fn handle(&mut self, _: GetRecord, ctx: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
         if self.record.token_is_stale(now) {
-            self.record.refresh_token(&self.services.tokens, now);
-            self.publish(Some(&self.record));
+            Arc::make_mut(&mut self.record).refresh_token(&self.services.tokens, now);
+            self.publish(false);
             self.persist(ctx);
             self.services
                 .events
@@ -365,11 +368,11 @@ impl Handler<GetRecord> for RoomActor {
 /// Atomic: no other message of this room is handled while the store answers, so a room
 /// is deleted exactly once, and a join waiting behind the delete finds the room gone.
 #[derive(Message)]
-#[rtype(result = "Result<RoomRecord, StoreError>")]
+#[rtype(result = "Result<Arc<RoomRecord>, StoreError>")]
 struct Delete;
 
 impl Handler<Delete> for RoomActor {
-    type Result = AtomicResponse<Self, Result<RoomRecord, StoreError>>;
+    type Result = AtomicResponse<Self, Result<Arc<RoomRecord>, StoreError>>;
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
         let (store, record) = (self.services.store.clone(), self.record.clone());
@@ -378,7 +381,7 @@ impl Handler<Delete> for RoomActor {
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     if result.is_ok() {
-                        act.publish(None);
+                        act.publish(true);
                         act.close_all("deleted", close::ROOM_DELETED);
                         act.services
                             .events
@@ -701,12 +704,12 @@ impl RoomHandle {
     }
 
     /// The room's record; `None` once the room is gone.
-    pub async fn record(&self) -> Option<RoomRecord> {
+    pub async fn record(&self) -> Option<Arc<RoomRecord>> {
         self.addr.send(GetRecord).await.ok()
     }
 
     /// Deletes the room: `Ok(None)` when it was already gone.
-    pub async fn delete(&self) -> Result<Option<RoomRecord>, StoreError> {
+    pub async fn delete(&self) -> Result<Option<Arc<RoomRecord>>, StoreError> {
         match self.addr.send(Delete).await {
             Ok(result) => result.map(Some),
             Err(_) => Ok(None),

@@ -46,7 +46,7 @@ impl Actor for Registry {
 /// Starts the actors of rooms that are already in the store.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Register(Vec<RoomRecord>);
+struct Register(Vec<Arc<RoomRecord>>);
 
 impl Handler<Register> for Registry {
     type Result = ();
@@ -144,7 +144,7 @@ impl Rooms {
             if record.token_is_stale(now) || self.services.tokens.verify(&record.token).is_err() {
                 record.refresh_token(&self.services.tokens, now);
             }
-            batch.push(record);
+            batch.push(Arc::new(record));
             if batch.len() == RESTORE_BATCH {
                 self.services.events.restored(&batch);
                 self.register(std::mem::take(&mut batch)).await;
@@ -155,13 +155,13 @@ impl Rooms {
         Ok(count)
     }
 
-    async fn register(&self, records: Vec<RoomRecord>) {
+    async fn register(&self, records: Vec<Arc<RoomRecord>>) {
         // The registry lives as long as the system; a failed send means it is shutting down.
         let _ = self.registry.send(Register(records)).await;
     }
 
     /// Creates a room: written to the store first, so a 200 means the room is stored.
-    pub async fn create(&self, new: NewRoom) -> Result<RoomRecord, ApiError> {
+    pub async fn create(&self, new: NewRoom) -> Result<Arc<RoomRecord>, ApiError> {
         let s = &self.services;
         let now = now_ms();
         let id = format!("RO-{}", uuid::Uuid::new_v4());
@@ -169,7 +169,7 @@ impl Rooms {
         let (token, token_expires_at) =
             s.tokens
                 .issue(&id, &nonce, now / 1000, s.room_token_ttl_seconds);
-        let record = RoomRecord {
+        let record = Arc::new(RoomRecord {
             id,
             name: new.name,
             description: new.description,
@@ -184,7 +184,7 @@ impl Rooms {
             token,
             token_expires_at,
             participant_count: 0,
-        };
+        });
         s.store.create(&record).await?;
         s.events
             .publish(crate::admin::events::Event::RoomCreated(&record));
@@ -217,7 +217,7 @@ impl Rooms {
         let record = match self.snapshot(id, now) {
             Some(record) if !record.token_is_stale(now) => Some(record),
             Some(_) => match self.get(id).await {
-                Some(room) => room.record().await.map(Arc::new),
+                Some(room) => room.record().await,
                 None => None,
             },
             None => None,
@@ -227,7 +227,7 @@ impl Rooms {
 
     /// Deletes a room; 400 `REALTIME-00004` when there is none, 503 when the store fails
     /// (and then the room stays).
-    pub async fn delete(&self, id: &str) -> Result<RoomRecord, ApiError> {
+    pub async fn delete(&self, id: &str) -> Result<Arc<RoomRecord>, ApiError> {
         let Some(room) = self.get(id).await else {
             return Err(ApiError::room_does_not_exist(id));
         };
