@@ -37,7 +37,9 @@ pub async fn fetch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let room = state.rooms.fetch(&id).await?;
-    Ok(HttpResponse::Ok().json(room.view(&state.rooms.limits())))
+    Ok(HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .body(room))
 }
 
 #[derive(Deserialize)]

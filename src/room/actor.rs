@@ -11,15 +11,16 @@
 //! or closed queue tells the actor, which drops that participant as above.
 
 use super::registry::{Registry, RoomGone};
-use super::{ConferenceType, RoomRecord, RoomServices, now_ms};
+use super::{ConferenceType, Limits, RoomRecord, RoomServices, now_ms};
 use crate::admin::events::Event;
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::signaling::protocol::{Outbound, Participant, RoomInfo, ServerMessage, close};
 use crate::store::StoreError;
 use actix::prelude::*;
+use actix_web::web::Bytes;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -29,14 +30,40 @@ const PERSIST_DELAY: Duration = Duration::from_millis(100);
 /// The room's record as the REST API shows it, published by the room's actor on every
 /// change the API can see, and `None` from the moment the room is deleted or expires.
 /// Fetches and list pages read it without a trip to the actor.
-pub(super) type Snapshot = Arc<RwLock<Option<Arc<RoomRecord>>>>;
+pub(super) type Snapshot = Arc<RwLock<Option<Arc<Published>>>>;
+
+/// One published version of a room's record, with its JSON made on the first fetch.
+pub struct Published {
+    pub record: Arc<RoomRecord>,
+    json: OnceLock<Bytes>,
+}
+
+impl Published {
+    fn new(record: Arc<RoomRecord>) -> Arc<Self> {
+        Arc::new(Self {
+            record,
+            json: OnceLock::new(),
+        })
+    }
+
+    /// The room object of the published API, serialized once per version.
+    pub fn json(&self, limits: &Limits) -> Bytes {
+        self.json
+            .get_or_init(|| {
+                serde_json::to_vec(&self.record.view(limits))
+                    .expect("a room always serializes")
+                    .into()
+            })
+            .clone()
+    }
+}
 
 pub(super) fn snapshot_of(record: &Arc<RoomRecord>) -> Snapshot {
-    Arc::new(RwLock::new(Some(record.clone())))
+    Arc::new(RwLock::new(Some(Published::new(record.clone()))))
 }
 
 /// Reads a snapshot; a poisoned lock still holds a whole value (writes are one store).
-pub(super) fn read_snapshot(snapshot: &Snapshot) -> Option<Arc<RoomRecord>> {
+pub(super) fn read_snapshot(snapshot: &Snapshot) -> Option<Arc<Published>> {
     snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
@@ -95,7 +122,7 @@ impl RoomActor {
 
     /// Publishes the record (`gone`: that the room is gone) for readers outside the actor.
     fn publish(&self, gone: bool) {
-        let value = (!gone).then(|| self.record.clone());
+        let value = (!gone).then(|| Published::new(self.record.clone()));
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = value;
     }
 

@@ -6,11 +6,12 @@
 //! no trip through the registry's mailbox, and fetching or listing rooms none through a
 //! room's: they read the snapshot that each room actor publishes.
 
-use super::actor::{Peers, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
+use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
 use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
 use crate::error::ApiError;
 use crate::store::{Cursor, StoreError};
 use actix::prelude::*;
+use actix_web::web::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -205,24 +206,31 @@ impl Rooms {
     }
 
     /// A live room's published record, unless it has expired.
-    fn snapshot(&self, id: &str, now: u64) -> Option<Arc<RoomRecord>> {
-        let snapshot = self.directory().get(id).map(|e| e.snapshot.clone())?;
-        read_snapshot(&snapshot).filter(|r| !r.is_expired(now))
+    fn snapshot(&self, id: &str, now: u64) -> Option<Arc<Published>> {
+        let directory = self.directory();
+        read_snapshot(&directory.get(id)?.snapshot).filter(|p| !p.record.is_expired(now))
     }
 
-    /// A live room's record; 404 `REALTIME-00004` when there is none. Answered from the
-    /// room's snapshot; only a token that needs replacing takes a trip to the room's actor.
-    pub async fn fetch(&self, id: &str) -> Result<Arc<RoomRecord>, ApiError> {
+    /// A live room's published JSON; 404 `REALTIME-00004` when there is none. Answered from
+    /// the room's snapshot; only a token that needs replacing takes a trip to the room's actor.
+    pub async fn fetch(&self, id: &str) -> Result<Bytes, ApiError> {
         let now = now_ms();
-        let record = match self.snapshot(id, now) {
-            Some(record) if !record.token_is_stale(now) => Some(record),
+        let limits = &self.services.limits;
+        let json = match self.snapshot(id, now) {
+            Some(published) if !published.record.token_is_stale(now) => {
+                Some(published.json(limits))
+            }
             Some(_) => match self.get(id).await {
-                Some(room) => room.record().await,
+                Some(room) => room.record().await.map(|record| {
+                    serde_json::to_vec(&record.view(limits))
+                        .expect("a room always serializes")
+                        .into()
+                }),
                 None => None,
             },
             None => None,
         };
-        record.ok_or_else(|| ApiError::room_not_found(id))
+        json.ok_or_else(|| ApiError::room_not_found(id))
     }
 
     /// Deletes a room; 400 `REALTIME-00004` when there is none, 503 when the store fails
@@ -263,7 +271,7 @@ impl Rooms {
             .zip(snapshots)
             .map(
                 |(stored, snapshot)| match snapshot.as_ref().and_then(read_snapshot) {
-                    Some(live) if !live.token_is_stale(now) => live,
+                    Some(live) if !live.record.token_is_stale(now) => live.record.clone(),
                     _ => {
                         let mut room = stored;
                         if room.token_is_stale(now) || tokens.verify(&room.token).is_err() {
