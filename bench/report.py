@@ -96,17 +96,18 @@ def load1(uptime):
 
 
 ncpu = os.cpu_count() or 1
-peak_load = max(load1(uptime_start), load1(uptime_end), os.getloadavg()[0])
+# Only the load before the run says whether other work shared the machine: by the end, the
+# load average is mostly this run's own servers and clients.
+load_before = load1(uptime_start)
 
 out = []
 w = out.append
 w("# Benchmarks\n")
-if peak_load > ncpu * 0.75:
+if load_before > ncpu * 0.75:
     w(f"> **This run shared the machine with other work**: the load average was "
-      f"{load1(uptime_start):.2f} when it started and {load1(uptime_end):.2f} when it ended, "
-      f"on {ncpu} CPUs (`uptime` below). Absolute figures are low and noisy; ratios between "
-      f"cases measured minutes apart carry that noise too. Run `bench/run` on a quiet "
-      f"machine for figures to quote.\n")
+      f"{load_before:.2f} on {ncpu} CPUs when it started (`uptime` below). Absolute figures "
+      f"are low and noisy; ratios between cases measured minutes apart carry that noise too. "
+      f"Run `bench/run` on a quiet machine for figures to quote.\n")
 w(f"Produced by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in "
   f"{int(os.environ.get('BENCH_ELAPSED', '0')) // 60} min. The command installs what it needs "
   "(wrk, redis-server, janus, node/npm with apt-get when missing; the PeerJS server with "
@@ -119,7 +120,7 @@ w(f"Every case ran {runs} times ({duration} s each unless said otherwise). A fig
 w("## Machine\n")
 w(f"- {ncpu} CPUs (`nproc`): {cpu}; {mem_gib:.1f} GiB RAM; Linux {platform.release()}")
 w(f"- `uptime` at the start: `{uptime_start}`")
-w(f"- `uptime` at the end: `{uptime_end}`")
+w(f"- `uptime` at the end (this run's own servers and clients included): `{uptime_end}`")
 peer_version = version('node -p "require(process.argv[1]).version" '
                        + here + "/peerjs/node_modules/peer/package.json")
 w(f"- {version('rustc --version')}; {version('wrk -v')}; "
