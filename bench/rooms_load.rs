@@ -14,6 +14,8 @@
 //! `{"janus":"message","body":{"request":"destroy","room":N}}` on that handle; both are
 //! synchronous requests of the plugin, answered in the HTTP response.
 
+#[path = "cpu.rs"]
+mod cpu;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -105,32 +107,6 @@ async fn convene_cycle(http: &reqwest::Client, base: &str, key: &str) -> Result<
     }
 }
 
-/// User+system CPU time, in microseconds, used so far by process `pid` (all its threads),
-/// from /proc/PID/stat; 0 when it cannot be read.
-fn cpu_micros(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which is in parentheses): state is the first, utime the
-    // 12th, stime the 13th; they count clock ticks of 1/100 s (Linux's USER_HZ).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) * 10_000.0
-}
-
-/// CPU time of the processes named by the environment variables BENCH_SERVER_PID and
-/// BENCH_REDIS_PID (each 0 when unset).
-fn server_cpu() -> [f64; 2] {
-    ["BENCH_SERVER_PID", "BENCH_REDIS_PID"]
-        .map(|var| std::env::var(var).map_or(0.0, |pid| cpu_micros(&pid)))
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -158,7 +134,7 @@ async fn main() {
             String::new()
         });
     }
-    let cpu_before = server_cpu();
+    let cpu_before = cpu::server_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let workers: Vec<_> = handles
@@ -200,7 +176,7 @@ async fn main() {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_after = server_cpu();
+    let cpu_after = cpu::server_cpu();
     let count = all.len().max(1) as f64;
     let per_cycle = |i: usize| (cpu_after[i] - cpu_before[i]) / count;
     all.sort_unstable();

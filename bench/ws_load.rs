@@ -21,6 +21,8 @@
 //! `bench_ws_load idle <convene|peerjs|bare> <http://addr> <sockets> <hold-seconds> [api-key]`
 //!   opens (and joins) every socket, prints `joined=N seconds=…`, then holds them open.
 
+#[path = "cpu.rs"]
+mod cpu;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,7 +188,7 @@ fn sent_at(text: &str) -> Option<u64> {
 
 async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: String) {
     let pairs = open_pairs(target, &base, sockets, &key).await;
-    let cpu_before = server_cpu();
+    let cpu_before = cpu::server_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let padding = "x".repeat(1000);
@@ -234,7 +236,7 @@ async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: 
         all.extend(task.await.unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_after = server_cpu();
+    let cpu_after = cpu::server_cpu();
     let count = all.len().max(1) as f64;
     let per_message = |i: usize| (cpu_after[i] - cpu_before[i]) / count;
     all.sort_unstable();
@@ -277,32 +279,6 @@ async fn idle(target: Target, base: String, sockets: usize, hold: u64, key: Stri
     for task in tasks {
         let _ = task.await;
     }
-}
-
-/// User+system CPU time, in microseconds, used so far by process `pid` (all its threads),
-/// from /proc/PID/stat; 0 when it cannot be read.
-fn cpu_micros(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which is in parentheses): state is the first, utime the
-    // 12th, stime the 13th; they count clock ticks of 1/100 s (Linux's USER_HZ).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) * 10_000.0
-}
-
-/// CPU time of the processes named by the environment variables BENCH_SERVER_PID and
-/// BENCH_REDIS_PID (each 0 when unset).
-fn server_cpu() -> [f64; 2] {
-    ["BENCH_SERVER_PID", "BENCH_REDIS_PID"]
-        .map(|var| std::env::var(var).map_or(0.0, |pid| cpu_micros(&pid)))
 }
 
 #[tokio::main]
