@@ -325,11 +325,14 @@ async fn a_client_too_far_behind_gets_a_fresh_snapshot() {
     // The log keeps events 3 and 4: after 1, event 2 is missing.
     let mut s = Client::stream(&app, Some(1)).await;
     let snapshot = s.recv().await;
-    let newest_first: Vec<Value> = rooms
-        .iter()
-        .rev()
-        .map(|r| with_participants(r, vec![]))
-        .collect();
+    // Newest first: by creation time, then id (rooms made in the same millisecond).
+    let mut newest_first: Vec<Value> = rooms.iter().map(|r| with_participants(r, vec![])).collect();
+    newest_first.sort_by_key(|r| {
+        std::cmp::Reverse((
+            r["creationTime"].as_u64(),
+            r["id"].as_str().map(str::to_string),
+        ))
+    });
     assert_eq!(
         snapshot,
         json!({"type": "snapshot", "seq": 4, "rooms": newest_first})
@@ -382,7 +385,7 @@ async fn the_key_may_come_in_the_header_with_last_seq_in_the_query() {
     let room = app.new_room(json!({})).await;
     // No auth message: the snapshot comes at once.
     let request = ws::with_header(ws::request(&app, EVENTS), "x-vcs-token", API_KEY);
-    let mut s = Client::connect(request).await;
+    let mut s = Client::connect_request(request).await;
     assert_eq!(
         s.recv().await,
         json!({"type": "snapshot", "seq": 1, "rooms": [with_participants(&room, vec![])]})
@@ -394,13 +397,13 @@ async fn the_key_may_come_in_the_header_with_last_seq_in_the_query() {
         "x-vcs-token",
         SECOND_API_KEY,
     );
-    let mut s = Client::connect(request).await;
+    let mut s = Client::connect_request(request).await;
     let mut seq = 0;
     assert_eq!(event(&mut s, "roomCreated", &mut seq).await["room"], room);
     marker(&app, &mut s, &mut seq).await;
 
     // The key in the first message works with either key too.
-    let mut s = Client::connect(ws::request(&app, EVENTS)).await;
+    let mut s = Client::connect_request(ws::request(&app, EVENTS)).await;
     s.send(json!({"type": "auth", "apiKey": SECOND_API_KEY, "lastSeq": seq}))
         .await;
     marker(&app, &mut s, &mut seq).await;
@@ -408,7 +411,7 @@ async fn the_key_may_come_in_the_header_with_last_seq_in_the_query() {
 
 /// An auth message that is refused: the error, then close 4001.
 async fn refused(app: &TestApp, first: &str, error: Value) {
-    let mut c = Client::connect(ws::request(app, EVENTS)).await;
+    let mut c = Client::connect_request(ws::request(app, EVENTS)).await;
     c.send_text(first).await;
     assert_eq!(c.recv().await, error, "after {first}");
     c.expect_close(4001).await;
@@ -527,7 +530,7 @@ async fn browser_origins_are_checked() {
         Some((403, forbidden.clone()))
     );
     // A page of the service itself (Origin matching Host) gets in, then authenticates.
-    let mut s = Client::connect(from(&app, &format!("http://{}", app.host_port()))).await;
+    let mut s = Client::connect_request(from(&app, &format!("http://{}", app.host_port()))).await;
     s.send(json!({"type": "auth", "apiKey": API_KEY})).await;
     assert_eq!(s.expect("snapshot").await["seq"], 0);
 
@@ -542,7 +545,7 @@ async fn browser_origins_are_checked() {
     .await
     .unwrap();
     for origin in ["https://ops.example.com", "http://127.0.0.1:9"] {
-        let mut s = Client::connect(from(&app, origin)).await;
+        let mut s = Client::connect_request(from(&app, origin)).await;
         s.send(json!({"type": "auth", "apiKey": API_KEY})).await;
         assert_eq!(s.expect("snapshot").await["seq"], 0, "{origin}");
     }
@@ -564,7 +567,7 @@ async fn a_client_closing_the_stream_gets_the_closing_handshake() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
     let mut s = Client::stream(&app, None).await;
     s.expect("snapshot").await;
-    s.close(1000).await;
+    s.close(1000, "").await;
     // The server's close frame, echoing the code (not a dropped connection, 1006).
     s.expect_close(1000).await;
 }
@@ -719,7 +722,7 @@ async fn a_participant_past_its_endpoint_ttl_leaves_as_expired() {
 #[tokio::test]
 async fn a_socket_that_never_authenticates_is_closed_after_10_s() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let mut c = Client::connect(ws::request(&app, EVENTS)).await;
+    let mut c = Client::connect_request(ws::request(&app, EVENTS)).await;
     let started = std::time::Instant::now();
     assert_eq!(
         c.recv_within(Duration::from_secs(15)).await,

@@ -7,4 +7,6 @@ mod support;
 mod events;
 mod metrics;
 mod participants;
+#[path = "../support/ws.rs"]
+#[allow(dead_code)]
 mod ws;

@@ -1,5 +1,5 @@
-use crate::client::{Client, Incoming};
 use crate::support::*;
+use crate::ws::{Client, Incoming};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::json;

@@ -1,5 +1,5 @@
-use crate::client::{Client, Incoming};
 use crate::support::*;
+use crate::ws::{Client, Incoming};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,9 @@
 #[path = "../api/support.rs"]
 mod support;
 
-mod client;
+#[path = "../support/ws.rs"]
+#[allow(dead_code)]
+mod ws;
 
 mod hostile;
 mod join;

@@ -1,5 +1,5 @@
-use crate::client::Client;
 use crate::support::*;
+use crate::ws::Client;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! A small WebSocket client over tokio-tungstenite for the admin tests: admin event streams
-//! and signaling participants.
+//! The WebSocket client of the signaling and admin tests (tokio-tungstenite): signaling
+//! participants and admin event streams. Each test crate mounts this file with
+//! `#[path = "../support/ws.rs"] mod ws;` and uses what it needs.
 
 use crate::support::{API_KEY, TestApp};
 use futures_util::{SinkExt, StreamExt};
@@ -60,7 +61,13 @@ pub async fn try_connect(request: Request) -> Result<Client, (u16, Value)> {
 }
 
 impl Client {
-    pub async fn connect(request: Request) -> Self {
+    /// A signaling socket, not joined yet.
+    pub async fn connect(app: &TestApp) -> Self {
+        Self::connect_request(request(app, SIGNALING)).await
+    }
+
+    /// Connects with a prepared upgrade request (another path, extra headers).
+    pub async fn connect_request(request: Request) -> Self {
         match try_connect(request).await {
             Ok(c) => c,
             Err((status, body)) => panic!("upgrade refused: {status} {body}"),
@@ -83,7 +90,7 @@ impl Client {
 
     /// An admin event stream authenticated by the key in its first message.
     pub async fn stream(app: &TestApp, last_seq: Option<u64>) -> Self {
-        let mut c = Self::connect(request(app, EVENTS)).await;
+        let mut c = Self::connect_request(request(app, EVENTS)).await;
         let mut auth = json!({"type": "auth", "apiKey": API_KEY});
         if let Some(seq) = last_seq {
             auth["lastSeq"] = seq.into();
@@ -99,7 +106,7 @@ impl Client {
 
     /// Joins with this `join` message.
     pub async fn join_with(app: &TestApp, join: Value) -> (Self, Value) {
-        let mut c = Self::connect(request(app, SIGNALING)).await;
+        let mut c = Self::connect(app).await;
         c.send(join).await;
         let joined = c.expect("joined").await;
         (c, joined)
@@ -116,31 +123,67 @@ impl Client {
             .expect("send");
     }
 
-    /// The next text message or the close, skipping control frames.
-    pub async fn next(&mut self) -> Incoming {
-        self.recv_within(WAIT).await
+    /// Sends any frame; answers whether it could be written.
+    pub async fn send_raw(&mut self, message: Message) -> bool {
+        self.ws.send(message).await.is_ok()
     }
 
-    /// The next text message or the close, waiting at most `wait`.
-    pub async fn recv_within(&mut self, wait: Duration) -> Incoming {
+    /// Sends one text message as several WebSocket frames (a first frame, then
+    /// continuations); answers whether every frame could be written.
+    pub async fn send_fragmented(&mut self, parts: &[&str]) -> bool {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 { Data::Text } else { Data::Continue };
+            let last = i + 1 == parts.len();
+            let frame = Frame::message(part.as_bytes().to_vec(), OpCode::Data(opcode), last);
+            if self.ws.send(Message::Frame(frame)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The next text frame as it came or the close (code and reason), skipping control
+    /// frames and waiting at most `wait`.
+    pub async fn next_raw_within(&mut self, wait: Duration) -> Result<String, (u16, String)> {
         loop {
             let frame = tokio::time::timeout(wait, self.ws.next())
                 .await
                 .expect("nothing arrived in time");
             match frame {
-                Some(Ok(Message::Text(text))) => {
-                    return Incoming::Text(serde_json::from_str(text.as_str()).expect("JSON"));
-                }
+                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_string()),
                 Some(Ok(Message::Close(frame))) => {
-                    return match frame {
-                        Some(f) => Incoming::Closed(u16::from(f.code), f.reason.to_string()),
-                        None => Incoming::Closed(1005, String::new()),
-                    };
+                    return Err(match frame {
+                        Some(f) => (u16::from(f.code), f.reason.to_string()),
+                        None => (1005, String::new()),
+                    });
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Incoming::Closed(1006, e.to_string()),
-                None => return Incoming::Closed(1006, String::new()),
+                Some(Err(e)) => return Err((1006, e.to_string())),
+                None => return Err((1006, String::new())),
             }
+        }
+    }
+
+    /// The next text message or the close, waiting at most `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Incoming {
+        match self.next_raw_within(wait).await {
+            Ok(text) => Incoming::Text(serde_json::from_str(&text).expect("JSON")),
+            Err((code, reason)) => Incoming::Closed(code, reason),
+        }
+    }
+
+    /// The next text message or the close, skipping control frames.
+    pub async fn next(&mut self) -> Incoming {
+        self.recv_within(WAIT).await
+    }
+
+    /// The next text message exactly as the server wrote it; fails on a close.
+    pub async fn recv_text(&mut self) -> String {
+        match self.next_raw_within(WAIT).await {
+            Ok(text) => text,
+            Err(close) => panic!("expected a message, got close {close:?}"),
         }
     }
 
@@ -159,6 +202,15 @@ impl Client {
         message
     }
 
+    /// The next message must be this `error`, and the socket must carry on.
+    pub async fn expect_error(&mut self, code: &str, id: Option<&str>) -> Value {
+        let message = self.expect("error").await;
+        assert_eq!(message["code"], code, "{message}");
+        assert_eq!(message["id"], json!(id), "{message}");
+        assert!(message["description"][0].is_string(), "{message}");
+        message
+    }
+
     /// The next thing must be the close, with this code; answers the reason.
     pub async fn expect_close(&mut self, code: u16) -> String {
         match self.next().await {
@@ -170,20 +222,20 @@ impl Client {
         }
     }
 
-    /// Proves nothing more has arrived: a `ping` on a signaling socket is answered by the
-    /// very next message, `pong`.
-    pub async fn assert_nothing_before_pong(&mut self) {
+    /// Proves a signaling socket works and nothing more has arrived: a `ping` is answered
+    /// by the very next message, `pong`.
+    pub async fn assert_alive(&mut self) {
         self.send(json!({"type": "ping"})).await;
         self.expect("pong").await;
     }
 
-    /// Starts the closing handshake with this code.
-    pub async fn close(&mut self, code: u16) {
+    /// Starts the closing handshake with this code and reason.
+    pub async fn close(&mut self, code: u16, reason: &str) {
         use tokio_tungstenite::tungstenite::protocol::CloseFrame;
         self.ws
             .close(Some(CloseFrame {
                 code: code.into(),
-                reason: "".into(),
+                reason: reason.to_string().into(),
             }))
             .await
             .expect("close");
