@@ -1,10 +1,10 @@
 //! The registry actor owns the set of live rooms; [`Rooms`] is the cloneable handle that
 //! REST handlers and signaling sessions use.
 //!
-//! The registry is the only writer of the room directory (id → actor address and the
-//! record's snapshot). Handles read it directly under a read lock, so finding a room costs
-//! no trip through the registry's mailbox, and fetching or listing rooms none through a
-//! room's: they read the snapshot that each room actor publishes.
+//! The registry is the only writer of the room directory (id → the room actor's address,
+//! and the record and seats that the actor publishes). Handles read it directly under a
+//! read lock, so finding a room costs no trip through the registry's mailbox, and fetching
+//! or listing rooms none through a room's: they read the published record.
 
 use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
 use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
