@@ -777,16 +777,11 @@ impl RoomHandle {
     pub fn signal(&self, from: &str, session: u64, to: &str, text: Arc<str>) -> Option<ApiError> {
         self.with_peers(from, session, |peers| {
             if to == "sfu" {
-                return Some(ApiError::sfu_unavailable());
-            }
-            match peers.get(to).filter(|_| to != from) {
-                Some(link) => {
-                    if let Some(link) = link {
-                        self.deliver(to, link, text);
-                    }
-                    None
-                }
-                None => Some(ApiError::participant_does_not_exist(to)),
+                Some(ApiError::sfu_unavailable())
+            } else if to == from {
+                Some(ApiError::participant_does_not_exist(to))
+            } else {
+                self.relay_to(peers, to, text)
             }
         })
     }
@@ -811,17 +806,27 @@ impl RoomHandle {
             }
             Some(to) => to
                 .iter()
-                .filter_map(|address| match peers.get(address) {
-                    Some(link) => {
-                        if let Some(link) = link {
-                            self.deliver(address, link, text.clone());
-                        }
-                        None
-                    }
-                    None => Some(ApiError::participant_does_not_exist(address)),
-                })
+                .filter_map(|address| self.relay_to(peers, address, text.clone()))
                 .collect(),
         })
+    }
+
+    /// Relays to one seated participant (lost while it waits for a resume); answers the
+    /// error for an address that holds no seat.
+    fn relay_to(
+        &self,
+        peers: &HashMap<String, Option<Link>>,
+        to: &str,
+        text: Arc<str>,
+    ) -> Option<ApiError> {
+        match peers.get(to) {
+            Some(Some(link)) => {
+                self.deliver(to, link, text);
+                None
+            }
+            Some(None) => None,
+            None => Some(ApiError::participant_does_not_exist(to)),
+        }
     }
 
     pub fn media_state(&self, from: &str, session: u64, audio: Option<bool>, video: Option<bool>) {
