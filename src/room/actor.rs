@@ -90,7 +90,9 @@ struct Member {
 
 pub(super) struct RoomActor {
     /// Shared with the snapshot and the admin event hub until it changes
-    /// (`Arc::make_mut`), so a room's record is held once.
+    /// (`Arc::make_mut`), so a room's record is held once. Its `participant_count` is the
+    /// one it was created or restored with: the count is `members.len()`, and only the
+    /// store's copy carries it.
     record: Arc<RoomRecord>,
     services: Arc<RoomServices>,
     registry: Addr<Registry>,
@@ -120,9 +122,17 @@ impl RoomActor {
         }
     }
 
-    /// Publishes the record (`gone`: that the room is gone) for readers outside the actor.
-    fn publish(&self, gone: bool) {
-        let value = (!gone).then(|| Published::new(self.record.clone()));
+    /// Publishes the record for readers outside the actor.
+    fn publish(&self) {
+        self.set_snapshot(Some(Published::new(self.record.clone())));
+    }
+
+    /// Publishes that the room is gone: fetches answer 404 from now on.
+    fn publish_gone(&self) {
+        self.set_snapshot(None);
+    }
+
+    fn set_snapshot(&self, value: Option<Arc<Published>>) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
@@ -142,7 +152,7 @@ impl RoomActor {
             return self.schedule_expiry(ctx);
         }
         tracing::info!(room = %self.record.id, "room expired");
-        self.publish(true);
+        self.publish_gone();
         self.close_all("expired", close::ROOM_EXPIRED);
         self.services
             .events
@@ -159,7 +169,11 @@ impl RoomActor {
 
     /// Writes the record to the store in the background; the room never waits for it.
     fn persist(&self, ctx: &mut Context<Self>) {
-        let (store, record) = (self.services.store.clone(), self.record.clone());
+        let store = self.services.store.clone();
+        let record = RoomRecord {
+            participant_count: self.members.len() as u32,
+            ..(*self.record).clone()
+        };
         ctx.spawn(
             async move {
                 if let Err(e) = store.update(&record).await {
@@ -276,11 +290,6 @@ impl RoomActor {
             None,
             ctx,
         );
-        self.count_changed(ctx);
-    }
-
-    fn count_changed(&mut self, ctx: &mut Context<Self>) {
-        Arc::make_mut(&mut self.record).participant_count = self.members.len() as u32;
         self.persist_soon(ctx);
     }
 
@@ -342,7 +351,7 @@ impl RoomActor {
         record.conference_type = ConferenceType::Sfu;
         record.modification_time = now_ms().max(record.modification_time);
         tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
-        self.publish(false);
+        self.publish();
         METRICS.upgraded();
         self.services
             .events
@@ -381,7 +390,7 @@ impl Handler<GetRecord> for RoomActor {
         let now = now_ms();
         if self.record.token_is_stale(now) {
             Arc::make_mut(&mut self.record).refresh_token(&self.services.tokens, now);
-            self.publish(false);
+            self.publish();
             self.persist(ctx);
             self.services
                 .events
@@ -408,7 +417,7 @@ impl Handler<Delete> for RoomActor {
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     if result.is_ok() {
-                        act.publish(true);
+                        act.publish_gone();
                         act.close_all("deleted", close::ROOM_DELETED);
                         act.services
                             .events
@@ -459,11 +468,9 @@ impl Handler<Join> for RoomActor {
         if let Some(token) = &request.resume
             && let Some(i) = self.members.iter().position(|m| &m.resume_token == token)
         {
+            let address = self.members[i].participant.address.clone();
+            self.peers().insert(address.clone(), Some(link.clone()));
             let member = &mut self.members[i];
-            self.peers
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(member.participant.address.clone(), Some(link.clone()));
             if let Some(old) = member.link.replace(link) {
                 let _ = old.tx.try_send(Outbound::Close(
                     close::REPLACED,
@@ -473,7 +480,6 @@ impl Handler<Join> for RoomActor {
             if let Some(grace) = member.grace.take() {
                 ctx.cancel_future(grace);
             }
-            let address = member.participant.address.clone();
             tracing::info!(room = %self.record.id, %address, "participant resumed");
             self.send_joined(i, ctx);
             return Ok(address);
@@ -534,7 +540,7 @@ impl Handler<Join> for RoomActor {
             ctx,
         );
         self.maybe_upgrade(ctx);
-        self.count_changed(ctx);
+        self.persist_soon(ctx);
         Ok(address)
     }
 }

@@ -258,29 +258,31 @@ impl Rooms {
         // run. Otherwise the stored token may be signed with a secret this run does not have
         // (a generated one, or a rotated one). Either may be stale. Every listed room gets
         // a working token.
-        let snapshots: Vec<Option<Snapshot>> = {
+        let live: Vec<Option<Arc<Published>>> = {
             let directory = self.directory();
             stored
                 .iter()
-                .map(|r| directory.get(&r.id).map(|e| e.snapshot.clone()))
+                .map(|r| {
+                    directory
+                        .get(&r.id)
+                        .and_then(|e| read_snapshot(&e.snapshot))
+                })
                 .collect()
         };
         let tokens = &self.services.tokens;
         let rooms = stored
             .into_iter()
-            .zip(snapshots)
-            .map(
-                |(stored, snapshot)| match snapshot.as_ref().and_then(read_snapshot) {
-                    Some(live) if !live.record.token_is_stale(now) => live.record.clone(),
-                    _ => {
-                        let mut room = stored;
-                        if room.token_is_stale(now) || tokens.verify(&room.token).is_err() {
-                            room.refresh_token(tokens, now);
-                        }
-                        Arc::new(room)
+            .zip(live)
+            .map(|(stored, live)| match live {
+                Some(live) if !live.record.token_is_stale(now) => live.record.clone(),
+                _ => {
+                    let mut room = stored;
+                    if room.token_is_stale(now) || tokens.verify(&room.token).is_err() {
+                        room.refresh_token(tokens, now);
                     }
-                },
-            )
+                    Arc::new(room)
+                }
+            })
             .collect();
         Ok(Page { rooms, next })
     }
