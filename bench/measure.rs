@@ -1,5 +1,5 @@
-//! CPU time of the measured processes, shared by the load clients (bench/rooms_load.rs,
-//! bench/ws_load.rs).
+//! What the load clients (bench/rooms_load.rs, bench/ws_load.rs) share: CPU time of the
+//! measured processes, and latency percentiles.
 
 /// User+system CPU time, in microseconds, used so far by process `pid` (all its threads),
 /// from /proc/PID/stat; 0 when it cannot be read.
@@ -25,4 +25,13 @@ fn cpu_micros(pid: &str) -> f64 {
 pub fn server_cpu() -> [f64; 2] {
     ["BENCH_SERVER_PID", "BENCH_REDIS_PID"]
         .map(|var| std::env::var(var).map_or(0.0, |pid| cpu_micros(&pid)))
+}
+
+/// The `q` quantile (0 to 1) of sorted latencies in microseconds, in milliseconds.
+pub fn percentile_ms(sorted_micros: &[u32], q: f64) -> f64 {
+    sorted_micros
+        .get(((sorted_micros.len() as f64 - 1.0) * q) as usize)
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
 }

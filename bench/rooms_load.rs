@@ -14,8 +14,8 @@
 //! `{"janus":"message","body":{"request":"destroy","room":N}}` on that handle; both are
 //! synchronous requests of the plugin, answered in the HTTP response.
 
-#[path = "cpu.rs"]
-mod cpu;
+#[path = "measure.rs"]
+mod measure;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,7 @@ async fn main() {
             String::new()
         });
     }
-    let cpu_before = cpu::server_cpu();
+    let cpu_before = measure::server_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let workers: Vec<_> = handles
@@ -176,16 +176,11 @@ async fn main() {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_after = cpu::server_cpu();
+    let cpu_after = measure::server_cpu();
     let count = all.len().max(1) as f64;
     let per_cycle = |i: usize| (cpu_after[i] - cpu_before[i]) / count;
     all.sort_unstable();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pick = |q: f64| measure::percentile_ms(&all, q);
     println!(
         "cycles_per_second={:.0} p50_ms={:.3} p99_ms={:.3} errors={errors} \
          server_cpu_us_per_cycle={:.1} redis_cpu_us_per_cycle={:.1}",

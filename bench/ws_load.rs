@@ -21,8 +21,8 @@
 //! `bench_ws_load idle <convene|peerjs|bare> <http://addr> <sockets> <hold-seconds> [api-key]`
 //!   opens (and joins) every socket, prints `joined=N seconds=…`, then holds them open.
 
-#[path = "cpu.rs"]
-mod cpu;
+#[path = "measure.rs"]
+mod measure;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,7 +188,7 @@ fn sent_at(text: &str) -> Option<u64> {
 
 async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: String) {
     let pairs = open_pairs(target, &base, sockets, &key).await;
-    let cpu_before = cpu::server_cpu();
+    let cpu_before = measure::server_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let padding = "x".repeat(1000);
@@ -236,16 +236,11 @@ async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: 
         all.extend(task.await.unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_after = cpu::server_cpu();
+    let cpu_after = measure::server_cpu();
     let count = all.len().max(1) as f64;
     let per_message = |i: usize| (cpu_after[i] - cpu_before[i]) / count;
     all.sort_unstable();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pick = |q: f64| measure::percentile_ms(&all, q);
     println!(
         "messages_per_second={:.0} p50_ms={:.3} p99_ms={:.3} server_cpu_us_per_message={:.2}",
         all.len() as f64 / elapsed,
