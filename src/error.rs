@@ -12,83 +12,66 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
 
-/// Every error the service can answer with: HTTP status, code and id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    Internal,
-    AuthorizationMissing,
-    NotFound,
-    MethodNotAllowed,
-    Forbidden,
-    ParameterMissing,
-    StringSize,
-    InvalidJson,
-    NumberSize,
-    InvalidValue,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    ServiceUnavailable,
+/// Declares [`Code`] and its table in one place, so a code cannot exist without its row,
+/// and [`Code::ALL`] cannot miss one.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $name:ident => ($status:literal, $code:literal, $id:expr),)*) => {
+        /// Every error the service can answer with: HTTP status, code and id.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &[Code] = &[$(Code::$name),*];
+
+            /// `(HTTP status, code, id)`: the table itself.
+            const fn row(self) -> (u16, &'static str, Option<&'static str>) {
+                match self {
+                    $(Code::$name => ($status, $code, $id),)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    Internal => (500, "BASE-00000", Some("INTERNAL_ERROR")),
+    AuthorizationMissing => (401, "BASE-00001", None),
+    NotFound => (404, "BASE-00002", Some("NOT_FOUND")),
+    MethodNotAllowed => (405, "BASE-00003", Some("METHOD_NOT_ALLOWED")),
+    Forbidden => (403, "BASE-00004", Some("FORBIDDEN")),
+    ParameterMissing => (400, "BASE-00011", Some("PARAMETER_MISSING")),
+    StringSize => (400, "BASE-00013", Some("STRING_SIZE")),
+    InvalidJson => (400, "BASE-00014", None),
+    NumberSize => (400, "BASE-00015", Some("NUMBER_SIZE")),
+    InvalidValue => (400, "BASE-00016", Some("INVALID_VALUE")),
+    UnsupportedMediaType => (415, "BASE-00017", None),
+    PayloadTooLarge => (413, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
+    ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
     /// `REALTIME-00004` where the published API answers 400 (DELETE).
-    RoomDoesNotExist,
+    RoomDoesNotExist => (400, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
     /// `REALTIME-00004` where the contract answers 404 (GET one room).
-    RoomNotFound,
-    InvalidToken,
+    RoomNotFound => (404, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
+    InvalidToken => (400, "REALTIME-00009", Some("INVALID_TOKEN")),
     /// Signaling: the room has no seat left.
-    RoomFull,
+    RoomFull => (409, "REALTIME-00010", Some("CONFERENCE_ROOM_FULL")),
     /// Signaling: no participant with that address in the room.
-    ParticipantDoesNotExist,
+    ParticipantDoesNotExist => (404, "REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST")),
     /// Signaling: a message other than `join` before `join`.
-    NotJoined,
+    NotJoined => (400, "REALTIME-00012", Some("NOT_JOINED")),
     /// Signaling: a second `join` on the same socket.
-    AlreadyJoined,
+    AlreadyJoined => (400, "REALTIME-00013", Some("ALREADY_JOINED")),
     /// Signaling: more messages per second than allowed.
-    TooManyMessages,
+    TooManyMessages => (429, "REALTIME-00014", Some("TOO_MANY_MESSAGES")),
     /// Signaling: the participant stayed longer than `endpointTTLSeconds`.
-    EndpointExpired,
+    EndpointExpired => (410, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
     /// Signaling: the room's media server is not available.
-    SfuUnavailable,
+    SfuUnavailable => (503, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
 }
 
 impl Code {
-    /// `(HTTP status, code, id)`: the table itself.
-    const fn row(self) -> (u16, &'static str, Option<&'static str>) {
-        match self {
-            Code::Internal => (500, "BASE-00000", Some("INTERNAL_ERROR")),
-            Code::AuthorizationMissing => (401, "BASE-00001", None),
-            Code::NotFound => (404, "BASE-00002", Some("NOT_FOUND")),
-            Code::MethodNotAllowed => (405, "BASE-00003", Some("METHOD_NOT_ALLOWED")),
-            Code::Forbidden => (403, "BASE-00004", Some("FORBIDDEN")),
-            Code::ParameterMissing => (400, "BASE-00011", Some("PARAMETER_MISSING")),
-            Code::StringSize => (400, "BASE-00013", Some("STRING_SIZE")),
-            Code::InvalidJson => (400, "BASE-00014", None),
-            Code::NumberSize => (400, "BASE-00015", Some("NUMBER_SIZE")),
-            Code::InvalidValue => (400, "BASE-00016", Some("INVALID_VALUE")),
-            Code::UnsupportedMediaType => (415, "BASE-00017", None),
-            Code::PayloadTooLarge => (413, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
-            Code::ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
-            Code::RoomDoesNotExist => (
-                400,
-                "REALTIME-00004",
-                Some("CONFERENCE_ROOM_DOES_NOT_EXIST"),
-            ),
-            Code::RoomNotFound => (
-                404,
-                "REALTIME-00004",
-                Some("CONFERENCE_ROOM_DOES_NOT_EXIST"),
-            ),
-            Code::InvalidToken => (400, "REALTIME-00009", Some("INVALID_TOKEN")),
-            Code::RoomFull => (409, "REALTIME-00010", Some("CONFERENCE_ROOM_FULL")),
-            Code::ParticipantDoesNotExist => {
-                (404, "REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST"))
-            }
-            Code::NotJoined => (400, "REALTIME-00012", Some("NOT_JOINED")),
-            Code::AlreadyJoined => (400, "REALTIME-00013", Some("ALREADY_JOINED")),
-            Code::TooManyMessages => (429, "REALTIME-00014", Some("TOO_MANY_MESSAGES")),
-            Code::EndpointExpired => (410, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
-            Code::SfuUnavailable => (503, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
-        }
-    }
-
     pub fn status(self) -> StatusCode {
         StatusCode::from_u16(self.row().0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -361,26 +344,38 @@ mod tests {
 
     #[test]
     fn every_code_has_a_valid_status() {
-        use Code::*;
-        for code in [
-            Internal,
-            AuthorizationMissing,
-            NotFound,
-            MethodNotAllowed,
-            Forbidden,
-            ParameterMissing,
-            StringSize,
-            InvalidJson,
-            NumberSize,
-            InvalidValue,
-            UnsupportedMediaType,
-            PayloadTooLarge,
-            ServiceUnavailable,
-            RoomDoesNotExist,
-            RoomNotFound,
-            InvalidToken,
-        ] {
-            assert_eq!(code.status().as_u16(), code.row().0);
+        for &code in Code::ALL {
+            assert_eq!(code.status().as_u16(), code.row().0, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_code_and_status_name_one_row() {
+        // REALTIME-00004 is the one code with two statuses (400 on DELETE, 404 on GET).
+        let mut seen = std::collections::HashSet::new();
+        for &code in Code::ALL {
+            assert!(
+                seen.insert((code.code(), code.row().0)),
+                "{code:?} repeats a row"
+            );
+        }
+    }
+
+    #[test]
+    fn every_code_is_documented() {
+        let docs: String = ["docs/api.md", "docs/signaling.md", "docs/admin.md"]
+            .iter()
+            .map(|path| {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+            })
+            .collect();
+        for &code in Code::ALL {
+            assert!(
+                docs.contains(code.code()),
+                "{code:?} ({}) is not in docs/",
+                code.code()
+            );
         }
     }
 }
