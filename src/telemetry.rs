@@ -50,26 +50,39 @@ pub async fn request_context(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.path());
+    let method = req.method().clone();
     let started = Instant::now();
     // The request cannot be cloned before routing, so errors and panics are returned as
-    // errors, which actix renders through `ResponseError`: the published body again.
+    // errors, which actix renders through `ResponseError`: the published body again, with
+    // the request's id.
     let outcome = AssertUnwindSafe(next.call(req))
         .catch_unwind()
         .instrument(span.clone())
         .await;
+    let failed = |error: ApiError| {
+        let status = error.code.status().as_u16();
+        let seconds = started.elapsed().as_secs_f64();
+        crate::metrics::METRICS.request(UNROUTED, method.as_str(), status, seconds);
+        Err(Tagged {
+            error,
+            id: id.clone(),
+        }
+        .into())
+    };
     let mut res = match outcome {
         Ok(Ok(res)) => published_error_body(res.map_into_boxed_body()),
         Ok(Err(e)) => {
             let status = e.as_response_error().status_code().as_u16();
             span.in_scope(|| tracing::info!(status, "request failed"));
-            if e.as_error::<ApiError>().is_some() {
-                return Err(e);
-            }
-            return Err(ApiError::for_status(status, "", "").into());
+            let error = e
+                .as_error::<ApiError>()
+                .cloned()
+                .unwrap_or_else(|| ApiError::for_status(status, "", ""));
+            return failed(error);
         }
         Err(_) => {
             span.in_scope(|| tracing::error!("handler panicked"));
-            return Err(ApiError::internal().into());
+            return failed(ApiError::internal());
         }
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -85,6 +98,38 @@ pub async fn request_context(
     let latency_ms = seconds * 1000.0;
     span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));
     Ok(res)
+}
+
+/// The `route` label of a request that failed before a response existed (a panic, or an
+/// error out of the middleware), when its matched pattern is no longer known.
+const UNROUTED: &str = "unknown";
+
+/// An error answer that keeps its request's id: after a panic the request is gone, so the
+/// answer is rendered by actix from this error.
+#[derive(Debug)]
+struct Tagged {
+    error: ApiError,
+    id: String,
+}
+
+impl std::fmt::Display for Tagged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for Tagged {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.error.status_code()
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        let mut res = self.error.error_response();
+        if let Ok(value) = HeaderValue::from_str(&self.id) {
+            res.headers_mut().insert(REQUEST_ID, value);
+        }
+        res
+    }
 }
 
 /// Replaces a non-JSON error answer (one of actix's own) with the published error body.
@@ -105,4 +150,52 @@ fn published_error_body(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBod
     );
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, error.error_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, HttpServer, web};
+
+    /// A handler that panics still answers the published 500 body, over a real socket, with
+    /// the request's id, and is counted.
+    #[actix_web::test]
+    async fn a_panicking_handler_answers_500_with_the_request_id() {
+        async fn boom() -> &'static str {
+            panic!("this handler always panics")
+        }
+        let server = HttpServer::new(|| {
+            App::new()
+                .wrap(from_fn(request_context))
+                .route("/boom", web::get().to(boom))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+
+        let res = reqwest::Client::new()
+            .get(format!("http://{addr}/boom"))
+            .header("x-request-id", "panic-test-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 500);
+        assert_eq!(res.headers()["x-request-id"], "panic-test-1");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "BASE-00000");
+        assert_eq!(body["id"], "INTERNAL_ERROR");
+        let metrics = crate::metrics::METRICS.render(0, 0, 0);
+        assert!(
+            metrics.contains(r#"route="unknown",method="GET",status="500""#),
+            "{metrics}"
+        );
+        handle.stop(true).await;
+    }
 }
