@@ -239,7 +239,7 @@ for n in (200, 2000):
 w("")
 
 # --- Idle ---
-w(f"## 4. Scale: {idle:,} idle sockets\n")
+w(f"## 4a. Scale: {idle:,} idle sockets\n")
 w(f"Each server starts fresh; the client opens {idle:,} sockets, 32 pairs at a time (Convene: "
   "creates a room per pair and joins both; PeerJS: waits for `OPEN`), then holds them. Memory "
   "is the server's VmRSS (/proc/PID/status) 2 s after the last join, minus its VmRSS before, "
@@ -256,7 +256,7 @@ w(f"| RSS per idle socket (Convene: joined participant), bytes | {fmt('idle.conv
 w("")
 
 # --- List ---
-w(f"## 4. Scale: list pages with 1,000 and {big_rooms:,} rooms in Redis\n")
+w(f"## 4b. Scale: list pages with 1,000 and {big_rooms:,} rooms in Redis\n")
 w("Rooms are written straight into a fresh Redis in the store's layout (`convene:room:{id}`, "
   "and the members `{creationTime:013}|{id}` of `convene:rooms` and `convene:rooms:expiry`), "
   "then Convene starts on it and restores them (start-up time is from the process start to "
