@@ -3,6 +3,12 @@ use convene::startup::Application;
 use convene::telemetry;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's allocator: signaling buffers are allocated on one worker thread
+/// and freed on another, and glibc's arena locks and chunk merging were 14-17 % of the relay's
+/// samples (bench/analysis.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let mut settings = match Settings::load() {
