@@ -44,6 +44,8 @@ pub struct Settings {
     pub signaling_rate_per_second: u32,
     pub signaling_rate_burst: u32,
     pub signaling_queue_capacity: usize,
+    pub signaling_max_pending_sockets: usize,
+    pub signaling_max_pending_sockets_per_ip: usize,
     pub ice_servers: Vec<String>,
     pub turn_secret: String,
     pub turn_credential_ttl_seconds: u64,
@@ -206,6 +208,14 @@ impl Settings {
             (
                 "CONVENE_SIGNALING_QUEUE_CAPACITY",
                 self.signaling_queue_capacity as u64,
+            ),
+            (
+                "CONVENE_SIGNALING_MAX_PENDING_SOCKETS",
+                self.signaling_max_pending_sockets as u64,
+            ),
+            (
+                "CONVENE_SIGNALING_MAX_PENDING_SOCKETS_PER_IP",
+                self.signaling_max_pending_sockets_per_ip as u64,
             ),
             (
                 "CONVENE_TURN_CREDENTIAL_TTL_SECONDS",

@@ -69,6 +69,12 @@ codes! {
     EndpointExpired => (410, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
     /// Signaling: the room's media server is not available.
     SfuUnavailable => (503, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
+    /// WebSocket upgrade: this peer address holds as many sockets that have not joined (or
+    /// authenticated) yet as it may.
+    TooManyConnections => (429, "REALTIME-00017", Some("TOO_MANY_CONNECTIONS")),
+    /// WebSocket upgrade: the service holds as many sockets that have not joined (or
+    /// authenticated) yet as it may.
+    TooManyPendingConnections => (503, "REALTIME-00018", Some("TOO_MANY_PENDING_CONNECTIONS")),
 }
 
 impl Code {
@@ -252,6 +258,22 @@ impl ApiError {
         Self::new(
             Code::SfuUnavailable,
             "The media server of this room is not available.",
+        )
+    }
+
+    pub fn too_many_connections(per_address: usize) -> Self {
+        Self::new(
+            Code::TooManyConnections,
+            format!(
+                "This address already has ::= [{per_address}] sockets that have not joined or authenticated yet."
+            ),
+        )
+    }
+
+    pub fn too_many_pending_connections() -> Self {
+        Self::new(
+            Code::TooManyPendingConnections,
+            "Too many sockets have not joined or authenticated yet. Try again later.",
         )
     }
 

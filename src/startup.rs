@@ -11,6 +11,7 @@ use crate::signaling::SignalingConfig;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry;
 use crate::token::RoomTokens;
+use crate::wsguard::PendingSockets;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub page_tokens: PageTokens,
     /// Turns `true` when the service shuts down; every signaling session watches it.
     pub shutdown: watch::Receiver<bool>,
+    /// Sockets that have not joined (signaling) or authenticated (admin stream) yet.
+    pub pending: PendingSockets,
 }
 
 pub struct Application {
@@ -85,6 +88,10 @@ impl Application {
             api_keys: ApiKeys::new(&settings.api_keys),
             page_tokens: PageTokens::new(secret),
             rooms,
+            pending: PendingSockets::new(
+                settings.signaling_max_pending_sockets,
+                settings.signaling_max_pending_sockets_per_ip,
+            ),
             settings: settings.clone(),
         });
         let mut server = HttpServer::new(move || {

@@ -9,6 +9,7 @@ use crate::auth::API_KEY_HEADER;
 use crate::error::{ApiError, Code};
 use crate::signaling::protocol::{ServerMessage, close};
 use crate::startup::AppState;
+use crate::wsguard::is_too_big;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
@@ -28,16 +29,6 @@ pub struct StreamQuery {
     last_seq: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Auth {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(rename = "apiKey")]
-    api_key: Option<String>,
-    #[serde(rename = "lastSeq")]
-    last_seq: Option<u64>,
-}
-
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
@@ -47,7 +38,11 @@ pub async fn connect(
     if !origin_allowed(&req, &state.settings.admin_allowed_origins) {
         return Err(ApiError::forbidden_origin());
     }
-    let header_key = req.headers().get(API_KEY_HEADER);
+    // An empty header is no key: the client signs in by its first message.
+    let header_key = req
+        .headers()
+        .get(API_KEY_HEADER)
+        .filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace));
     let authenticated = match header_key {
         Some(value) => {
             state
@@ -64,12 +59,19 @@ pub async fn connect(
                 .map_err(|_| ApiError::invalid_value("lastSeq"))?,
         ),
     };
+    let body = crate::wsguard::guard(&req, body, MAX_FRAME).await;
     let (response, ws, frames) = actix_ws::handle(&req, body).map_err(|_| {
         ApiError::new(
             Code::InvalidValue,
             "This endpoint takes a WebSocket upgrade.",
         )
     })?;
+    // A socket that still has to authenticate holds a place among the pending ones.
+    let pending = if authenticated {
+        None
+    } else {
+        Some(state.pending.acquire(req.peer_addr().map(|a| a.ip()))?)
+    };
     let frames = frames
         .max_frame_size(MAX_FRAME)
         .aggregate_continuations()
@@ -81,11 +83,18 @@ pub async fn connect(
         let last_seq = if authenticated {
             last_seq
         } else {
-            match authenticate(&mut ws, &mut frames, &state).await {
+            let outcome = authenticate(&mut ws, &mut frames, &state).await;
+            drop(pending);
+            match outcome {
                 Ok(seq) => seq,
                 Err((error, code)) => {
                     let _ = ws.text(&*ServerMessage::error(&error).text()).await;
-                    close_with(ws, &mut frames, code, "not authenticated").await;
+                    let reason = if code == close::TOO_BIG {
+                        "frame too large"
+                    } else {
+                        "not authenticated"
+                    };
+                    close_with(ws, &mut frames, code, reason).await;
                     return;
                 }
             }
@@ -96,6 +105,10 @@ pub async fn connect(
 }
 
 /// Browser pages send `Origin`; other clients do not, and are let in by their API key.
+/// With no list of allowed origins, only the service's own pages are: the `Origin` must be
+/// the request's own scheme and `Host` (`https://host` is not the origin of `http://host`).
+/// The request's scheme is the connection's, or the one a proxy in front names in
+/// `Forwarded`/`X-Forwarded-Proto` (which a browser page cannot set).
 fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     let Some(origin) = req
         .headers()
@@ -110,8 +123,16 @@ fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-        return !host.is_empty() && origin_host.eq_ignore_ascii_case(host);
+        let scheme = match req.connection_info().scheme().to_ascii_lowercase().as_str() {
+            "https" | "wss" => "https",
+            _ => "http",
+        };
+        let Some((origin_scheme, origin_host)) = origin.split_once("://") else {
+            return false;
+        };
+        return !host.is_empty()
+            && origin_scheme.eq_ignore_ascii_case(scheme)
+            && origin_host.eq_ignore_ascii_case(host);
     }
     allowed
         .iter()
@@ -127,29 +148,41 @@ async fn authenticate(
     let first = tokio::time::timeout(AUTH_TIMEOUT, async {
         loop {
             match frames.recv().await {
-                Some(Ok(AggregatedMessage::Text(text))) => return Some(text),
+                Some(Ok(AggregatedMessage::Text(text))) => return Ok(text),
                 Some(Ok(AggregatedMessage::Ping(bytes))) => {
                     let _ = ws.pong(&bytes).await;
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => {}
-                _ => return None,
+                Some(Err(e)) if is_too_big(&e) => return Err(true),
+                _ => return Err(false),
             }
         }
     })
     .await;
     let text = match first {
-        Ok(Some(text)) => text,
+        Ok(Ok(text)) => text,
+        Ok(Err(true)) => {
+            return Err((ApiError::payload_too_large(MAX_FRAME), close::TOO_BIG));
+        }
         _ => return Err(refused()),
     };
-    let auth: Auth = serde_json::from_str(&text).map_err(|_| refused())?;
-    if auth.kind != "auth" {
+    let auth: serde_json::Value = serde_json::from_str(&text).map_err(|_| refused())?;
+    if auth.get("type").and_then(|t| t.as_str()) != Some("auth") {
         return Err(refused());
     }
+    // The key first, so that only a client with a good key learns about its `lastSeq`.
+    let key = auth.get("apiKey").and_then(|k| k.as_str());
     state
         .api_keys
-        .check(auth.api_key.as_deref())
+        .check(key)
         .map_err(|e| (e, close::INVALID_TOKEN))?;
-    Ok(auth.last_seq)
+    match auth.get("lastSeq") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(seq) => match seq.as_u64() {
+            Some(seq) => Ok(Some(seq)),
+            None => Err((ApiError::invalid_value("lastSeq"), close::INVALID_TOKEN)),
+        },
+    }
 }
 
 async fn stream(
@@ -190,6 +223,10 @@ async fn stream(
                     return;
                 }
                 None => return,
+                Some(Err(e)) if is_too_big(&e) => {
+                    let _ = ws.text(&*ServerMessage::error(&ApiError::payload_too_large(MAX_FRAME)).text()).await;
+                    break (close::TOO_BIG, "frame too large");
+                }
                 Some(Err(_)) => break (close::PROTOCOL, "unreadable frame"),
             },
             _ = heartbeat.tick() => {

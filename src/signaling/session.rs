@@ -4,9 +4,8 @@
 use super::protocol::{self, ClientMessage, JoinRequest, Outbound, ServerMessage, close};
 use crate::error::ApiError;
 use crate::room::{JoinRefused, RoomHandle, Rooms};
-use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
-};
+use crate::wsguard::{PendingSlot, is_too_big};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -27,6 +26,8 @@ struct Socket {
     rooms: Rooms,
     member: Option<Membership>,
     limiter: RateLimiter,
+    /// The socket's place among those not joined yet; given up at join.
+    pending: Option<PendingSlot>,
 }
 
 /// How the socket ends.
@@ -44,6 +45,7 @@ pub(super) async fn run(
     mut frames: AggregatedMessageStream,
     rooms: Rooms,
     mut shutdown: watch::Receiver<bool>,
+    pending: PendingSlot,
 ) {
     let config = rooms.services().signaling.clone();
     let mut socket = Socket {
@@ -52,6 +54,7 @@ pub(super) async fn run(
         limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         rooms,
         member: None,
+        pending: Some(pending),
     };
     let join_deadline = tokio::time::sleep(config.join_timeout);
     tokio::pin!(join_deadline);
@@ -82,7 +85,7 @@ pub(super) async fn run(
                         let code = reason.map_or(close::NORMAL, |r| u16::from(r.code));
                         break End::CloseDropped(code, String::new());
                     }
-                    Some(Err(e)) if too_big(&e) => {
+                    Some(Err(e)) if is_too_big(&e) => {
                         let limit = config.max_frame_bytes;
                         socket.send_error(&ApiError::payload_too_large(limit)).await;
                         break End::CloseDropped(close::TOO_BIG, format!("frame larger than {limit} bytes"));
@@ -136,20 +139,6 @@ pub(super) async fn run(
                 description: Some(reason),
             }))
             .await;
-    }
-}
-
-/// Whether a read error means "over the size limit": one frame over it (`Overflow`), or a
-/// message in several frames whose sum is over it, which actix-ws reports as an I/O error
-/// with this text (and no type of its own).
-fn too_big(e: &ProtocolError) -> bool {
-    match e {
-        ProtocolError::Overflow => true,
-        ProtocolError::Io(io) => {
-            io.kind() == std::io::ErrorKind::Other
-                && io.to_string() == "Exceeded maximum continuation size"
-        }
-        _ => false,
     }
 }
 
@@ -244,6 +233,7 @@ impl Socket {
                     address,
                     outbound: rx,
                 });
+                self.pending = None;
                 None
             }
             Err(JoinRefused::Token) => Some(
@@ -309,16 +299,6 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn oversize_frames_and_oversize_fragmented_messages_are_too_big() {
-        assert!(too_big(&ProtocolError::Overflow));
-        assert!(too_big(&ProtocolError::Io(std::io::Error::other(
-            "Exceeded maximum continuation size"
-        ))));
-        assert!(!too_big(&ProtocolError::Io(std::io::Error::other("reset"))));
-        assert!(!too_big(&ProtocolError::UnmaskedFrame));
-    }
 
     #[test]
     fn rate_limiter_allows_a_burst_then_the_rate() {
