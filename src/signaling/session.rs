@@ -123,6 +123,9 @@ pub(super) async fn run(
         }
     };
 
+    // Give up the place among unjoined sockets before the close frame goes out, so that a
+    // client that saw the close can count on it.
+    socket.pending = None;
     let (code, reason, dropped) = match end {
         End::Dropped => (None, String::new(), true),
         End::Close(code, reason) => (Some(code), reason, false),
