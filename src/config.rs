@@ -344,5 +344,19 @@ mod tests {
         assert!(e.0.contains("CONVENE_ROOM_TTL_SECONDS"), "{e}");
         let e = env(&[("CONVENE_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(e.0.contains("CONVENE_LOG_FORMAT"), "{e}");
+        for name in [
+            "CONVENE_SIGNALING_MAX_PENDING_SOCKETS",
+            "CONVENE_SIGNALING_MAX_PENDING_SOCKETS_PER_IP",
+        ] {
+            let e = env(&[(name, "0")]).unwrap_err();
+            assert!(e.0.contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn pending_socket_caps_default_to_10000_and_100_per_address() {
+        let s = env(&[]).unwrap();
+        assert_eq!(s.signaling_max_pending_sockets, 10000);
+        assert_eq!(s.signaling_max_pending_sockets_per_ip, 100);
     }
 }
