@@ -17,6 +17,7 @@ const ENV_PREFIX: &str = "CONVENE_";
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub bind: String,
+    pub metrics_bind: String,
     pub workers: usize,
     pub shutdown_timeout_seconds: u64,
     pub api_keys: Vec<String>,
@@ -59,6 +60,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
+            .field("metrics_bind", &self.metrics_bind)
             .field(
                 "api_keys",
                 &format_args!("[{} redacted]", self.api_keys.len()),
@@ -145,6 +147,12 @@ impl Settings {
                 self.bind
             ))
         })?;
+        if !self.metrics_bind.is_empty() && self.metrics_bind.parse::<SocketAddr>().is_err() {
+            return Err(err(format!(
+                "CONVENE_METRICS_BIND: '{}' is not an address like 127.0.0.1:9090",
+                self.metrics_bind
+            )));
+        }
         if self.api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(err("CONVENE_API_KEYS: an API key is empty"));
         }
@@ -340,6 +348,9 @@ mod tests {
         assert!(e.0.contains("CONVENE_TOKEN_SECRET"), "{e}");
         let e = env(&[("CONVENE_BIND", "nowhere")]).unwrap_err();
         assert!(e.0.contains("CONVENE_BIND"), "{e}");
+        let e = env(&[("CONVENE_METRICS_BIND", "nowhere")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_METRICS_BIND"), "{e}");
+        assert_eq!(env(&[]).unwrap().metrics_bind, "");
         let e = env(&[("CONVENE_ROOM_TTL_SECONDS", "0")]).unwrap_err();
         assert!(e.0.contains("CONVENE_ROOM_TTL_SECONDS"), "{e}");
         let e = env(&[("CONVENE_LOG_FORMAT", "xml")]).unwrap_err();

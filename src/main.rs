@@ -28,6 +28,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = app.metrics_addr() {
+        tracing::info!("metrics on {addr}");
+    }
     tracing::info!("listening on {}", app.local_addr());
     match app.run_until_stopped().await {
         Ok(()) => {

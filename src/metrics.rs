@@ -1,170 +1,309 @@
-//! Prometheus metrics, rendered by hand in the text exposition format at `/metrics`.
+//! Prometheus metrics, kept by the `prometheus` crate and served at `/metrics` in the text
+//! exposition format (on the main listener, or on its own when `metrics_bind` is set).
 //!
-//! Counters are process-wide statics, so every layer (HTTP middleware, room actors, the
-//! store) counts without carrying a handle. Gauges of rooms and participants are read from
-//! the admin event hub, which holds the live state.
+//! The metrics are process-wide (one registry in the static `METRICS`), so every layer
+//! (HTTP middleware, room actors, sessions, the store) counts without carrying a handle.
+//! Gauges of rooms and participants are read from the admin event hub, which holds the live
+//! state, at each scrape. The registry also holds the crate's process collector
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, …, read
+//! from `/proc` on Linux) and `convene_build_info{version}`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus::core::Collector;
+use prometheus::process_collector::ProcessCollector;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::LazyLock;
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+/// Reasons a participant leaves; each is shown from the start (at 0).
+const LEAVE_REASONS: [&str; 5] = ["left", "kicked", "disconnected", "roomClosed", "expired"];
+
+/// Why a join is refused: a token that does not verify (or is stale), a room that does not
+/// exist (any more), a full room.
+pub const REFUSAL_REASONS: [&str; 3] = ["token", "gone", "full"];
+
+/// Kinds of WebSocket connection counted by `convene_websocket_connections`.
+pub const SOCKET_KINDS: [&str; 2] = ["signaling", "admin"];
+
+/// The order labels are written in. The crate sorts them by name; the series keep the
+/// order they have always had (`route`, `method`, `status`).
+const LABEL_ORDER: [&str; 3] = ["route", "method", "status"];
 
 pub struct Metrics {
-    joins: AtomicU64,
-    upgrades: AtomicU64,
-    relayed: AtomicU64,
-    store_errors: AtomicU64,
-    leaves: Mutex<BTreeMap<String, u64>>,
-    /// By (route, method, status).
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    registry: Registry,
+    rooms: IntGaugeVec,
+    participants: IntGauge,
+    joins: IntCounter,
+    leaves: IntCounterVec,
+    upgrades: IntCounter,
+    relayed: IntCounter,
+    store_errors: IntCounter,
+    requests: IntCounterVec,
+    durations: HistogramVec,
+    websockets: IntGaugeVec,
+    join_refusals: IntCounterVec,
+    /// `(name, help, type)` of every family, so that one without series yet still shows
+    /// its `HELP` and `TYPE` lines.
+    families: Vec<(String, String, &'static str)>,
 }
 
-pub static METRICS: Metrics = Metrics {
-    joins: AtomicU64::new(0),
-    upgrades: AtomicU64::new(0),
-    relayed: AtomicU64::new(0),
-    store_errors: AtomicU64::new(0),
-    leaves: Mutex::new(BTreeMap::new()),
-    requests: Mutex::new(BTreeMap::new()),
-};
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Holds one open WebSocket connection in `convene_websocket_connections`; dropping it
+/// counts the connection closed.
+pub struct OpenSocket(IntGauge);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 impl Metrics {
+    fn new() -> Self {
+        let mut families = Vec::new();
+        let registry = Registry::new();
+        let mut register = |c: Box<dyn Collector>, kind: &'static str| {
+            for desc in c.desc() {
+                families.push((desc.fq_name.clone(), desc.help.clone(), kind));
+            }
+            registry
+                .register(c)
+                .expect("metric names and labels are unique");
+        };
+        let rooms = IntGaugeVec::new(
+            Opts::new("convene_rooms", "Live rooms by conference type."),
+            &["conference_type"],
+        )
+        .unwrap();
+        let participants =
+            IntGauge::new("convene_participants", "Participants holding a seat.").unwrap();
+        let joins =
+            IntCounter::new("convene_joins_total", "Participants admitted to rooms.").unwrap();
+        let leaves = IntCounterVec::new(
+            Opts::new("convene_leaves_total", "Participants gone, by reason."),
+            &["reason"],
+        )
+        .unwrap();
+        let upgrades =
+            IntCounter::new("convene_upgrades_total", "MESH rooms upgraded to SFU.").unwrap();
+        let relayed = IntCounter::new(
+            "convene_signaling_messages_relayed_total",
+            "Signal and message deliveries to participants.",
+        )
+        .unwrap();
+        let store_errors = IntCounter::new(
+            "convene_store_errors_total",
+            "Failed or timed-out store operations.",
+        )
+        .unwrap();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "convene_http_requests_total",
+                "REST requests by route, method and status.",
+            ),
+            &LABEL_ORDER,
+        )
+        .unwrap();
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "convene_http_request_duration_seconds",
+                "REST request latency by route, method and status.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &LABEL_ORDER,
+        )
+        .unwrap();
+        let websockets = IntGaugeVec::new(
+            Opts::new(
+                "convene_websocket_connections",
+                "Open WebSocket connections by kind (signaling, admin).",
+            ),
+            &["kind"],
+        )
+        .unwrap();
+        let join_refusals = IntCounterVec::new(
+            Opts::new(
+                "convene_join_refusals_total",
+                "Signaling joins refused, by reason (token, gone, full).",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "convene_build_info",
+                "The running build; always 1, the version is in the label.",
+            ),
+            &["version"],
+        )
+        .unwrap();
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for reason in LEAVE_REASONS {
+            leaves.with_label_values(&[reason]);
+        }
+        for reason in REFUSAL_REASONS {
+            join_refusals.with_label_values(&[reason]);
+        }
+        for kind in SOCKET_KINDS {
+            websockets.with_label_values(&[kind]);
+        }
+        register(Box::new(rooms.clone()), "gauge");
+        register(Box::new(participants.clone()), "gauge");
+        register(Box::new(joins.clone()), "counter");
+        register(Box::new(leaves.clone()), "counter");
+        register(Box::new(upgrades.clone()), "counter");
+        register(Box::new(relayed.clone()), "counter");
+        register(Box::new(store_errors.clone()), "counter");
+        register(Box::new(requests.clone()), "counter");
+        register(Box::new(durations.clone()), "histogram");
+        register(Box::new(websockets.clone()), "gauge");
+        register(Box::new(join_refusals.clone()), "counter");
+        register(Box::new(build_info), "gauge");
+        // CPU seconds, resident and virtual memory, open and maximum file descriptors,
+        // threads, start time; nothing on systems without `/proc`.
+        registry
+            .register(Box::new(ProcessCollector::for_self()))
+            .expect("process metrics are unique");
+        Self {
+            registry,
+            rooms,
+            participants,
+            joins,
+            leaves,
+            upgrades,
+            relayed,
+            store_errors,
+            requests,
+            durations,
+            websockets,
+            join_refusals,
+            families,
+        }
+    }
+
     pub fn joined(&self) {
-        self.joins.fetch_add(1, Ordering::Relaxed);
+        self.joins.inc();
     }
 
     pub fn left(&self, reason: &str) {
-        *self
-            .leaves
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason.to_string())
-            .or_default() += 1;
+        self.leaves.with_label_values(&[reason]).inc();
     }
 
     pub fn upgraded(&self) {
-        self.upgrades.fetch_add(1, Ordering::Relaxed);
+        self.upgrades.inc();
     }
 
     pub fn relayed(&self, messages: u64) {
-        self.relayed.fetch_add(messages, Ordering::Relaxed);
+        self.relayed.inc_by(messages);
     }
 
     pub fn store_error(&self) {
-        self.store_errors.fetch_add(1, Ordering::Relaxed);
+        self.store_errors.inc();
+    }
+
+    /// A signaling join refused; `reason` is one of `REFUSAL_REASONS`.
+    pub fn join_refused(&self, reason: &str) {
+        self.join_refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// A WebSocket connection of `kind` (one of `SOCKET_KINDS`) opened; it counts as open
+    /// until the returned guard is dropped.
+    #[must_use = "the connection counts as closed when the guard is dropped"]
+    pub fn socket_opened(&self, kind: &str) -> OpenSocket {
+        let gauge = self.websockets.with_label_values(&[kind]);
+        gauge.inc();
+        OpenSocket(gauge)
     }
 
     /// A finished HTTP request. `route` is the matched pattern, never the raw path, so
     /// room ids do not explode the label set.
     pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let h = requests
-            .entry((route.to_string(), method.to_string(), status))
-            .or_default();
-        h.count += 1;
-        h.sum += seconds;
-        for (bucket, le) in h.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= le {
-                *bucket += 1;
-            }
-        }
+        let status = status.to_string();
+        let labels = [route, method, status.as_str()];
+        self.requests.with_label_values(&labels).inc();
+        self.durations.with_label_values(&labels).observe(seconds);
     }
 
-    /// The text exposition format.
+    /// The text exposition format, with the live gauges of rooms and participants.
     pub fn render(&self, mesh_rooms: usize, sfu_rooms: usize, participants: usize) -> String {
-        let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        let _ = writeln!(
-            out,
-            "# HELP convene_rooms Live rooms by conference type.\n# TYPE convene_rooms gauge"
-        );
-        let _ = writeln!(
-            out,
-            "convene_rooms{{conference_type=\"MESH\"}} {mesh_rooms}"
-        );
-        let _ = writeln!(out, "convene_rooms{{conference_type=\"SFU\"}} {sfu_rooms}");
-        let _ = writeln!(
-            out,
-            "# HELP convene_participants Participants holding a seat.\n# TYPE convene_participants gauge\nconvene_participants {participants}"
-        );
-        counter(
-            &mut out,
-            "convene_joins_total",
-            "Participants admitted to rooms.",
-            self.joins.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP convene_leaves_total Participants gone, by reason.\n# TYPE convene_leaves_total counter"
-        );
-        for (reason, n) in self.leaves.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "convene_leaves_total{{reason=\"{reason}\"}} {n}");
-        }
-        counter(
-            &mut out,
-            "convene_upgrades_total",
-            "MESH rooms upgraded to SFU.",
-            self.upgrades.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "convene_signaling_messages_relayed_total",
-            "Signal and message deliveries to participants.",
-            self.relayed.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "convene_store_errors_total",
-            "Failed or timed-out store operations.",
-            self.store_errors.load(Ordering::Relaxed),
-        );
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let _ = writeln!(
-            out,
-            "# HELP convene_http_requests_total REST requests by route, method and status.\n# TYPE convene_http_requests_total counter"
-        );
-        for ((route, method, status), h) in &requests {
-            let _ = writeln!(
-                out,
-                "convene_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {}",
-                h.count
-            );
-        }
-        let name = "convene_http_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} REST request latency by route, method and status.\n# TYPE {name} histogram"
-        );
-        for ((route, method, status), h) in &requests {
-            let labels = format!("route=\"{route}\",method=\"{method}\",status=\"{status}\"");
-            for (n, le) in h.buckets.iter().zip(BUCKETS) {
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.rooms
+            .with_label_values(&["MESH"])
+            .set(gauge(mesh_rooms));
+        self.rooms.with_label_values(&["SFU"]).set(gauge(sfu_rooms));
+        self.participants.set(gauge(participants));
+        let mut families = self.registry.gather();
+        for family in &mut families {
+            for metric in family.mut_metric() {
+                metric.mut_label().sort_by_key(|label| {
+                    LABEL_ORDER
+                        .iter()
+                        .position(|name| *name == label.name())
+                        .unwrap_or(usize::MAX)
+                });
             }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+        }
+        let mut out = String::new();
+        if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
+            tracing::warn!(error = %e, "metrics could not be encoded");
+        }
+        for (name, help, kind) in &self.families {
+            if !families.iter().any(|f| f.name() == name) {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_without_series_still_say_their_type() {
+        let m = Metrics::new();
+        let text = m.render(0, 0, 0);
+        assert!(
+            text.contains("# TYPE convene_http_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE convene_http_request_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(text.contains("convene_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn request_labels_keep_their_order_and_sockets_count_down_on_drop() {
+        let m = Metrics::new();
+        m.request("/r/{id}", "GET", 404, 0.001);
+        let open = m.socket_opened("admin");
+        let text = m.render(0, 0, 0);
+        assert!(
+            text.contains(
+                r#"convene_http_requests_total{route="/r/{id}",method="GET",status="404"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"convene_websocket_connections{kind="admin"} 1"#),
+            "{text}"
+        );
+        drop(open);
+        assert!(
+            m.render(0, 0, 0)
+                .contains(r#"convene_websocket_connections{kind="admin"} 0"#)
+        );
     }
 }

@@ -38,6 +38,7 @@ pub struct AppState {
 pub struct Application {
     server: Server,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Application {
@@ -83,6 +84,7 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let metrics_addr = serve_metrics(&settings, &rooms, shutdown_rx.clone())?;
         let state = web::Data::new(AppState {
             shutdown: shutdown_rx,
             api_keys: ApiKeys::new(&settings.api_keys),
@@ -117,11 +119,20 @@ impl Application {
         }
         let server = server.run();
         stop_on_signal(&server, shutdown)?;
-        Ok(Self { server, addr })
+        Ok(Self {
+            server,
+            addr,
+            metrics_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the metrics listener, when `metrics_bind` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Serves until SIGTERM or SIGINT; then closes every signaling socket with 1001 (so
@@ -148,6 +159,26 @@ fn stop_on_signal(server: &Server, shutdown: watch::Sender<bool>) -> std::io::Re
         handle.stop(true).await;
     });
     Ok(())
+}
+
+/// Starts the listener of `metrics_bind`, if set; it stops when the service shuts down.
+fn serve_metrics(
+    settings: &Settings,
+    rooms: &Rooms,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Option<SocketAddr>> {
+    if settings.metrics_bind.is_empty() {
+        return Ok(None);
+    }
+    let (server, addr) =
+        api::metrics_server(&settings.metrics_bind, rooms.services().events.clone())?;
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    actix_web::rt::spawn(async move {
+        let _ = shutdown.changed().await;
+        handle.stop(true).await;
+    });
+    Ok(Some(addr))
 }
 
 /// Restores the rooms of the store, retrying while the store is unreachable.

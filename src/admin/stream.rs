@@ -78,6 +78,7 @@ pub async fn connect(
         .max_continuation_size(MAX_FRAME);
     let state = state.into_inner();
     actix_web::rt::spawn(async move {
+        let _open = crate::metrics::METRICS.socket_opened("admin");
         let mut frames = frames;
         let mut ws = ws;
         let last_seq = if authenticated {

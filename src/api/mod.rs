@@ -5,6 +5,8 @@ mod health;
 mod participants;
 mod rooms;
 
+pub use health::metrics_server;
+
 use crate::error::ApiError;
 use actix_web::{HttpRequest, HttpResponse, Route, web};
 
@@ -63,7 +65,7 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(req.path()))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::method_not_allowed(
         req.method().as_str(),
         req.path(),

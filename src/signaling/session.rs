@@ -3,6 +3,7 @@
 
 use super::protocol::{self, ClientMessage, JoinRequest, Outbound, ServerMessage, close};
 use crate::error::ApiError;
+use crate::metrics::METRICS;
 use crate::room::{JoinRefused, RoomHandle, Rooms};
 use crate::wsguard::{PendingSlot, is_too_big};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
@@ -47,6 +48,7 @@ pub(super) async fn run(
     mut shutdown: watch::Receiver<bool>,
     pending: PendingSlot,
 ) {
+    let _open = METRICS.socket_opened("signaling");
     let config = rooms.services().signaling.clone();
     let mut socket = Socket {
         ws,
@@ -258,6 +260,11 @@ impl Socket {
     }
 
     async fn refuse(&mut self, error: ApiError, code: u16) -> End {
+        METRICS.join_refused(match code {
+            close::ROOM_FULL => "full",
+            close::ROOM_NOT_FOUND => "gone",
+            _ => "token",
+        });
         self.send_error(&error).await;
         End::Close(
             code,

@@ -1,7 +1,7 @@
 //! `GET /metrics`, parsed from the Prometheus text format.
 
 use crate::support::*;
-use crate::ws::Client;
+use crate::ws::{Client, WAIT};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::HashMap;
@@ -21,8 +21,12 @@ impl Scrape {
 }
 
 async fn scrape(app: &TestApp) -> Scrape {
+    scrape_url(app, &app.url("/metrics")).await
+}
+
+async fn scrape_url(app: &TestApp, url: &str) -> Scrape {
     // No API key needed.
-    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let res = app.client.get(url).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let content_type = res.headers()["content-type"].to_str().unwrap().to_string();
     assert!(
@@ -259,4 +263,201 @@ async fn store_errors_are_counted() {
     let after = scrape(&app).await;
     assert!(after.get("convene_store_errors_total") >= 1.0);
     assert_eq!(after.get(&requests("/api/realtime/room", "POST", 503)), 1.0);
+}
+
+#[tokio::test]
+async fn process_metrics_and_build_info() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let m = scrape(&app).await;
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("convene_build_info", "gauge"),
+        ("convene_websocket_connections", "gauge"),
+        ("convene_join_refusals_total", "counter"),
+    ] {
+        assert_eq!(m.types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+    assert!(m.series.contains_key("process_cpu_seconds_total"));
+    // What the kernel says of the process itself.
+    let rss = m.get("process_resident_memory_bytes");
+    let told = app.rss_bytes() as f64;
+    assert!(
+        rss > 0.0 && rss < 4.0 * told && told < 4.0 * rss,
+        "{rss} vs {told}"
+    );
+    let pid = app.pid().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    assert!(
+        m.get("process_open_fds") >= 3.0,
+        "stdin, stdout, stderr at least"
+    );
+    assert!((m.get("process_open_fds") - fds).abs() <= 8.0, "{fds}");
+    assert!(m.get("process_max_fds") >= m.get("process_open_fds"));
+    let started = m.get("process_start_time_seconds");
+    assert!(
+        started > 1.0e9 && started <= now_ms() as f64 / 1000.0 + 1.0,
+        "{started}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        m.series
+            .get(&format!(r#"convene_build_info{{version="{version}"}}"#)),
+        Some(&1.0)
+    );
+    assert_eq!(
+        m.series
+            .keys()
+            .filter(|s| s.starts_with("convene_build_info"))
+            .count(),
+        1
+    );
+}
+
+/// Scrapes until `series` has `value` (the gauge follows a socket's task, which ends a
+/// little after the client sees the close).
+async fn wait_for(app: &TestApp, series: &str, value: f64) {
+    let reached = eventually(WAIT, || async { scrape(app).await.get(series) == value }).await;
+    assert!(
+        reached,
+        "{series} never became {value}: {}",
+        scrape(app).await.get(series)
+    );
+}
+
+#[tokio::test]
+async fn open_websockets_are_counted_by_kind() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let signaling = r#"convene_websocket_connections{kind="signaling"}"#;
+    let admin = r#"convene_websocket_connections{kind="admin"}"#;
+    let before = scrape(&app).await;
+    assert_eq!(before.series.get(signaling), Some(&0.0));
+    assert_eq!(before.series.get(admin), Some(&0.0));
+
+    // Counted from the upgrade, joined or not.
+    let mut pending = Client::connect(&app).await;
+    pending.assert_alive().await;
+    assert_eq!(scrape(&app).await.get(signaling), 1.0);
+    let room = app.new_room(json!({})).await;
+    let (mut a, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+    let mut stream = Client::stream(&app, None).await;
+    stream.expect("snapshot").await;
+    let during = scrape(&app).await;
+    assert_eq!(during.get(signaling), 2.0);
+    assert_eq!(during.get(admin), 1.0);
+
+    // Closed by the client, dropped, closed by the server: each counts down.
+    a.close(1000, "bye").await;
+    wait_for(&app, signaling, 1.0).await;
+    pending.drop_connection();
+    wait_for(&app, signaling, 0.0).await;
+    stream.close(1000, "bye").await;
+    wait_for(&app, admin, 0.0).await;
+}
+
+#[tokio::test]
+async fn refused_joins_are_counted_by_reason() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default()
+            .env("CONVENE_MESH_MAX_PARTICIPANTS", "2")
+            .env("CONVENE_SFU_MAX_PARTICIPANTS", "2"),
+    )
+    .await
+    .unwrap();
+    let refusals = |reason: &str| format!(r#"convene_join_refusals_total{{reason="{reason}"}}"#);
+    let before = scrape(&app).await;
+    for reason in ["token", "gone", "full"] {
+        assert_eq!(before.series.get(&refusals(reason)), Some(&0.0), "{reason}");
+    }
+
+    let refused = |join: serde_json::Value, code: u16| {
+        let app = &app;
+        async move {
+            let mut c = Client::connect(app).await;
+            c.send(join).await;
+            c.expect("error").await;
+            c.expect_close(code).await;
+        }
+    };
+    refused(
+        json!({"type": "join", "token": "not.a.token", "name": "X"}),
+        4001,
+    )
+    .await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    let (_b, _) = Client::join(&app, token, "B").await;
+    a.expect("participantJoined").await;
+    refused(json!({"type": "join", "token": token, "name": "C"}), 4009).await;
+    refused(json!({"type": "join", "token": token, "name": "D"}), 4009).await;
+    assert_eq!(
+        app.delete_room(room["id"].as_str().unwrap()).await.status(),
+        200
+    );
+    refused(json!({"type": "join", "token": token, "name": "E"}), 4004).await;
+
+    let after = scrape(&app).await;
+    assert_eq!(after.get(&refusals("token")), 1.0);
+    assert_eq!(after.get(&refusals("full")), 2.0);
+    assert_eq!(after.get(&refusals("gone")), 1.0);
+    assert_eq!(after.get("convene_joins_total"), 2.0);
+}
+
+#[tokio::test]
+async fn metrics_bind_moves_metrics_to_their_own_listener() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default().env("CONVENE_METRICS_BIND", "127.0.0.1:0"),
+    )
+    .await
+    .unwrap();
+    let logs = app.log_text();
+    let metrics_addr = logs
+        .split("metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| c == '"' || c.is_whitespace()).next())
+        .unwrap_or_else(|| panic!("no 'metrics on' line in {logs}"))
+        .to_string();
+    assert_ne!(metrics_addr, app.host_port());
+
+    // Not on the main listener: the service's own 404.
+    assert_error(
+        app.client.get(app.url("/metrics")).send().await.unwrap(),
+        404,
+        "BASE-00002",
+        Some("NOT_FOUND"),
+        "The resource ::= [/metrics] does not exist.",
+    )
+    .await;
+    // On the second one, with the same content; the REST API is not there.
+    app.new_room(json!({})).await;
+    let m = scrape_url(&app, &format!("http://{metrics_addr}/metrics")).await;
+    assert_eq!(m.get(r#"convene_rooms{conference_type="MESH"}"#), 1.0);
+    assert_eq!(
+        m.types.get("process_open_fds").map(String::as_str),
+        Some("gauge")
+    );
+    assert_eq!(m.get(&requests("/api/realtime/room", "POST", 200)), 1.0);
+    let api = app
+        .client
+        .get(format!("http://{metrics_addr}/api/realtime/room"))
+        .header("x-vcs-token", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404);
+    let post = app
+        .client
+        .post(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
 }
