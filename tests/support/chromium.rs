@@ -1,6 +1,6 @@
 //! Runs `node --test` files in Debian's Chromium (playwright-core) against this build's
 //! binary, inside a network namespace that has only loopback (traffic to other addresses is
-//! forbidden on these machines; see `web/tests/harness.mjs`). Output is streamed as it runs.
+//! forbidden on these machines; see `docs/browser-tests.md`). Output is streamed as it runs.
 //!
 //! Without Chromium, the npm packages or the right to make a network namespace, the run says
 //! what is missing and passes as skipped, unless `CONVENE_REQUIRE_BROWSER=1`, when it fails.

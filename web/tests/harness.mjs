@@ -7,7 +7,7 @@ import { chromium } from 'playwright-core';
 export const API_KEY = 'browser-test-key';
 const SECRET = 'browser-test-secret-of-at-least-32-bytes';
 
-/** Flags known to work on these machines (shared/notes/browser-tests.md). */
+/** Chromium's flags; docs/browser-tests.md says why each is there. */
 const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
