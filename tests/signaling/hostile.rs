@@ -1,15 +1,11 @@
 use crate::support::*;
-use crate::ws::Client;
+use crate::ws::{Client, Pair};
 use serde_json::json;
 
 #[tokio::test]
 async fn bad_messages_get_errors_and_the_socket_and_room_carry_on() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let room = app.new_room(json!({})).await;
-    let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, _) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
+    let Pair { mut a, mut b, .. } = Pair::join(&app).await;
     let cases = [
         ("not json", "BASE-00014", None, None),
         ("[1,2]", "BASE-00014", None, None),
@@ -100,11 +96,7 @@ async fn a_frame_over_the_limit_closes_with_1009() {
 #[tokio::test]
 async fn a_frame_just_under_the_limit_is_relayed() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let room = app.new_room(json!({})).await;
-    let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, _) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
+    let Pair { mut a, mut b, .. } = Pair::join(&app).await;
     let data = "y".repeat(64 * 1024 - 100);
     let text = json!({"type": "message", "data": data}).to_string();
     assert!(text.len() <= 64 * 1024);
@@ -117,11 +109,10 @@ async fn a_frame_just_under_the_limit_is_relayed() {
 async fn a_fragmented_message_over_the_limit_closes_with_1009() {
     // Each frame is small; together they are over 64 KiB. The limit is on the message.
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let room = app.new_room(json!({})).await;
+    let Pair {
+        room, mut a, mut b, ..
+    } = Pair::join(&app).await;
     let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, _) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
     let filler = "x".repeat(30 * 1024);
     let head = r#"{"type":"message","data":""#;
     assert!(
@@ -145,11 +136,7 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009() {
 #[tokio::test]
 async fn a_fragmented_message_under_the_limit_is_one_message() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let room = app.new_room(json!({})).await;
-    let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, _) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
+    let Pair { mut a, mut b, .. } = Pair::join(&app).await;
     assert!(
         b.send_fragmented(&[r#"{"type":"message","#, r#""data":"in "#, r#"parts"}"#])
             .await
@@ -167,11 +154,10 @@ async fn a_flood_closes_with_1008() {
     )
     .await
     .unwrap();
-    let room = app.new_room(json!({})).await;
+    let Pair {
+        room, mut a, mut b, ..
+    } = Pair::join(&app).await;
     let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, _) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
     let (mut c, joined_c) = Client::join(&app, token, "C").await;
     a.expect("participantJoined").await;
     b.expect("participantJoined").await;
@@ -209,11 +195,14 @@ async fn a_flood_closes_with_1008() {
 #[tokio::test]
 async fn a_text_frame_that_is_not_utf8_closes_only_that_socket() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let room = app.new_room(json!({})).await;
+    let Pair {
+        room,
+        mut a,
+        mut b,
+        joined_b,
+        ..
+    } = Pair::join(&app).await;
     let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, joined_b) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     let frame = Frame::message(

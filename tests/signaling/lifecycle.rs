@@ -1,5 +1,5 @@
 use crate::support::*;
-use crate::ws::{Client, Incoming};
+use crate::ws::{Client, Incoming, Pair};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -56,11 +56,15 @@ async fn a_dropped_participant_resumes_with_its_address_and_nobody_sees_it_leave
             .env("CONVENE_MESH_MAX_PARTICIPANTS", "2"),
     )
     .await;
-    let room = app.new_room(json!({})).await;
+    let Pair {
+        room,
+        mut a,
+        joined_a,
+        b,
+        joined_b,
+        ..
+    } = Pair::join(&app).await;
     let token = room["token"].as_str().unwrap();
-    let (mut a, joined_a) = Client::join(&app, token, "A").await;
-    let (b, joined_b) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
     b.drop_connection();
     // The server has seen the drop: B keeps its seat, without a socket.
     let seen = eventually(Duration::from_secs(5), || async {
@@ -121,11 +125,14 @@ async fn a_dropped_participant_resumes_with_its_address_and_nobody_sees_it_leave
 #[tokio::test]
 async fn without_a_resume_the_others_see_a_disconnect_and_the_resume_token_dies() {
     let app = app_with(Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "200")).await;
-    let room = app.new_room(json!({})).await;
+    let Pair {
+        room,
+        mut a,
+        b,
+        joined_b,
+        ..
+    } = Pair::join(&app).await;
     let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (b, joined_b) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
     b.drop_connection();
     let left = a.expect("participantLeft").await;
     assert_eq!(
@@ -144,11 +151,14 @@ async fn without_a_resume_the_others_see_a_disconnect_and_the_resume_token_dies(
 #[tokio::test]
 async fn a_resume_while_the_old_socket_is_open_closes_the_old_one() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let room = app.new_room(json!({})).await;
+    let Pair {
+        room,
+        mut a,
+        b: mut old,
+        joined_b,
+        ..
+    } = Pair::join(&app).await;
     let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut old, joined_b) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
     let mut new = Client::connect(&app).await;
     new.send(json!({"type": "join", "token": token, "resume": joined_b["resumeToken"]}))
         .await;
@@ -182,11 +192,10 @@ async fn a_participant_is_removed_after_the_endpoint_ttl() {
 #[tokio::test]
 async fn deleting_a_room_closes_every_socket_and_kills_its_token() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
-    let room = app.new_room(json!({})).await;
+    let Pair {
+        room, mut a, mut b, ..
+    } = Pair::join(&app).await;
     let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, _) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
     assert_eq!(
         app.delete_room(room["id"].as_str().unwrap()).await.status(),
         200
@@ -288,11 +297,9 @@ async fn a_participant_that_does_not_read_is_dropped_not_buffered() {
             .env("CONVENE_SIGNALING_CLIENT_TIMEOUT_MS", "600000"),
     )
     .await;
-    let room = app.new_room(json!({})).await;
-    let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (b, joined_b) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
+    let Pair {
+        mut a, b, joined_b, ..
+    } = Pair::join(&app).await;
     let big = "x".repeat(50_000);
     let to = joined_b["address"].as_str().unwrap();
     // B never reads: socket buffers fill, then its queue, then the room drops it. A keeps
@@ -346,11 +353,12 @@ async fn shutdown_closes_sockets_with_1001() {
 #[tokio::test]
 async fn a_close_from_the_client_is_answered_and_counts_as_a_drop() {
     let app = app_with(Options::default().env("CONVENE_SIGNALING_RESUME_GRACE_MS", "200")).await;
-    let room = app.new_room(json!({})).await;
-    let token = room["token"].as_str().unwrap();
-    let (mut a, _) = Client::join(&app, token, "A").await;
-    let (mut b, joined_b) = Client::join(&app, token, "B").await;
-    a.expect("participantJoined").await;
+    let Pair {
+        mut a,
+        mut b,
+        joined_b,
+        ..
+    } = Pair::join(&app).await;
     // The closing handshake: the server answers B's close frame with one of its own.
     b.close(1000, "bye").await;
     assert_eq!(b.next().await, Incoming::Closed(1000, String::new()));

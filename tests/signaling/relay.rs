@@ -163,8 +163,13 @@ async fn auto_upgrade(backend: Backend) {
     let fetched = json_ok(app.get_room(id).await).await;
     assert_eq!(fetched["conferenceType"], "SFU");
     assert_eq!(fetched["maxParticipants"], 100);
-    assert!(fetched["modificationTime"].as_u64() > room["modificationTime"].as_u64());
-    assert!(fetched["modificationTime"].as_u64() > fetched["creationTime"].as_u64());
+    let time = |room: &serde_json::Value, field: &str| {
+        room[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field} in {room}"))
+    };
+    assert!(time(&fetched, "modificationTime") > time(&room, "modificationTime"));
+    assert!(time(&fetched, "modificationTime") > time(&fetched, "creationTime"));
     // The list shows the room as a fetch does, straight away.
     let listed = json_ok(app.list("").await).await;
     assert_eq!(listed["data"][0], fetched);

@@ -246,3 +246,41 @@ impl Client {
         drop(self.ws);
     }
 }
+
+/// The usual start of a signaling test: a room created over REST with A and B joined, in
+/// that order, and A has seen B's `participantJoined` (so nothing of the set-up is left
+/// unread on either socket).
+pub struct Pair {
+    pub room: Value,
+    pub a: Client,
+    pub joined_a: Value,
+    pub b: Client,
+    pub joined_b: Value,
+}
+
+impl Pair {
+    /// A default room (`{}`) with A and B joined.
+    pub async fn join(app: &TestApp) -> Self {
+        Self::join_room(app, json!({})).await
+    }
+
+    /// A room created with this body, with A and B joined.
+    pub async fn join_room(app: &TestApp, body: Value) -> Self {
+        let room = app.new_room(body).await;
+        let token = room["token"].as_str().unwrap();
+        let (mut a, joined_a) = Client::join(app, token, "A").await;
+        let (b, joined_b) = Client::join(app, token, "B").await;
+        let announced = a.expect("participantJoined").await;
+        assert_eq!(
+            announced["participant"]["address"], joined_b["address"],
+            "{announced}"
+        );
+        Self {
+            room,
+            a,
+            joined_a,
+            b,
+            joined_b,
+        }
+    }
+}
