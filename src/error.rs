@@ -6,6 +6,7 @@
 //! `ResponseError` impl renders it. The wording of published messages is kept to the
 //! letter (typos included), because clients match on it.
 
+use crate::model::{JoinRefused, RoomError, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError};
@@ -283,6 +284,44 @@ impl ApiError {
             code: self.code.code(),
             id: self.code.id(),
             description: [self.description.as_str()],
+        }
+    }
+}
+
+/// The store failed: 503 `BASE-00020` (and a warning in the log).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "store operation failed");
+        ApiError::service_unavailable()
+    }
+}
+
+/// A room operation failed: 404 `REALTIME-00004` for a missing room (as for GET; DELETE
+/// answers 400, see [`ApiError::from_delete`]), 503 when the store failed.
+impl From<RoomError> for ApiError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::NotFound(id) => ApiError::room_not_found(&id),
+            RoomError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// A failed delete: 400 `REALTIME-00004` for a missing room, as published.
+    pub fn from_delete(e: RoomError) -> Self {
+        match e {
+            RoomError::NotFound(id) => ApiError::room_does_not_exist(&id),
+            RoomError::Store(e) => e.into(),
+        }
+    }
+
+    /// A refused `join` of room `room_id`.
+    pub fn from_join_refused(room_id: &str, refused: &JoinRefused) -> Self {
+        match refused {
+            JoinRefused::Token => ApiError::room_token_invalid(),
+            JoinRefused::Gone => ApiError::room_does_not_exist(room_id),
+            JoinRefused::Full { max } => ApiError::room_full(room_id, *max),
         }
     }
 }

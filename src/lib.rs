@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod model;
 pub mod paging;
 pub mod room;
 pub mod signaling;

@@ -5,8 +5,9 @@ use crate::api;
 use crate::auth::ApiKeys;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
-use crate::room::{Limits, RoomServices, Rooms, now_ms};
+use crate::room::{RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry;
@@ -28,6 +29,9 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     pub rooms: Rooms,
     pub page_tokens: PageTokens,
+    /// The admin event hub, which follows every room's events.
+    pub events: Arc<Events>,
+    pub signaling: Arc<SignalingConfig>,
     /// Turns `true` when the service shuts down; every signaling session watches it.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -56,20 +60,21 @@ impl Application {
             mesh: settings.mesh_max_participants,
             sfu: settings.sfu_max_participants,
         };
-        let events = Events::new(
+        let events = Arc::new(Events::new(
             limits,
             settings.admin_event_log_size,
             settings.admin_queue_capacity,
-        );
+        ));
+        let signaling = Arc::new(SignalingConfig::from_settings(&settings));
         let rooms = Rooms::start(RoomServices {
             limits,
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
             room_ttl_seconds: settings.room_ttl_seconds,
             endpoint_ttl_seconds: settings.endpoint_ttl_seconds,
             tokens: RoomTokens::new(secret, &settings.token_issuer, &settings.token_audience),
+            resume_grace: signaling.resume_grace,
             store: store.clone(),
-            signaling: SignalingConfig::from_settings(&settings),
-            events: Arc::new(events),
+            observers: vec![events.clone()],
         });
         restore(&rooms, &settings).await?;
         spawn_sweeper(
@@ -85,6 +90,8 @@ impl Application {
             api_keys: ApiKeys::new(&settings.api_keys),
             page_tokens: PageTokens::new(secret),
             rooms,
+            events,
+            signaling,
             settings: settings.clone(),
         });
         let mut server = HttpServer::new(move || {

@@ -159,14 +159,14 @@ async fn stream(
     last_seq: Option<u64>,
 ) {
     let mut shutdown = state.shutdown.clone();
-    let subscription = state.rooms.services().events.subscribe(last_seq);
+    let subscription = state.events.subscribe(last_seq);
     for text in subscription.backlog {
         if ws.text(&*text).await.is_err() {
             return;
         }
     }
     let mut live = subscription.live;
-    let mut heartbeat = tokio::time::interval(state.rooms.services().signaling.ping_interval);
+    let mut heartbeat = tokio::time::interval(state.signaling.ping_interval);
     let (code, reason) = loop {
         tokio::select! {
             _ = shutdown.changed() => break (close::GOING_AWAY, "server shutting down"),

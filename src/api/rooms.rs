@@ -2,7 +2,7 @@
 
 use crate::auth::Authorized;
 use crate::error::ApiError;
-use crate::room::{ConferenceType, NewRoom, RoomRecord, RoomView};
+use crate::model::{ConferenceType, NewRoom, RoomRecord, RoomView};
 use crate::startup::AppState;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};

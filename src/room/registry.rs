@@ -6,10 +6,11 @@
 //! read lock, so finding a room costs no trip through the registry's mailbox, and fetching
 //! or listing rooms none through a room's: they read the published record.
 
+use super::RoomServices;
 use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
-use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
+use super::events::RoomEvent;
 use crate::error::ApiError;
-use crate::store::{Cursor, StoreError};
+use crate::model::{ConferenceType, Cursor, Limits, NewRoom, RoomRecord, StoreError, now_ms};
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
@@ -147,11 +148,13 @@ impl Rooms {
             }
             batch.push(Arc::new(record));
             if batch.len() == RESTORE_BATCH {
-                self.services.events.restored(&batch);
+                self.services
+                    .publish(&RoomEvent::RoomsRestored(batch.clone()));
                 self.register(std::mem::take(&mut batch)).await;
             }
         }
-        self.services.events.restored(&batch);
+        self.services
+            .publish(&RoomEvent::RoomsRestored(batch.clone()));
         self.register(batch).await;
         Ok(count)
     }
@@ -187,8 +190,7 @@ impl Rooms {
             participant_count: 0,
         });
         s.store.create(&record).await?;
-        s.events
-            .publish(crate::admin::events::Event::RoomCreated(&record));
+        s.publish(&RoomEvent::RoomCreated(record.clone()));
         self.register(vec![record.clone()]).await;
         Ok(record)
     }

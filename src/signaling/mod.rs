@@ -116,7 +116,7 @@ pub async fn connect(
             "This endpoint takes a WebSocket upgrade.",
         )
     })?;
-    let config = &state.rooms.services().signaling;
+    let config = &state.signaling;
     let frames = frames
         .max_frame_size(config.max_frame_bytes)
         .aggregate_continuations()
@@ -125,6 +125,7 @@ pub async fn connect(
         ws,
         frames,
         state.rooms.clone(),
+        state.signaling.clone(),
         state.shutdown.clone(),
     ));
     Ok(response)

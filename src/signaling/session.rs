@@ -1,12 +1,15 @@
 //! One task per socket: a single `select!` over the client's frames, the participant's
 //! bounded outbound queue, the heartbeat, the join deadline and server shutdown.
 
-use super::protocol::{self, ClientMessage, JoinRequest, Outbound, ServerMessage, close};
+use super::SignalingConfig;
+use super::protocol::{self, ClientMessage, ServerMessage, close};
 use crate::error::ApiError;
-use crate::room::{JoinRefused, RoomHandle, Rooms};
+use crate::model::JoinRefused;
+use crate::room::{JoinRequest, Outbound, RoomHandle, Rooms};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
 };
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +28,7 @@ struct Socket {
     ws: Session,
     id: u64,
     rooms: Rooms,
+    config: Arc<SignalingConfig>,
     member: Option<Membership>,
     limiter: RateLimiter,
 }
@@ -39,18 +43,19 @@ enum End {
     CloseDropped(u16, String),
 }
 
-pub(super) async fn run(
+pub async fn run(
     ws: Session,
     mut frames: AggregatedMessageStream,
     rooms: Rooms,
+    config: Arc<SignalingConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let config = rooms.services().signaling.clone();
     let mut socket = Socket {
         ws,
         id: SESSIONS.fetch_add(1, Ordering::Relaxed),
         limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         rooms,
+        config: config.clone(),
         member: None,
     };
     let join_deadline = tokio::time::sleep(config.join_timeout);
@@ -69,7 +74,16 @@ pub(super) async fn run(
                         break End::Dropped;
                     }
                 }
-                Some(Outbound::Close(code, reason)) => break End::Close(code, reason.into()),
+                Some(Outbound::Notice(notice)) => {
+                    let text = notice.text(|message| protocol::render(message, &config.ice));
+                    if socket.ws.text(&*text).await.is_err() {
+                        break End::Dropped;
+                    }
+                }
+                Some(Outbound::Close(closing)) => {
+                    let (code, reason) = protocol::closing(closing);
+                    break End::Close(code, reason.into());
+                }
                 None => break End::Close(close::TOO_SLOW, "too slow: outbound queue full".into()),
             },
             frame = frames.recv() => {
@@ -236,7 +250,7 @@ impl Socket {
                 .await,
             );
         };
-        let (tx, rx) = mpsc::channel(services.signaling.queue_capacity.max(1));
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
         match room.join(claims.nonce, request, self.id, tx).await {
             Ok(address) => {
                 self.member = Some(Membership {
@@ -246,21 +260,15 @@ impl Socket {
                 });
                 None
             }
-            Err(JoinRefused::Token) => Some(
-                self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN)
-                    .await,
-            ),
-            Err(JoinRefused::Gone) => Some(
-                self.refuse(
-                    ApiError::room_does_not_exist(&claims.sub),
-                    close::ROOM_NOT_FOUND,
-                )
-                .await,
-            ),
-            Err(JoinRefused::Full { max }) => Some(
-                self.refuse(ApiError::room_full(&claims.sub, max), close::ROOM_FULL)
-                    .await,
-            ),
+            Err(refused) => {
+                let code = match refused {
+                    JoinRefused::Token => close::INVALID_TOKEN,
+                    JoinRefused::Gone => close::ROOM_NOT_FOUND,
+                    JoinRefused::Full { .. } => close::ROOM_FULL,
+                };
+                let error = ApiError::from_join_refused(&claims.sub, &refused);
+                Some(self.refuse(error, code).await)
+            }
         }
     }
 
