@@ -560,3 +560,494 @@ impl Member {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The room's rules, driven by commands and a hand-set clock: no actor, no socket, no
+    //! waiting. Timers fire when a test says so.
+
+    use super::*;
+    use crate::model::Limits;
+    use crate::store::MemoryStore;
+    use crate::token::RoomTokens;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The clock's start: a fixed moment, in milliseconds since the epoch.
+    const T0: u64 = 1_700_000_000_000;
+    const GRACE: Duration = Duration::from_secs(5);
+
+    struct Room {
+        state: RoomState,
+        time: Arc<AtomicU64>,
+        /// The room's expiry timer, from its creation.
+        expiry: TimerId,
+    }
+
+    fn tokens() -> RoomTokens {
+        RoomTokens::new(b"a test secret of some length", "convene", "convene-room")
+    }
+
+    /// A room created at `T0` with limits MESH 2, SFU 4, a token valid for an hour, a room
+    /// TTL of a day and an endpoint TTL of an hour.
+    fn room(auto_upgrade: Option<u32>) -> Room {
+        let services = Arc::new(RoomServices {
+            limits: Limits { mesh: 2, sfu: 4 },
+            room_token_ttl_seconds: 3600,
+            room_ttl_seconds: 86_400,
+            endpoint_ttl_seconds: 3600,
+            resume_grace: GRACE,
+            tokens: tokens(),
+            store: Arc::new(MemoryStore::new()),
+            observers: Vec::new(),
+        });
+        let (token, token_expires_at) = tokens().issue("RO-1", "nonce", T0 / 1000, 3600);
+        let record = Arc::new(RoomRecord {
+            id: "RO-1".into(),
+            name: Some("standup".into()),
+            description: None,
+            creation_time: T0,
+            modification_time: T0,
+            conference_type: ConferenceType::Mesh,
+            auto_upgrade_participant_count: auto_upgrade,
+            room_token_ttl_seconds: 3600,
+            room_ttl_seconds: 86_400,
+            endpoint_ttl_seconds: 3600,
+            nonce: "nonce".into(),
+            token,
+            token_expires_at,
+            participant_count: 0,
+        });
+        let time = Arc::new(AtomicU64::new(T0));
+        let clock = time.clone();
+        let (state, effects) = RoomState::new(
+            record,
+            services,
+            Arc::new(move || clock.load(Ordering::SeqCst)),
+        );
+        let expiry = started(&effects)[0].0;
+        assert_eq!(started(&effects)[0].1, Duration::from_secs(86_400));
+        Room {
+            state,
+            time,
+            expiry,
+        }
+    }
+
+    impl Room {
+        fn set_time(&self, ms: u64) {
+            self.time.store(ms, Ordering::SeqCst);
+        }
+
+        /// Joins (or resumes, with `resume`) on socket `session`.
+        fn join(
+            &mut self,
+            session: u64,
+            resume: Option<&str>,
+        ) -> (Result<String, JoinRefused>, Vec<Effect>) {
+            self.state.join("nonce", request(resume), session)
+        }
+
+        /// Joins on socket `session`; answers the address, the resume token and the
+        /// endpoint expiry timer.
+        fn joined(&mut self, session: u64) -> (String, String, TimerId) {
+            let (result, effects) = self.join(session, None);
+            let address = result.expect("a seat");
+            let Some(RoomMessage::Joined { resume_token, .. }) =
+                sent(&effects, &address).first().cloned()
+            else {
+                panic!("no joined for {address}: {effects:?}")
+            };
+            let endpoint = started(&effects)[0].0;
+            (address, resume_token.clone(), endpoint)
+        }
+    }
+
+    fn request(resume: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            token: "unused by the room".into(),
+            name: None,
+            participant_info: None,
+            audio: true,
+            video: true,
+            resume: resume.map(str::to_string),
+        }
+    }
+
+    /// The messages queued for `to`, in order.
+    fn sent(effects: &[Effect], to: &str) -> Vec<RoomMessage> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { to: t, message, .. } if t == to => Some(message.message().clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(effects: &[Effect], to: &str) -> Vec<(u64, Closing)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Close {
+                    to: t,
+                    session,
+                    closing,
+                } if t == to => Some((*session, *closing)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn started(effects: &[Effect]) -> Vec<(TimerId, Duration)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StartTimer { id, after } => Some((*id, *after)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(effects: &[Effect]) -> Vec<&RoomEvent> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Publish(event) => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn left(effects: &[Effect]) -> Vec<(String, &'static str)> {
+        events(effects)
+            .into_iter()
+            .filter_map(|e| match e {
+                RoomEvent::ParticipantLeft {
+                    address, reason, ..
+                } => Some((address.clone(), *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(effects: &[Effect], wanted: impl Fn(&Effect) -> bool) -> bool {
+        effects.iter().any(wanted)
+    }
+
+    #[test]
+    fn joins_take_seats_up_to_the_limit_and_need_the_rooms_nonce() {
+        let mut room = room(None);
+        let (result, effects) = room.state.join("other", request(None), 1);
+        assert_eq!(result, Err(JoinRefused::Token));
+        assert!(effects.is_empty(), "{effects:?}");
+
+        let (a, _, _) = room.joined(1);
+        let (result, effects) = room.join(2, None);
+        let b = result.unwrap();
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatLinked { address, session: 2 } if *address == b)
+        ));
+        // B's joined lists A; A hears of B.
+        let Some(RoomMessage::Joined {
+            participants,
+            room: info,
+            ..
+        }) = sent(&effects, &b).first().cloned()
+        else {
+            panic!("no joined: {effects:?}")
+        };
+        assert_eq!(
+            participants.iter().map(|p| &p.address).collect::<Vec<_>>(),
+            [&a]
+        );
+        assert_eq!(info.max_participants, 2);
+        assert!(
+            matches!(&sent(&effects, &a)[..], [RoomMessage::ParticipantJoined(p)] if p.address == b)
+        );
+        assert!(has(&effects, |e| matches!(e, Effect::PersistSoon)));
+        assert_eq!(room.state.stored_record().participant_count, 2);
+
+        let (result, effects) = room.join(3, None);
+        assert_eq!(result, Err(JoinRefused::Full { max: 2 }));
+        assert!(effects.is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn a_resume_within_the_grace_keeps_the_address_and_nobody_sees_a_leave() {
+        let mut room = room(None);
+        let (a, token, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+
+        let effects = room.state.disconnected(&a, 1);
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatUnlinked { address } if *address == a)
+        ));
+        let [(grace, after)] = started(&effects)[..] else {
+            panic!("no grace timer: {effects:?}")
+        };
+        assert_eq!(after, GRACE);
+        assert!(!room.state.participants()[0].connected);
+
+        let (result, effects) = room.join(3, Some(&token));
+        assert_eq!(result.as_deref(), Ok(a.as_str()));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::CancelTimer(id) if *id == grace)
+        ));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatLinked { address, session: 3 } if *address == a)
+        ));
+        assert!(
+            matches!(&sent(&effects, &a)[..], [RoomMessage::Joined { participants, .. }] if participants[0].address == b)
+        );
+        assert!(
+            sent(&effects, &b).is_empty(),
+            "B sees nothing of the resume"
+        );
+        assert!(left(&effects).is_empty());
+        assert!(room.state.participants()[0].connected);
+        // The grace timer, had it fired anyway, does nothing.
+        assert!(room.state.timer_fired(grace).is_empty());
+        assert_eq!(room.state.participants().len(), 2);
+    }
+
+    #[test]
+    fn the_grace_running_out_removes_the_seat_as_disconnected() {
+        let mut room = room(None);
+        let (a, token, endpoint) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let effects = room.state.disconnected(&a, 1);
+        let grace = started(&effects)[0].0;
+
+        let effects = room.state.timer_fired(grace);
+        assert_eq!(left(&effects), [(a.clone(), "disconnected")]);
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatRemoved { address } if *address == a)
+        ));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::CancelTimer(id) if *id == endpoint)
+        ));
+        assert!(
+            matches!(&sent(&effects, &b)[..], [RoomMessage::ParticipantLeft { address, reason: "disconnected" }] if *address == a)
+        );
+        assert!(sent(&effects, &a).is_empty());
+        // The resume token died with the seat: it is a new join now.
+        let (result, _) = room.join(3, Some(&token));
+        assert_ne!(result.unwrap(), a);
+    }
+
+    #[test]
+    fn a_replaced_sockets_late_messages_are_ignored() {
+        let mut room = room(None);
+        let (a, token, _) = room.joined(1);
+        let (result, effects) = room.join(2, Some(&token));
+        assert_eq!(result.unwrap(), a);
+        assert_eq!(closed(&effects, &a), [(1, Closing::Replaced)]);
+
+        assert!(room.state.disconnected(&a, 1).is_empty());
+        assert!(room.state.overflow(&a, 1).is_empty());
+        assert!(room.state.leave(&a, 1).is_empty());
+        assert!(room.state.media_state(&a, 1, Some(false), None).is_empty());
+        let participants = room.state.participants();
+        assert!(participants[0].connected && participants[0].participant.audio);
+    }
+
+    #[test]
+    fn an_endpoint_past_its_ttl_is_told_closed_and_removed() {
+        let mut room = room(None);
+        let (a, _, endpoint) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let effects = room.state.timer_fired(endpoint);
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::EndpointExpired { ttl_seconds: 3600 }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::EndpointExpired)]);
+        assert_eq!(left(&effects), [(a.clone(), "expired")]);
+        assert!(matches!(
+            &sent(&effects, &b)[..],
+            [RoomMessage::ParticipantLeft {
+                reason: "expired",
+                ..
+            }]
+        ));
+        assert_eq!(room.state.participants().len(), 1);
+        assert!(room.state.timer_fired(endpoint).is_empty(), "fires once");
+    }
+
+    #[test]
+    fn a_kick_closes_the_socket_and_the_others_see_a_leave() {
+        let mut room = room(None);
+        let (a, token, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let (kicked, effects) = room.state.kick(&a);
+        assert_eq!(kicked.unwrap().participant.address, a);
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::RoomClosed { reason: "kicked" }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::Kicked)]);
+        assert_eq!(left(&effects), [(a.clone(), "kicked")]);
+        assert!(matches!(
+            &sent(&effects, &b)[..],
+            [RoomMessage::ParticipantLeft {
+                reason: "kicked",
+                ..
+            }]
+        ));
+        let (none, effects) = room.state.kick(&a);
+        assert!(none.is_none() && effects.is_empty());
+        let (result, _) = room.join(3, Some(&token));
+        assert_ne!(result.unwrap(), a, "the kicked seat's resume token is dead");
+    }
+
+    #[test]
+    fn media_state_changes_what_is_given_and_tells_the_others() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let effects = room.state.media_state(&a, 1, Some(false), None);
+        let [RoomMessage::ParticipantUpdated(p)] = &sent(&effects, &b)[..] else {
+            panic!("no update for B: {effects:?}")
+        };
+        assert!(!p.audio && p.video);
+        assert!(sent(&effects, &a).is_empty());
+        assert!(matches!(
+            events(&effects)[..],
+            [RoomEvent::ParticipantUpdated { .. }]
+        ));
+    }
+
+    #[test]
+    fn leave_closes_the_socket_and_frees_the_seat() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        let effects = room.state.leave(&a, 1);
+        assert_eq!(closed(&effects, &a), [(1, Closing::Left)]);
+        assert_eq!(left(&effects), [(a, "left")]);
+        assert!(has(&effects, |e| matches!(e, Effect::PersistSoon)));
+        assert_eq!(room.state.stored_record().participant_count, 0);
+    }
+
+    #[test]
+    fn a_mesh_room_upgrades_once_at_the_threshold_and_gets_the_sfu_limit() {
+        let mut room = room(Some(2));
+        let (a, _, _) = room.joined(1);
+        room.set_time(T0 + 1000);
+        let (result, effects) = room.join(2, None);
+        let b = result.unwrap();
+        let changed = RoomMessage::ConferenceTypeChanged {
+            conference_type: ConferenceType::Sfu,
+            reason: "participantCount",
+            participant_count: 2,
+        };
+        assert_eq!(sent(&effects, &a).last(), Some(&changed));
+        assert_eq!(sent(&effects, &b).last(), Some(&changed));
+        assert!(has(&effects, |e| matches!(e, Effect::PublishSnapshot)));
+        assert!(
+            matches!(events(&effects)[..], [_, RoomEvent::RoomUpgraded(r)] if r.conference_type == ConferenceType::Sfu)
+        );
+        assert_eq!(room.state.record().conference_type, ConferenceType::Sfu);
+        assert_eq!(room.state.record().modification_time, T0 + 1000);
+
+        // Now the SFU limit (4) holds, and the upgrade does not happen again.
+        let (result, effects) = room.join(3, None);
+        let c = result.unwrap();
+        assert!(
+            matches!(&sent(&effects, &c)[..], [RoomMessage::Joined { room, .. }] if room.max_participants == 4 && room.conference_type == ConferenceType::Sfu)
+        );
+        assert!(!sent(&effects, &a).contains(&changed));
+        assert!(room.join(4, None).0.is_ok());
+        assert_eq!(room.join(5, None).0, Err(JoinRefused::Full { max: 4 }));
+    }
+
+    #[test]
+    fn without_auto_upgrade_a_mesh_room_stays_mesh() {
+        let mut room = room(None);
+        room.joined(1);
+        let (_, effects) = room.join(2, None);
+        assert!(!has(&effects, |e| matches!(e, Effect::PublishSnapshot)));
+        assert_eq!(room.state.record().conference_type, ConferenceType::Mesh);
+    }
+
+    #[test]
+    fn the_room_expires_at_its_ttl_and_not_before() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        // Fired early (timers far in the future may): it looks again later.
+        room.set_time(T0 + 86_400_000 - 1);
+        let effects = room.state.timer_fired(room.expiry);
+        assert_eq!(
+            started(&effects).iter().map(|t| t.1).collect::<Vec<_>>(),
+            [Duration::from_millis(1)]
+        );
+        assert!(!has(&effects, |e| matches!(e, Effect::Stop)));
+
+        room.set_time(T0 + 86_400_000);
+        let effects = room.state.timer_fired(started(&effects)[0].0);
+        assert!(matches!(effects.first(), Some(Effect::PublishGone)));
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::RoomClosed { reason: "expired" }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::RoomExpired)]);
+        assert!(matches!(
+            events(&effects)[..],
+            [RoomEvent::RoomExpired { seats: 1, .. }]
+        ));
+        assert!(has(&effects, |e| matches!(e, Effect::RemoveFromStore)));
+        assert!(matches!(effects.last(), Some(Effect::Stop)));
+    }
+
+    #[test]
+    fn a_deleted_room_closes_every_socket_and_stops() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        room.state.disconnected(&b, 2);
+        let effects = room.state.delete_confirmed();
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::RoomClosed { reason: "deleted" }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::RoomDeleted)]);
+        assert!(sent(&effects, &b).is_empty(), "B has no socket");
+        assert!(matches!(
+            events(&effects)[..],
+            [RoomEvent::RoomDeleted { seats: 2, .. }]
+        ));
+        assert!(left(&effects).is_empty());
+        assert!(matches!(effects.last(), Some(Effect::Stop)));
+    }
+
+    #[test]
+    fn a_stale_token_is_replaced_once_and_persisted() {
+        let mut room = room(None);
+        let first = room.state.record().token.clone();
+        let (record, effects) = room.state.get_record();
+        assert_eq!(record.token, first, "a fresh token stays");
+        assert!(effects.is_empty());
+
+        // A second before the last minute (a tenth of the hour, at most a minute) it is
+        // still good; in the last minute it is stale.
+        room.set_time(T0 + 3539 * 1000);
+        assert!(room.state.get_record().1.is_empty());
+        room.set_time(T0 + 3540 * 1000);
+        let (record, effects) = room.state.get_record();
+        assert_ne!(record.token, first);
+        assert_eq!(record.token_expires_at, T0 / 1000 + 3540 + 3600);
+        assert!(has(&effects, |e| matches!(e, Effect::PersistNow)));
+        assert!(has(&effects, |e| matches!(e, Effect::PublishSnapshot)));
+        assert!(
+            matches!(events(&effects)[..], [RoomEvent::RoomUpdated(r)] if r.token == record.token)
+        );
+        let (again, effects) = room.state.get_record();
+        assert_eq!(again.token, record.token);
+        assert!(effects.is_empty());
+    }
+}
