@@ -5,11 +5,7 @@
 //! position nor the length of a matching key leaks through timing. Keys are never logged.
 
 use crate::error::ApiError;
-use crate::startup::AppState;
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
 use sha2::{Digest, Sha256};
-use std::future::{Ready, ready};
 use subtle::ConstantTimeEq;
 
 /// The header that carries an API key, as published.
@@ -49,26 +45,6 @@ impl ApiKeys {
 
 fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-/// Extractor: the request carries a valid API key. Put it first among a handler's
-/// arguments so that authentication is checked before the body is read.
-pub struct Authorized;
-
-impl FromRequest for Authorized {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::internal()));
-        };
-        let header = req
-            .headers()
-            .get(API_KEY_HEADER)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        ready(state.api_keys.check(header).map(|()| Authorized))
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ use std::time::Duration;
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "CONVENE_";
 
+/// The body limit of the contract, used where the configured one is not at hand.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
 /// The service's settings, after layering and validation.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

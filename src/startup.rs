@@ -1,7 +1,7 @@
 //! Building and running the application: store, actors, HTTP server.
 
 use crate::admin::events::Events;
-use crate::api;
+use crate::api::{self, AppState};
 use crate::auth::ApiKeys;
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -19,22 +19,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// The body limit of the contract, used where the configured one is not at hand.
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub settings: Settings,
-    pub api_keys: ApiKeys,
-    pub rooms: Rooms,
-    pub page_tokens: PageTokens,
-    /// The admin event hub, which follows every room's events.
-    pub events: Arc<Events>,
-    pub signaling: Arc<SignalingConfig>,
-    /// Turns `true` when the service shuts down; every signaling session watches it.
-    pub shutdown: watch::Receiver<bool>,
-}
 
 pub struct Application {
     server: Server,

@@ -1,7 +1,7 @@
 //! Liveness never depends on the store; readiness does.
 
+use super::AppState;
 use crate::error::ApiError;
-use crate::startup::AppState;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 

@@ -1,9 +1,9 @@
 //! The room endpoints of the published REST API.
 
-use crate::auth::Authorized;
+use super::AppState;
+use super::Authorized;
 use crate::error::ApiError;
 use crate::model::{ConferenceType, NewRoom, RoomRecord, RoomView};
-use crate::startup::AppState;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
@@ -108,7 +108,11 @@ pub async fn delete_without_id(_: Authorized) -> Result<HttpResponse, ApiError> 
 }
 
 async fn delete(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
-    let room = state.rooms.delete(id).await?;
+    let room = state
+        .rooms
+        .delete(id)
+        .await
+        .map_err(ApiError::from_delete)?;
     Ok(room_envelope(state, &room))
 }
 

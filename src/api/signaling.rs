@@ -1,0 +1,34 @@
+//! `GET /api/realtime/signaling`: the signaling WebSocket (the session task and the wire
+//! format are in `src/signaling/`).
+
+use super::AppState;
+use crate::error::{ApiError, Code};
+use crate::signaling::session;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+/// `GET /api/realtime/signaling`: upgrades to a WebSocket and hands it to a session task.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (response, ws, frames) = actix_ws::handle(&req, body).map_err(|_| {
+        ApiError::new(
+            Code::InvalidValue,
+            "This endpoint takes a WebSocket upgrade.",
+        )
+    })?;
+    let config = &state.signaling;
+    let frames = frames
+        .max_frame_size(config.max_frame_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(config.max_frame_bytes);
+    actix_web::rt::spawn(session::run(
+        ws,
+        frames,
+        state.rooms.clone(),
+        state.signaling.clone(),
+        state.shutdown.clone(),
+    ));
+    Ok(response)
+}
