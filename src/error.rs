@@ -24,7 +24,8 @@ macro_rules! codes {
         }
 
         impl Code {
-            /// Every code, in the table's order.
+            /// Every code, in the table's order (for the tests).
+            #[cfg(test)]
             pub const ALL: &[Code] = &[$(Code::$name),*];
 
             /// `(HTTP status, code, id)`: the table itself.

@@ -290,13 +290,6 @@ impl Events {
         let participants = state.rooms.values().map(|r| r.participants.len()).sum();
         (state.rooms.len() - sfu, sfu, participants)
     }
-
-    /// How many admin streams are connected.
-    pub fn subscribers(&self) -> usize {
-        let mut state = self.state();
-        state.subscribers.retain(|s| !s.tx.is_closed());
-        state.subscribers.len()
-    }
 }
 
 impl RoomObserver for Events {

@@ -400,18 +400,6 @@ impl Handler<Overflow> for RoomActor {
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "usize")]
-struct CountParticipants;
-
-impl Handler<CountParticipants> for RoomActor {
-    type Result = usize;
-
-    fn handle(&mut self, _: CountParticipants, _: &mut Context<Self>) -> usize {
-        self.state.participants().len()
-    }
-}
-
 /// A cloneable handle on one room's actor.
 #[derive(Clone)]
 pub struct RoomHandle {
@@ -575,10 +563,5 @@ impl RoomHandle {
             .send(Kick(address.to_string()))
             .await
             .map_err(drop)
-    }
-
-    /// How many participants hold a seat (joined, or waiting for a resume).
-    pub async fn participant_count(&self) -> usize {
-        self.addr.send(CountParticipants).await.unwrap_or(0)
     }
 }

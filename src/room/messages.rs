@@ -86,6 +86,7 @@ impl Notice {
         })
     }
 
+    #[cfg(test)]
     pub fn message(&self) -> &RoomMessage {
         &self.message
     }

@@ -11,8 +11,8 @@ mod state;
 
 pub use actor::RoomHandle;
 pub use events::{RoomEvent, RoomObserver};
-pub use messages::{Closing, JoinRequest, Notice, Outbound, RoomInfo, RoomMessage};
-pub use registry::{Page, Registry, Rooms};
+pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
+pub use registry::Rooms;
 pub use state::ParticipantState;
 
 use crate::model::Limits;

@@ -288,12 +288,4 @@ impl Rooms {
             .collect();
         Ok(Page { rooms, next })
     }
-
-    /// How many rooms are live.
-    pub async fn count(&self) -> usize {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
 }
