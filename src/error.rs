@@ -49,6 +49,8 @@ codes! {
     InvalidValue => (400, "BASE-00016", Some("INVALID_VALUE")),
     UnsupportedMediaType => (415, "BASE-00017", None),
     PayloadTooLarge => (413, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
+    /// A request body that did not arrive within `request_body_timeout_seconds`.
+    RequestTimeout => (408, "BASE-00019", Some("REQUEST_TIMEOUT")),
     ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
     /// `REALTIME-00004` where the published API answers 400 (DELETE).
     RoomDoesNotExist => (400, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
@@ -182,6 +184,13 @@ impl ApiError {
         Self::new(
             Code::PayloadTooLarge,
             format!("The request body is larger than ::= [{limit}] bytes."),
+        )
+    }
+
+    pub fn request_timeout(seconds: u64) -> Self {
+        Self::new(
+            Code::RequestTimeout,
+            format!("The request body was not received within ::= [{seconds}] seconds."),
         )
     }
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod bodies;
 mod create;
 mod delete;
 mod faults;
