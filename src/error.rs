@@ -52,6 +52,9 @@ codes! {
     /// A request body that did not arrive within `request_body_timeout_seconds`.
     RequestTimeout => (408, "BASE-00019", Some("REQUEST_TIMEOUT")),
     ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
+    /// A request head over `heads::MAX_HEAD_BYTES`, or with more than `heads::MAX_HEADERS`
+    /// header fields.
+    HeadersTooLarge => (431, "BASE-00021", Some("HEADERS_TOO_LARGE")),
     /// `REALTIME-00004` where the published API answers 400 (DELETE).
     RoomDoesNotExist => (400, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
     /// `REALTIME-00004` where the contract answers 404 (GET one room).
@@ -201,6 +204,20 @@ impl ApiError {
         )
     }
 
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request head is larger than ::= [{limit}] bytes."),
+        )
+    }
+
+    pub fn too_many_headers(max: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request has more than ::= [{max}] header fields."),
+        )
+    }
+
     /// `REALTIME-00004` with status 400, as the published DELETE answers.
     pub fn room_does_not_exist(id: &str) -> Self {
         Self::new(Code::RoomDoesNotExist, room_missing_text(id))
@@ -279,6 +296,7 @@ impl ApiError {
             405 => Self::method_not_allowed(method, path),
             413 => Self::payload_too_large(crate::startup::DEFAULT_BODY_LIMIT),
             415 => Self::unsupported_media_type(),
+            431 => Self::headers_too_large(crate::heads::MAX_HEAD_BYTES),
             503 => Self::service_unavailable(),
             400..=499 => Self::new(Code::InvalidValue, "The request is invalid."),
             _ => Self::internal(),

@@ -9,6 +9,7 @@ mod create;
 mod delete;
 mod faults;
 mod fetch;
+mod heads;
 mod http;
 mod list;
 mod persistence;
