@@ -34,6 +34,7 @@ pub struct Settings {
     pub room_ttl_seconds: u64,
     pub endpoint_ttl_seconds: u64,
     pub max_body_bytes: usize,
+    pub request_body_timeout_seconds: u64,
     pub log_format: String,
     pub log_level: String,
     pub signaling_join_timeout_ms: u64,
@@ -173,6 +174,10 @@ impl Settings {
             ("CONVENE_ROOM_TTL_SECONDS", self.room_ttl_seconds),
             ("CONVENE_ENDPOINT_TTL_SECONDS", self.endpoint_ttl_seconds),
             ("CONVENE_STORE_TIMEOUT_MS", self.store_timeout_ms),
+            (
+                "CONVENE_REQUEST_BODY_TIMEOUT_SECONDS",
+                self.request_body_timeout_seconds,
+            ),
             (
                 "CONVENE_STORE_SWEEP_INTERVAL_SECONDS",
                 self.store_sweep_interval_seconds,

@@ -49,7 +49,12 @@ codes! {
     InvalidValue => (400, "BASE-00016", Some("INVALID_VALUE")),
     UnsupportedMediaType => (415, "BASE-00017", None),
     PayloadTooLarge => (413, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
+    /// A request body that did not arrive within `request_body_timeout_seconds`.
+    RequestTimeout => (408, "BASE-00019", Some("REQUEST_TIMEOUT")),
     ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
+    /// A request head over `heads::MAX_HEAD_BYTES`, or with more than `heads::MAX_HEADERS`
+    /// header fields.
+    HeadersTooLarge => (431, "BASE-00021", Some("HEADERS_TOO_LARGE")),
     /// `REALTIME-00004` where the published API answers 400 (DELETE).
     RoomDoesNotExist => (400, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
     /// `REALTIME-00004` where the contract answers 404 (GET one room).
@@ -191,10 +196,31 @@ impl ApiError {
         )
     }
 
+    pub fn request_timeout(seconds: u64) -> Self {
+        Self::new(
+            Code::RequestTimeout,
+            format!("The request body was not received within ::= [{seconds}] seconds."),
+        )
+    }
+
     pub fn service_unavailable() -> Self {
         Self::new(
             Code::ServiceUnavailable,
             "The service is temporarily unavailable. Try again later.",
+        )
+    }
+
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request head is larger than ::= [{limit}] bytes."),
+        )
+    }
+
+    pub fn too_many_headers(max: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request has more than ::= [{max}] header fields."),
         )
     }
 
@@ -292,6 +318,7 @@ impl ApiError {
             405 => Self::method_not_allowed(method, path),
             413 => Self::payload_too_large(crate::startup::DEFAULT_BODY_LIMIT),
             415 => Self::unsupported_media_type(),
+            431 => Self::headers_too_large(crate::heads::MAX_HEAD_BYTES),
             503 => Self::service_unavailable(),
             400..=499 => Self::new(Code::InvalidValue, "The request is invalid."),
             _ => Self::internal(),

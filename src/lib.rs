@@ -3,8 +3,10 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
+pub mod heads;
 pub mod metrics;
 pub mod paging;
 pub mod room;

@@ -5,7 +5,7 @@
 //! pages must come from an allowed origin. First a snapshot (or, with `lastSeq` still in
 //! the log, the events after it), then every change. See `docs/admin.md`.
 
-use crate::auth::API_KEY_HEADER;
+use crate::auth::presented_key;
 use crate::error::{ApiError, Code};
 use crate::signaling::protocol::{ServerMessage, close};
 use crate::startup::AppState;
@@ -38,16 +38,12 @@ pub async fn connect(
     if !origin_allowed(&req, &state.settings.admin_allowed_origins) {
         return Err(ApiError::forbidden_origin());
     }
-    // An empty header is no key: the client signs in by its first message.
-    let header_key = req
-        .headers()
-        .get(API_KEY_HEADER)
-        .filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace));
+    // Two key headers are refused; an empty one is no key: the client signs in by its
+    // first message.
+    let header_key = presented_key(req.headers())?.filter(|v| !v.trim().is_empty());
     let authenticated = match header_key {
-        Some(value) => {
-            state
-                .api_keys
-                .check(Some(value.to_str().unwrap_or("\u{fffd}")))?;
+        Some(key) => {
+            state.api_keys.check(Some(key))?;
             true
         }
         None => false,

@@ -6,16 +6,22 @@ mod participants;
 mod rooms;
 
 use crate::error::ApiError;
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, Route, web};
 
 /// Registers every route of the service. Every resource answers other methods with 405.
+/// Request bodies have a deadline (`crate::body`) on every resource but the WebSocket ones,
+/// whose payload is the socket itself.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     assets::configure(cfg);
-    let resource = |path: &str, routes: Vec<Route>| {
+    let websocket = |path: &str, routes: Vec<Route>| {
         routes
             .into_iter()
             .fold(web::resource(path), |r, route| r.route(route))
             .default_service(web::to(method_not_allowed))
+    };
+    let resource = |path: &str, routes: Vec<Route>| {
+        websocket(path, routes).wrap(from_fn(crate::body::deadline))
     };
     cfg.service(resource(
         "/api/realtime/room",
@@ -45,11 +51,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/realtime/room/{id}/participants/{address}",
         vec![web::delete().to(participants::remove)],
     ))
-    .service(resource(
+    .service(websocket(
         "/api/realtime/signaling",
         vec![web::get().to(crate::signaling::connect)],
     ))
-    .service(resource(
+    .service(websocket(
         "/api/realtime/admin/events",
         vec![web::get().to(crate::admin::stream::connect)],
     ))
