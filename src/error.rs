@@ -51,7 +51,12 @@ codes! {
     InvalidValue => (StatusCode::BAD_REQUEST, "BASE-00016", Some("INVALID_VALUE")),
     UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "BASE-00017", None),
     PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
+    /// A request body that did not arrive within `request_body_timeout_seconds`.
+    RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "BASE-00019", Some("REQUEST_TIMEOUT")),
     ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
+    /// A request head over `config::MAX_HEAD_BYTES`, or with more than `config::MAX_HEADERS`
+    /// header fields.
+    HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "BASE-00021", Some("HEADERS_TOO_LARGE")),
     /// `REALTIME-00004` where the published API answers 400 (DELETE).
     RoomDoesNotExist => (StatusCode::BAD_REQUEST, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
     /// `REALTIME-00004` where the contract answers 404 (GET one room).
@@ -71,6 +76,12 @@ codes! {
     EndpointExpired => (StatusCode::GONE, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
     /// Signaling: the room's media server is not available.
     SfuUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
+    /// WebSocket upgrade: this peer address holds as many sockets that have not joined (or
+    /// authenticated) yet as it may.
+    TooManyConnections => (StatusCode::TOO_MANY_REQUESTS, "REALTIME-00017", Some("TOO_MANY_CONNECTIONS")),
+    /// WebSocket upgrade: the service holds as many sockets that have not joined (or
+    /// authenticated) yet as it may.
+    TooManyPendingConnections => (StatusCode::SERVICE_UNAVAILABLE, "REALTIME-00018", Some("TOO_MANY_PENDING_CONNECTIONS")),
 }
 
 impl Code {
@@ -187,10 +198,31 @@ impl ApiError {
         )
     }
 
+    pub fn request_timeout(seconds: u64) -> Self {
+        Self::new(
+            Code::RequestTimeout,
+            format!("The request body was not received within ::= [{seconds}] seconds."),
+        )
+    }
+
     pub fn service_unavailable() -> Self {
         Self::new(
             Code::ServiceUnavailable,
             "The service is temporarily unavailable. Try again later.",
+        )
+    }
+
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request head is larger than ::= [{limit}] bytes."),
+        )
+    }
+
+    pub fn too_many_headers(max: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request has more than ::= [{max}] header fields."),
         )
     }
 
@@ -257,6 +289,22 @@ impl ApiError {
         )
     }
 
+    pub fn too_many_connections(per_address: usize) -> Self {
+        Self::new(
+            Code::TooManyConnections,
+            format!(
+                "This address already has ::= [{per_address}] sockets that have not joined or authenticated yet."
+            ),
+        )
+    }
+
+    pub fn too_many_pending_connections() -> Self {
+        Self::new(
+            Code::TooManyPendingConnections,
+            "Too many sockets have not joined or authenticated yet. Try again later.",
+        )
+    }
+
     /// A signaling message that is not a JSON object.
     pub fn invalid_message() -> Self {
         Self::new(
@@ -272,6 +320,7 @@ impl ApiError {
             405 => Self::method_not_allowed(method, path),
             413 => Self::payload_too_large(crate::config::DEFAULT_BODY_LIMIT),
             415 => Self::unsupported_media_type(),
+            431 => Self::headers_too_large(crate::config::MAX_HEAD_BYTES),
             503 => Self::service_unavailable(),
             400..=499 => Self::new(Code::InvalidValue, "The request is invalid."),
             _ => Self::internal(),

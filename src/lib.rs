@@ -3,8 +3,10 @@
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod auth;
+pub(crate) mod body;
 pub mod config;
 pub(crate) mod error;
+pub(crate) mod heads;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod paging;
@@ -14,3 +16,4 @@ pub mod startup;
 pub(crate) mod store;
 pub mod telemetry;
 pub(crate) mod token;
+pub(crate) mod wsguard;

@@ -14,8 +14,9 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     // The error table (it maps the domain errors), list cursors.
     &["error", "paging"],
-    // API keys, logging and the request middleware.
-    &["auth", "telemetry"],
+    // API keys, logging and the request middleware; the HTTP and socket guards: request
+    // body deadlines, request head limits, WebSocket frame limits and pending-socket caps.
+    &["auth", "telemetry", "body", "heads", "wsguard"],
     &["store"],
     &["room"],
     // Session task and wire protocol.

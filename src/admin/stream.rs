@@ -10,8 +10,8 @@ use super::events::Events;
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
 use crate::signaling::protocol::{ServerMessage, close};
+use crate::wsguard::{PendingSlot, is_too_big};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
-use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -34,38 +34,44 @@ pub struct Context {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// How the upgrade request signed in.
+pub enum Upgrade {
+    /// By its key header; `last_seq` is the query's.
+    Authenticated { last_seq: Option<u64> },
+    /// Not yet: the first message must be `auth`. The socket holds `pending`, its place
+    /// among those not authenticated yet, until then.
+    Pending(PendingSlot),
+}
+
 /// Runs one admin stream: first the `auth` message unless the upgrade request was
-/// `authenticated` by its header (then `last_seq` is the query's), then the events.
+/// authenticated by its header, then the events.
 pub async fn run(
     mut ws: Session,
     mut frames: actix_ws::AggregatedMessageStream,
     context: Context,
-    authenticated: bool,
-    last_seq: Option<u64>,
+    upgrade: Upgrade,
 ) {
-    let last_seq = if authenticated {
-        last_seq
-    } else {
-        match authenticate(&mut ws, &mut frames, &context.api_keys).await {
-            Ok(seq) => seq,
-            Err((error, code)) => {
-                let _ = ws.text(&*ServerMessage::error(&error).text()).await;
-                close_with(ws, &mut frames, code, "not authenticated").await;
-                return;
+    let last_seq = match upgrade {
+        Upgrade::Authenticated { last_seq } => last_seq,
+        Upgrade::Pending(pending) => {
+            let outcome = authenticate(&mut ws, &mut frames, &context.api_keys).await;
+            drop(pending);
+            match outcome {
+                Ok(seq) => seq,
+                Err((error, code)) => {
+                    let _ = ws.text(&*ServerMessage::error(&error).text()).await;
+                    let reason = if code == close::TOO_BIG {
+                        "frame too large"
+                    } else {
+                        "not authenticated"
+                    };
+                    close_with(ws, &mut frames, code, reason).await;
+                    return;
+                }
             }
         }
     };
     stream(ws, frames, context, last_seq).await;
-}
-
-#[derive(Deserialize)]
-struct Auth {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(rename = "apiKey")]
-    api_key: Option<String>,
-    #[serde(rename = "lastSeq")]
-    last_seq: Option<u64>,
 }
 
 async fn authenticate(
@@ -77,28 +83,38 @@ async fn authenticate(
     let first = tokio::time::timeout(AUTH_TIMEOUT, async {
         loop {
             match frames.recv().await {
-                Some(Ok(AggregatedMessage::Text(text))) => return Some(text),
+                Some(Ok(AggregatedMessage::Text(text))) => return Ok(text),
                 Some(Ok(AggregatedMessage::Ping(bytes))) => {
                     let _ = ws.pong(&bytes).await;
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => {}
-                _ => return None,
+                Some(Err(e)) if is_too_big(&e) => return Err(true),
+                _ => return Err(false),
             }
         }
     })
     .await;
     let text = match first {
-        Ok(Some(text)) => text,
+        Ok(Ok(text)) => text,
+        Ok(Err(true)) => {
+            return Err((ApiError::payload_too_large(MAX_FRAME), close::TOO_BIG));
+        }
         _ => return Err(refused()),
     };
-    let auth: Auth = serde_json::from_str(&text).map_err(|_| refused())?;
-    if auth.kind != "auth" {
+    let auth: serde_json::Value = serde_json::from_str(&text).map_err(|_| refused())?;
+    if auth.get("type").and_then(|t| t.as_str()) != Some("auth") {
         return Err(refused());
     }
-    api_keys
-        .check(auth.api_key.as_deref())
-        .map_err(|e| (e, close::INVALID_TOKEN))?;
-    Ok(auth.last_seq)
+    // The key first, so that only a client with a good key learns about its `lastSeq`.
+    let key = auth.get("apiKey").and_then(|k| k.as_str());
+    api_keys.check(key).map_err(|e| (e, close::INVALID_TOKEN))?;
+    match auth.get("lastSeq") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(seq) => match seq.as_u64() {
+            Some(seq) => Ok(Some(seq)),
+            None => Err((ApiError::invalid_value("lastSeq"), close::INVALID_TOKEN)),
+        },
+    }
 }
 
 async fn stream(
@@ -139,6 +155,10 @@ async fn stream(
                     return;
                 }
                 None => return,
+                Some(Err(e)) if is_too_big(&e) => {
+                    let _ = ws.text(&*ServerMessage::error(&ApiError::payload_too_large(MAX_FRAME)).text()).await;
+                    break (close::TOO_BIG, "frame too large");
+                }
                 Some(Err(_)) => break (close::PROTOCOL, "unreadable frame"),
             },
             _ = heartbeat.tick() => {

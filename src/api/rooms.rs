@@ -135,7 +135,8 @@ struct ListBody<'a> {
     token: Option<String>,
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (413) without reading it all.
+/// Reads the whole body, refusing more than `limit` bytes (413) without reading it all. A
+/// body cut by its deadline or a shutdown (`crate::body`) answers 408 or 503.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -151,7 +152,7 @@ async fn read_body(
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::invalid_json())?;
+        let chunk = chunk.map_err(|e| crate::body::payload_error(&e))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::payload_too_large(limit));
         }

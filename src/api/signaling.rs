@@ -12,13 +12,17 @@ pub async fn connect(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let config = &state.signaling;
+    // No frame over the limit is ever buffered: the guard fails the stream at its header.
+    let body = crate::wsguard::guard(&req, body, config.max_frame_bytes).await;
     let (response, ws, frames) = actix_ws::handle(&req, body).map_err(|_| {
         ApiError::new(
             Code::InvalidValue,
             "This endpoint takes a WebSocket upgrade.",
         )
     })?;
-    let config = &state.signaling;
+    // Held until the socket joins or closes.
+    let pending = state.pending.acquire(req.peer_addr().map(|a| a.ip()))?;
     let frames = frames
         .max_frame_size(config.max_frame_bytes)
         .aggregate_continuations()
@@ -29,6 +33,7 @@ pub async fn connect(
         state.rooms.clone(),
         state.signaling.clone(),
         state.shutdown.clone(),
+        pending,
     ));
     Ok(response)
 }

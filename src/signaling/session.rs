@@ -6,9 +6,8 @@ use super::protocol::{self, ClientMessage, ServerMessage, close};
 use crate::error::ApiError;
 use crate::model::JoinRefused;
 use crate::room::{JoinRequest, Outbound, RoomHandle, Rooms};
-use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
-};
+use crate::wsguard::{PendingSlot, is_too_big};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -31,6 +30,8 @@ struct Socket {
     config: Arc<SignalingConfig>,
     member: Option<Membership>,
     limiter: RateLimiter,
+    /// The socket's place among those not joined yet; given up at join.
+    pending: Option<PendingSlot>,
 }
 
 /// How the socket ends.
@@ -49,6 +50,7 @@ pub async fn run(
     rooms: Rooms,
     config: Arc<SignalingConfig>,
     mut shutdown: watch::Receiver<bool>,
+    pending: PendingSlot,
 ) {
     let mut socket = Socket {
         ws,
@@ -57,6 +59,7 @@ pub async fn run(
         rooms,
         config: config.clone(),
         member: None,
+        pending: Some(pending),
     };
     let join_deadline = tokio::time::sleep(config.join_timeout);
     tokio::pin!(join_deadline);
@@ -96,7 +99,7 @@ pub async fn run(
                         let code = reason.map_or(close::NORMAL, |r| u16::from(r.code));
                         break End::CloseDropped(code, String::new());
                     }
-                    Some(Err(e)) if too_big(&e) => {
+                    Some(Err(e)) if is_too_big(&e) => {
                         let limit = config.max_frame_bytes;
                         socket.send_error(&ApiError::payload_too_large(limit)).await;
                         break End::CloseDropped(close::TOO_BIG, format!("frame larger than {limit} bytes"));
@@ -134,6 +137,9 @@ pub async fn run(
         }
     };
 
+    // Give up the place among unjoined sockets before the close frame goes out, so that a
+    // client that saw the close can count on it.
+    socket.pending = None;
     let (code, reason, dropped) = match end {
         End::Dropped => (None, String::new(), true),
         End::Close(code, reason) => (Some(code), reason, false),
@@ -150,20 +156,6 @@ pub async fn run(
                 description: Some(reason),
             }))
             .await;
-    }
-}
-
-/// Whether a read error means "over the size limit": one frame over it (`Overflow`), or a
-/// message in several frames whose sum is over it, which actix-ws reports as an I/O error
-/// with this text (and no type of its own).
-fn too_big(e: &ProtocolError) -> bool {
-    match e {
-        ProtocolError::Overflow => true,
-        ProtocolError::Io(io) => {
-            io.kind() == std::io::ErrorKind::Other
-                && io.to_string() == "Exceeded maximum continuation size"
-        }
-        _ => false,
     }
 }
 
@@ -258,6 +250,7 @@ impl Socket {
                     address,
                     outbound: rx,
                 });
+                self.pending = None;
                 None
             }
             Err(refused) => {
@@ -317,16 +310,6 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn oversize_frames_and_oversize_fragmented_messages_are_too_big() {
-        assert!(too_big(&ProtocolError::Overflow));
-        assert!(too_big(&ProtocolError::Io(std::io::Error::other(
-            "Exceeded maximum continuation size"
-        ))));
-        assert!(!too_big(&ProtocolError::Io(std::io::Error::other("reset"))));
-        assert!(!too_big(&ProtocolError::UnmaskedFrame));
-    }
 
     #[test]
     fn rate_limiter_allows_a_burst_then_the_rate() {
