@@ -12,6 +12,15 @@ use std::time::Duration;
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "CONVENE_";
 
+/// The body limit of the contract, used where the configured one is not at hand.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Largest request head (request line, header fields and the blank line after them); see
+/// `crate::heads`, which enforces it.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Most header fields in one request head (actix-http's own limit).
+pub const MAX_HEADERS: usize = 96;
+
 /// The service's settings, after layering and validation.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +44,7 @@ pub struct Settings {
     pub room_ttl_seconds: u64,
     pub endpoint_ttl_seconds: u64,
     pub max_body_bytes: usize,
+    pub request_body_timeout_seconds: u64,
     pub log_format: String,
     pub log_level: String,
     pub signaling_join_timeout_ms: u64,
@@ -181,6 +191,10 @@ impl Settings {
             ("CONVENE_ROOM_TTL_SECONDS", self.room_ttl_seconds),
             ("CONVENE_ENDPOINT_TTL_SECONDS", self.endpoint_ttl_seconds),
             ("CONVENE_STORE_TIMEOUT_MS", self.store_timeout_ms),
+            (
+                "CONVENE_REQUEST_BODY_TIMEOUT_SECONDS",
+                self.request_body_timeout_seconds,
+            ),
             (
                 "CONVENE_STORE_SWEEP_INTERVAL_SECONDS",
                 self.store_sweep_interval_seconds,

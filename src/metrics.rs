@@ -26,10 +26,10 @@ const LEAVE_REASONS: [&str; 5] = ["left", "kicked", "disconnected", "roomClosed"
 
 /// Why a join is refused: a token that does not verify (or is stale), a room that does not
 /// exist (any more), a full room.
-pub const REFUSAL_REASONS: [&str; 3] = ["token", "gone", "full"];
+pub(crate) const REFUSAL_REASONS: [&str; 3] = ["token", "gone", "full"];
 
 /// Kinds of WebSocket connection counted by `convene_websocket_connections`.
-pub const SOCKET_KINDS: [&str; 2] = ["signaling", "admin"];
+pub(crate) const SOCKET_KINDS: [&str; 2] = ["signaling", "admin"];
 
 /// The order labels are written in. The crate sorts them by name; the series keep the
 /// order they have always had (`route`, `method`, `status`).
@@ -57,7 +57,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// Holds one open WebSocket connection in `convene_websocket_connections`; dropping it
 /// counts the connection closed.
-pub struct OpenSocket(IntGauge);
+pub(crate) struct OpenSocket(IntGauge);
 
 impl Drop for OpenSocket {
     fn drop(&mut self) {
@@ -211,14 +211,14 @@ impl Metrics {
     }
 
     /// A signaling join refused; `reason` is one of `REFUSAL_REASONS`.
-    pub fn join_refused(&self, reason: &str) {
+    pub(crate) fn join_refused(&self, reason: &str) {
         self.join_refusals.with_label_values(&[reason]).inc();
     }
 
     /// A WebSocket connection of `kind` (one of `SOCKET_KINDS`) opened; it counts as open
     /// until the returned guard is dropped.
     #[must_use = "the connection counts as closed when the guard is dropped"]
-    pub fn socket_opened(&self, kind: &str) -> OpenSocket {
+    pub(crate) fn socket_opened(&self, kind: &str) -> OpenSocket {
         let gauge = self.websockets.with_label_values(&[kind]);
         gauge.inc();
         OpenSocket(gauge)

@@ -240,6 +240,7 @@ impl PendingSockets {
     }
 
     /// Pending sockets now: in all, and from `ip`.
+    #[cfg(test)]
     pub fn count(&self, ip: Option<IpAddr>) -> (usize, usize) {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let from = ip.and_then(|ip| counts.per_ip.get(&ip).copied());

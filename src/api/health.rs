@@ -1,8 +1,8 @@
 //! Liveness never depends on the store; readiness does.
 
+use super::AppState;
 use crate::admin::events::Events;
 use crate::error::ApiError;
-use crate::startup::AppState;
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::json;
@@ -27,7 +27,7 @@ pub async fn metrics(
     if !state.settings.metrics_bind.is_empty() {
         return Err(ApiError::not_found(req.path()));
     }
-    Ok(scrape(&state.rooms.services().events))
+    Ok(scrape(&state.events))
 }
 
 /// Prometheus metrics, in the text exposition format.
@@ -41,7 +41,10 @@ fn scrape(events: &Events) -> HttpResponse {
 /// The listener of `metrics_bind`: one worker that answers `GET /metrics` and nothing else
 /// (other paths 404, other methods 405, as on the main listener). The caller runs the
 /// server and stops it.
-pub fn metrics_server(bind: &str, events: Arc<Events>) -> std::io::Result<(Server, SocketAddr)> {
+pub(crate) fn metrics_server(
+    bind: &str,
+    events: Arc<Events>,
+) -> std::io::Result<(Server, SocketAddr)> {
     let listener = TcpListener::bind(bind)?;
     let addr = listener.local_addr()?;
     let events = web::Data::from(events);

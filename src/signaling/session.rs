@@ -1,12 +1,15 @@
 //! One task per socket: a single `select!` over the client's frames, the participant's
 //! bounded outbound queue, the heartbeat, the join deadline and server shutdown.
 
-use super::protocol::{self, ClientMessage, JoinRequest, Outbound, ServerMessage, close};
+use super::SignalingConfig;
+use super::protocol::{self, ClientMessage, ServerMessage, close};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::room::{JoinRefused, RoomHandle, Rooms};
+use crate::model::JoinRefused;
+use crate::room::{JoinRequest, Outbound, RoomHandle, Rooms};
 use crate::wsguard::{PendingSlot, is_too_big};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +28,7 @@ struct Socket {
     ws: Session,
     id: u64,
     rooms: Rooms,
+    config: Arc<SignalingConfig>,
     member: Option<Membership>,
     limiter: RateLimiter,
     /// The socket's place among those not joined yet; given up at join.
@@ -41,20 +45,21 @@ enum End {
     CloseDropped(u16, String),
 }
 
-pub(super) async fn run(
+pub async fn run(
     ws: Session,
     mut frames: AggregatedMessageStream,
     rooms: Rooms,
+    config: Arc<SignalingConfig>,
     mut shutdown: watch::Receiver<bool>,
     pending: PendingSlot,
 ) {
     let _open = METRICS.socket_opened("signaling");
-    let config = rooms.services().signaling.clone();
     let mut socket = Socket {
         ws,
         id: SESSIONS.fetch_add(1, Ordering::Relaxed),
         limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         rooms,
+        config: config.clone(),
         member: None,
         pending: Some(pending),
     };
@@ -74,7 +79,16 @@ pub(super) async fn run(
                         break End::Dropped;
                     }
                 }
-                Some(Outbound::Close(code, reason)) => break End::Close(code, reason.into()),
+                Some(Outbound::Notice(notice)) => {
+                    let text = notice.text(|message| protocol::render(message, &config.ice));
+                    if socket.ws.text(&*text).await.is_err() {
+                        break End::Dropped;
+                    }
+                }
+                Some(Outbound::Close(closing)) => {
+                    let (code, reason) = protocol::closing(closing);
+                    break End::Close(code, reason.into());
+                }
                 None => break End::Close(close::TOO_SLOW, "too slow: outbound queue full".into()),
             },
             frame = frames.recv() => {
@@ -215,22 +229,13 @@ impl Socket {
         let claims = match services.tokens.verify(&request.token) {
             Ok(claims) => claims,
             Err(_) => {
-                return Some(
-                    self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN)
-                        .await,
-                );
+                return Some(self.refuse("", JoinRefused::Token).await);
             }
         };
         let Some(room) = self.rooms.get(&claims.sub).await else {
-            return Some(
-                self.refuse(
-                    ApiError::room_does_not_exist(&claims.sub),
-                    close::ROOM_NOT_FOUND,
-                )
-                .await,
-            );
+            return Some(self.refuse(&claims.sub, JoinRefused::Gone).await);
         };
-        let (tx, rx) = mpsc::channel(services.signaling.queue_capacity.max(1));
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
         match room.join(claims.nonce, request, self.id, tx).await {
             Ok(address) => {
                 self.member = Some(Membership {
@@ -241,30 +246,20 @@ impl Socket {
                 self.pending = None;
                 None
             }
-            Err(JoinRefused::Token) => Some(
-                self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN)
-                    .await,
-            ),
-            Err(JoinRefused::Gone) => Some(
-                self.refuse(
-                    ApiError::room_does_not_exist(&claims.sub),
-                    close::ROOM_NOT_FOUND,
-                )
-                .await,
-            ),
-            Err(JoinRefused::Full { max }) => Some(
-                self.refuse(ApiError::room_full(&claims.sub, max), close::ROOM_FULL)
-                    .await,
-            ),
+            Err(refused) => Some(self.refuse(&claims.sub, refused).await),
         }
     }
 
-    async fn refuse(&mut self, error: ApiError, code: u16) -> End {
-        METRICS.join_refused(match code {
-            close::ROOM_FULL => "full",
-            close::ROOM_NOT_FOUND => "gone",
-            _ => "token",
-        });
+    /// Refuses a `join` of room `room_id` (empty when the token did not say): counts it by
+    /// its reason, sends the error and closes with the refusal's code.
+    async fn refuse(&mut self, room_id: &str, refused: JoinRefused) -> End {
+        let (code, reason) = match refused {
+            JoinRefused::Token => (close::INVALID_TOKEN, "token"),
+            JoinRefused::Gone => (close::ROOM_NOT_FOUND, "gone"),
+            JoinRefused::Full { .. } => (close::ROOM_FULL, "full"),
+        };
+        METRICS.join_refused(reason);
+        let error = ApiError::from_join_refused(room_id, &refused);
         self.send_error(&error).await;
         End::Close(
             code,

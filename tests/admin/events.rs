@@ -533,6 +533,24 @@ async fn bad_header_keys_and_queries_are_refused_before_the_upgrade() {
             "{query} without a key"
         );
     }
+    // The key header given twice, in either order: refused whatever the keys are.
+    let twice = error(
+        400,
+        "BASE-00016",
+        Some("INVALID_VALUE"),
+        "The parameter with name ::= [x-vcs-token] has an invalid value.",
+    );
+    for (first, second) in [(API_KEY, "nope"), ("nope", API_KEY), (API_KEY, API_KEY)] {
+        let mut request = upgrade(EVENTS, Some(first));
+        request
+            .headers_mut()
+            .append("x-vcs-token", second.parse().unwrap());
+        assert_eq!(
+            ws::try_connect(request).await.err(),
+            Some((400, twice.clone())),
+            "{first} then {second}"
+        );
+    }
     // Not a WebSocket request at all.
     let res = app
         .request(reqwest::Method::GET, EVENTS)
