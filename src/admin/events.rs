@@ -134,18 +134,22 @@ impl Events {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds rooms restored at start-up, without events.
-    pub fn restored(&self, records: &[Arc<RoomRecord>]) {
-        let mut state = self.state();
-        for record in records {
-            state.rooms.insert(
-                record.id.clone(),
-                LiveRoom {
-                    record: record.clone(),
-                    participants: Vec::new(),
-                },
-            );
-        }
+    /// A room's actor started (the room was created, or activated on first use): the room
+    /// joins the live set that snapshots show, without an event.
+    pub fn activated(&self, record: &Arc<RoomRecord>) {
+        self.state()
+            .rooms
+            .entry(record.id.clone())
+            .or_insert_with(|| LiveRoom {
+                record: record.clone(),
+                participants: Vec::new(),
+            });
+    }
+
+    /// A room's actor stopped because nobody used it: the room leaves the live set, without
+    /// an event. It is still in the store (and in the REST list).
+    pub fn passivated(&self, id: &str) {
+        self.state().rooms.remove(id);
     }
 
     /// Applies a change to the live state, numbers it, logs it and fans it out.

@@ -1,5 +1,7 @@
-//! One actor per live room: it alone changes the room's state (its record and its
-//! participants), and it stops when the room is deleted or its `roomTTLSeconds` run out.
+//! One actor per active room: it alone changes the room's state (its record and its
+//! participants), and it stops when the room is deleted or its `roomTTLSeconds` run out,
+//! or when nobody has joined it for `room_idle_seconds` (passivation: the record stays in
+//! the store, and the registry starts a new actor on the room's next use).
 //!
 //! Participants are held with the sender of their socket's bounded queue. The actor never
 //! waits on a socket: it `try_send`s, and a participant whose queue is full or closed loses
@@ -21,7 +23,7 @@ use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How long participant-count changes are gathered before one store write.
@@ -91,7 +93,7 @@ struct Member {
 pub(super) struct RoomActor {
     /// Shared with the snapshot and the admin event hub until it changes
     /// (`Arc::make_mut`), so a room's record is held once. Its `participant_count` is the
-    /// one it was created or restored with: the count is `members.len()`, and only the
+    /// one it was created or activated with (0): the count is `members.len()`, and only the
     /// store's copy carries it.
     record: Arc<RoomRecord>,
     services: Arc<RoomServices>,
@@ -101,6 +103,11 @@ pub(super) struct RoomActor {
     /// In join order.
     members: Vec<Member>,
     persist_scheduled: bool,
+    /// Which of the room's successive actors this is (see `RoomGone`).
+    generation: u64,
+    /// The last time the room was used (a request, a join, a leave): passivation counts
+    /// its idle time from here.
+    last_used: Instant,
 }
 
 impl RoomActor {
@@ -110,6 +117,7 @@ impl RoomActor {
         registry: Addr<Registry>,
         snapshot: Snapshot,
         peers: Peers,
+        generation: u64,
     ) -> Self {
         Self {
             record,
@@ -119,7 +127,61 @@ impl RoomActor {
             peers,
             members: Vec::new(),
             persist_scheduled: false,
+            generation,
+            last_used: Instant::now(),
         }
+    }
+
+    // --- Passivation (rooms are activated on demand; see `registry.rs`) ----------------
+    //
+    // A timer looks at the room every `room_idle` (`room_idle_seconds`). Once nobody holds
+    // a seat (a seat waiting for a resume counts) and nothing has used the room for that
+    // long, the actor writes its record to the store (with participant count 0, and
+    // whatever change a pending `persist_soon` still had to write) and stops only after
+    // the write succeeded: the next actor of the room starts from that record. `ctx.wait`
+    // holds the mailbox meanwhile; a message that arrives then is dropped when the actor
+    // stops, and the `Rooms` method that sent it retries through activation.
+
+    fn touch(&mut self) {
+        self.last_used = Instant::now();
+    }
+
+    fn schedule_idle_check(&self, ctx: &mut Context<Self>) {
+        let idle = self.services.room_idle;
+        let left = if self.members.is_empty() {
+            idle.saturating_sub(self.last_used.elapsed())
+        } else {
+            idle
+        };
+        ctx.run_later(left, |act, ctx| act.passivate_if_idle(ctx));
+    }
+
+    fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if !self.members.is_empty() || self.last_used.elapsed() < self.services.room_idle {
+            return self.schedule_idle_check(ctx);
+        }
+        let store = self.services.store.clone();
+        let record = RoomRecord {
+            participant_count: 0,
+            ..(*self.record).clone()
+        };
+        ctx.wait(
+            async move { store.update(&record).await }
+                .into_actor(self)
+                .map(|flushed, act, ctx| match flushed {
+                    Ok(()) => {
+                        tracing::debug!(room = %act.record.id, "room passivated");
+                        act.services.events.passivated(&act.record.id);
+                        ctx.stop();
+                    }
+                    Err(e) => {
+                        // Stopping now could lose a change: stay, and try again later.
+                        tracing::warn!(room = %act.record.id, error = %e, "could not passivate a room");
+                        act.touch();
+                        act.schedule_idle_check(ctx);
+                    }
+                }),
+        );
     }
 
     /// Publishes the record for readers outside the actor.
@@ -270,6 +332,7 @@ impl RoomActor {
 
     /// Removes a member and tells the others.
     fn remove(&mut self, i: usize, reason: &str, ctx: &mut Context<Self>) {
+        self.touch();
         let member = self.members.remove(i);
         ctx.cancel_future(member.expiry);
         if let Some(grace) = member.grace {
@@ -371,10 +434,14 @@ impl Actor for RoomActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.schedule_expiry(ctx);
+        self.schedule_idle_check(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.registry.do_send(RoomGone(self.record.id.clone()));
+        self.registry.do_send(RoomGone {
+            id: self.record.id.clone(),
+            generation: self.generation,
+        });
     }
 }
 
@@ -387,6 +454,7 @@ impl Handler<GetRecord> for RoomActor {
     type Result = MessageResult<GetRecord>;
 
     fn handle(&mut self, _: GetRecord, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
         let now = now_ms();
         if self.record.token_is_stale(now) {
             Arc::make_mut(&mut self.record).refresh_token(&self.services.tokens, now);
@@ -439,6 +507,8 @@ pub enum JoinRefused {
     Gone,
     /// No seat left.
     Full { max: u32 },
+    /// The room could not be activated: the store failed.
+    Unavailable,
 }
 
 #[derive(Message)]
@@ -461,6 +531,7 @@ impl Handler<Join> for RoomActor {
         }: Join,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
+        self.touch();
         if nonce != self.record.nonce {
             return Err(JoinRefused::Token);
         }
@@ -625,6 +696,7 @@ impl Handler<ListParticipants> for RoomActor {
     type Result = MessageResult<ListParticipants>;
 
     fn handle(&mut self, _: ListParticipants, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
         MessageResult(
             self.members
                 .iter()
@@ -647,6 +719,7 @@ impl Handler<Kick> for RoomActor {
     type Result = Option<ParticipantState>;
 
     fn handle(&mut self, Kick(address): Kick, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
         let i = self.index_of(&address)?;
         let state = ParticipantState {
             participant: self.members[i].participant.clone(),

@@ -156,6 +156,8 @@ pub struct RoomServices {
     pub room_token_ttl_seconds: u64,
     pub room_ttl_seconds: u64,
     pub endpoint_ttl_seconds: u64,
+    /// How long a room's actor stays with nobody joined before it stops (passivates).
+    pub room_idle: std::time::Duration,
     pub tokens: RoomTokens,
     pub store: Arc<dyn crate::store::Store>,
     pub signaling: crate::signaling::SignalingConfig,

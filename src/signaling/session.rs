@@ -227,18 +227,14 @@ impl Socket {
                 );
             }
         };
-        let Some(room) = self.rooms.get(&claims.sub).await else {
-            return Some(
-                self.refuse(
-                    ApiError::room_does_not_exist(&claims.sub),
-                    close::ROOM_NOT_FOUND,
-                )
-                .await,
-            );
-        };
         let (tx, rx) = mpsc::channel(services.signaling.queue_capacity.max(1));
-        match room.join(claims.nonce, request, self.id, tx).await {
-            Ok(address) => {
+        // Activates the room when it has no actor (and retries once past a passivation).
+        match self
+            .rooms
+            .join(&claims.sub, claims.nonce, request, self.id, tx)
+            .await
+        {
+            Ok((room, address)) => {
                 self.member = Some(Membership {
                     room,
                     address,
@@ -259,6 +255,12 @@ impl Socket {
             ),
             Err(JoinRefused::Full { max }) => Some(
                 self.refuse(ApiError::room_full(&claims.sub, max), close::ROOM_FULL)
+                    .await,
+            ),
+            // The store failed while activating the room: 503, and "going away" so the
+            // client tries again later.
+            Err(JoinRefused::Unavailable) => Some(
+                self.refuse(ApiError::service_unavailable(), close::GOING_AWAY)
                     .await,
             ),
         }
