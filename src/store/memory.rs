@@ -177,7 +177,10 @@ mod tests {
         store.create(&b).await.unwrap();
         store.create(&c).await.unwrap();
         assert_eq!(store.sweep(5_000).await.unwrap(), 1);
-        assert!(store.rooms().created.get("RO-b").is_none(), "id index swept too");
+        assert!(
+            store.rooms().created.get("RO-b").is_none(),
+            "id index swept too"
+        );
         assert_eq!(store.get("RO-b", 1_000).await.unwrap(), None);
         assert_eq!(store.get("RO-c", 5_000).await.unwrap(), Some(c));
     }
