@@ -93,7 +93,7 @@ impl Metrics {
         };
         let _ = writeln!(
             out,
-            "# HELP convene_rooms Live rooms by conference type.\n# TYPE convene_rooms gauge"
+            "# HELP convene_rooms Active rooms (with an actor) by conference type.\n# TYPE convene_rooms gauge"
         );
         let _ = writeln!(
             out,

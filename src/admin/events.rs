@@ -6,25 +6,12 @@
 //! cut off (its socket closes) and reconnects with the last sequence number it saw, so a
 //! slow admin client never slows a room down.
 
-use crate::room::{Limits, RoomRecord, RoomView};
-use crate::signaling::protocol::Participant;
+use crate::model::{ConferenceType, Limits, Participant, RoomRecord, RoomView};
+use crate::room::{RoomEvent, RoomObserver};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
-
-/// A change of room state.
-pub enum Event<'a> {
-    RoomCreated(&'a Arc<RoomRecord>),
-    /// A change of the room's record other than an upgrade (a refreshed token).
-    RoomUpdated(&'a Arc<RoomRecord>),
-    RoomUpgraded(&'a Arc<RoomRecord>),
-    RoomDeleted(&'a str),
-    RoomExpired(&'a str),
-    ParticipantJoined(&'a str, &'a Participant),
-    ParticipantUpdated(&'a str, &'a Participant),
-    ParticipantLeft(&'a str, &'a str, &'a str),
-}
 
 /// The wire form of an event: `{"type": ..., "seq": ..., ...}`.
 #[derive(Serialize)]
@@ -134,32 +121,32 @@ impl Events {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A room's actor started (the room was created, or activated on first use): the room
-    /// joins the live set that snapshots show, without an event.
-    pub fn activated(&self, record: &Arc<RoomRecord>) {
-        self.state()
-            .rooms
-            .entry(record.id.clone())
-            .or_insert_with(|| LiveRoom {
-                record: record.clone(),
-                participants: Vec::new(),
-            });
-    }
-
-    /// A room's actor stopped because nobody used it: the room leaves the live set, without
-    /// an event. It is still in the store (and in the REST list).
-    pub fn passivated(&self, id: &str) {
-        self.state().rooms.remove(id);
-    }
-
     /// Applies a change to the live state, numbers it, logs it and fans it out.
-    pub fn publish(&self, event: Event<'_>) {
+    pub fn publish(&self, event: &RoomEvent) {
         let mut guard = self.state();
         let state = &mut *guard;
         let seq = state.seq + 1;
         let limits = &self.limits;
         let wire = match event {
-            Event::RoomCreated(r) => {
+            // A room's actor started from the stored record (first use since start-up or
+            // since it passivated): the room joins the live set that snapshots show.
+            RoomEvent::Activated(record) => {
+                state
+                    .rooms
+                    .entry(record.id.clone())
+                    .or_insert_with(|| LiveRoom {
+                        record: record.clone(),
+                        participants: Vec::new(),
+                    });
+                return;
+            }
+            // A room's actor stopped because nobody used it: the room leaves the live set.
+            // It is still in the store (and in the REST list).
+            RoomEvent::Passivated(room_id) => {
+                state.rooms.remove(room_id);
+                return;
+            }
+            RoomEvent::RoomCreated(r) => {
                 state.rooms.insert(
                     r.id.clone(),
                     LiveRoom {
@@ -172,12 +159,12 @@ impl Events {
                     room: r.view(limits),
                 }
             }
-            Event::RoomUpdated(r) | Event::RoomUpgraded(r) => {
+            RoomEvent::RoomUpdated(r) | RoomEvent::RoomUpgraded(r) => {
                 if let Some(live) = state.rooms.get_mut(&r.id) {
                     live.record = r.clone();
                 }
                 match event {
-                    Event::RoomUpgraded(_) => Wire::RoomUpgraded {
+                    RoomEvent::RoomUpgraded(_) => Wire::RoomUpgraded {
                         seq,
                         room: r.view(limits),
                     },
@@ -187,16 +174,19 @@ impl Events {
                     },
                 }
             }
-            Event::RoomDeleted(id) | Event::RoomExpired(id) => {
-                if state.rooms.remove(id).is_none() {
+            RoomEvent::RoomDeleted { room_id, .. } | RoomEvent::RoomExpired { room_id, .. } => {
+                if state.rooms.remove(room_id).is_none() {
                     return;
                 }
                 match event {
-                    Event::RoomExpired(_) => Wire::RoomExpired { seq, room_id: id },
-                    _ => Wire::RoomDeleted { seq, room_id: id },
+                    RoomEvent::RoomExpired { .. } => Wire::RoomExpired { seq, room_id },
+                    _ => Wire::RoomDeleted { seq, room_id },
                 }
             }
-            Event::ParticipantJoined(room_id, p) => {
+            RoomEvent::ParticipantJoined {
+                room_id,
+                participant: p,
+            } => {
                 if let Some(live) = state.rooms.get_mut(room_id) {
                     live.participants.push(p.clone());
                 }
@@ -206,7 +196,10 @@ impl Events {
                     participant: p,
                 }
             }
-            Event::ParticipantUpdated(room_id, p) => {
+            RoomEvent::ParticipantUpdated {
+                room_id,
+                participant: p,
+            } => {
                 if let Some(live) = state.rooms.get_mut(room_id)
                     && let Some(slot) = live
                         .participants
@@ -221,9 +214,13 @@ impl Events {
                     participant: p,
                 }
             }
-            Event::ParticipantLeft(room_id, address, reason) => {
+            RoomEvent::ParticipantLeft {
+                room_id,
+                address,
+                reason,
+            } => {
                 if let Some(live) = state.rooms.get_mut(room_id) {
-                    live.participants.retain(|p| p.address != address);
+                    live.participants.retain(|p| &p.address != address);
                 }
                 Wire::ParticipantLeft {
                     seq,
@@ -294,16 +291,15 @@ impl Events {
         let sfu = state
             .rooms
             .values()
-            .filter(|r| r.record.conference_type == crate::room::ConferenceType::Sfu)
+            .filter(|r| r.record.conference_type == ConferenceType::Sfu)
             .count();
         let participants = state.rooms.values().map(|r| r.participants.len()).sum();
         (state.rooms.len() - sfu, sfu, participants)
     }
+}
 
-    /// How many admin streams are connected.
-    pub fn subscribers(&self) -> usize {
-        let mut state = self.state();
-        state.subscribers.retain(|s| !s.tx.is_closed());
-        state.subscribers.len()
+impl RoomObserver for Events {
+    fn on_event(&self, event: &RoomEvent) {
+        self.publish(event);
     }
 }

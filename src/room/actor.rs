@@ -1,29 +1,32 @@
-//! One actor per active room: it alone changes the room's state (its record and its
-//! participants), and it stops when the room is deleted or its `roomTTLSeconds` run out,
-//! or when nobody has joined it for `room_idle_seconds` (passivation: the record stays in
-//! the store, and the registry starts a new actor on the room's next use).
+//! One actor per active room: it runs the room's [`RoomState`] (the rules) and executes the
+//! effects that the state answers with: it holds each participant's queue sender and the
+//! timers, writes the store, and publishes the record and the seats. It stops when the
+//! room is deleted or its `roomTTLSeconds` run out, or when the state finds it idle
+//! (passivation: the record stays in the store, and the registry starts a new actor on
+//! the room's next use).
 //!
-//! Participants are held with the sender of their socket's bounded queue. The actor never
-//! waits on a socket: it `try_send`s, and a participant whose queue is full or closed loses
-//! its socket (and gets the resume grace period, like any dropped socket).
+//! The actor never waits on a socket: it `try_send`s, and a participant whose queue is full
+//! or closed loses its socket (the state hears of it as an overflow, and gives the seat the
+//! resume grace period, like any dropped socket).
 //!
 //! `signal` and `message` do not pass through the actor: it publishes its seats (address →
 //! the socket's session and queue sender) in a [`Peers`] table that only it writes, and
 //! sessions relay straight into each other's queues through it. A relay that finds a full
 //! or closed queue tells the actor, which drops that participant as above.
 
+use super::RoomServices;
+use super::events::RoomEvent;
+use super::messages::{JoinRequest, Outbound};
 use super::registry::{Registry, RoomGone};
-use super::{ConferenceType, Limits, RoomRecord, RoomServices, now_ms};
-use crate::admin::events::Event;
+use super::state::{Effect, ParticipantState, RoomState, TimerId};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::signaling::protocol::{Outbound, Participant, RoomInfo, ServerMessage, close};
-use crate::store::StoreError;
+use crate::model::{JoinRefused, Limits, RoomRecord, StoreError, now_ms};
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long participant-count changes are gathered before one store write.
@@ -81,33 +84,22 @@ pub(super) struct Link {
     tx: mpsc::Sender<Outbound>,
 }
 
-struct Member {
-    participant: Participant,
-    resume_token: String,
-    /// `None` while the socket is gone and the participant waits for a resume.
-    link: Option<Link>,
-    grace: Option<SpawnHandle>,
-    expiry: SpawnHandle,
-}
-
 pub(super) struct RoomActor {
-    /// Shared with the snapshot and the admin event hub until it changes
-    /// (`Arc::make_mut`), so a room's record is held once. Its `participant_count` is the
-    /// one it was created or activated with (0): the count is `members.len()`, and only the
-    /// store's copy carries it.
-    record: Arc<RoomRecord>,
+    state: RoomState,
+    /// The effects of creating the state, executed when the actor starts.
+    starting: Vec<Effect>,
     services: Arc<RoomServices>,
     registry: Addr<Registry>,
     snapshot: Snapshot,
     peers: Peers,
-    /// In join order.
-    members: Vec<Member>,
+    /// Each linked participant's socket.
+    links: HashMap<String, Link>,
+    /// The socket of the join being handled, until the state links it to a seat.
+    joining: Option<Link>,
+    timers: HashMap<TimerId, SpawnHandle>,
     persist_scheduled: bool,
     /// Which of the room's successive actors this is (see `RoomGone`).
     generation: u64,
-    /// The last time the room was used (a request, a join, a leave): passivation counts
-    /// its idle time from here.
-    last_used: Instant,
 }
 
 impl RoomActor {
@@ -119,79 +111,20 @@ impl RoomActor {
         peers: Peers,
         generation: u64,
     ) -> Self {
+        let (state, starting) = RoomState::new(record, services.clone(), Arc::new(now_ms));
         Self {
-            record,
+            state,
+            starting,
             services,
             registry,
             snapshot,
             peers,
-            members: Vec::new(),
+            links: HashMap::new(),
+            joining: None,
+            timers: HashMap::new(),
             persist_scheduled: false,
             generation,
-            last_used: Instant::now(),
         }
-    }
-
-    // --- Passivation (rooms are activated on demand; see `registry.rs`) ----------------
-    //
-    // A timer looks at the room every `room_idle` (`room_idle_seconds`). Once nobody holds
-    // a seat (a seat waiting for a resume counts) and nothing has used the room for that
-    // long, the actor writes its record to the store (with participant count 0, and
-    // whatever change a pending `persist_soon` still had to write) and stops only after
-    // the write succeeded: the next actor of the room starts from that record. `ctx.wait`
-    // holds the mailbox meanwhile; a message that arrives then is dropped when the actor
-    // stops, and the `Rooms` method that sent it retries through activation.
-
-    fn touch(&mut self) {
-        self.last_used = Instant::now();
-    }
-
-    fn schedule_idle_check(&self, ctx: &mut Context<Self>) {
-        let idle = self.services.room_idle;
-        let left = if self.members.is_empty() {
-            idle.saturating_sub(self.last_used.elapsed())
-        } else {
-            idle
-        };
-        ctx.run_later(left, |act, ctx| act.passivate_if_idle(ctx));
-    }
-
-    fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if !self.members.is_empty() || self.last_used.elapsed() < self.services.room_idle {
-            return self.schedule_idle_check(ctx);
-        }
-        let store = self.services.store.clone();
-        let record = RoomRecord {
-            participant_count: 0,
-            ..(*self.record).clone()
-        };
-        ctx.wait(
-            async move { store.update(&record).await }
-                .into_actor(self)
-                .map(|flushed, act, ctx| match flushed {
-                    Ok(()) => {
-                        tracing::debug!(room = %act.record.id, "room passivated");
-                        act.services.events.passivated(&act.record.id);
-                        ctx.stop();
-                    }
-                    Err(e) => {
-                        // Stopping now could lose a change: stay, and try again later.
-                        tracing::warn!(room = %act.record.id, error = %e, "could not passivate a room");
-                        act.touch();
-                        act.schedule_idle_check(ctx);
-                    }
-                }),
-        );
-    }
-
-    /// Publishes the record for readers outside the actor.
-    fn publish(&self) {
-        self.set_snapshot(Some(Published::new(self.record.clone())));
-    }
-
-    /// Publishes that the room is gone: fetches answer 404 from now on.
-    fn publish_gone(&self) {
-        self.set_snapshot(None);
     }
 
     fn set_snapshot(&self, value: Option<Arc<Published>>) {
@@ -203,39 +136,87 @@ impl RoomActor {
         self.peers.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn schedule_expiry(&self, ctx: &mut Context<Self>) {
-        let left = self.record.expires_at().saturating_sub(now_ms());
-        ctx.run_later(Duration::from_millis(left), |act, ctx| act.expire(ctx));
+    /// Executes the state's effects in order. A queue found full or closed is reported
+    /// back to the state at once, so nothing more reaches that socket.
+    fn execute(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    to,
+                    session,
+                    message,
+                } => self.queue(&to, session, Outbound::Notice(message), ctx),
+                Effect::Close {
+                    to,
+                    session,
+                    closing,
+                } => self.queue(&to, session, Outbound::Close(closing), ctx),
+                Effect::SeatLinked { address, session } => {
+                    if let Some(link) = self.joining.take_if(|l| l.session == session) {
+                        self.peers().insert(address.clone(), Some(link.clone()));
+                        self.links.insert(address, link);
+                    }
+                }
+                Effect::SeatUnlinked { address } => {
+                    self.links.remove(&address);
+                    self.peers().insert(address, None);
+                }
+                Effect::SeatRemoved { address } => {
+                    self.links.remove(&address);
+                    self.peers().remove(&address);
+                }
+                Effect::SeatsCleared => self.peers().clear(),
+                Effect::StartTimer { id, after } => {
+                    let handle = ctx.run_later(after, move |act, ctx| {
+                        act.timers.remove(&id);
+                        let effects = act.state.timer_fired(id);
+                        act.execute(effects, ctx);
+                    });
+                    self.timers.insert(id, handle);
+                }
+                Effect::CancelTimer(id) => {
+                    if let Some(handle) = self.timers.remove(&id) {
+                        ctx.cancel_future(handle);
+                    }
+                }
+                Effect::PersistSoon => self.persist_soon(ctx),
+                Effect::PersistNow => self.persist(ctx),
+                Effect::RemoveFromStore => {
+                    let (store, record) =
+                        (self.services.store.clone(), self.state.record().clone());
+                    actix::spawn(async move {
+                        if let Err(e) = store.delete(&record).await {
+                            tracing::warn!(room = %record.id, error = %e, "could not remove an expired room");
+                        }
+                    });
+                }
+                Effect::Publish(event) => self.services.publish(&event),
+                Effect::PublishSnapshot => {
+                    self.set_snapshot(Some(Published::new(self.state.record().clone())))
+                }
+                Effect::PublishGone => self.set_snapshot(None),
+                Effect::Stop => ctx.stop(),
+                Effect::Passivate => self.passivate(ctx),
+            }
+        }
     }
 
-    fn expire(&mut self, ctx: &mut Context<Self>) {
-        if !self.record.is_expired(now_ms()) {
-            // Timers far in the future may fire early; look again later.
-            return self.schedule_expiry(ctx);
+    /// Queues for a participant's socket, if it is still `session`'s. A full or closed
+    /// queue costs the participant its socket.
+    fn queue(&mut self, to: &str, session: u64, message: Outbound, ctx: &mut Context<Self>) {
+        let Some(link) = self.links.get(to).filter(|l| l.session == session) else {
+            return;
+        };
+        if link.tx.try_send(message).is_err() {
+            let effects = self.state.overflow(to, session);
+            self.execute(effects, ctx);
         }
-        tracing::info!(room = %self.record.id, "room expired");
-        self.publish_gone();
-        self.close_all("expired", close::ROOM_EXPIRED);
-        self.services
-            .events
-            .publish(Event::RoomExpired(&self.record.id));
-        // Best effort: Redis expires the key by itself and the sweep cleans the index.
-        let (store, record) = (self.services.store.clone(), self.record.clone());
-        actix::spawn(async move {
-            if let Err(e) = store.delete(&record).await {
-                tracing::warn!(room = %record.id, error = %e, "could not remove an expired room");
-            }
-        });
-        ctx.stop();
     }
 
     /// Writes the record to the store in the background; the room never waits for it.
     fn persist(&self, ctx: &mut Context<Self>) {
         let store = self.services.store.clone();
-        let record = RoomRecord {
-            participant_count: self.members.len() as u32,
-            ..(*self.record).clone()
-        };
+        let record = self.state.stored_record();
         ctx.spawn(
             async move {
                 if let Err(e) = store.update(&record).await {
@@ -243,6 +224,33 @@ impl RoomActor {
                 }
             }
             .into_actor(self),
+        );
+    }
+
+    /// Writes the record of an idle room (nobody seated: participant count 0, and whatever
+    /// change a pending `persist_soon` still had to write) and stops only once the store
+    /// has it, so the room's next actor starts from it. `ctx.wait` holds the mailbox
+    /// meanwhile; a message that arrives then is dropped when the actor stops, and the
+    /// `Rooms` method that sent it retries through activation.
+    fn passivate(&mut self, ctx: &mut Context<Self>) {
+        let store = self.services.store.clone();
+        let record = self.state.stored_record();
+        ctx.wait(
+            async move { store.update(&record).await }
+                .into_actor(self)
+                .map(|written, act, ctx| match written {
+                    Ok(()) => {
+                        let id = act.state.record().id.clone();
+                        tracing::debug!(room = %id, "room passivated");
+                        act.services.publish(&RoomEvent::Passivated(id));
+                        ctx.stop();
+                    }
+                    Err(e) => {
+                        tracing::warn!(room = %act.state.record().id, error = %e, "could not passivate a room");
+                        let effects = act.state.passivation_failed();
+                        act.execute(effects, ctx);
+                    }
+                }),
         );
     }
 
@@ -256,190 +264,19 @@ impl RoomActor {
             });
         }
     }
-
-    fn max_participants(&self) -> u32 {
-        self.services
-            .limits
-            .max_participants(self.record.conference_type)
-    }
-
-    fn index_of(&self, address: &str) -> Option<usize> {
-        self.members
-            .iter()
-            .position(|m| m.participant.address == address)
-    }
-
-    /// The member behind a message from a session, if that session still speaks for it.
-    fn sender(&self, address: &str, session: u64) -> Option<usize> {
-        self.index_of(address).filter(|&i| {
-            self.members[i]
-                .link
-                .as_ref()
-                .is_some_and(|l| l.session == session)
-        })
-    }
-
-    /// Queues a message for one member. A full or closed queue costs the member its socket.
-    fn send(&mut self, i: usize, message: Outbound, ctx: &mut Context<Self>) {
-        let Some(link) = &self.members[i].link else {
-            return;
-        };
-        if link.tx.try_send(message).is_err() {
-            let address = self.members[i].participant.address.clone();
-            tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
-            self.unlink(i, ctx);
-        }
-    }
-
-    /// Queues a message for every member but `except`.
-    fn broadcast(
-        &mut self,
-        message: &ServerMessage<'_>,
-        except: Option<&str>,
-        ctx: &mut Context<Self>,
-    ) {
-        let text = message.text();
-        for i in (0..self.members.len()).rev() {
-            if except != Some(self.members[i].participant.address.as_str()) {
-                self.send(i, Outbound::Text(text.clone()), ctx);
-            }
-        }
-    }
-
-    fn send_error(&mut self, i: usize, error: &ApiError, ctx: &mut Context<Self>) {
-        self.send(i, Outbound::Text(ServerMessage::error(error).text()), ctx);
-    }
-
-    /// The member's socket is gone: keep its seat for the resume grace period.
-    fn unlink(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let member = &mut self.members[i];
-        member.link = None;
-        let address = member.participant.address.clone();
-        self.peers().insert(address.clone(), None);
-        let grace = self.services.signaling.resume_grace;
-        let handle = ctx.run_later(grace, move |act, ctx| {
-            if let Some(i) = act
-                .index_of(&address)
-                .filter(|&i| act.members[i].link.is_none())
-            {
-                act.remove(i, "disconnected", ctx);
-            }
-        });
-        if let Some(old) = self.members[i].grace.replace(handle) {
-            ctx.cancel_future(old);
-        }
-    }
-
-    /// Removes a member and tells the others.
-    fn remove(&mut self, i: usize, reason: &str, ctx: &mut Context<Self>) {
-        self.touch();
-        let member = self.members.remove(i);
-        ctx.cancel_future(member.expiry);
-        if let Some(grace) = member.grace {
-            ctx.cancel_future(grace);
-        }
-        let address = member.participant.address;
-        self.peers().remove(&address);
-        tracing::info!(room = %self.record.id, %address, reason, "participant left");
-        METRICS.left(reason);
-        self.services
-            .events
-            .publish(Event::ParticipantLeft(&self.record.id, &address, reason));
-        self.broadcast(
-            &ServerMessage::ParticipantLeft {
-                address: &address,
-                reason,
-            },
-            None,
-            ctx,
-        );
-        self.persist_soon(ctx);
-    }
-
-    /// Tells everyone the room is closing and closes their sockets.
-    fn close_all(&mut self, reason: &str, code: u16) {
-        let text = ServerMessage::RoomClosed { reason }.text();
-        self.peers().clear();
-        for member in self.members.drain(..) {
-            METRICS.left("roomClosed");
-            if let Some(link) = member.link {
-                let _ = link.tx.try_send(Outbound::Text(text.clone()));
-                let _ = link.tx.try_send(Outbound::Close(code, "room closed"));
-            }
-        }
-    }
-
-    /// Sends `joined` to member `i`.
-    fn send_joined(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let member = &self.members[i];
-        let address = &member.participant.address;
-        let ice = self
-            .services
-            .signaling
-            .ice
-            .servers_for(address, now_ms() / 1000);
-        let text = ServerMessage::Joined {
-            address,
-            room: RoomInfo {
-                id: &self.record.id,
-                name: self.record.name.as_deref(),
-                conference_type: self.record.conference_type,
-                max_participants: self.max_participants(),
-            },
-            participants: self
-                .members
-                .iter()
-                .filter(|m| &m.participant.address != address)
-                .map(|m| &m.participant)
-                .collect(),
-            ice_servers: &ice,
-            resume_token: &member.resume_token,
-        }
-        .text();
-        self.send(i, Outbound::Text(text), ctx);
-    }
-
-    /// Applies the MESH→SFU rule after a join; answers whether the room was upgraded.
-    fn maybe_upgrade(&mut self, ctx: &mut Context<Self>) -> bool {
-        let count = self.members.len() as u32;
-        if self.record.conference_type != ConferenceType::Mesh
-            || self
-                .record
-                .auto_upgrade_participant_count
-                .is_none_or(|at| count < at)
-        {
-            return false;
-        }
-        let record = Arc::make_mut(&mut self.record);
-        record.conference_type = ConferenceType::Sfu;
-        record.modification_time = now_ms().max(record.modification_time);
-        tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
-        self.publish();
-        METRICS.upgraded();
-        self.services
-            .events
-            .publish(Event::RoomUpgraded(&self.record));
-        let message = ServerMessage::ConferenceTypeChanged {
-            conference_type: ConferenceType::Sfu,
-            reason: "participantCount",
-            participant_count: count,
-        };
-        self.broadcast(&message, None, ctx);
-        true
-    }
 }
 
 impl Actor for RoomActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.schedule_expiry(ctx);
-        self.schedule_idle_check(ctx);
+        let effects = std::mem::take(&mut self.starting);
+        self.execute(effects, ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.registry.do_send(RoomGone {
-            id: self.record.id.clone(),
+            id: self.state.record().id.clone(),
             generation: self.generation,
         });
     }
@@ -454,17 +291,9 @@ impl Handler<GetRecord> for RoomActor {
     type Result = MessageResult<GetRecord>;
 
     fn handle(&mut self, _: GetRecord, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch();
-        let now = now_ms();
-        if self.record.token_is_stale(now) {
-            Arc::make_mut(&mut self.record).refresh_token(&self.services.tokens, now);
-            self.publish();
-            self.persist(ctx);
-            self.services
-                .events
-                .publish(Event::RoomUpdated(&self.record));
-        }
-        MessageResult(self.record.clone())
+        let (record, effects) = self.state.get_record();
+        self.execute(effects, ctx);
+        MessageResult(record)
     }
 }
 
@@ -479,18 +308,14 @@ impl Handler<Delete> for RoomActor {
     type Result = AtomicResponse<Self, Result<Arc<RoomRecord>, StoreError>>;
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
-        let (store, record) = (self.services.store.clone(), self.record.clone());
+        let (store, record) = (self.services.store.clone(), self.state.record().clone());
         AtomicResponse::new(Box::pin(
             async move { store.delete(&record).await.map(|()| record) }
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     if result.is_ok() {
-                        act.publish_gone();
-                        act.close_all("deleted", close::ROOM_DELETED);
-                        act.services
-                            .events
-                            .publish(Event::RoomDeleted(&act.record.id));
-                        ctx.stop();
+                        let effects = act.state.delete_confirmed();
+                        act.execute(effects, ctx);
                     }
                     result
                 }),
@@ -498,24 +323,11 @@ impl Handler<Delete> for RoomActor {
     }
 }
 
-/// Why a join was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinRefused {
-    /// The token is not one of this room's.
-    Token,
-    /// The room is gone.
-    Gone,
-    /// No seat left.
-    Full { max: u32 },
-    /// The room could not be activated: the store failed.
-    Unavailable,
-}
-
 #[derive(Message)]
 #[rtype(result = "Result<String, JoinRefused>")]
 struct Join {
     nonce: String,
-    request: crate::signaling::protocol::JoinRequest,
+    request: JoinRequest,
     link: Link,
 }
 
@@ -531,88 +343,11 @@ impl Handler<Join> for RoomActor {
         }: Join,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
-        self.touch();
-        if nonce != self.record.nonce {
-            return Err(JoinRefused::Token);
-        }
-        // A resume within the grace period: same address, and nobody sees a leave.
-        if let Some(token) = &request.resume
-            && let Some(i) = self.members.iter().position(|m| &m.resume_token == token)
-        {
-            let address = self.members[i].participant.address.clone();
-            self.peers().insert(address.clone(), Some(link.clone()));
-            let member = &mut self.members[i];
-            if let Some(old) = member.link.replace(link) {
-                let _ = old.tx.try_send(Outbound::Close(
-                    close::REPLACED,
-                    "resumed on another connection",
-                ));
-            }
-            if let Some(grace) = member.grace.take() {
-                ctx.cancel_future(grace);
-            }
-            tracing::info!(room = %self.record.id, %address, "participant resumed");
-            self.send_joined(i, ctx);
-            return Ok(address);
-        }
-        let max = self.max_participants();
-        if self.members.len() as u32 >= max {
-            return Err(JoinRefused::Full { max });
-        }
-        let address = format!("PA-{}", uuid::Uuid::new_v4());
-        let endpoint_ttl = Duration::from_secs(self.record.endpoint_ttl_seconds);
-        let expiring = address.clone();
-        let expiry = ctx.run_later(endpoint_ttl, move |act, ctx| {
-            if let Some(i) = act.index_of(&expiring) {
-                let error = ApiError::endpoint_expired(act.record.endpoint_ttl_seconds);
-                act.send_error(i, &error, ctx);
-                if let Some(i) = act.index_of(&expiring) {
-                    act.send(
-                        i,
-                        Outbound::Close(close::ENDPOINT_EXPIRED, "endpoint expired"),
-                        ctx,
-                    );
-                }
-                if let Some(i) = act.index_of(&expiring) {
-                    act.remove(i, "expired", ctx);
-                }
-            }
-        });
-        let participant = Participant {
-            address: address.clone(),
-            name: request.name,
-            participant_info: request.participant_info,
-            audio: request.audio,
-            video: request.video,
-            joined_at: now_ms(),
-        };
-        self.peers().insert(address.clone(), Some(link.clone()));
-        self.members.push(Member {
-            participant,
-            resume_token: uuid::Uuid::new_v4().simple().to_string(),
-            link: Some(link),
-            grace: None,
-            expiry,
-        });
-        let i = self.members.len() - 1;
-        tracing::info!(room = %self.record.id, %address, "participant joined");
-        METRICS.joined();
-        self.send_joined(i, ctx);
-        let participant = self.members[i].participant.clone();
-        let room = &self.record.id;
-        self.services
-            .events
-            .publish(Event::ParticipantJoined(room, &participant));
-        self.broadcast(
-            &ServerMessage::ParticipantJoined {
-                participant: &participant,
-            },
-            Some(&address),
-            ctx,
-        );
-        self.maybe_upgrade(ctx);
-        self.persist_soon(ctx);
-        Ok(address)
+        let (result, effects) = self.state.join(&nonce, request, link.session);
+        self.joining = Some(link);
+        self.execute(effects, ctx);
+        self.joining = None;
+        result
     }
 }
 
@@ -646,46 +381,15 @@ impl Handler<FromParticipant> for RoomActor {
         }: FromParticipant,
         ctx: &mut Context<Self>,
     ) {
-        // Messages of a socket that no longer speaks for the participant are dropped.
-        let Some(i) = self.sender(&address, session) else {
-            return;
-        };
-        match action {
+        let effects = match action {
             Action::MediaState { audio, video } => {
-                let participant = &mut self.members[i].participant;
-                participant.audio = audio.unwrap_or(participant.audio);
-                participant.video = video.unwrap_or(participant.video);
-                let participant = participant.clone();
-                let room = &self.record.id;
-                self.services
-                    .events
-                    .publish(Event::ParticipantUpdated(room, &participant));
-                self.broadcast(
-                    &ServerMessage::ParticipantUpdated {
-                        participant: &participant,
-                    },
-                    Some(&address),
-                    ctx,
-                );
+                self.state.media_state(&address, session, audio, video)
             }
-            Action::Leave => {
-                self.send(i, Outbound::Close(close::NORMAL, "left"), ctx);
-                if let Some(i) = self.index_of(&address) {
-                    self.remove(i, "left", ctx);
-                }
-            }
-            Action::Disconnected => self.unlink(i, ctx),
-        }
+            Action::Leave => self.state.leave(&address, session),
+            Action::Disconnected => self.state.disconnected(&address, session),
+        };
+        self.execute(effects, ctx);
     }
-}
-
-/// A participant as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ParticipantState {
-    #[serde(flatten)]
-    pub participant: Participant,
-    /// `false` while the participant's socket is gone and its seat waits for a resume.
-    pub connected: bool,
 }
 
 #[derive(Message)]
@@ -696,21 +400,11 @@ impl Handler<ListParticipants> for RoomActor {
     type Result = MessageResult<ListParticipants>;
 
     fn handle(&mut self, _: ListParticipants, _: &mut Context<Self>) -> Self::Result {
-        self.touch();
-        MessageResult(
-            self.members
-                .iter()
-                .map(|m| ParticipantState {
-                    participant: m.participant.clone(),
-                    connected: m.link.is_some(),
-                })
-                .collect(),
-        )
+        MessageResult(self.state.list_participants())
     }
 }
 
-/// Removes a participant on an admin's request: it gets `roomClosed {reason: "kicked"}`
-/// and close 4013, its resume token dies with its seat, the others get `participantLeft`.
+/// Removes a participant on an admin's request.
 #[derive(Message)]
 #[rtype(result = "Option<ParticipantState>")]
 struct Kick(String);
@@ -719,22 +413,9 @@ impl Handler<Kick> for RoomActor {
     type Result = Option<ParticipantState>;
 
     fn handle(&mut self, Kick(address): Kick, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch();
-        let i = self.index_of(&address)?;
-        let state = ParticipantState {
-            participant: self.members[i].participant.clone(),
-            connected: self.members[i].link.is_some(),
-        };
-        if let Some(link) = self.members[i].link.take() {
-            let _ = link.tx.try_send(Outbound::Text(
-                ServerMessage::RoomClosed { reason: "kicked" }.text(),
-            ));
-            let _ = link
-                .tx
-                .try_send(Outbound::Close(close::KICKED, "removed by an admin"));
-        }
-        self.remove(i, "kicked", ctx);
-        Some(state)
+        let (state, effects) = self.state.kick(&address);
+        self.execute(effects, ctx);
+        state
     }
 }
 
@@ -751,22 +432,8 @@ impl Handler<Overflow> for RoomActor {
 
     fn handle(&mut self, Overflow { address, session }: Overflow, ctx: &mut Context<Self>) {
         // Only the socket that overflowed loses the seat's link, not one that resumed since.
-        if let Some(i) = self.sender(&address, session) {
-            tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
-            self.unlink(i, ctx);
-        }
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "usize")]
-struct CountParticipants;
-
-impl Handler<CountParticipants> for RoomActor {
-    type Result = usize;
-
-    fn handle(&mut self, _: CountParticipants, _: &mut Context<Self>) -> usize {
-        self.members.len()
+        let effects = self.state.overflow(&address, session);
+        self.execute(effects, ctx);
     }
 }
 
@@ -827,7 +494,7 @@ impl RoomHandle {
     pub async fn join(
         &self,
         nonce: String,
-        request: crate::signaling::protocol::JoinRequest,
+        request: JoinRequest,
         session: u64,
         tx: mpsc::Sender<Outbound>,
     ) -> Result<String, JoinRefused> {
@@ -933,10 +600,5 @@ impl RoomHandle {
             .send(Kick(address.to_string()))
             .await
             .map_err(drop)
-    }
-
-    /// How many participants hold a seat (joined, or waiting for a resume).
-    pub async fn participant_count(&self) -> usize {
-        self.addr.send(CountParticipants).await.unwrap_or(0)
     }
 }

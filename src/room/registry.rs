@@ -13,14 +13,14 @@
 //! read lock, so finding an active room costs no trip through the registry's mailbox, and
 //! fetching or listing rooms none through a room's: they read the published record.
 
-use super::actor::{
-    JoinRefused, ParticipantState, Peers, Published, RoomActor, RoomHandle, Snapshot,
-    read_snapshot, snapshot_of,
+use super::RoomServices;
+use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
+use super::events::RoomEvent;
+use super::messages::{JoinRequest, Outbound};
+use super::state::ParticipantState;
+use crate::model::{
+    ConferenceType, Cursor, JoinRefused, Limits, NewRoom, RoomError, RoomRecord, StoreError, now_ms,
 };
-use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
-use crate::error::ApiError;
-use crate::signaling::protocol::{JoinRequest, Outbound};
-use crate::store::{Cursor, StoreError};
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
@@ -80,15 +80,24 @@ impl Registry {
     }
 
     /// Starts the actor of a room, unless one runs already (a room created while it was
-    /// being activated, or activated while it was being created).
-    fn start_room(&mut self, record: Arc<RoomRecord>, ctx: &mut Context<Self>) -> RoomHandle {
+    /// being activated, or activated while it was being created). `activated`: the record
+    /// comes from the store, and observers hear of it as `Activated` (a created room has
+    /// been published as `RoomCreated` already).
+    fn start_room(
+        &mut self,
+        record: Arc<RoomRecord>,
+        activated: bool,
+        ctx: &mut Context<Self>,
+    ) -> RoomHandle {
         if let Some(handle) = self.live(&record.id) {
             return handle;
         }
         self.generation += 1;
         let generation = self.generation;
         let (snapshot, peers) = (snapshot_of(&record), Peers::default());
-        self.services.events.activated(&record);
+        if activated {
+            self.services.publish(&RoomEvent::Activated(record.clone()));
+        }
         let actor = RoomActor::new(
             record.clone(),
             self.services.clone(),
@@ -139,7 +148,7 @@ impl Handler<Register> for Registry {
     type Result = ();
 
     fn handle(&mut self, Register(record): Register, ctx: &mut Context<Self>) {
-        self.start_room(record, ctx);
+        self.start_room(record, false, ctx);
     }
 }
 
@@ -171,7 +180,7 @@ impl Handler<Activate> for Registry {
                             let answer = match stored {
                                 Ok(Some(record)) => {
                                     let record = act.activated_record(record);
-                                    Ok(Some(act.start_room(record, ctx)))
+                                    Ok(Some(act.start_room(record, true, ctx)))
                                 }
                                 // Created since the read began: its actor runs now.
                                 Ok(None) => Ok(act.live(&id)),
@@ -260,7 +269,7 @@ impl Rooms {
     }
 
     /// Creates a room: written to the store first, so a 200 means the room is stored.
-    pub async fn create(&self, new: NewRoom) -> Result<Arc<RoomRecord>, ApiError> {
+    pub async fn create(&self, new: NewRoom) -> Result<Arc<RoomRecord>, StoreError> {
         let s = &self.services;
         let now = now_ms();
         let id = format!("RO-{}", uuid::Uuid::new_v4());
@@ -285,8 +294,7 @@ impl Rooms {
             participant_count: 0,
         });
         s.store.create(&record).await?;
-        s.events
-            .publish(crate::admin::events::Event::RoomCreated(&record));
+        s.publish(&RoomEvent::RoomCreated(record.clone()));
         self.register(record.clone()).await;
         Ok(record)
     }
@@ -301,13 +309,13 @@ impl Rooms {
     }
 
     /// The handle of a room's actor, activated from the store when the room has none;
-    /// `None` when there is no such room, 503 when the store fails.
-    pub async fn get(&self, id: &str) -> Result<Option<RoomHandle>, ApiError> {
+    /// `None` when there is no such room.
+    pub async fn get(&self, id: &str) -> Result<Option<RoomHandle>, StoreError> {
         if let Some(handle) = self.active(id) {
             return Ok(Some(handle));
         }
         match self.registry.send(Activate(id.to_string())).await {
-            Ok(activated) => Ok(activated?),
+            Ok(activated) => activated,
             // The registry has stopped: the service is shutting down.
             Err(_) => Ok(None),
         }
@@ -317,7 +325,7 @@ impl Rooms {
     /// before it handled the message. A handle taken just before the actor passivated
     /// finds it stopped, so that case goes through activation once more; a room deleted
     /// or expired meanwhile is no longer in the store, and answers `None`.
-    async fn with_room<T, F, Fut>(&self, id: &str, op: F) -> Result<Option<T>, ApiError>
+    async fn with_room<T, F, Fut>(&self, id: &str, op: F) -> Result<Option<T>, StoreError>
     where
         F: Fn(RoomHandle) -> Fut,
         Fut: Future<Output = Option<T>>,
@@ -339,10 +347,10 @@ impl Rooms {
         read_snapshot(&directory.get(id)?.snapshot).filter(|p| !p.record.is_expired(now))
     }
 
-    /// A room's published JSON; 404 `REALTIME-00004` when there is none. Answered from
-    /// the room's snapshot (the room is activated first when it has no actor); only a token
-    /// that needs replacing takes a trip to the room's actor.
-    pub async fn fetch(&self, id: &str) -> Result<Bytes, ApiError> {
+    /// A room's published JSON; `NotFound` when there is none. Answered from the room's
+    /// snapshot (the room is activated first when it has no actor); only a token that
+    /// needs replacing takes a trip to the room's actor.
+    pub async fn fetch(&self, id: &str) -> Result<Bytes, RoomError> {
         let now = now_ms();
         let limits = &self.services.limits;
         let published = match self.snapshot(id, now) {
@@ -366,38 +374,38 @@ impl Rooms {
                 }),
             None => None,
         };
-        json.ok_or_else(|| ApiError::room_not_found(id))
+        json.ok_or_else(|| RoomError::NotFound(id.to_string()))
     }
 
-    /// Deletes a room; 400 `REALTIME-00004` when there is none, 503 when the store fails
-    /// (and then the room stays).
-    pub async fn delete(&self, id: &str) -> Result<Arc<RoomRecord>, ApiError> {
+    /// Deletes a room; `NotFound` when there is none, `Store` when the store fails (and
+    /// then the room stays).
+    pub async fn delete(&self, id: &str) -> Result<Arc<RoomRecord>, RoomError> {
         match self
             .with_room(id, |room| async move { room.delete().await.transpose() })
             .await?
         {
             Some(deleted) => Ok(deleted?),
-            None => Err(ApiError::room_does_not_exist(id)),
+            None => Err(RoomError::NotFound(id.to_string())),
         }
     }
 
-    /// The room's participants in join order; 404 `REALTIME-00004` when there is no room.
-    pub async fn participants(&self, id: &str) -> Result<Vec<ParticipantState>, ApiError> {
+    /// The room's participants in join order; `NotFound` when there is no room.
+    pub async fn participants(&self, id: &str) -> Result<Vec<ParticipantState>, RoomError> {
         self.with_room(id, |room| async move { room.participants().await })
             .await?
-            .ok_or_else(|| ApiError::room_not_found(id))
+            .ok_or_else(|| RoomError::NotFound(id.to_string()))
     }
 
     /// Removes a participant on an admin's request: `None` when the room has no such
-    /// participant; 404 `REALTIME-00004` when there is no room.
+    /// participant; `NotFound` when there is no room.
     pub async fn kick(
         &self,
         id: &str,
         address: &str,
-    ) -> Result<Option<ParticipantState>, ApiError> {
+    ) -> Result<Option<ParticipantState>, RoomError> {
         self.with_room(id, |room| async move { room.kick(address).await.ok() })
             .await?
-            .ok_or_else(|| ApiError::room_not_found(id))
+            .ok_or_else(|| RoomError::NotFound(id.to_string()))
     }
 
     /// Takes a seat (or resumes one) in room `id` for a socket; answers the room's handle
@@ -426,12 +434,15 @@ impl Rooms {
         match joined {
             Ok(Some(joined)) => joined,
             Ok(None) => Err(JoinRefused::Gone),
-            Err(_) => Err(JoinRefused::Unavailable),
+            Err(e) => {
+                tracing::warn!(room = %id, error = %e, "could not activate a room for a join");
+                Err(JoinRefused::Unavailable)
+            }
         }
     }
 
     /// A page of rooms, newest first, strictly after `after`.
-    pub async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, ApiError> {
+    pub async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, StoreError> {
         let now = now_ms();
         let mut stored = self.services.store.page(after, limit + 1, now).await?;
         let next = if stored.len() > limit {
@@ -471,13 +482,5 @@ impl Rooms {
             })
             .collect();
         Ok(Page { rooms, next })
-    }
-
-    /// How many rooms are active.
-    pub async fn count(&self) -> usize {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
     }
 }

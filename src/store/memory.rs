@@ -1,7 +1,7 @@
 //! The in-memory store: the default, so `cargo run` needs nothing else.
 
 use super::{Cursor, Store, StoreError};
-use crate::room::RoomRecord;
+use crate::model::RoomRecord;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -120,7 +120,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::ConferenceType;
+    use crate::model::ConferenceType;
 
     fn room(id: &str, creation_time: u64, ttl_seconds: u64) -> RoomRecord {
         RoomRecord {
