@@ -238,3 +238,36 @@ async fn fifty_concurrent_first_joins_make_one_actor() {
     assert_eq!(listed, addresses);
     assert_eq!(active_rooms(&app).await, 1);
 }
+
+#[tokio::test]
+async fn a_join_that_needs_activation_while_redis_is_down_is_503_and_going_away() {
+    let Some(mut app) = TestApp::spawn_with_own_redis(Options::default()).await else {
+        return;
+    };
+    let room = app.new_room(json!({"name": "outage"})).await;
+    let token = room["token"].as_str().unwrap().to_string();
+    // A fresh service: the room is stored but has no actor.
+    app.restart();
+    assert_eq!(active_rooms(&app).await, 0);
+    app.redis.as_mut().unwrap().kill();
+
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "join", "token": token})).await;
+    c.expect_error("BASE-00020", Some("SERVICE_UNAVAILABLE"))
+        .await;
+    assert_eq!(c.expect_close(1001).await, "service_unavailable");
+    assert_eq!(active_rooms(&app).await, 0);
+
+    // Once Redis is back, the same token joins: the room is activated then.
+    app.redis.as_mut().unwrap().restart();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let mut c = Client::connect(&app).await;
+            c.send(json!({"type": "join", "token": token})).await;
+            c.recv().await["type"] == "joined"
+        })
+        .await,
+        "no join after Redis came back"
+    );
+    assert_eq!(active_rooms(&app).await, 1);
+}
