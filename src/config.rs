@@ -42,6 +42,7 @@ pub struct Settings {
     pub sfu_max_participants: u32,
     pub room_token_ttl_seconds: u64,
     pub room_ttl_seconds: u64,
+    pub room_idle_seconds: u64,
     pub endpoint_ttl_seconds: u64,
     pub max_body_bytes: usize,
     pub request_body_timeout_seconds: u64,
@@ -189,6 +190,7 @@ impl Settings {
                 self.room_token_ttl_seconds,
             ),
             ("CONVENE_ROOM_TTL_SECONDS", self.room_ttl_seconds),
+            ("CONVENE_ROOM_IDLE_SECONDS", self.room_idle_seconds),
             ("CONVENE_ENDPOINT_TTL_SECONDS", self.endpoint_ttl_seconds),
             ("CONVENE_STORE_TIMEOUT_MS", self.store_timeout_ms),
             (

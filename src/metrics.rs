@@ -26,7 +26,7 @@ const LEAVE_REASONS: [&str; 5] = ["left", "kicked", "disconnected", "roomClosed"
 
 /// Why a join is refused: a token that does not verify (or is stale), a room that does not
 /// exist (any more), a full room.
-pub(crate) const REFUSAL_REASONS: [&str; 3] = ["token", "gone", "full"];
+pub(crate) const REFUSAL_REASONS: [&str; 4] = ["token", "gone", "full", "unavailable"];
 
 /// Kinds of WebSocket connection counted by `convene_websocket_connections`.
 pub(crate) const SOCKET_KINDS: [&str; 2] = ["signaling", "admin"];
@@ -78,7 +78,10 @@ impl Metrics {
                 .expect("metric names and labels are unique");
         };
         let rooms = IntGaugeVec::new(
-            Opts::new("convene_rooms", "Live rooms by conference type."),
+            Opts::new(
+                "convene_rooms",
+                "Active rooms (with an actor) by conference type.",
+            ),
             &["conference_type"],
         )
         .unwrap();

@@ -197,12 +197,14 @@ pub enum JoinRefused {
     Gone,
     /// No seat left.
     Full { max: u32 },
+    /// The room has no actor and could not be activated: the store failed.
+    Unavailable,
 }
 
 /// What a room operation on a room named by id can fail with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomError {
-    /// No live room has this id.
+    /// No room has this id (in the store, or with an actor).
     NotFound(String),
     /// The store failed or did not answer in time.
     Store(StoreError),

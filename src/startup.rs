@@ -35,7 +35,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store, restores the rooms it holds, and binds the server. Runs inside an
+    /// Opens the store (waiting until it answers), starts the registry, and binds the
+    /// server. No room gets an actor here: rooms are activated on first use. Runs inside an
     /// actix system (the registry and room actors live on the current arbiter).
     /// `settings` must carry at least one API key and a token secret.
     pub async fn build(settings: Settings) -> Result<Self, Box<dyn std::error::Error>> {
@@ -64,12 +65,13 @@ impl Application {
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
             room_ttl_seconds: settings.room_ttl_seconds,
             endpoint_ttl_seconds: settings.endpoint_ttl_seconds,
+            room_idle: Duration::from_secs(settings.room_idle_seconds),
             tokens: RoomTokens::new(secret, &settings.token_issuer, &settings.token_audience),
             resume_grace: signaling.resume_grace,
             store: store.clone(),
             observers: vec![events.clone()],
         });
-        restore(&rooms, &settings).await?;
+        wait_for_store(store.as_ref(), &settings).await?;
         spawn_sweeper(
             store,
             Duration::from_secs(settings.store_sweep_interval_seconds),
@@ -224,25 +226,27 @@ fn serve_metrics(
     Ok(Some(addr))
 }
 
-/// Restores the rooms of the store, retrying while the store is unreachable.
-async fn restore(rooms: &Rooms, settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+/// Waits until the store answers, retrying while it is unreachable, so a service that
+/// cannot reach Redis refuses to start instead of answering 503 to everything.
+async fn wait_for_store(
+    store: &dyn Store,
+    settings: &Settings,
+) -> Result<(), Box<dyn std::error::Error>> {
     let deadline = Instant::now() + Duration::from_secs(settings.store_startup_timeout_seconds);
     loop {
-        match rooms.restore().await {
-            Ok(count) => {
-                tracing::info!(rooms = count, "rooms restored from the store");
-                return Ok(());
-            }
+        match store.ping().await {
+            Ok(()) => return Ok(()),
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, "store unreachable at start-up; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(format!("CONVENE_REDIS_URL: cannot restore rooms: {e}").into()),
+            Err(e) => return Err(format!("CONVENE_REDIS_URL: cannot reach the store: {e}").into()),
         }
     }
 }
 
-/// Drops expired rooms from the store's index now and then.
+/// Drops expired rooms from the store's index now and then. It tells no actor anything:
+/// an active room expires by its own timer, a room without an actor by the store's expiry.
 fn spawn_sweeper(store: Arc<dyn Store>, every: Duration) {
     actix_web::rt::spawn(async move {
         let mut interval = tokio::time::interval(every);

@@ -128,16 +128,22 @@ impl Events {
         let seq = state.seq + 1;
         let limits = &self.limits;
         let wire = match event {
-            RoomEvent::RoomsRestored(records) => {
-                for record in records {
-                    state.rooms.insert(
-                        record.id.clone(),
-                        LiveRoom {
-                            record: record.clone(),
-                            participants: Vec::new(),
-                        },
-                    );
-                }
+            // A room's actor started from the stored record (first use since start-up or
+            // since it passivated): the room joins the live set that snapshots show.
+            RoomEvent::Activated(record) => {
+                state
+                    .rooms
+                    .entry(record.id.clone())
+                    .or_insert_with(|| LiveRoom {
+                        record: record.clone(),
+                        participants: Vec::new(),
+                    });
+                return;
+            }
+            // A room's actor stopped because nobody used it: the room leaves the live set.
+            // It is still in the store (and in the REST list).
+            RoomEvent::Passivated(room_id) => {
+                state.rooms.remove(room_id);
                 return;
             }
             RoomEvent::RoomCreated(r) => {
@@ -295,5 +301,51 @@ impl Events {
 impl RoomObserver for Events {
     fn on_event(&self, event: &RoomEvent) {
         self.publish(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, conference_type: ConferenceType) -> Arc<RoomRecord> {
+        Arc::new(RoomRecord {
+            id: id.into(),
+            name: None,
+            description: None,
+            creation_time: 1_000,
+            modification_time: 1_000,
+            conference_type,
+            auto_upgrade_participant_count: None,
+            room_token_ttl_seconds: 60,
+            room_ttl_seconds: 60,
+            endpoint_ttl_seconds: 60,
+            nonce: "n".into(),
+            token: "t".into(),
+            token_expires_at: 0,
+            participant_count: 0,
+        })
+    }
+
+    #[test]
+    fn activation_and_passivation_change_the_live_set_without_events() {
+        let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
+        let mut early = hub.subscribe(None);
+        hub.on_event(&RoomEvent::Activated(record("RO-a", ConferenceType::Mesh)));
+        hub.on_event(&RoomEvent::Activated(record("RO-b", ConferenceType::Sfu)));
+        assert_eq!(hub.gauges(), (1, 1, 0));
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&hub.subscribe(None).backlog[0]).unwrap();
+        assert_eq!(snapshot["seq"], 0, "no event was numbered");
+        assert_eq!(snapshot["rooms"].as_array().unwrap().len(), 2);
+
+        hub.on_event(&RoomEvent::Passivated("RO-a".into()));
+        assert_eq!(hub.gauges(), (0, 1, 0));
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&hub.subscribe(None).backlog[0]).unwrap();
+        assert_eq!(snapshot["seq"], 0);
+        assert_eq!(snapshot["rooms"][0]["id"], "RO-b");
+        // A subscriber saw nothing go by.
+        assert!(early.live.try_recv().is_err());
     }
 }

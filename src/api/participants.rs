@@ -17,15 +17,7 @@ pub async fn list(
     struct Body {
         data: Vec<ParticipantState>,
     }
-    let room = state
-        .rooms
-        .get(&id)
-        .await
-        .ok_or_else(|| ApiError::room_not_found(&id))?;
-    let data = room
-        .participants()
-        .await
-        .ok_or_else(|| ApiError::room_not_found(&id))?;
+    let data = state.rooms.participants(&id).await?;
     Ok(HttpResponse::Ok().json(Body { data }))
 }
 
@@ -40,14 +32,8 @@ pub async fn remove(
         participant: ParticipantState,
     }
     let (id, address) = path.into_inner();
-    let room = state
-        .rooms
-        .get(&id)
-        .await
-        .ok_or_else(|| ApiError::room_not_found(&id))?;
-    match room.kick(&address).await {
-        Ok(Some(participant)) => Ok(HttpResponse::Ok().json(Body { participant })),
-        Ok(None) => Err(ApiError::participant_does_not_exist(&address)),
-        Err(()) => Err(ApiError::room_not_found(&id)),
+    match state.rooms.kick(&id, &address).await? {
+        Some(participant) => Ok(HttpResponse::Ok().json(Body { participant })),
+        None => Err(ApiError::participant_does_not_exist(&address)),
     }
 }

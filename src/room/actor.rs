@@ -1,7 +1,9 @@
-//! One actor per live room: it runs the room's [`RoomState`] (the rules) and executes the
+//! One actor per active room: it runs the room's [`RoomState`] (the rules) and executes the
 //! effects that the state answers with: it holds each participant's queue sender and the
 //! timers, writes the store, and publishes the record and the seats. It stops when the
-//! room is deleted or its `roomTTLSeconds` run out.
+//! room is deleted or its `roomTTLSeconds` run out, or when the state finds it idle
+//! (passivation: the record stays in the store, and the registry starts a new actor on
+//! the room's next use).
 //!
 //! The actor never waits on a socket: it `try_send`s, and a participant whose queue is full
 //! or closed loses its socket (the state hears of it as an overflow, and gives the seat the
@@ -13,6 +15,7 @@
 //! or closed queue tells the actor, which drops that participant as above.
 
 use super::RoomServices;
+use super::events::RoomEvent;
 use super::messages::{JoinRequest, Outbound};
 use super::registry::{Registry, RoomGone};
 use super::state::{Effect, ParticipantState, RoomState, TimerId};
@@ -95,6 +98,8 @@ pub(super) struct RoomActor {
     joining: Option<Link>,
     timers: HashMap<TimerId, SpawnHandle>,
     persist_scheduled: bool,
+    /// Which of the room's successive actors this is (see `RoomGone`).
+    generation: u64,
 }
 
 impl RoomActor {
@@ -104,6 +109,7 @@ impl RoomActor {
         registry: Addr<Registry>,
         snapshot: Snapshot,
         peers: Peers,
+        generation: u64,
     ) -> Self {
         let (state, starting) = RoomState::new(record, services.clone(), Arc::new(now_ms));
         Self {
@@ -117,6 +123,7 @@ impl RoomActor {
             joining: None,
             timers: HashMap::new(),
             persist_scheduled: false,
+            generation,
         }
     }
 
@@ -189,6 +196,7 @@ impl RoomActor {
                 }
                 Effect::PublishGone => self.set_snapshot(None),
                 Effect::Stop => ctx.stop(),
+                Effect::Passivate => self.passivate(ctx),
             }
         }
     }
@@ -219,6 +227,33 @@ impl RoomActor {
         );
     }
 
+    /// Writes the record of an idle room (nobody seated: participant count 0, and whatever
+    /// change a pending `persist_soon` still had to write) and stops only once the store
+    /// has it, so the room's next actor starts from it. `ctx.wait` holds the mailbox
+    /// meanwhile; a message that arrives then is dropped when the actor stops, and the
+    /// `Rooms` method that sent it retries through activation.
+    fn passivate(&mut self, ctx: &mut Context<Self>) {
+        let store = self.services.store.clone();
+        let record = self.state.stored_record();
+        ctx.wait(
+            async move { store.update(&record).await }
+                .into_actor(self)
+                .map(|written, act, ctx| match written {
+                    Ok(()) => {
+                        let id = act.state.record().id.clone();
+                        tracing::debug!(room = %id, "room passivated");
+                        act.services.publish(&RoomEvent::Passivated(id));
+                        ctx.stop();
+                    }
+                    Err(e) => {
+                        tracing::warn!(room = %act.state.record().id, error = %e, "could not passivate a room");
+                        let effects = act.state.passivation_failed();
+                        act.execute(effects, ctx);
+                    }
+                }),
+        );
+    }
+
     /// Persists soon, once for any number of changes in the meantime.
     fn persist_soon(&mut self, ctx: &mut Context<Self>) {
         if !self.persist_scheduled {
@@ -240,8 +275,10 @@ impl Actor for RoomActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.registry
-            .do_send(RoomGone(self.state.record().id.clone()));
+        self.registry.do_send(RoomGone {
+            id: self.state.record().id.clone(),
+            generation: self.generation,
+        });
     }
 }
 
@@ -363,7 +400,7 @@ impl Handler<ListParticipants> for RoomActor {
     type Result = MessageResult<ListParticipants>;
 
     fn handle(&mut self, _: ListParticipants, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.state.participants())
+        MessageResult(self.state.list_participants())
     }
 }
 

@@ -12,9 +12,12 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoomEvent {
     RoomCreated(Arc<RoomRecord>),
-    /// Rooms that exist without having been created by this run (restored at start-up);
-    /// observers add them to their live state without an event of their own.
-    RoomsRestored(Vec<Arc<RoomRecord>>),
+    /// A room's actor started from the stored record (rooms are activated on first use);
+    /// observers add it to their live state without an event of their own.
+    Activated(Arc<RoomRecord>),
+    /// A room's actor stopped because nobody used it (passivation); the room is still in
+    /// the store. Observers drop it from their live state without an event of their own.
+    Passivated(String),
     /// A change of the room's record other than an upgrade (a refreshed token).
     RoomUpdated(Arc<RoomRecord>),
     RoomUpgraded(Arc<RoomRecord>),
@@ -60,7 +63,8 @@ pub(super) fn count(event: &RoomEvent) {
             }
         }
         RoomEvent::RoomCreated(_)
-        | RoomEvent::RoomsRestored(_)
+        | RoomEvent::Activated(_)
+        | RoomEvent::Passivated(_)
         | RoomEvent::RoomUpdated(_)
         | RoomEvent::ParticipantUpdated { .. } => {}
     }

@@ -1,5 +1,5 @@
 //! Rooms: the state machine of one room's rules ([`state`]), the actor that runs it for
-//! each live room ([`actor`]), and the registry that owns the set of rooms. The room knows
+//! each active room ([`actor`]), and the registry that owns the set of rooms. The room knows
 //! nothing of the wire: it sends participants domain messages ([`messages`]) that signaling
 //! renders, and publishes domain events ([`events`]) that the admin hub and metrics observe.
 
@@ -30,6 +30,9 @@ pub struct RoomServices {
     pub endpoint_ttl_seconds: u64,
     /// How long a participant whose socket is gone keeps its seat for a resume.
     pub resume_grace: Duration,
+    /// How long a room's actor stays with nobody joined and no request before it stops
+    /// (passivates); the room stays in the store.
+    pub room_idle: Duration,
     pub tokens: RoomTokens,
     pub store: Arc<dyn Store>,
     /// Every change of room state goes to each of them (the admin event hub).

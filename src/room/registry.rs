@@ -1,38 +1,67 @@
-//! The registry actor owns the set of live rooms; [`Rooms`] is the cloneable handle that
+//! The registry actor owns the set of active rooms; [`Rooms`] is the cloneable handle that
 //! REST handlers and signaling sessions use.
+//!
+//! Rooms are activated on demand (virtual actors, as Orleans calls them): a room in the
+//! store has an actor only while it is used. The first use of a room without one (fetch,
+//! join, delete, kick, participants list, token refresh) asks the registry to `Activate`
+//! it: the registry reads the record from the store once, however many requests for that
+//! room arrive meanwhile, starts the actor and answers all of them. A room's actor stops
+//! (passivates) after `room_idle_seconds` with nobody joined; its record stays in the store.
 //!
 //! The registry is the only writer of the room directory (id → the room actor's address,
 //! and the record and seats that the actor publishes). Handles read it directly under a
-//! read lock, so finding a room costs no trip through the registry's mailbox, and fetching
-//! or listing rooms none through a room's: they read the published record.
+//! read lock, so finding an active room costs no trip through the registry's mailbox, and
+//! fetching or listing rooms none through a room's: they read the published record.
 
 use super::RoomServices;
 use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
 use super::events::RoomEvent;
+use super::messages::{JoinRequest, Outbound};
+use super::state::ParticipantState;
 use crate::model::{
-    ConferenceType, Cursor, Limits, NewRoom, RoomError, RoomRecord, StoreError, now_ms,
+    ConferenceType, Cursor, JoinRefused, Limits, NewRoom, RoomError, RoomRecord, StoreError, now_ms,
 };
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, oneshot};
 
-/// Rooms handed to the registry at once while restoring.
-const RESTORE_BATCH: usize = 1000;
-
-/// A live room: its actor, and the record and the seats it publishes.
+/// An active room: its actor, and the record and the seats it publishes. `generation`
+/// tells this actor from an earlier or later one of the same room (ids are reused across
+/// activations), so a stopped actor removes only its own entry.
 struct Entry {
     addr: Addr<RoomActor>,
     snapshot: Snapshot,
     peers: Peers,
+    generation: u64,
 }
 
-/// Live rooms by id. Written only by the registry actor.
+impl Entry {
+    /// The handle of this entry's actor, unless the actor has stopped.
+    fn handle(&self) -> Option<RoomHandle> {
+        self.addr
+            .connected()
+            .then(|| RoomHandle::new(self.addr.clone(), self.peers.clone()))
+    }
+}
+
+/// Active rooms by id. Written only by the registry actor.
 type Directory = Arc<RwLock<HashMap<String, Entry>>>;
+
+/// What an activation answers: the room's handle, `None` when the store has no such room
+/// (never created, deleted, or expired).
+type Activated = Result<Option<RoomHandle>, StoreError>;
 
 pub struct Registry {
     rooms: Directory,
     services: Arc<RoomServices>,
+    /// Rooms whose record is being read from the store, with every request waiting for
+    /// it: concurrent first uses of one room share one read and get one actor.
+    loading: HashMap<String, Vec<oneshot::Sender<Activated>>>,
+    generation: u64,
 }
 
 impl Registry {
@@ -40,56 +69,155 @@ impl Registry {
         // Each write is a single insert or remove, so a poisoned lock is still consistent.
         self.rooms.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The handle of a room whose actor runs.
+    fn live(&self, id: &str) -> Option<RoomHandle> {
+        self.rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .and_then(Entry::handle)
+    }
+
+    /// Starts the actor of a room, unless one runs already (a room created while it was
+    /// being activated, or activated while it was being created). `activated`: the record
+    /// comes from the store, and observers hear of it as `Activated` (a created room has
+    /// been published as `RoomCreated` already).
+    fn start_room(
+        &mut self,
+        record: Arc<RoomRecord>,
+        activated: bool,
+        ctx: &mut Context<Self>,
+    ) -> RoomHandle {
+        if let Some(handle) = self.live(&record.id) {
+            return handle;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let (snapshot, peers) = (snapshot_of(&record), Peers::default());
+        if activated {
+            self.services.publish(&RoomEvent::Activated(record.clone()));
+        }
+        let actor = RoomActor::new(
+            record.clone(),
+            self.services.clone(),
+            ctx.address(),
+            snapshot.clone(),
+            peers.clone(),
+            generation,
+        );
+        let addr = actor.start();
+        let handle = RoomHandle::new(addr.clone(), peers.clone());
+        // Replaces the entry of an actor that has stopped and not yet said so.
+        self.rooms().insert(
+            record.id.clone(),
+            Entry {
+                addr,
+                snapshot,
+                peers,
+                generation,
+            },
+        );
+        handle
+    }
+
+    /// Prepares a stored record for its new actor.
+    fn activated_record(&self, mut record: RoomRecord) -> Arc<RoomRecord> {
+        let now = now_ms();
+        // Nobody is connected to a room that was just activated.
+        record.participant_count = 0;
+        // A token signed with another secret (a generated one, or a rotated one) or
+        // expired is replaced, so every active room has a working token.
+        if record.token_is_stale(now) || self.services.tokens.verify(&record.token).is_err() {
+            record.refresh_token(&self.services.tokens, now);
+        }
+        Arc::new(record)
+    }
 }
 
 impl Actor for Registry {
     type Context = Context<Self>;
 }
 
-/// Starts the actors of rooms that are already in the store.
+/// Starts the actor of a room just created (and written to the store).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Register(Vec<Arc<RoomRecord>>);
+struct Register(Arc<RoomRecord>);
 
 impl Handler<Register> for Registry {
     type Result = ();
 
-    fn handle(&mut self, Register(records): Register, ctx: &mut Context<Self>) {
-        for record in records {
-            let id = record.id.clone();
-            let (snapshot, peers) = (snapshot_of(&record), Peers::default());
-            let services = self.services.clone();
-            let actor = RoomActor::new(
-                record,
-                services,
-                ctx.address(),
-                snapshot.clone(),
-                peers.clone(),
-            );
-            let addr = actor.start();
-            self.rooms().insert(
-                id,
-                Entry {
-                    addr,
-                    snapshot,
-                    peers,
-                },
-            );
-        }
+    fn handle(&mut self, Register(record): Register, ctx: &mut Context<Self>) {
+        self.start_room(record, false, ctx);
     }
 }
 
-/// Sent by a room actor when it stops.
+/// Finds a room's actor, starting it from the stored record when it has none.
+#[derive(Message)]
+#[rtype(result = "Result<Option<RoomHandle>, StoreError>")]
+struct Activate(String);
+
+impl Handler<Activate> for Registry {
+    type Result = ResponseFuture<Activated>;
+
+    fn handle(&mut self, Activate(id): Activate, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(handle) = self.live(&id) {
+            return Box::pin(async move { Ok(Some(handle)) });
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.loading.entry(id.clone()) {
+            // Another request is reading this room: wait for the same answer.
+            Slot::Occupied(mut waiting) => waiting.get_mut().push(tx),
+            Slot::Vacant(slot) => {
+                slot.insert(vec![tx]);
+                let store = self.services.store.clone();
+                let key = id.clone();
+                // Spawned, not awaited: the registry goes on with other rooms meanwhile.
+                ctx.spawn(
+                    async move { store.get(&key, now_ms()).await }
+                        .into_actor(self)
+                        .map(move |stored, act, ctx| {
+                            let answer = match stored {
+                                Ok(Some(record)) => {
+                                    let record = act.activated_record(record);
+                                    Ok(Some(act.start_room(record, true, ctx)))
+                                }
+                                // Created since the read began: its actor runs now.
+                                Ok(None) => Ok(act.live(&id)),
+                                Err(e) => Err(e),
+                            };
+                            for waiter in act.loading.remove(&id).unwrap_or_default() {
+                                let _ = waiter.send(answer.clone());
+                            }
+                        }),
+                );
+            }
+        }
+        // A dropped sender means the registry is stopping: no room then.
+        Box::pin(async move { rx.await.unwrap_or(Ok(None)) })
+    }
+}
+
+/// Sent by a room actor when it stops (deleted, expired or passivated).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct RoomGone(pub String);
+pub(super) struct RoomGone {
+    pub id: String,
+    pub generation: u64,
+}
 
 impl Handler<RoomGone> for Registry {
     type Result = ();
 
-    fn handle(&mut self, RoomGone(id): RoomGone, _: &mut Context<Self>) {
-        // Room ids are never reused, so this is the stopped room's own entry.
-        self.rooms().remove(&id);
+    fn handle(&mut self, gone: RoomGone, _: &mut Context<Self>) {
+        // Only the stopped actor's own entry: the room may have a newer actor already.
+        let mut rooms = self.rooms();
+        if rooms
+            .get(&gone.id)
+            .is_some_and(|e| e.generation == gone.generation)
+        {
+            rooms.remove(&gone.id);
+        }
     }
 }
 
@@ -116,6 +244,8 @@ impl Rooms {
         let registry = Registry {
             rooms: directory.clone(),
             services: services.clone(),
+            loading: HashMap::new(),
+            generation: 0,
         }
         .start();
         Self {
@@ -133,36 +263,9 @@ impl Rooms {
         &self.services
     }
 
-    /// Starts an actor for every live room in the store; answers how many.
-    pub async fn restore(&self) -> Result<usize, StoreError> {
-        let now = now_ms();
-        let rooms = self.services.store.load_all(now).await?;
-        let count = rooms.len();
-        let mut batch = Vec::with_capacity(RESTORE_BATCH);
-        for mut record in rooms {
-            // Nobody is connected to a room that was just restored.
-            record.participant_count = 0;
-            // A token signed with another secret (a generated one, or a rotated one) or
-            // expired is replaced, so every restored room has a working token.
-            if record.token_is_stale(now) || self.services.tokens.verify(&record.token).is_err() {
-                record.refresh_token(&self.services.tokens, now);
-            }
-            batch.push(Arc::new(record));
-            if batch.len() == RESTORE_BATCH {
-                self.services
-                    .publish(&RoomEvent::RoomsRestored(batch.clone()));
-                self.register(std::mem::take(&mut batch)).await;
-            }
-        }
-        self.services
-            .publish(&RoomEvent::RoomsRestored(batch.clone()));
-        self.register(batch).await;
-        Ok(count)
-    }
-
-    async fn register(&self, records: Vec<Arc<RoomRecord>>) {
+    async fn register(&self, record: Arc<RoomRecord>) {
         // The registry lives as long as the system; a failed send means it is shutting down.
-        let _ = self.registry.send(Register(records)).await;
+        let _ = self.registry.send(Register(record)).await;
     }
 
     /// Creates a room: written to the store first, so a 200 means the room is stored.
@@ -192,7 +295,7 @@ impl Rooms {
         });
         s.store.create(&record).await?;
         s.publish(&RoomEvent::RoomCreated(record.clone()));
-        self.register(vec![record.clone()]).await;
+        self.register(record.clone()).await;
         Ok(record)
     }
 
@@ -200,37 +303,75 @@ impl Rooms {
         self.directory.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The handle of a live room.
-    pub async fn get(&self, id: &str) -> Option<RoomHandle> {
-        self.directory()
-            .get(id)
-            .filter(|entry| entry.addr.connected())
-            .map(|entry| RoomHandle::new(entry.addr.clone(), entry.peers.clone()))
+    /// The handle of an active room, from the directory, without a mailbox trip.
+    fn active(&self, id: &str) -> Option<RoomHandle> {
+        self.directory().get(id).and_then(Entry::handle)
     }
 
-    /// A live room's published record, unless it has expired.
+    /// The handle of a room's actor, activated from the store when the room has none;
+    /// `None` when there is no such room.
+    pub async fn get(&self, id: &str) -> Result<Option<RoomHandle>, StoreError> {
+        if let Some(handle) = self.active(id) {
+            return Ok(Some(handle));
+        }
+        match self.registry.send(Activate(id.to_string())).await {
+            Ok(activated) => activated,
+            // The registry has stopped: the service is shutting down.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Runs `op` on the room's actor; `op` answers `None` when the actor had stopped
+    /// before it handled the message. A handle taken just before the actor passivated
+    /// finds it stopped, so that case goes through activation once more; a room deleted
+    /// or expired meanwhile is no longer in the store, and answers `None`.
+    async fn with_room<T, F, Fut>(&self, id: &str, op: F) -> Result<Option<T>, StoreError>
+    where
+        F: Fn(RoomHandle) -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        for _ in 0..2 {
+            let Some(room) = self.get(id).await? else {
+                return Ok(None);
+            };
+            if let Some(done) = op(room).await {
+                return Ok(Some(done));
+            }
+        }
+        Ok(None)
+    }
+
+    /// An active room's published record, unless it has expired.
     fn snapshot(&self, id: &str, now: u64) -> Option<Arc<Published>> {
         let directory = self.directory();
         read_snapshot(&directory.get(id)?.snapshot).filter(|p| !p.record.is_expired(now))
     }
 
-    /// A live room's published JSON; `NotFound` when there is none. Answered from
-    /// the room's snapshot; only a token that needs replacing takes a trip to the room's actor.
+    /// A room's published JSON; `NotFound` when there is none. Answered from the room's
+    /// snapshot (the room is activated first when it has no actor); only a token that
+    /// needs replacing takes a trip to the room's actor.
     pub async fn fetch(&self, id: &str) -> Result<Bytes, RoomError> {
         let now = now_ms();
         let limits = &self.services.limits;
-        let json = match self.snapshot(id, now) {
+        let published = match self.snapshot(id, now) {
+            Some(published) => Some(published),
+            None => match self.get(id).await? {
+                Some(_) => self.snapshot(id, now),
+                None => None,
+            },
+        };
+        let json = match published {
             Some(published) if !published.record.token_is_stale(now) => {
                 Some(published.json(limits))
             }
-            Some(_) => match self.get(id).await {
-                Some(room) => room.record().await.map(|record| {
+            Some(_) => self
+                .with_room(id, |room| async move { room.record().await })
+                .await?
+                .map(|record| {
                     serde_json::to_vec(&record.view(limits))
                         .expect("a room always serializes")
                         .into()
                 }),
-                None => None,
-            },
             None => None,
         };
         json.ok_or_else(|| RoomError::NotFound(id.to_string()))
@@ -239,11 +380,65 @@ impl Rooms {
     /// Deletes a room; `NotFound` when there is none, `Store` when the store fails (and
     /// then the room stays).
     pub async fn delete(&self, id: &str) -> Result<Arc<RoomRecord>, RoomError> {
-        let gone = || RoomError::NotFound(id.to_string());
-        let Some(room) = self.get(id).await else {
-            return Err(gone());
-        };
-        room.delete().await?.ok_or_else(gone)
+        match self
+            .with_room(id, |room| async move { room.delete().await.transpose() })
+            .await?
+        {
+            Some(deleted) => Ok(deleted?),
+            None => Err(RoomError::NotFound(id.to_string())),
+        }
+    }
+
+    /// The room's participants in join order; `NotFound` when there is no room.
+    pub async fn participants(&self, id: &str) -> Result<Vec<ParticipantState>, RoomError> {
+        self.with_room(id, |room| async move { room.participants().await })
+            .await?
+            .ok_or_else(|| RoomError::NotFound(id.to_string()))
+    }
+
+    /// Removes a participant on an admin's request: `None` when the room has no such
+    /// participant; `NotFound` when there is no room.
+    pub async fn kick(
+        &self,
+        id: &str,
+        address: &str,
+    ) -> Result<Option<ParticipantState>, RoomError> {
+        self.with_room(id, |room| async move { room.kick(address).await.ok() })
+            .await?
+            .ok_or_else(|| RoomError::NotFound(id.to_string()))
+    }
+
+    /// Takes a seat (or resumes one) in room `id` for a socket; answers the room's handle
+    /// and the participant's address. A store failure while activating the room is
+    /// `JoinRefused::Unavailable`.
+    pub async fn join(
+        &self,
+        id: &str,
+        nonce: String,
+        request: JoinRequest,
+        session: u64,
+        tx: mpsc::Sender<Outbound>,
+    ) -> Result<(RoomHandle, String), JoinRefused> {
+        let joined = self
+            .with_room(id, |room| {
+                let (nonce, request, tx) = (nonce.clone(), request.clone(), tx.clone());
+                async move {
+                    match room.join(nonce, request, session, tx).await {
+                        // The actor stopped before it saw the join: try once more.
+                        Err(JoinRefused::Gone) => None,
+                        joined => Some(joined.map(|address| (room, address))),
+                    }
+                }
+            })
+            .await;
+        match joined {
+            Ok(Some(joined)) => joined,
+            Ok(None) => Err(JoinRefused::Gone),
+            Err(e) => {
+                tracing::warn!(room = %id, error = %e, "could not activate a room for a join");
+                Err(JoinRefused::Unavailable)
+            }
+        }
     }
 
     /// A page of rooms, newest first, strictly after `after`.
@@ -256,7 +451,7 @@ impl Rooms {
         } else {
             None
         };
-        // A live room is shown as its actor published it: its token was issued by this
+        // An active room is shown as its actor published it: its token was issued by this
         // run. Otherwise the stored token may be signed with a secret this run does not have
         // (a generated one, or a rotated one). Either may be stale. Every listed room gets
         // a working token.

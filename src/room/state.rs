@@ -1,6 +1,6 @@
 //! The rules of one room as a plain state machine: seats, resume and its grace period,
-//! endpoint expiry, kicks, media state, the MESH→SFU upgrade, token refresh and the room's
-//! own expiry. Commands come in, [`Effect`]s come out; the room's actor (`actor.rs`)
+//! endpoint expiry, kicks, media state, the MESH→SFU upgrade, token refresh, the room's
+//! own expiry and its passivation when idle. Commands come in, [`Effect`]s come out; the room's actor (`actor.rs`)
 //! executes them (queues, timers, the store, the published snapshot and seats). No actix,
 //! no channels, and time comes from an injected [`Clock`], so the rules are unit-tested
 //! below without sockets or waiting.
@@ -29,6 +29,8 @@ enum Timer {
     Grace(String),
     /// A participant's `endpointTTLSeconds`.
     Endpoint(String),
+    /// The look at whether the room is idle (see [`RoomState::timer_fired`]).
+    Idle,
 }
 
 /// What the room's actor must do after a command, in order.
@@ -79,6 +81,11 @@ pub enum Effect {
     PublishGone,
     /// Stop the room's actor.
     Stop,
+    /// The room is idle: write the record (participant count 0) to the store, holding
+    /// every other message meanwhile; on success publish `Passivated` and stop, otherwise
+    /// report [`RoomState::passivation_failed`]. The next use of the room activates a new
+    /// actor from that record.
+    Passivate,
 }
 
 /// A participant as the admin API shows it.
@@ -103,35 +110,41 @@ struct Member {
 pub struct RoomState {
     /// Shared with the snapshot and the admin event hub until it changes
     /// (`Arc::make_mut`), so a room's record is held once. Its `participant_count` is the
-    /// one it was created or restored with: the count is `members.len()`, and only the
+    /// one it was created or activated with: the count is `members.len()`, and only the
     /// store's copy carries it.
     record: Arc<RoomRecord>,
     services: Arc<RoomServices>,
     clock: Clock,
     /// In join order.
     members: Vec<Member>,
+    /// When the room was last used (a request for it, a join, a leave): its idle time
+    /// counts from here.
+    last_used: u64,
     timers: HashMap<TimerId, Timer>,
     next_timer: TimerId,
     out: Vec<Effect>,
 }
 
 impl RoomState {
-    /// A room with nobody in it; the effects start its expiry timer.
+    /// A room with nobody in it; the effects start its expiry timer and its idle check.
     pub fn new(
         record: Arc<RoomRecord>,
         services: Arc<RoomServices>,
         clock: Clock,
     ) -> (Self, Vec<Effect>) {
+        let last_used = clock();
         let mut state = Self {
             record,
             services,
             clock,
             members: Vec::new(),
+            last_used,
             timers: HashMap::new(),
             next_timer: 1,
             out: Vec::new(),
         };
         state.schedule_expiry();
+        state.schedule_idle_check();
         let effects = state.done();
         (state, effects)
     }
@@ -151,6 +164,12 @@ impl RoomState {
     /// The participants, in join order.
     pub fn participants(&self) -> Vec<ParticipantState> {
         self.members.iter().map(Member::state).collect()
+    }
+
+    /// An admin asks for the participants: a use of the room.
+    pub fn list_participants(&mut self) -> Vec<ParticipantState> {
+        self.touch();
+        self.participants()
     }
 
     fn now(&self) -> u64 {
@@ -173,6 +192,24 @@ impl RoomState {
         if self.timers.remove(&id).is_some() {
             self.out.push(Effect::CancelTimer(id));
         }
+    }
+
+    /// The room was used: its idle time starts again.
+    fn touch(&mut self) {
+        self.last_used = self.now();
+    }
+
+    /// Looks at whether the room is idle once `room_idle` may have passed since its last
+    /// use (with someone seated, a whole `room_idle` from now).
+    fn schedule_idle_check(&mut self) {
+        let idle = self.services.room_idle;
+        let after = if self.members.is_empty() {
+            let since = Duration::from_millis(self.now().saturating_sub(self.last_used));
+            idle.saturating_sub(since)
+        } else {
+            idle
+        };
+        self.start_timer(after, Timer::Idle);
     }
 
     fn schedule_expiry(&mut self) {
@@ -243,6 +280,7 @@ impl RoomState {
         request: JoinRequest,
         session: u64,
     ) -> (Result<String, JoinRefused>, Vec<Effect>) {
+        self.touch();
         let result = self.admit(nonce, request, session);
         (result, self.done())
     }
@@ -425,6 +463,7 @@ impl RoomState {
     /// Removes a participant on an admin's request: it gets `roomClosed {reason: "kicked"}`
     /// and its socket closes, its resume token dies with its seat, the others see it leave.
     pub fn kick(&mut self, address: &str) -> (Option<ParticipantState>, Vec<Effect>) {
+        self.touch();
         let Some(i) = self.index_of(address) else {
             return (None, self.done());
         };
@@ -457,13 +496,36 @@ impl RoomState {
                     self.remove(i, "expired");
                 }
             }
+            Some(Timer::Idle) => self.idle_check(),
             None => {}
         }
         self.done()
     }
 
+    /// Passivation: once nobody holds a seat (a seat waiting for a resume counts) and
+    /// nothing has used the room for `room_idle`, the actor writes the record and stops;
+    /// otherwise the room looks again when that time may have passed.
+    fn idle_check(&mut self) {
+        let since = Duration::from_millis(self.now().saturating_sub(self.last_used));
+        if self.members.is_empty() && since >= self.services.room_idle {
+            tracing::debug!(room = %self.record.id, "room idle: passivating");
+            self.out.push(Effect::Passivate);
+        } else {
+            self.schedule_idle_check();
+        }
+    }
+
+    /// The store did not take the record of a passivating room: the room stays (stopping
+    /// now could lose a change), and tries again after another `room_idle`.
+    pub fn passivation_failed(&mut self) -> Vec<Effect> {
+        self.touch();
+        self.schedule_idle_check();
+        self.done()
+    }
+
     /// The record, with a usable token: a stale one is replaced (and persisted).
     pub fn get_record(&mut self) -> (Arc<RoomRecord>, Vec<Effect>) {
+        self.touch();
         let now = self.now();
         if self.record.token_is_stale(now) {
             Arc::make_mut(&mut self.record).refresh_token(&self.services.tokens, now);
@@ -518,6 +580,7 @@ impl RoomState {
 
     /// Removes a member and tells the others.
     fn remove(&mut self, i: usize, reason: &'static str) {
+        self.touch();
         let member = self.members.remove(i);
         self.cancel_timer(member.expiry);
         if let Some(grace) = member.grace {
@@ -575,12 +638,15 @@ mod tests {
     /// The clock's start: a fixed moment, in milliseconds since the epoch.
     const T0: u64 = 1_700_000_000_000;
     const GRACE: Duration = Duration::from_secs(5);
+    const IDLE: Duration = Duration::from_secs(300);
 
     struct Room {
         state: RoomState,
         time: Arc<AtomicU64>,
         /// The room's expiry timer, from its creation.
         expiry: TimerId,
+        /// The room's first idle check, from its creation.
+        idle: TimerId,
     }
 
     fn tokens() -> RoomTokens {
@@ -596,6 +662,7 @@ mod tests {
             room_ttl_seconds: 86_400,
             endpoint_ttl_seconds: 3600,
             resume_grace: GRACE,
+            room_idle: IDLE,
             tokens: tokens(),
             store: Arc::new(MemoryStore::new()),
             observers: Vec::new(),
@@ -624,12 +691,16 @@ mod tests {
             services,
             Arc::new(move || clock.load(Ordering::SeqCst)),
         );
-        let expiry = started(&effects)[0].0;
-        assert_eq!(started(&effects)[0].1, Duration::from_secs(86_400));
+        let [(expiry, ttl), (idle, idle_after)] = started(&effects)[..] else {
+            panic!("no expiry and idle timers: {effects:?}")
+        };
+        assert_eq!(ttl, Duration::from_secs(86_400));
+        assert_eq!(idle_after, IDLE);
         Room {
             state,
             time,
             expiry,
+            idle,
         }
     }
 
@@ -1049,5 +1120,100 @@ mod tests {
         let (again, effects) = room.state.get_record();
         assert_eq!(again.token, record.token);
         assert!(effects.is_empty());
+    }
+
+    fn passivates(effects: &[Effect]) -> bool {
+        has(effects, |e| matches!(e, Effect::Passivate))
+    }
+
+    /// The one idle check that `effects` start, and when.
+    fn idle_check(effects: &[Effect]) -> (TimerId, Duration) {
+        let [check] = started(effects)[..] else {
+            panic!("not one idle check: {effects:?}")
+        };
+        check
+    }
+
+    #[test]
+    fn an_idle_room_with_nobody_in_it_passivates() {
+        let mut room = room(None);
+        room.set_time(T0 + IDLE.as_millis() as u64);
+        let effects = room.state.timer_fired(room.idle);
+        assert!(passivates(&effects), "{effects:?}");
+        assert!(started(&effects).is_empty(), "no further check");
+        assert!(!has(&effects, |e| matches!(e, Effect::Stop)));
+        assert_eq!(room.state.stored_record().participant_count, 0);
+    }
+
+    #[test]
+    fn a_seat_keeps_the_room_active_even_while_it_waits_for_a_resume() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        room.state.disconnected(&a, 1);
+        room.set_time(T0 + IDLE.as_millis() as u64 * 2);
+        let effects = room.state.timer_fired(room.idle);
+        assert!(!passivates(&effects), "{effects:?}");
+        // Someone is seated: it looks again a whole idle time later.
+        let (check, after) = idle_check(&effects);
+        assert_eq!(after, IDLE);
+
+        // The seat goes (the grace ran out): the idle time counts from then.
+        let now = T0 + IDLE.as_millis() as u64 * 3;
+        room.set_time(now);
+        let grace = room.state.members[0].grace.unwrap();
+        room.state.timer_fired(grace);
+        room.set_time(now + 1);
+        let effects = room.state.timer_fired(check);
+        assert!(!passivates(&effects), "{effects:?}");
+        assert_eq!(idle_check(&effects).1, IDLE - Duration::from_millis(1));
+        room.set_time(now + IDLE.as_millis() as u64);
+        assert!(passivates(&room.state.timer_fired(idle_check(&effects).0)));
+    }
+
+    #[test]
+    fn any_use_of_the_room_resets_its_idle_time() {
+        let mut room = room(None);
+        let half = IDLE.as_millis() as u64 / 2;
+        let mut check = room.idle;
+        let uses: [fn(&mut RoomState); 3] = [
+            |s| drop(s.get_record()),
+            |s| drop(s.list_participants()),
+            |s| drop(s.kick("PA-nobody")),
+        ];
+        let mut now = T0;
+        for used in uses {
+            now += half;
+            room.set_time(now);
+            used(&mut room.state);
+            now += half;
+            room.set_time(now);
+            let effects = room.state.timer_fired(check);
+            assert!(!passivates(&effects), "{effects:?}");
+            let (next, after) = idle_check(&effects);
+            assert_eq!(after, Duration::from_millis(half));
+            check = next;
+        }
+        // A join and a leave are uses too.
+        let (a, _, _) = room.joined(1);
+        room.state.leave(&a, 1);
+        now += half;
+        room.set_time(now);
+        let effects = room.state.timer_fired(check);
+        assert!(!passivates(&effects), "{effects:?}");
+        now += half;
+        room.set_time(now);
+        assert!(passivates(&room.state.timer_fired(idle_check(&effects).0)));
+    }
+
+    #[test]
+    fn a_failed_passivation_keeps_the_room_and_tries_again_later() {
+        let mut room = room(None);
+        room.set_time(T0 + IDLE.as_millis() as u64);
+        assert!(passivates(&room.state.timer_fired(room.idle)));
+        let effects = room.state.passivation_failed();
+        let (check, after) = idle_check(&effects);
+        assert_eq!(after, IDLE);
+        room.set_time(T0 + IDLE.as_millis() as u64 * 2);
+        assert!(passivates(&room.state.timer_fired(check)));
     }
 }

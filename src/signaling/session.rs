@@ -232,12 +232,14 @@ impl Socket {
                 return Some(self.refuse("", JoinRefused::Token).await);
             }
         };
-        let Some(room) = self.rooms.get(&claims.sub).await else {
-            return Some(self.refuse(&claims.sub, JoinRefused::Gone).await);
-        };
         let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
-        match room.join(claims.nonce, request, self.id, tx).await {
-            Ok(address) => {
+        // Activates the room when it has no actor (and retries once past a passivation).
+        match self
+            .rooms
+            .join(&claims.sub, claims.nonce, request, self.id, tx)
+            .await
+        {
+            Ok((room, address)) => {
                 self.member = Some(Membership {
                     room,
                     address,
@@ -257,6 +259,9 @@ impl Socket {
             JoinRefused::Token => (close::INVALID_TOKEN, "token"),
             JoinRefused::Gone => (close::ROOM_NOT_FOUND, "gone"),
             JoinRefused::Full { .. } => (close::ROOM_FULL, "full"),
+            // The store failed while activating the room: "going away", so the client
+            // tries again later.
+            JoinRefused::Unavailable => (close::GOING_AWAY, "unavailable"),
         };
         METRICS.join_refused(reason);
         let error = ApiError::from_join_refused(room_id, &refused);

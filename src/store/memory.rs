@@ -3,13 +3,33 @@
 use super::{Cursor, Store, StoreError};
 use crate::model::RoomRecord;
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-/// Rooms ordered by `(creation_time, id)`, so a page is one range walk.
+/// Rooms ordered by `(creation_time, id)`, so a page is one range walk, and each room's
+/// creation time by id, so a room is found by id without a walk.
 #[derive(Default)]
 pub struct MemoryStore {
-    rooms: Mutex<BTreeMap<(u64, String), RoomRecord>>,
+    rooms: Mutex<Rooms>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    by_time: BTreeMap<(u64, String), RoomRecord>,
+    created: HashMap<String, u64>,
+}
+
+impl Rooms {
+    fn insert(&mut self, room: &RoomRecord) {
+        self.created.insert(room.id.clone(), room.creation_time);
+        self.by_time.insert(key(room), room.clone());
+    }
+
+    fn remove(&mut self, room: &RoomRecord) {
+        if self.by_time.remove(&key(room)).is_some() {
+            self.created.remove(&room.id);
+        }
+    }
 }
 
 impl MemoryStore {
@@ -17,9 +37,9 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, BTreeMap<(u64, String), RoomRecord>> {
-        // A panic while holding the lock cannot leave the map half-written (every
-        // operation is a single insert or remove), so a poisoned lock is still usable.
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        // A panic while holding the lock cannot leave the maps half-written (no operation
+        // can panic between its two writes), so a poisoned lock is still usable.
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -31,19 +51,29 @@ fn key(room: &RoomRecord) -> (u64, String) {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        self.rooms().insert(key(room), room.clone());
+        self.rooms().insert(room);
         Ok(())
     }
 
     async fn update(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        if let Some(stored) = self.rooms().get_mut(&key(room)) {
+        if let Some(stored) = self.rooms().by_time.get_mut(&key(room)) {
             *stored = room.clone();
         }
         Ok(())
     }
 
+    async fn get(&self, id: &str, now_ms: u64) -> Result<Option<RoomRecord>, StoreError> {
+        let rooms = self.rooms();
+        Ok(rooms
+            .created
+            .get(id)
+            .and_then(|&time| rooms.by_time.get(&(time, id.to_string())))
+            .filter(|r| !r.is_expired(now_ms))
+            .cloned())
+    }
+
     async fn delete(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        self.rooms().remove(&key(room));
+        self.rooms().remove(room);
         Ok(())
     }
 
@@ -55,8 +85,8 @@ impl Store for MemoryStore {
     ) -> Result<Vec<RoomRecord>, StoreError> {
         let rooms = self.rooms();
         let range = match after {
-            Some(c) => rooms.range(..(c.creation_time, c.id.clone())),
-            None => rooms.range(..),
+            Some(c) => rooms.by_time.range(..(c.creation_time, c.id.clone())),
+            None => rooms.by_time.range(..),
         };
         Ok(range
             .rev()
@@ -67,23 +97,91 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn load_all(&self, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError> {
-        Ok(self
-            .rooms()
-            .values()
-            .filter(|r| !r.is_expired(now_ms))
-            .cloned()
-            .collect())
-    }
-
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
-        let mut rooms = self.rooms();
-        let before = rooms.len();
-        rooms.retain(|_, r| !r.is_expired(now_ms));
-        Ok(before - rooms.len())
+        let mut guard = self.rooms();
+        let rooms = &mut *guard;
+        let before = rooms.by_time.len();
+        let created = &mut rooms.created;
+        rooms.by_time.retain(|_, r| {
+            let keep = !r.is_expired(now_ms);
+            if !keep {
+                created.remove(&r.id);
+            }
+            keep
+        });
+        Ok(before - rooms.by_time.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ConferenceType;
+
+    fn room(id: &str, creation_time: u64, ttl_seconds: u64) -> RoomRecord {
+        RoomRecord {
+            id: id.to_string(),
+            name: None,
+            description: None,
+            creation_time,
+            modification_time: creation_time,
+            conference_type: ConferenceType::Mesh,
+            auto_upgrade_participant_count: None,
+            room_token_ttl_seconds: 60,
+            room_ttl_seconds: ttl_seconds,
+            endpoint_ttl_seconds: 60,
+            nonce: "n".into(),
+            token: "t".into(),
+            token_expires_at: 0,
+            participant_count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn get_finds_a_room_by_id_until_it_expires() {
+        let store = MemoryStore::new();
+        let (a, b) = (room("RO-a", 1_000, 10), room("RO-b", 2_000, 10));
+        store.create(&a).await.unwrap();
+        store.create(&b).await.unwrap();
+        assert_eq!(store.get("RO-a", 1_000).await.unwrap(), Some(a.clone()));
+        assert_eq!(store.get("RO-b", 11_999).await.unwrap(), Some(b.clone()));
+        assert_eq!(store.get("RO-c", 1_000).await.unwrap(), None);
+        // Expired: gone for `get` even before a sweep removes it.
+        assert_eq!(store.get("RO-a", 11_000).await.unwrap(), None);
+        assert_eq!(store.get("RO-b", 12_000).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn get_sees_updates_and_not_deleted_or_swept_rooms() {
+        let store = MemoryStore::new();
+        let a = room("RO-a", 1_000, 10);
+        store.create(&a).await.unwrap();
+        let changed = RoomRecord {
+            participant_count: 3,
+            conference_type: ConferenceType::Sfu,
+            ..a.clone()
+        };
+        store.update(&changed).await.unwrap();
+        assert_eq!(store.get("RO-a", 1_000).await.unwrap(), Some(changed));
+        store.delete(&a).await.unwrap();
+        assert_eq!(store.get("RO-a", 1_000).await.unwrap(), None);
+        // A room already gone stays gone.
+        store.update(&a).await.unwrap();
+        assert_eq!(store.get("RO-a", 1_000).await.unwrap(), None);
+
+        let (b, c) = (room("RO-b", 1_000, 1), room("RO-c", 1_000, 100));
+        store.create(&b).await.unwrap();
+        store.create(&c).await.unwrap();
+        assert_eq!(store.sweep(5_000).await.unwrap(), 1);
+        assert!(
+            !store.rooms().created.contains_key("RO-b"),
+            "id index swept too"
+        );
+        assert_eq!(store.get("RO-b", 1_000).await.unwrap(), None);
+        assert_eq!(store.get("RO-c", 5_000).await.unwrap(), Some(c));
     }
 }

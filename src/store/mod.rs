@@ -16,6 +16,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create(&self, room: &RoomRecord) -> Result<(), StoreError>;
     /// Replaces a room that is still stored; a room already gone stays gone.
     async fn update(&self, room: &RoomRecord) -> Result<(), StoreError>;
+    /// One room by id: `None` when it is absent or has expired by `now_ms`. One round trip,
+    /// whatever the number of rooms: rooms are activated on demand through it.
+    async fn get(&self, id: &str, now_ms: u64) -> Result<Option<RoomRecord>, StoreError>;
     /// Removes a room and its index entries.
     async fn delete(&self, room: &RoomRecord) -> Result<(), StoreError>;
     /// Up to `limit` live rooms, newest first (by creation time, then id, both descending),
@@ -26,8 +29,6 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         now_ms: u64,
     ) -> Result<Vec<RoomRecord>, StoreError>;
-    /// Every live room, for start-up.
-    async fn load_all(&self, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError>;
     /// Drops rooms that expired from the index; returns how many.
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError>;
     /// Whether the store answers (for readiness).

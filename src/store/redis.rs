@@ -30,8 +30,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Rooms fetched per round trip when loading everything at start-up.
-const LOAD_BATCH: usize = 1000;
+/// Expired index members dropped per round trip by the sweep.
+const SWEEP_BATCH: usize = 1000;
 
 /// Tells store instances apart in the per-thread connections.
 static STORES: AtomicU64 = AtomicU64::new(0);
@@ -293,6 +293,16 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn get(&self, id: &str, now_ms: u64) -> Result<Option<RoomRecord>, StoreError> {
+        let key = self.room_key(id);
+        let value: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+        // Redis expires the key at the room's expiry (`PXAT`); the check covers the
+        // milliseconds in between, and a value that does not parse is no room.
+        Ok(value
+            .and_then(|v| serde_json::from_str::<RoomRecord>(&v).ok())
+            .filter(|r| r.id == id && !r.is_expired(now_ms)))
+    }
+
     async fn delete(&self, room: &RoomRecord) -> Result<(), StoreError> {
         let keys = [self.room_key(&room.id), self.index_key(), self.expiry_key()];
         self.write(
@@ -341,36 +351,6 @@ impl Store for RedisStore {
         Ok(rooms)
     }
 
-    async fn load_all(&self, now_ms: u64) -> Result<Vec<RoomRecord>, StoreError> {
-        self.sweep(now_ms).await?;
-        let mut rooms = Vec::new();
-        let mut min = "-".to_string();
-        loop {
-            let cmd = redis::cmd("ZRANGEBYLEX")
-                .arg(self.index_key())
-                .arg(&min)
-                .arg("+")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(LOAD_BATCH)
-                .to_owned();
-            let members: Vec<String> = self.query(&cmd).await?;
-            let Some(last) = members.last() else { break };
-            min = format!("({last}");
-            let done = members.len() < LOAD_BATCH;
-            rooms.extend(
-                self.records(&members)
-                    .await?
-                    .into_iter()
-                    .filter(|r| !r.is_expired(now_ms)),
-            );
-            if done {
-                break;
-            }
-        }
-        Ok(rooms)
-    }
-
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut swept = 0;
         loop {
@@ -380,7 +360,7 @@ impl Store for RedisStore {
                 .arg(now_ms)
                 .arg("LIMIT")
                 .arg(0)
-                .arg(LOAD_BATCH)
+                .arg(SWEEP_BATCH)
                 .to_owned();
             let members: Vec<String> = self.query(&cmd).await?;
             if members.is_empty() {
@@ -388,7 +368,7 @@ impl Store for RedisStore {
             }
             self.forget(&members).await?;
             swept += members.len();
-            if members.len() < LOAD_BATCH {
+            if members.len() < SWEEP_BATCH {
                 return Ok(swept);
             }
         }

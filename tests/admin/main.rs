@@ -4,6 +4,7 @@
 #[path = "../api/support.rs"]
 mod support;
 
+mod activation;
 mod events;
 mod limits;
 mod metrics;

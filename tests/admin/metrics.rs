@@ -372,7 +372,7 @@ async fn refused_joins_are_counted_by_reason() {
     .unwrap();
     let refusals = |reason: &str| format!(r#"convene_join_refusals_total{{reason="{reason}"}}"#);
     let before = scrape(&app).await;
-    for reason in ["token", "gone", "full"] {
+    for reason in ["token", "gone", "full", "unavailable"] {
         assert_eq!(before.series.get(&refusals(reason)), Some(&0.0), "{reason}");
     }
 
