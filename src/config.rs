@@ -44,6 +44,8 @@ pub struct Settings {
     pub signaling_rate_per_second: u32,
     pub signaling_rate_burst: u32,
     pub signaling_queue_capacity: usize,
+    pub signaling_fanout_bytes_per_second: u64,
+    pub signaling_fanout_burst_bytes: u64,
     pub ice_servers: Vec<String>,
     pub turn_secret: String,
     pub turn_credential_ttl_seconds: u64,
@@ -206,6 +208,14 @@ impl Settings {
             (
                 "CONVENE_SIGNALING_QUEUE_CAPACITY",
                 self.signaling_queue_capacity as u64,
+            ),
+            (
+                "CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND",
+                self.signaling_fanout_bytes_per_second,
+            ),
+            (
+                "CONVENE_SIGNALING_FANOUT_BURST_BYTES",
+                self.signaling_fanout_burst_bytes,
             ),
             (
                 "CONVENE_TURN_CREDENTIAL_TTL_SECONDS",
