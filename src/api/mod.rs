@@ -5,6 +5,8 @@ mod health;
 mod participants;
 mod rooms;
 
+pub(crate) use rooms::parse_create_body;
+
 use crate::error::ApiError;
 use actix_web::{HttpRequest, HttpResponse, Route, web};
 
