@@ -7,6 +7,8 @@ mod participants;
 mod rooms;
 mod signaling;
 
+pub(crate) use rooms::parse_create_body;
+
 use crate::admin::events::Events;
 use crate::auth::{ApiKeys, presented_key};
 use crate::config::Settings;

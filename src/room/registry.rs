@@ -205,7 +205,13 @@ impl Rooms {
         self.directory()
             .get(id)
             .filter(|entry| entry.addr.connected())
-            .map(|entry| RoomHandle::new(entry.addr.clone(), entry.peers.clone()))
+            .map(|entry| {
+                RoomHandle::new(
+                    entry.addr.clone(),
+                    entry.peers.clone(),
+                    entry.snapshot.clone(),
+                )
+            })
     }
 
     /// A live room's published record, unless it has expired.
