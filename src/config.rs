@@ -58,6 +58,8 @@ pub struct Settings {
     pub signaling_queue_capacity: usize,
     pub signaling_max_pending_sockets: usize,
     pub signaling_max_pending_sockets_per_ip: usize,
+    pub signaling_fanout_bytes_per_second: u64,
+    pub signaling_fanout_burst_bytes: u64,
     pub ice_servers: Vec<String>,
     pub turn_secret: String,
     pub turn_credential_ttl_seconds: u64,
@@ -240,6 +242,14 @@ impl Settings {
             (
                 "CONVENE_SIGNALING_MAX_PENDING_SOCKETS_PER_IP",
                 self.signaling_max_pending_sockets_per_ip as u64,
+            ),
+            (
+                "CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND",
+                self.signaling_fanout_bytes_per_second,
+            ),
+            (
+                "CONVENE_SIGNALING_FANOUT_BURST_BYTES",
+                self.signaling_fanout_burst_bytes,
             ),
             (
                 "CONVENE_TURN_CREDENTIAL_TTL_SECONDS",

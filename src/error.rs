@@ -275,6 +275,17 @@ impl ApiError {
         )
     }
 
+    /// The same code for a frame whose fan-out (its relayed size times its recipients) the
+    /// sender's relay budget cannot pay for.
+    pub fn too_much_fanout(bytes_per_second: u64) -> Self {
+        Self::new(
+            Code::TooManyMessages,
+            format!(
+                "More than ::= [{bytes_per_second}] bytes per second relayed (size times recipients)."
+            ),
+        )
+    }
+
     pub fn endpoint_expired(ttl_seconds: u64) -> Self {
         Self::new(
             Code::EndpointExpired,

@@ -17,3 +17,23 @@ pub(crate) mod store;
 pub mod telemetry;
 pub(crate) mod token;
 pub(crate) mod wsguard;
+
+/// The entry points the fuzz targets in `fuzz/` drive, and nothing else: not an API.
+/// It lives here, in `lib.rs`, above every layer, because it reaches into three of them.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::error::ApiError;
+    pub use crate::model::{ConferenceType, Cursor, NewRoom};
+    pub use crate::paging::PageTokens;
+    pub use crate::signaling::protocol::{ClientMessage, parse as parse_signaling, relayed};
+
+    /// The create-room body check: `Content-Type` value (`None` when absent), body bytes,
+    /// and the MESH participant limit that bounds `autoUpgradeParticipantCount`.
+    pub fn parse_create_room(
+        content_type: Option<&str>,
+        body: &[u8],
+        mesh_limit: u32,
+    ) -> Result<NewRoom, ApiError> {
+        crate::api::parse_create_body(content_type, body, mesh_limit)
+    }
+}

@@ -8,6 +8,7 @@ mod rooms;
 mod signaling;
 
 pub(crate) use health::metrics_server;
+pub(crate) use rooms::parse_create_body;
 
 use crate::admin::events::Events;
 use crate::auth::{ApiKeys, presented_key};

@@ -164,10 +164,19 @@ async fn read_body(
 /// Applies the contract's media-type rules and parses the body into a JSON object.
 /// No body at all (with a JSON content type, or with none) is an empty object.
 fn json_object(req: &HttpRequest, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match req.headers().get(header::CONTENT_TYPE) {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or(""));
+    json_object_of(content_type, body)
+}
+
+/// [`json_object`] on the `Content-Type` value (`None` when absent) and the body.
+fn json_object_of(content_type: Option<&str>, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match content_type {
         None if body.is_empty() => return Ok(Map::new()),
         None => return Err(ApiError::unsupported_media_type()),
-        Some(value) if !is_json_media_type(value.to_str().unwrap_or("")) => {
+        Some(value) if !is_json_media_type(value) => {
             return Err(ApiError::unsupported_media_type());
         }
         Some(_) => {}
@@ -185,6 +194,17 @@ fn json_object(req: &HttpRequest, body: &[u8]) -> Result<Map<String, Value>, Api
 fn is_json_media_type(value: &str) -> bool {
     let essence = value.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
+}
+
+/// The whole create-room body check, from the `Content-Type` value (`None` when absent) and
+/// the body bytes to the validated request: what `create` does before it touches the store.
+/// The fuzz target `create_room` drives this (see `crate::fuzzing`).
+pub(crate) fn parse_create_body(
+    content_type: Option<&str>,
+    body: &[u8],
+    mesh_limit: u32,
+) -> Result<NewRoom, ApiError> {
+    new_room(&json_object_of(content_type, body)?, mesh_limit)
 }
 
 /// Validates the fields of a create request, in the order of the published table.

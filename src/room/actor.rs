@@ -21,7 +21,7 @@ use super::registry::{Registry, RoomGone};
 use super::state::{Effect, ParticipantState, RoomState, TimerId};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::model::{JoinRefused, Limits, RoomRecord, StoreError, now_ms};
+use crate::model::{ConferenceType, JoinRefused, Limits, RoomRecord, StoreError, now_ms};
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
@@ -442,11 +442,41 @@ impl Handler<Overflow> for RoomActor {
 pub struct RoomHandle {
     addr: Addr<RoomActor>,
     peers: Peers,
+    snapshot: Snapshot,
 }
 
 impl RoomHandle {
-    pub(super) fn new(addr: Addr<RoomActor>, peers: Peers) -> Self {
-        Self { addr, peers }
+    pub(super) fn new(addr: Addr<RoomActor>, peers: Peers, snapshot: Snapshot) -> Self {
+        Self {
+            addr,
+            peers,
+            snapshot,
+        }
+    }
+
+    /// The room's `maxParticipants` now (it grows when a MESH room upgrades to SFU); the
+    /// SFU limit once the room is gone.
+    pub fn max_participants(&self, limits: &Limits) -> u32 {
+        let kind =
+            read_snapshot(&self.snapshot).map_or(ConferenceType::Sfu, |p| p.record.conference_type);
+        limits.max_participants(kind)
+    }
+
+    /// How many sockets a relay from `from` would reach now: the listed addresses (`to`,
+    /// already without repeats) that hold a connected seat, or with `None` every connected
+    /// participant but `from`. What the sender's fan-out budget is charged for.
+    pub fn reach(&self, from: &str, to: Option<&[String]>) -> usize {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        match to {
+            None => peers
+                .iter()
+                .filter(|(address, link)| address.as_str() != from && link.is_some())
+                .count(),
+            Some(to) => to
+                .iter()
+                .filter(|address| matches!(peers.get(address.as_str()), Some(Some(_))))
+                .count(),
+        }
     }
 
     /// Queues a relayed message for one participant; a full or closed queue is the room's

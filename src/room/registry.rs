@@ -44,7 +44,7 @@ impl Entry {
     fn handle(&self) -> Option<RoomHandle> {
         self.addr
             .connected()
-            .then(|| RoomHandle::new(self.addr.clone(), self.peers.clone()))
+            .then(|| RoomHandle::new(self.addr.clone(), self.peers.clone(), self.snapshot.clone()))
     }
 }
 
@@ -107,7 +107,7 @@ impl Registry {
             generation,
         );
         let addr = actor.start();
-        let handle = RoomHandle::new(addr.clone(), peers.clone());
+        let handle = RoomHandle::new(addr.clone(), peers.clone(), snapshot.clone());
         // Replaces the entry of an actor that has stopped and not yet said so.
         self.rooms().insert(
             record.id.clone(),

@@ -27,6 +27,9 @@ pub struct SignalingConfig {
     pub rate_per_second: u32,
     pub rate_burst: u32,
     pub queue_capacity: usize,
+    /// Bytes per second of relayed fan-out (size times recipients) a socket may cause.
+    pub fanout_bytes_per_second: u64,
+    pub fanout_burst_bytes: u64,
     pub ice: IceConfig,
 }
 
@@ -41,6 +44,8 @@ impl SignalingConfig {
             rate_per_second: s.signaling_rate_per_second,
             rate_burst: s.signaling_rate_burst,
             queue_capacity: s.signaling_queue_capacity,
+            fanout_bytes_per_second: s.signaling_fanout_bytes_per_second,
+            fanout_burst_bytes: s.signaling_fanout_burst_bytes,
             ice: IceConfig {
                 urls: s.ice_servers.clone(),
                 turn_secret: s.turn_secret.clone(),

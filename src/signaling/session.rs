@@ -5,7 +5,7 @@ use super::SignalingConfig;
 use super::protocol::{self, ClientMessage, ServerMessage, close};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::model::JoinRefused;
+use crate::model::{JoinRefused, Participant};
 use crate::room::{JoinRequest, Outbound, RoomHandle, Rooms};
 use crate::wsguard::{PendingSlot, is_too_big};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
@@ -22,6 +22,8 @@ struct Membership {
     room: RoomHandle,
     address: String,
     outbound: mpsc::Receiver<Outbound>,
+    /// About how long the `participantUpdated` a `mediaState` of this participant makes is.
+    update_bytes: usize,
 }
 
 struct Socket {
@@ -33,6 +35,8 @@ struct Socket {
     limiter: RateLimiter,
     /// The socket's place among those not joined yet; given up at join.
     pending: Option<PendingSlot>,
+    /// Bytes of relayed fan-out (size times recipients) this socket may still cause.
+    fanout: ByteBudget,
 }
 
 /// How the socket ends.
@@ -58,6 +62,7 @@ pub async fn run(
         ws,
         id: SESSIONS.fetch_add(1, Ordering::Relaxed),
         limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
+        fanout: ByteBudget::new(config.fanout_bytes_per_second, config.fanout_burst_bytes),
         rooms,
         config: config.clone(),
         member: None,
@@ -199,18 +204,56 @@ impl Socket {
             return None;
         };
         let (room, from, session) = (&member.room, member.address.as_str(), self.id);
+        // What a frame fans out (its relayed size times the sockets it reaches) is charged to
+        // the sender's budget before anything is relayed: over it, the frame is refused and
+        // nobody else's queue sees it.
+        let limits = self.rooms.limits();
+        let fanout_refused = ApiError::too_much_fanout(self.config.fanout_bytes_per_second);
         let errors = match message {
             ClientMessage::Signal { to, data } => {
                 let text = protocol::relayed("signal", from, &data);
-                room.signal(from, session, &to, text).into_iter().collect()
+                let reach = if to == from {
+                    0
+                } else {
+                    room.reach(from, Some(std::slice::from_ref(&to)))
+                };
+                if !self
+                    .fanout
+                    .allow(fanout_cost(reach, text.len()), Instant::now())
+                {
+                    vec![fanout_refused]
+                } else {
+                    room.signal(from, session, &to, text).into_iter().collect()
+                }
             }
             ClientMessage::Message { to, data } => {
-                let text = protocol::relayed("message", from, &data);
-                room.message(from, session, to.as_deref(), text)
+                if to
+                    .as_ref()
+                    .is_some_and(|to| to.len() > room.max_participants(&limits) as usize)
+                {
+                    vec![ApiError::invalid_value("to")]
+                } else {
+                    let to = to.map(distinct);
+                    let text = protocol::relayed("message", from, &data);
+                    let reach = room.reach(from, to.as_deref());
+                    if !self
+                        .fanout
+                        .allow(fanout_cost(reach, text.len()), Instant::now())
+                    {
+                        vec![fanout_refused]
+                    } else {
+                        room.message(from, session, to.as_deref(), text)
+                    }
+                }
             }
             ClientMessage::MediaState { audio, video } => {
-                room.media_state(from, session, audio, video);
-                Vec::new()
+                let cost = fanout_cost(room.reach(from, None), member.update_bytes);
+                if !self.fanout.allow(cost, Instant::now()) {
+                    vec![fanout_refused]
+                } else {
+                    room.media_state(from, session, audio, video);
+                    Vec::new()
+                }
             }
             ClientMessage::Leave => {
                 room.leave(from, session);
@@ -233,6 +276,7 @@ impl Socket {
             }
         };
         let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
+        let update_bytes = update_size(&request);
         // Activates the room when it has no actor (and retries once past a passivation).
         match self
             .rooms
@@ -244,6 +288,7 @@ impl Socket {
                     room,
                     address,
                     outbound: rx,
+                    update_bytes,
                 });
                 self.pending = None;
                 None
@@ -270,6 +315,74 @@ impl Socket {
             code,
             error.code.id().unwrap_or("refused").to_ascii_lowercase(),
         )
+    }
+}
+
+/// `to` without repeats, in its order: a participant listed twice gets the message once.
+fn distinct(to: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(to.len());
+    to.into_iter()
+        .filter(|address| seen.insert(address.clone()))
+        .collect()
+}
+
+/// What relaying `bytes` to `recipients` sockets costs the sender.
+fn fanout_cost(recipients: usize, bytes: usize) -> u64 {
+    (recipients as u64).saturating_mul(bytes as u64)
+}
+
+/// About how long a `participantUpdated` of the participant this `join` makes is: the
+/// measure of what one of its `mediaState`s fans out (a generous stand-in for the address,
+/// which the room gives only after the join).
+fn update_size(request: &JoinRequest) -> usize {
+    let participant = Participant {
+        address: "PA-".repeat(24),
+        name: request.name.clone(),
+        participant_info: request.participant_info.clone(),
+        audio: false,
+        video: false,
+        joined_at: u64::MAX,
+    };
+    ServerMessage::ParticipantUpdated {
+        participant: &participant,
+    }
+    .text()
+    .len()
+}
+
+/// A token bucket in bytes: `burst` at once, refilled at `per_second`. A frame passes when
+/// the bucket holds its cost, or, for a frame that costs more than the whole burst (one
+/// maximum-size frame to a full large room), when the bucket is full; either way its whole
+/// cost is taken, so the bucket may go below zero and the sender then waits it out.
+struct ByteBudget {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl ByteBudget {
+    fn new(per_second: u64, burst: u64) -> Self {
+        let burst = burst.max(1) as f64;
+        Self {
+            per_second: per_second as f64,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, cost: u64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        let cost = cost as f64;
+        if self.tokens >= cost.min(self.burst) {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -309,6 +422,55 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn repeated_recipients_count_once_in_their_order() {
+        let to = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            distinct(to(&["b", "a", "b", "b", "c", "a"])),
+            to(&["b", "a", "c"])
+        );
+        assert_eq!(distinct(vec!["v".to_string(); 300]), to(&["v"]));
+        assert_eq!(distinct(Vec::new()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn fanout_costs_size_times_recipients() {
+        assert_eq!(fanout_cost(99, 1000), 99_000);
+        assert_eq!(fanout_cost(0, 65536), 0);
+        assert_eq!(fanout_cost(usize::MAX, usize::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn byte_budget_takes_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut budget = ByteBudget::new(1000, 3000);
+        assert!(budget.allow(2000, start));
+        assert!(budget.allow(1000, start));
+        assert!(!budget.allow(1, start), "the burst is spent");
+        assert!(
+            budget.allow(0, start),
+            "a frame that reaches nobody costs nothing"
+        );
+        assert!(!budget.allow(600, start + Duration::from_millis(500)));
+        assert!(budget.allow(500, start + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn byte_budget_lets_one_frame_over_the_burst_through_a_full_bucket_then_waits() {
+        let start = Instant::now();
+        let mut budget = ByteBudget::new(1000, 3000);
+        assert!(
+            budget.allow(5000, start),
+            "a full bucket pays any single frame"
+        );
+        // 2000 bytes in debt: 2 s to get back to zero, 2.1 s to afford 100 bytes.
+        assert!(!budget.allow(100, start + Duration::from_secs(2)));
+        assert!(budget.allow(100, start + Duration::from_millis(2100)));
+        // Not full: a frame over the burst waits for a full bucket.
+        assert!(!budget.allow(5000, start + Duration::from_millis(2200)));
+        assert!(budget.allow(5000, start + Duration::from_millis(5200)));
+    }
 
     #[test]
     fn rate_limiter_allows_a_burst_then_the_rate() {

@@ -681,7 +681,10 @@ async fn a_slow_client_is_cut_off_and_rooms_do_not_wait() {
             .env("CONVENE_ADMIN_QUEUE_CAPACITY", "4")
             .env("CONVENE_SIGNALING_RATE_PER_SECOND", "100000")
             .env("CONVENE_SIGNALING_RATE_BURST", "100000")
-            .env("CONVENE_SIGNALING_QUEUE_CAPACITY", "1000"),
+            .env("CONVENE_SIGNALING_QUEUE_CAPACITY", "1000")
+            // 300 updates of 60 kB to one peer fan out 18 MB, over the default burst.
+            .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "100000000")
+            .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "100000000"),
     )
     .await
     .unwrap();

@@ -8,6 +8,7 @@ mod support;
 #[allow(dead_code)]
 mod ws;
 
+mod fanout;
 mod hostile;
 mod join;
 mod lifecycle;
