@@ -69,6 +69,8 @@ codes! {
     EndpointExpired => (410, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
     /// Signaling: the room's media server is not available.
     SfuUnavailable => (503, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
+    /// Signaling: the media server could not use a `signal` sent to `sfu`.
+    SfuSignalRejected => (400, "REALTIME-00017", Some("SFU_SIGNAL_REJECTED")),
 }
 
 impl Code {
@@ -252,6 +254,14 @@ impl ApiError {
         Self::new(
             Code::SfuUnavailable,
             "The media server of this room is not available.",
+        )
+    }
+
+    /// A `signal` to `sfu` that the media server could not use; `reason` says why.
+    pub fn sfu_signal_rejected(reason: &str) -> Self {
+        Self::new(
+            Code::SfuSignalRejected,
+            format!("The media server could not use the signal: ::= [{reason}]."),
         )
     }
 

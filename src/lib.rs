@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod media;
 pub mod metrics;
 pub mod paging;
 pub mod room;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -26,9 +26,21 @@ pub struct Metrics {
     upgrades: AtomicU64,
     relayed: AtomicU64,
     store_errors: AtomicU64,
+    sfu: SfuMetrics,
     leaves: Mutex<BTreeMap<String, u64>>,
     /// By (route, method, status).
     requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+}
+
+/// The media plane's (src/media) counters and gauges.
+struct SfuMetrics {
+    peers: AtomicI64,
+    tracks: AtomicI64,
+    forwarded: AtomicU64,
+    forwarded_bytes: AtomicU64,
+    nacks: AtomicU64,
+    keyframe_requests: AtomicU64,
+    ice_failures: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -36,6 +48,15 @@ pub static METRICS: Metrics = Metrics {
     upgrades: AtomicU64::new(0),
     relayed: AtomicU64::new(0),
     store_errors: AtomicU64::new(0),
+    sfu: SfuMetrics {
+        peers: AtomicI64::new(0),
+        tracks: AtomicI64::new(0),
+        forwarded: AtomicU64::new(0),
+        forwarded_bytes: AtomicU64::new(0),
+        nacks: AtomicU64::new(0),
+        keyframe_requests: AtomicU64::new(0),
+        ice_failures: AtomicU64::new(0),
+    },
     leaves: Mutex::new(BTreeMap::new()),
     requests: Mutex::new(BTreeMap::new()),
 };
@@ -64,6 +85,42 @@ impl Metrics {
 
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A media peer connection came up.
+    pub fn sfu_peer_connected(&self) {
+        self.sfu.peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A media peer connection that was up is gone.
+    pub fn sfu_peer_disconnected(&self) {
+        self.sfu.peers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Published tracks came (positive) or went (negative).
+    pub fn sfu_tracks(&self, delta: i64) {
+        self.sfu.tracks.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Media frames (an audio packet or a video frame) written toward subscribers.
+    pub fn sfu_forwarded(&self, frames: u64, bytes: u64) {
+        self.sfu.forwarded.fetch_add(frames, Ordering::Relaxed);
+        self.sfu.forwarded_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// NACKs received from subscribers (answered from the send buffer).
+    pub fn sfu_nacks(&self, n: u64) {
+        self.sfu.nacks.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A keyframe request (PLI) sent to a publisher.
+    pub fn sfu_keyframe_request(&self) {
+        self.sfu.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A media peer dropped because ICE did not complete in time.
+    pub fn sfu_ice_failure(&self) {
+        self.sfu.ice_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A finished HTTP request. `route` is the matched pattern, never the raw path, so
@@ -135,6 +192,46 @@ impl Metrics {
             "Failed or timed-out store operations.",
             self.store_errors.load(Ordering::Relaxed),
         );
+        let sfu = &self.sfu;
+        let _ = writeln!(
+            out,
+            "# HELP convene_sfu_peers_connected Media peer connections up.\n# TYPE convene_sfu_peers_connected gauge\nconvene_sfu_peers_connected {}",
+            sfu.peers.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP convene_sfu_tracks Tracks published to the media plane.\n# TYPE convene_sfu_tracks gauge\nconvene_sfu_tracks {}",
+            sfu.tracks.load(Ordering::Relaxed)
+        );
+        for (name, help, value) in [
+            (
+                "convene_sfu_forwarded_frames_total",
+                "Media frames (audio packets, video frames) forwarded to subscribers.",
+                &sfu.forwarded,
+            ),
+            (
+                "convene_sfu_forwarded_bytes_total",
+                "Payload bytes forwarded to subscribers.",
+                &sfu.forwarded_bytes,
+            ),
+            (
+                "convene_sfu_nacks_total",
+                "NACKs received from subscribers.",
+                &sfu.nacks,
+            ),
+            (
+                "convene_sfu_keyframe_requests_total",
+                "Keyframe requests sent to publishers.",
+                &sfu.keyframe_requests,
+            ),
+            (
+                "convene_sfu_ice_failures_total",
+                "Media peers dropped because ICE did not complete in time.",
+                &sfu.ice_failures,
+            ),
+        ] {
+            counter(&mut out, name, help, value.load(Ordering::Relaxed));
+        }
         let requests = self
             .requests
             .lock()

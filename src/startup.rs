@@ -5,6 +5,7 @@ use crate::api;
 use crate::auth::ApiKeys;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::paging::PageTokens;
 use crate::room::{Limits, RoomServices, Rooms, now_ms};
 use crate::signaling::SignalingConfig;
@@ -17,7 +18,7 @@ use actix_web::{App, HttpServer, web};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// The body limit of the contract, used where the configured one is not at hand.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -61,6 +62,9 @@ impl Application {
             settings.admin_event_log_size,
             settings.admin_queue_capacity,
         );
+        // media: the SFU's media plane, on a thread of its own; its events reach
+        // participants through their rooms (see `deliver_media_events`).
+        let (media, media_events) = start_media(&settings)?;
         let rooms = Rooms::start(RoomServices {
             limits,
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
@@ -70,7 +74,9 @@ impl Application {
             store: store.clone(),
             signaling: SignalingConfig::from_settings(&settings),
             events: Arc::new(events),
+            media: Some(media),
         });
+        deliver_media_events(rooms.clone(), media_events);
         restore(&rooms, &settings).await?;
         spawn_sweeper(
             store,
@@ -141,6 +147,62 @@ fn stop_on_signal(server: &Server, shutdown: watch::Sender<bool>) -> std::io::Re
         handle.stop(true).await;
     });
     Ok(())
+}
+
+/// media: starts the media plane from the `rtc_*` settings.
+fn start_media(
+    settings: &Settings,
+) -> Result<(MediaPlane, mpsc::UnboundedReceiver<MediaEvent>), Box<dyn std::error::Error>> {
+    let mut config = MediaConfig::new(settings.rtc_udp_bind());
+    config.advertise_ip = settings.rtc_advertise_ip.parse().ok();
+    config.max_tracks_per_participant = settings.rtc_max_tracks_per_participant;
+    config.ice_timeout = Duration::from_millis(settings.rtc_ice_timeout_ms);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let media = MediaPlane::start(config, move |event| {
+        let _ = tx.send(event);
+    })
+    .map_err(|e| {
+        format!(
+            "CONVENE_RTC_UDP_PORT: cannot bind UDP {}: {e}",
+            settings.rtc_udp_bind()
+        )
+    })?;
+    Ok((media, rx))
+}
+
+/// media: hands the media plane's events to the rooms, which deliver them to their
+/// participants (`signal {from: "sfu"}`, or an `error` for a rejected signal).
+fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
+    actix_web::rt::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                MediaEvent::Signal { room, to, data } => {
+                    if let Some(room) = rooms.get(&room).await {
+                        room.signal_from_sfu(&to, &data);
+                    }
+                }
+                MediaEvent::Rejected {
+                    room,
+                    address,
+                    reason,
+                } => {
+                    if let Some(room) = rooms.get(&room).await {
+                        room.sfu_rejected(&address, &reason);
+                    }
+                }
+                MediaEvent::PeerState {
+                    room,
+                    address,
+                    connected,
+                } => tracing::info!(%room, %address, connected, "media connection"),
+                MediaEvent::Tracks {
+                    room,
+                    address,
+                    published,
+                } => tracing::debug!(%room, %address, tracks = published.len(), "published tracks"),
+            }
+        }
+    });
 }
 
 /// Restores the rooms of the store, retrying while the store is unreachable.

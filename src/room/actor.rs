@@ -195,6 +195,15 @@ impl RoomActor {
         }
     }
 
+    /// media: the media plane, when this room's media goes through it (SFU rooms).
+    fn media(&self) -> Option<&crate::media::MediaPlane> {
+        if self.record.conference_type == ConferenceType::Sfu {
+            self.services.media.as_ref()
+        } else {
+            None
+        }
+    }
+
     fn max_participants(&self) -> u32 {
         self.services
             .limits
@@ -277,6 +286,10 @@ impl RoomActor {
         }
         let address = member.participant.address;
         self.peers().remove(&address);
+        // media: nothing is forwarded from or to a participant that is gone.
+        if let Some(media) = self.media() {
+            media.remove_participant(&self.record.id, &address);
+        }
         tracing::info!(room = %self.record.id, %address, reason, "participant left");
         METRICS.left(reason);
         self.services
@@ -297,6 +310,10 @@ impl RoomActor {
     fn close_all(&mut self, reason: &str, code: u16) {
         let text = ServerMessage::RoomClosed { reason }.text();
         self.peers().clear();
+        // media: the room's media ends with it.
+        if let Some(media) = self.media() {
+            media.remove_room(&self.record.id);
+        }
         for member in self.members.drain(..) {
             METRICS.left("roomClosed");
             if let Some(link) = member.link {
@@ -351,6 +368,12 @@ impl RoomActor {
         record.conference_type = ConferenceType::Sfu;
         record.modification_time = now_ms().max(record.modification_time);
         tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
+        // media: from the upgrade on, everyone present takes part in the room's media.
+        if let Some(media) = self.media() {
+            for member in &self.members {
+                media.add_participant(&self.record.id, &member.participant.address);
+            }
+        }
         self.publish();
         METRICS.upgraded();
         self.services
@@ -524,6 +547,10 @@ impl Handler<Join> for RoomActor {
             expiry,
         });
         let i = self.members.len() - 1;
+        // media: a new participant of an SFU room may negotiate with the media plane.
+        if let Some(media) = self.media() {
+            media.add_participant(&self.record.id, &address);
+        }
         tracing::info!(room = %self.record.id, %address, "participant joined");
         METRICS.joined();
         self.send_joined(i, ctx);
@@ -665,6 +692,30 @@ impl Handler<Kick> for RoomActor {
     }
 }
 
+/// media: a `signal` to `sfu`: to the media plane in an SFU room, `SFU_UNAVAILABLE`
+/// in a MESH room.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SfuSignal {
+    address: String,
+    session: u64,
+    data: serde_json::Value,
+}
+
+impl Handler<SfuSignal> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, signal: SfuSignal, ctx: &mut Context<Self>) {
+        let Some(i) = self.sender(&signal.address, signal.session) else {
+            return;
+        };
+        match self.media() {
+            Some(media) => media.signal(&self.record.id, &signal.address, signal.data),
+            None => self.send_error(i, &ApiError::sfu_unavailable(), ctx),
+        }
+    }
+}
+
 /// A relay found this participant's queue full or closed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -783,7 +834,17 @@ impl RoomHandle {
     pub fn signal(&self, from: &str, session: u64, to: &str, text: Arc<str>) -> Option<ApiError> {
         self.with_peers(from, session, |peers| {
             if to == "sfu" {
-                Some(ApiError::sfu_unavailable())
+                // media: the room decides whether its media plane takes it.
+                let data = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|mut v| v.get_mut("data").map(serde_json::Value::take))
+                    .unwrap_or_default();
+                self.addr.do_send(SfuSignal {
+                    address: from.to_string(),
+                    session,
+                    data,
+                });
+                None
             } else if to == from {
                 Some(ApiError::participant_does_not_exist(to))
             } else {
@@ -832,6 +893,28 @@ impl RoomHandle {
             }
             Some(None) => None,
             None => Some(ApiError::participant_does_not_exist(to)),
+        }
+    }
+
+    /// media: delivers the media plane's `signal` (`from: "sfu"`) to one participant;
+    /// lost while it waits for a resume.
+    pub fn signal_from_sfu(&self, to: &str, data: &serde_json::Value) {
+        let text: Arc<str> = serde_json::json!({"type": "signal", "from": "sfu", "data": data})
+            .to_string()
+            .into();
+        self.deliver_to_seat(to, text);
+    }
+
+    /// media: tells one participant that the media plane could not use its `signal`.
+    pub fn sfu_rejected(&self, to: &str, reason: &str) {
+        let text = ServerMessage::error(&ApiError::sfu_signal_rejected(reason)).text();
+        self.deliver_to_seat(to, text);
+    }
+
+    fn deliver_to_seat(&self, to: &str, text: Arc<str>) {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(link)) = peers.get(to) {
+            self.deliver(to, link, text);
         }
     }
 

@@ -161,6 +161,8 @@ pub struct RoomServices {
     pub signaling: crate::signaling::SignalingConfig,
     /// The admin event hub: every change of room state goes through it.
     pub events: Arc<crate::admin::events::Events>,
+    /// media: the SFU's media plane (`None`: SFU rooms answer `SFU_UNAVAILABLE`).
+    pub media: Option<crate::media::MediaPlane>,
 }
 
 /// Milliseconds since the epoch.
