@@ -605,13 +605,12 @@ impl Engine {
         let Some(o) = self.index_of_id(origin) else {
             return;
         };
-        let room = self.members[o].room.clone();
         let mut forwarded = 0;
-        for member in self
-            .members
-            .iter_mut()
-            .filter(|m| m.id != origin && m.room == room)
-        {
+        for j in 0..self.members.len() {
+            if j == o || self.members[j].room != self.members[o].room {
+                continue;
+            }
+            let member = &mut self.members[j];
             let Some(conn) = member.conn.as_mut() else {
                 continue;
             };

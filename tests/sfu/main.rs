@@ -209,9 +209,8 @@ async fn tracks_past_the_limit_are_refused_in_the_answer() {
     let app = app_with(Options::default().env("CONVENE_RTC_MAX_TRACKS_PER_PARTICIPANT", 2)).await;
     let (_, token) = sfu_room(&app).await;
     let many = Publish {
-        audio: true,
-        video: true,
         extra_video: 2,
+        ..Publish::AV
     };
     let a = Peer::join(&app, &token, many).await;
     let b = Peer::join(&app, &token, Publish::AV).await;
@@ -233,6 +232,63 @@ async fn tracks_past_the_limit_are_refused_in_the_answer() {
     // Only the two accepted tracks reach the other participant.
     let tracks = b.snapshot(|s| s.open_tracks_from(&a.address));
     assert_eq!(tracks, 2);
+}
+
+#[tokio::test]
+async fn lost_packets_are_nacked_and_media_goes_on() {
+    let app = app().await;
+    let (_, token) = sfu_room(&app).await;
+    let a = Peer::join(&app, &token, Publish::AV).await;
+    let lossy = Publish {
+        drop_every: 7,
+        ..Publish::AV
+    };
+    let b = Peer::join(&app, &token, lossy).await;
+    receives_from(&b, &a).await;
+    // The subscriber's NACKs reach the server, which resends from its buffer; counted in
+    // the metrics (str0m reports them once a second).
+    let deadline = std::time::Instant::now() + peer::WAIT;
+    loop {
+        let metrics = metrics(&app).await;
+        let nacks: u64 = metric(&metrics, "convene_sfu_nacks_total");
+        if nacks > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no NACK counted:\n{metrics}"
+        );
+        let (_, v) = av_from(&b, &a);
+        b.wait_for("more video", |s| s.frames_from(&a.address, "video") > v + 5)
+            .await;
+    }
+    receives_from(&b, &a).await;
+    let metrics = metrics(&app).await;
+    assert!(metric(&metrics, "convene_sfu_forwarded_frames_total") > 0);
+    assert!(metric(&metrics, "convene_sfu_forwarded_bytes_total") > 0);
+    assert!(metric(&metrics, "convene_sfu_keyframe_requests_total") > 0);
+    assert_eq!(metric(&metrics, "convene_sfu_peers_connected"), 2);
+    assert_eq!(metric(&metrics, "convene_sfu_tracks"), 4);
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -338,15 +394,8 @@ async fn a_peer_that_never_completes_ice_is_dropped_from_media_but_keeps_its_sea
     // The drop shows in the log and the metrics; the seat stays.
     let deadline = std::time::Instant::now() + peer::WAIT;
     loop {
-        let metrics = app
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("convene_sfu_ice_failures_total 1") {
+        let metrics = metrics(&app).await;
+        if metric(&metrics, "convene_sfu_ice_failures_total") == 1 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{metrics}");

@@ -88,6 +88,9 @@ pub struct Publish {
     pub video: bool,
     /// Extra video tracks beyond the first (to go past the server's limit).
     pub extra_video: usize,
+    /// Once connected, drop every n-th datagram from the server (0: none), as a lossy
+    /// network would.
+    pub drop_every: usize,
 }
 
 impl Publish {
@@ -95,6 +98,7 @@ impl Publish {
         audio: true,
         video: true,
         extra_video: 0,
+        drop_every: 0,
     };
 }
 
@@ -268,6 +272,7 @@ fn media_thread(
     let mut next_video = start;
     let mut want_keyframe = true;
     let mut frame_no: u32 = 0;
+    let mut received: usize = 0;
     loop {
         // Commands from the bridge.
         loop {
@@ -420,6 +425,10 @@ fn media_thread(
         socket.set_read_timeout(Some(wait)).unwrap();
         if let Ok((n, source)) = socket.recv_from(&mut buf)
             && let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n])
+            && !(publish.drop_every > 0 && rtc.is_connected() && {
+                received += 1;
+                received.is_multiple_of(publish.drop_every)
+            })
         {
             rtc.handle_input(Input::Receive(Instant::now(), receive))
                 .expect("client input");
