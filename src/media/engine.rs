@@ -48,6 +48,10 @@ struct Member {
 struct Conn {
     rtc: Rtc,
     started: Instant,
+    /// When str0m wants to be polled next without new input.
+    deadline: Instant,
+    /// Input or a write since the last poll: poll before the deadline.
+    dirty: bool,
     connected: bool,
     /// The server's offer waiting for the client's answer.
     pending: Option<SdpPendingOffer>,
@@ -112,6 +116,8 @@ impl Conn {
         Self {
             rtc,
             started: now,
+            deadline: now,
+            dirty: true,
             connected: false,
             pending: None,
             negotiated: false,
@@ -184,7 +190,13 @@ impl Engine {
             }
             let now = Instant::now();
             for i in 0..self.members.len() {
-                self.input(i, Input::Timeout(now));
+                if self.members[i]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| now >= c.deadline)
+                {
+                    self.input(i, Input::Timeout(now));
+                }
             }
         }
     }
@@ -267,6 +279,7 @@ impl Engine {
                 match Candidate::from_sdp_string(&text) {
                     Ok(candidate) => {
                         conn.candidates += 1;
+                        conn.dirty = true;
                         conn.rtc.add_remote_candidate(candidate);
                     }
                     Err(e) => self.reject(i, format!("bad ICE candidate: {e}")),
@@ -311,6 +324,7 @@ impl Engine {
             self.members[i].conn = Some(conn);
         }
         let conn = self.members[i].conn.as_mut().expect("set above");
+        conn.dirty = true;
         match conn.rtc.sdp_api().accept_offer(offer) {
             Ok(answer) => {
                 conn.negotiated = true;
@@ -344,6 +358,7 @@ impl Engine {
         let Some(pending) = conn.pending.take() else {
             return self.reject(i, "an answer, but the server made no offer".into());
         };
+        conn.dirty = true;
         let result = conn.rtc.sdp_api().accept_answer(pending, answer);
         let accepted = result.is_ok();
         let mut opened = Vec::new();
@@ -526,6 +541,7 @@ impl Engine {
         if !conn.rtc.is_alive() {
             return;
         }
+        conn.dirty = true;
         if let Err(e) = conn.rtc.handle_input(input) {
             tracing::debug!(address = %self.members[i].address, error = %e, "media input failed");
             self.drop_conn(i, Some("input failed"));
@@ -554,8 +570,12 @@ impl Engine {
                 self.negotiate(i);
                 let member = &mut self.members[i];
                 if let Some(conn) = member.conn.as_mut() {
-                    let t = poll(member.id, conn, &self.socket, &mut effects);
-                    deadline = deadline.min(t);
+                    // Only peers with something new, or whose timeout came, are polled.
+                    if conn.dirty || Instant::now() >= conn.deadline {
+                        conn.dirty = false;
+                        conn.deadline = poll(member.id, conn, &self.socket, &mut effects);
+                    }
+                    deadline = deadline.min(conn.deadline);
                 }
             }
             if effects.is_empty() {
@@ -626,6 +646,7 @@ impl Engine {
             let Some(pt) = writer.match_params(data.params) else {
                 continue;
             };
+            conn.dirty = true;
             match writer.write(pt, data.network_time, data.time, data.data.clone()) {
                 Ok(()) => forwarded += 1,
                 Err(e) => {
@@ -654,6 +675,7 @@ impl Engine {
                 }
                 track.wants_keyframe = false;
                 track.last_keyframe_request = Some(now);
+                conn.dirty = true;
                 if let Some(mut writer) = conn.rtc.writer(track.mid)
                     && writer
                         .request_keyframe(None, KeyframeRequestKind::Pli)
@@ -712,6 +734,7 @@ impl Engine {
             return;
         };
         conn.pending = Some(pending);
+        conn.dirty = true;
         let event = MediaEvent::Signal {
             room: member.room.clone(),
             to: member.address.clone(),
