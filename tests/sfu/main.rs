@@ -427,3 +427,68 @@ fn silent_offer() -> String {
     let (offer, _) = change.apply().unwrap();
     offer.to_sdp_string()
 }
+
+/// The next `signal` from `sfu` on a plain socket, skipping room news; answers its
+/// description's type and SDP.
+async fn next_sfu_description(ws: &mut ws::Client) -> (String, String) {
+    loop {
+        let m = ws.recv().await;
+        if m["type"] == "signal" && m["from"] == "sfu" {
+            let d = &m["data"]["description"];
+            return (
+                d["type"].as_str().unwrap().to_string(),
+                d["sdp"].as_str().unwrap().to_string(),
+            );
+        }
+        assert_ne!(m["type"], "error", "{m}");
+    }
+}
+
+#[tokio::test]
+async fn on_glare_the_server_ignores_the_client_offer_and_the_client_offers_again() {
+    use str0m::change::{SdpAnswer, SdpOffer};
+    use str0m::media::{Direction, MediaKind};
+    let app = app().await;
+    let (_, token) = sfu_room(&app).await;
+    // A client that only negotiates (its media never flows; ICE timing is irrelevant).
+    let (mut ws, _) = ws::Client::join(&app, &token, "glare").await;
+    let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let offer_with = |rtc: &mut str0m::Rtc, kind| {
+        let mut change = rtc.sdp_api();
+        change.add_media(kind, Direction::SendOnly, None, None, None);
+        change.apply().unwrap()
+    };
+    let signal = |kind: &str, sdp: String| json!({"type": "signal", "to": "sfu", "data": {"description": {"type": kind, "sdp": sdp}}});
+    let (offer, pending) = offer_with(&mut rtc, MediaKind::Audio);
+    ws.send(signal("offer", offer.to_sdp_string())).await;
+    let (kind, sdp) = next_sfu_description(&mut ws).await;
+    assert_eq!(kind, "answer");
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&sdp).unwrap())
+        .unwrap();
+
+    // Another participant publishes: the server offers its tracks.
+    let _publisher = Peer::join(&app, &token, Publish::AV).await;
+    let (kind, server_offer) = next_sfu_description(&mut ws).await;
+    assert_eq!(kind, "offer");
+    assert!(server_offer.contains("a=sendonly"), "{server_offer}");
+
+    // The client offers at the same time (glare): the server ignores it, no answer and no
+    // error; `ping` is answered by the very next message.
+    let (glare, _rolled_back) = offer_with(&mut rtc, MediaKind::Video);
+    ws.send(signal("offer", glare.to_sdp_string())).await;
+    ws.assert_alive().await;
+
+    // The client rolls back (drops its pending offer), answers the server's offer, then
+    // offers again: now the server answers.
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(SdpOffer::from_sdp_string(&server_offer).unwrap())
+        .unwrap();
+    ws.send(signal("answer", answer.to_sdp_string())).await;
+    let (again, _pending) = offer_with(&mut rtc, MediaKind::Video);
+    ws.send(signal("offer", again.to_sdp_string())).await;
+    let (kind, _) = next_sfu_description(&mut ws).await;
+    assert_eq!(kind, "answer");
+}
