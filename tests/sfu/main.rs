@@ -102,6 +102,13 @@ async fn three_participants_each_receive_the_other_two() {
             .count()
     });
     assert!(offers > 0);
+    // Port 0 (the harness's setting) picked a free port, which the log names.
+    let logs = app.log_text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("media plane listening (UDP)"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(!line.contains("127.0.0.1:0 "), "{line}");
 }
 
 #[tokio::test]
@@ -491,4 +498,34 @@ async fn on_glare_the_server_ignores_the_client_offer_and_the_client_offers_agai
     ws.send(signal("offer", again.to_sdp_string())).await;
     let (kind, _) = next_sfu_description(&mut ws).await;
     assert_eq!(kind, "answer");
+}
+
+#[test]
+fn a_media_port_in_use_stops_start_up_naming_the_setting() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let exited = support::run_to_exit(
+        Options::default().env("CONVENE_RTC_UDP_PORT", port),
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
+    assert!(
+        exited.stderr.contains("CONVENE_RTC_UDP_PORT"),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_advertise_address_is_refused() {
+    let exited = support::run_to_exit(
+        Options::default().env("CONVENE_RTC_ADVERTISE_IP", "0.0.0.0"),
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(exited.status.code(), Some(2), "{}", exited.stderr);
+    assert!(
+        exited.stderr.contains("CONVENE_RTC_ADVERTISE_IP"),
+        "{}",
+        exited.stderr
+    );
 }
