@@ -136,6 +136,24 @@ async fn a_late_joiner_gets_the_earlier_publishers_and_a_keyframe() {
 }
 
 #[tokio::test]
+async fn a_resumed_socket_keeps_its_peer_connection() {
+    let app = app().await;
+    let (_, token) = sfu_room(&app).await;
+    let a = Peer::join(&app, &token, Publish::AV).await;
+    let b = Peer::join(&app, &token, Publish::AV).await;
+    receives_from(&b, &a).await;
+    receives_from(&a, &b).await;
+    let descriptions = b.snapshot(|s| s.descriptions.len());
+    b.resume_signaling(&app, &token).await;
+    // Media flows on both ways, over the same peer connection: no new negotiation.
+    receives_from(&b, &a).await;
+    receives_from(&a, &b).await;
+    assert_eq!(b.snapshot(|s| s.descriptions.len()), descriptions);
+    assert_eq!(b.snapshot(|s| s.open_tracks_from(&a.address)), 2);
+    assert_eq!(a.snapshot(|s| s.open_tracks_from(&b.address)), 2);
+}
+
+#[tokio::test]
 async fn a_participant_that_leaves_stops_being_forwarded() {
     let app = app().await;
     let (_, token) = sfu_room(&app).await;

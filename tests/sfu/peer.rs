@@ -72,6 +72,8 @@ impl Seen {
 /// What the bridge tells the media thread.
 enum ToMedia {
     Offer,
+    /// Signals go out through this bridge from now on (after a resume).
+    Rewire(tmpsc::UnboundedSender<FromMedia>),
     Signal(Value),
     Stop,
 }
@@ -105,10 +107,12 @@ impl Publish {
 /// One participant: signaling socket, media thread and what it saw.
 pub struct Peer {
     pub address: String,
+    resume_token: String,
+    app_host: String,
     pub seen: Arc<Mutex<Seen>>,
     changed: Arc<Notify>,
     to_media: mpsc::Sender<ToMedia>,
-    to_socket: tmpsc::UnboundedSender<Value>,
+    to_socket: Mutex<tmpsc::UnboundedSender<Value>>,
 }
 
 impl Peer {
@@ -123,6 +127,7 @@ impl Peer {
     pub async fn join_quiet(app: &TestApp, token: &str, publish: Publish) -> Self {
         let (ws, joined) = ws::Client::join(app, token, "headless").await;
         let address = joined["address"].as_str().unwrap().to_string();
+        let resume_token = joined["resumeToken"].as_str().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let changed = Arc::new(Notify::new());
         let (to_media, media_rx) = mpsc::channel();
@@ -142,10 +147,12 @@ impl Peer {
         ));
         Self {
             address,
+            resume_token,
+            app_host: app.address.clone(),
             seen,
             changed,
             to_media,
-            to_socket,
+            to_socket: Mutex::new(to_socket),
         }
     }
 
@@ -167,6 +174,34 @@ impl Peer {
         }
     }
 
+    /// Drops the signaling socket without a close handshake and resumes the seat on a new
+    /// one (same address); the media thread and its peer connection carry on.
+    pub async fn resume_signaling(&self, app: &TestApp, token: &str) {
+        assert_eq!(self.app_host, app.address);
+        self.send(json!({"type": "__drop"}));
+        self.wait_for("the socket to drop", |s| s.closed.is_some())
+            .await;
+        let (ws, joined) = ws::Client::join_with(
+            app,
+            json!({"type": "join", "token": token, "resume": self.resume_token}),
+        )
+        .await;
+        assert_eq!(joined["address"], self.address.as_str());
+        let (from_media, from_media_rx) = tmpsc::unbounded_channel();
+        let (to_socket, socket_rx) = tmpsc::unbounded_channel();
+        let _ = self.to_media.send(ToMedia::Rewire(from_media));
+        *self.to_socket.lock().unwrap() = to_socket;
+        self.seen.lock().unwrap().closed = None;
+        tokio::spawn(bridge(
+            ws,
+            from_media_rx,
+            socket_rx,
+            self.to_media.clone(),
+            self.seen.clone(),
+            self.changed.clone(),
+        ));
+    }
+
     /// Makes the client's first offer to the server.
     pub fn offer(&self) {
         let _ = self.to_media.send(ToMedia::Offer);
@@ -174,7 +209,7 @@ impl Peer {
 
     /// Sends a signaling message as it is.
     pub fn send(&self, message: Value) {
-        let _ = self.to_socket.send(message);
+        let _ = self.to_socket.lock().unwrap().send(message);
     }
 
     /// Sends `signal {to: "sfu", data}`.
@@ -239,7 +274,15 @@ async fn bridge(
             Some(FromMedia::Signal(data)) = from_media.recv() => {
                 ws.send(json!({"type": "signal", "to": "sfu", "data": data})).await;
             }
-            Some(message) = to_socket.recv() => ws.send(message).await,
+            Some(message) = to_socket.recv() => {
+                if message["type"] == "__drop" {
+                    ws.drop_connection();
+                    seen.lock().unwrap().closed = Some(1006);
+                    changed.notify_waiters();
+                    return;
+                }
+                ws.send(message).await
+            }
         }
     }
 }
@@ -249,7 +292,7 @@ async fn bridge(
 fn media_thread(
     publish: Publish,
     commands: mpsc::Receiver<ToMedia>,
-    out: tmpsc::UnboundedSender<FromMedia>,
+    mut out: tmpsc::UnboundedSender<FromMedia>,
     seen: Arc<Mutex<Seen>>,
     changed: Arc<Notify>,
 ) {
@@ -306,6 +349,7 @@ fn media_thread(
                         offer.to_sdp_string(),
                     )));
                 }
+                Ok(ToMedia::Rewire(to)) => out = to,
                 Ok(ToMedia::Signal(data)) => {
                     let Some(d) = data.get("description") else {
                         continue;
