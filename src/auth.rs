@@ -3,13 +3,13 @@
 //! Keys are hashed with SHA-256 at start-up; a presented key is hashed too and compared
 //! against every configured hash with `subtle`, without an early exit, so neither the
 //! position nor the length of a matching key leaks through timing. Keys are never logged.
+//!
+//! A request carries at most one key header: two of them (even two equal ones) are refused,
+//! so that no proxy or server in between can pick a different one than this service does.
 
 use crate::error::ApiError;
-use crate::startup::AppState;
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::http::header::HeaderMap;
 use sha2::{Digest, Sha256};
-use std::future::{Ready, ready};
 use subtle::ConstantTimeEq;
 
 /// The header that carries an API key, as published.
@@ -47,28 +47,19 @@ impl ApiKeys {
     }
 }
 
-fn hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+/// The key header of a request: `None` when absent, 400 `BASE-00016` naming the header when
+/// it is given more than once. A value that is not visible ASCII reads as an unknown key.
+pub fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(API_KEY_HEADER);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::invalid_value(API_KEY_HEADER));
+    }
+    Ok(first.map(|v| v.to_str().unwrap_or("\u{fffd}")))
 }
 
-/// Extractor: the request carries a valid API key. Put it first among a handler's
-/// arguments so that authentication is checked before the body is read.
-pub struct Authorized;
-
-impl FromRequest for Authorized {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::internal()));
-        };
-        let header = req
-            .headers()
-            .get(API_KEY_HEADER)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        ready(state.api_keys.check(header).map(|()| Authorized))
-    }
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -84,6 +75,19 @@ mod tests {
         assert!(!keys.accepts("new-ke"));
         assert!(!keys.accepts("new-key2"));
         assert!(!keys.accepts(""));
+    }
+
+    #[test]
+    fn a_key_header_given_twice_is_an_invalid_value() {
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        let name = HeaderName::from_static(API_KEY_HEADER);
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_key(&headers), Ok(None));
+        headers.append(name.clone(), HeaderValue::from_static("k"));
+        assert_eq!(presented_key(&headers), Ok(Some("k")));
+        headers.append(name, HeaderValue::from_static("k"));
+        let error = presented_key(&headers).unwrap_err();
+        assert_eq!(error, ApiError::invalid_value("x-vcs-token"));
     }
 
     #[test]

@@ -12,6 +12,15 @@ use std::time::Duration;
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "CONVENE_";
 
+/// The body limit of the contract, used where the configured one is not at hand.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Largest request head (request line, header fields and the blank line after them); see
+/// `crate::heads`, which enforces it.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Most header fields in one request head (actix-http's own limit).
+pub const MAX_HEADERS: usize = 96;
+
 /// The service's settings, after layering and validation.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +43,7 @@ pub struct Settings {
     pub room_ttl_seconds: u64,
     pub endpoint_ttl_seconds: u64,
     pub max_body_bytes: usize,
+    pub request_body_timeout_seconds: u64,
     pub log_format: String,
     pub log_level: String,
     pub signaling_join_timeout_ms: u64,
@@ -44,6 +54,8 @@ pub struct Settings {
     pub signaling_rate_per_second: u32,
     pub signaling_rate_burst: u32,
     pub signaling_queue_capacity: usize,
+    pub signaling_max_pending_sockets: usize,
+    pub signaling_max_pending_sockets_per_ip: usize,
     pub ice_servers: Vec<String>,
     pub turn_secret: String,
     pub turn_credential_ttl_seconds: u64,
@@ -176,6 +188,10 @@ impl Settings {
             ("CONVENE_ENDPOINT_TTL_SECONDS", self.endpoint_ttl_seconds),
             ("CONVENE_STORE_TIMEOUT_MS", self.store_timeout_ms),
             (
+                "CONVENE_REQUEST_BODY_TIMEOUT_SECONDS",
+                self.request_body_timeout_seconds,
+            ),
+            (
                 "CONVENE_STORE_SWEEP_INTERVAL_SECONDS",
                 self.store_sweep_interval_seconds,
             ),
@@ -210,6 +226,14 @@ impl Settings {
             (
                 "CONVENE_SIGNALING_QUEUE_CAPACITY",
                 self.signaling_queue_capacity as u64,
+            ),
+            (
+                "CONVENE_SIGNALING_MAX_PENDING_SOCKETS",
+                self.signaling_max_pending_sockets as u64,
+            ),
+            (
+                "CONVENE_SIGNALING_MAX_PENDING_SOCKETS_PER_IP",
+                self.signaling_max_pending_sockets_per_ip as u64,
             ),
             (
                 "CONVENE_TURN_CREDENTIAL_TTL_SECONDS",
@@ -376,5 +400,19 @@ mod tests {
         );
         let e = env(&[("CONVENE_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(e.0.contains("CONVENE_LOG_FORMAT"), "{e}");
+        for name in [
+            "CONVENE_SIGNALING_MAX_PENDING_SOCKETS",
+            "CONVENE_SIGNALING_MAX_PENDING_SOCKETS_PER_IP",
+        ] {
+            let e = env(&[(name, "0")]).unwrap_err();
+            assert!(e.0.contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn pending_socket_caps_default_to_10000_and_100_per_address() {
+        let s = env(&[]).unwrap();
+        assert_eq!(s.signaling_max_pending_sockets, 10000);
+        assert_eq!(s.signaling_max_pending_sockets_per_ip, 100);
     }
 }

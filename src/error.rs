@@ -6,16 +6,17 @@
 //! `ResponseError` impl renders it. The wording of published messages is kept to the
 //! letter (typos included), because clients match on it.
 
+use crate::model::{JoinRefused, RoomError, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
 
-/// Declares [`Code`] and its table in one place, so a code cannot exist without its row,
-/// and [`Code::ALL`] cannot miss one.
+/// Declares [`Code`] and its table (status as a `StatusCode` constant, code, id) in one
+/// place, so a code cannot exist without its row, and [`Code::ALL`] cannot miss one.
 macro_rules! codes {
-    ($($(#[$doc:meta])* $name:ident => ($status:literal, $code:literal, $id:expr),)*) => {
+    ($($(#[$doc:meta])* $name:ident => ($status:path, $code:literal, $id:expr),)*) => {
         /// Every error the service can answer with: HTTP status, code and id.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Code {
@@ -23,11 +24,12 @@ macro_rules! codes {
         }
 
         impl Code {
-            /// Every code, in the table's order.
+            /// Every code, in the table's order (for the tests).
+            #[cfg(test)]
             pub const ALL: &[Code] = &[$(Code::$name),*];
 
             /// `(HTTP status, code, id)`: the table itself.
-            const fn row(self) -> (u16, &'static str, Option<&'static str>) {
+            const fn row(self) -> (StatusCode, &'static str, Option<&'static str>) {
                 match self {
                     $(Code::$name => ($status, $code, $id),)*
                 }
@@ -37,45 +39,56 @@ macro_rules! codes {
 }
 
 codes! {
-    Internal => (500, "BASE-00000", Some("INTERNAL_ERROR")),
-    AuthorizationMissing => (401, "BASE-00001", None),
-    NotFound => (404, "BASE-00002", Some("NOT_FOUND")),
-    MethodNotAllowed => (405, "BASE-00003", Some("METHOD_NOT_ALLOWED")),
-    Forbidden => (403, "BASE-00004", Some("FORBIDDEN")),
-    ParameterMissing => (400, "BASE-00011", Some("PARAMETER_MISSING")),
-    StringSize => (400, "BASE-00013", Some("STRING_SIZE")),
-    InvalidJson => (400, "BASE-00014", None),
-    NumberSize => (400, "BASE-00015", Some("NUMBER_SIZE")),
-    InvalidValue => (400, "BASE-00016", Some("INVALID_VALUE")),
-    UnsupportedMediaType => (415, "BASE-00017", None),
-    PayloadTooLarge => (413, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
-    ServiceUnavailable => (503, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
+    Internal => (StatusCode::INTERNAL_SERVER_ERROR, "BASE-00000", Some("INTERNAL_ERROR")),
+    AuthorizationMissing => (StatusCode::UNAUTHORIZED, "BASE-00001", None),
+    NotFound => (StatusCode::NOT_FOUND, "BASE-00002", Some("NOT_FOUND")),
+    MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "BASE-00003", Some("METHOD_NOT_ALLOWED")),
+    Forbidden => (StatusCode::FORBIDDEN, "BASE-00004", Some("FORBIDDEN")),
+    ParameterMissing => (StatusCode::BAD_REQUEST, "BASE-00011", Some("PARAMETER_MISSING")),
+    StringSize => (StatusCode::BAD_REQUEST, "BASE-00013", Some("STRING_SIZE")),
+    InvalidJson => (StatusCode::BAD_REQUEST, "BASE-00014", None),
+    NumberSize => (StatusCode::BAD_REQUEST, "BASE-00015", Some("NUMBER_SIZE")),
+    InvalidValue => (StatusCode::BAD_REQUEST, "BASE-00016", Some("INVALID_VALUE")),
+    UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "BASE-00017", None),
+    PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "BASE-00018", Some("PAYLOAD_TOO_LARGE")),
+    /// A request body that did not arrive within `request_body_timeout_seconds`.
+    RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "BASE-00019", Some("REQUEST_TIMEOUT")),
+    ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "BASE-00020", Some("SERVICE_UNAVAILABLE")),
+    /// A request head over `config::MAX_HEAD_BYTES`, or with more than `config::MAX_HEADERS`
+    /// header fields.
+    HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "BASE-00021", Some("HEADERS_TOO_LARGE")),
     /// `REALTIME-00004` where the published API answers 400 (DELETE).
-    RoomDoesNotExist => (400, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
+    RoomDoesNotExist => (StatusCode::BAD_REQUEST, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
     /// `REALTIME-00004` where the contract answers 404 (GET one room).
-    RoomNotFound => (404, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
-    InvalidToken => (400, "REALTIME-00009", Some("INVALID_TOKEN")),
+    RoomNotFound => (StatusCode::NOT_FOUND, "REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST")),
+    InvalidToken => (StatusCode::BAD_REQUEST, "REALTIME-00009", Some("INVALID_TOKEN")),
     /// Signaling: the room has no seat left.
-    RoomFull => (409, "REALTIME-00010", Some("CONFERENCE_ROOM_FULL")),
+    RoomFull => (StatusCode::CONFLICT, "REALTIME-00010", Some("CONFERENCE_ROOM_FULL")),
     /// Signaling: no participant with that address in the room.
-    ParticipantDoesNotExist => (404, "REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST")),
+    ParticipantDoesNotExist => (StatusCode::NOT_FOUND, "REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST")),
     /// Signaling: a message other than `join` before `join`.
-    NotJoined => (400, "REALTIME-00012", Some("NOT_JOINED")),
+    NotJoined => (StatusCode::BAD_REQUEST, "REALTIME-00012", Some("NOT_JOINED")),
     /// Signaling: a second `join` on the same socket.
-    AlreadyJoined => (400, "REALTIME-00013", Some("ALREADY_JOINED")),
+    AlreadyJoined => (StatusCode::BAD_REQUEST, "REALTIME-00013", Some("ALREADY_JOINED")),
     /// Signaling: more messages per second than allowed.
-    TooManyMessages => (429, "REALTIME-00014", Some("TOO_MANY_MESSAGES")),
+    TooManyMessages => (StatusCode::TOO_MANY_REQUESTS, "REALTIME-00014", Some("TOO_MANY_MESSAGES")),
     /// Signaling: the participant stayed longer than `endpointTTLSeconds`.
-    EndpointExpired => (410, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
+    EndpointExpired => (StatusCode::GONE, "REALTIME-00015", Some("ENDPOINT_EXPIRED")),
     /// Signaling: the room's media server is not available.
-    SfuUnavailable => (503, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
+    SfuUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "REALTIME-00016", Some("SFU_UNAVAILABLE")),
+    /// WebSocket upgrade: this peer address holds as many sockets that have not joined (or
+    /// authenticated) yet as it may.
+    TooManyConnections => (StatusCode::TOO_MANY_REQUESTS, "REALTIME-00017", Some("TOO_MANY_CONNECTIONS")),
+    /// WebSocket upgrade: the service holds as many sockets that have not joined (or
+    /// authenticated) yet as it may.
+    TooManyPendingConnections => (StatusCode::SERVICE_UNAVAILABLE, "REALTIME-00018", Some("TOO_MANY_PENDING_CONNECTIONS")),
     /// Signaling: the media server could not use a `signal` sent to `sfu`.
-    SfuSignalRejected => (400, "REALTIME-00017", Some("SFU_SIGNAL_REJECTED")),
+    SfuSignalRejected => (StatusCode::BAD_REQUEST, "REALTIME-00020", Some("SFU_SIGNAL_REJECTED")),
 }
 
 impl Code {
     pub fn status(self) -> StatusCode {
-        StatusCode::from_u16(self.row().0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        self.row().0
     }
 
     pub fn code(self) -> &'static str {
@@ -187,10 +200,31 @@ impl ApiError {
         )
     }
 
+    pub fn request_timeout(seconds: u64) -> Self {
+        Self::new(
+            Code::RequestTimeout,
+            format!("The request body was not received within ::= [{seconds}] seconds."),
+        )
+    }
+
     pub fn service_unavailable() -> Self {
         Self::new(
             Code::ServiceUnavailable,
             "The service is temporarily unavailable. Try again later.",
+        )
+    }
+
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request head is larger than ::= [{limit}] bytes."),
+        )
+    }
+
+    pub fn too_many_headers(max: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("The request has more than ::= [{max}] header fields."),
         )
     }
 
@@ -257,6 +291,22 @@ impl ApiError {
         )
     }
 
+    pub fn too_many_connections(per_address: usize) -> Self {
+        Self::new(
+            Code::TooManyConnections,
+            format!(
+                "This address already has ::= [{per_address}] sockets that have not joined or authenticated yet."
+            ),
+        )
+    }
+
+    pub fn too_many_pending_connections() -> Self {
+        Self::new(
+            Code::TooManyPendingConnections,
+            "Too many sockets have not joined or authenticated yet. Try again later.",
+        )
+    }
+
     /// A `signal` to `sfu` that the media server could not use; `reason` says why.
     pub fn sfu_signal_rejected(reason: &str) -> Self {
         Self::new(
@@ -278,8 +328,9 @@ impl ApiError {
         match status {
             404 => Self::not_found(path),
             405 => Self::method_not_allowed(method, path),
-            413 => Self::payload_too_large(crate::startup::DEFAULT_BODY_LIMIT),
+            413 => Self::payload_too_large(crate::config::DEFAULT_BODY_LIMIT),
             415 => Self::unsupported_media_type(),
+            431 => Self::headers_too_large(crate::config::MAX_HEAD_BYTES),
             503 => Self::service_unavailable(),
             400..=499 => Self::new(Code::InvalidValue, "The request is invalid."),
             _ => Self::internal(),
@@ -293,6 +344,44 @@ impl ApiError {
             code: self.code.code(),
             id: self.code.id(),
             description: [self.description.as_str()],
+        }
+    }
+}
+
+/// The store failed: 503 `BASE-00020` (and a warning in the log).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "store operation failed");
+        ApiError::service_unavailable()
+    }
+}
+
+/// A room operation failed: 404 `REALTIME-00004` for a missing room (as for GET; DELETE
+/// answers 400, see [`ApiError::from_delete`]), 503 when the store failed.
+impl From<RoomError> for ApiError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::NotFound(id) => ApiError::room_not_found(&id),
+            RoomError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// A failed delete: 400 `REALTIME-00004` for a missing room, as published.
+    pub fn from_delete(e: RoomError) -> Self {
+        match e {
+            RoomError::NotFound(id) => ApiError::room_does_not_exist(&id),
+            RoomError::Store(e) => e.into(),
+        }
+    }
+
+    /// A refused `join` of room `room_id`.
+    pub fn from_join_refused(room_id: &str, refused: &JoinRefused) -> Self {
+        match refused {
+            JoinRefused::Token => ApiError::room_token_invalid(),
+            JoinRefused::Gone => ApiError::room_does_not_exist(room_id),
+            JoinRefused::Full { max } => ApiError::room_full(room_id, *max),
         }
     }
 }
@@ -352,11 +441,45 @@ mod tests {
         );
     }
 
+    /// The rows of the error table in `docs/api.md`: `(status, code, id)`, `id` `None`
+    /// where the table says `null`.
+    fn documented_rows() -> Vec<(u16, String, Option<String>)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        text.lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let status = cells.get(1)?.parse().ok()?;
+                let code = cells.get(2)?.trim_matches('`').to_string();
+                let id = cells.get(3)?.trim_matches('`');
+                Some((status, code, (id != "null").then(|| id.to_string())))
+            })
+            .collect()
+    }
+
     #[test]
-    fn every_code_has_a_valid_status() {
+    fn every_code_has_the_documented_status_and_id() {
+        let documented = documented_rows();
+        assert!(documented.len() >= Code::ALL.len(), "{documented:?}");
         for &code in Code::ALL {
-            assert_eq!(code.status().as_u16(), code.row().0, "{code:?}");
+            let row = (
+                code.status().as_u16(),
+                code.code().to_string(),
+                code.id().map(str::to_string),
+            );
+            assert!(
+                documented.contains(&row),
+                "{code:?}: {row:?} is not a row of docs/api.md's error table"
+            );
         }
+    }
+
+    #[test]
+    fn the_status_check_catches_a_wrong_status() {
+        let documented = documented_rows();
+        // BASE-00001 is published as 401; the same code with 400 is not a documented row.
+        assert!(documented.contains(&(401, "BASE-00001".into(), None)));
+        assert!(!documented.contains(&(400, "BASE-00001".into(), None)));
     }
 
     #[test]
@@ -365,7 +488,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for &code in Code::ALL {
             assert!(
-                seen.insert((code.code(), code.row().0)),
+                seen.insert((code.code(), code.status())),
                 "{code:?} repeats a row"
             );
         }

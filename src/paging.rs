@@ -4,7 +4,7 @@
 //! A token is `base64url(creationTime "." id "." mac)` where `mac` is an HMAC-SHA256 (first
 //! 16 bytes) over `creationTime "." id`, keyed by a key derived from the token secret.
 
-use crate::store::Cursor;
+use crate::model::Cursor;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};

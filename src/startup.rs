@@ -1,37 +1,33 @@
 //! Building and running the application: store, actors, HTTP server.
 
 use crate::admin::events::Events;
-use crate::api;
+use crate::api::{self, AppState};
 use crate::auth::ApiKeys;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::heads::HeadGuard;
 use crate::media::{MediaConfig, MediaEvent, MediaPlane};
+use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
-use crate::room::{Limits, RoomServices, Rooms, now_ms};
+use crate::room::{RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry;
 use crate::token::RoomTokens;
-use actix_web::dev::Server;
+use crate::wsguard::PendingSockets;
+use actix_http::{HttpService, KeepAlive, Protocol, Request, Response};
+use actix_service::{
+    IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_service, map_config,
+};
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::rt::net::TcpStream;
+use actix_web::{App, web};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-
-/// The body limit of the contract, used where the configured one is not at hand.
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub settings: Settings,
-    pub api_keys: ApiKeys,
-    pub rooms: Rooms,
-    pub page_tokens: PageTokens,
-    /// Turns `true` when the service shuts down; every signaling session watches it.
-    pub shutdown: watch::Receiver<bool>,
-}
 
 pub struct Application {
     server: Server,
@@ -57,13 +53,14 @@ impl Application {
             mesh: settings.mesh_max_participants,
             sfu: settings.sfu_max_participants,
         };
-        let events = Events::new(
+        let events = Arc::new(Events::new(
             limits,
             settings.admin_event_log_size,
             settings.admin_queue_capacity,
-        );
-        // media: the SFU's media plane, on a thread of its own; its events reach
-        // participants through their rooms (see `deliver_media_events`).
+        ));
+        let signaling = Arc::new(SignalingConfig::from_settings(&settings));
+        // The SFU's media plane, on a thread of its own; its events reach participants
+        // through their rooms (see `deliver_media_events`).
         let (media, media_events) = start_media(&settings)?;
         let rooms = Rooms::start(RoomServices {
             limits,
@@ -71,9 +68,9 @@ impl Application {
             room_ttl_seconds: settings.room_ttl_seconds,
             endpoint_ttl_seconds: settings.endpoint_ttl_seconds,
             tokens: RoomTokens::new(secret, &settings.token_issuer, &settings.token_audience),
+            resume_grace: signaling.resume_grace,
             store: store.clone(),
-            signaling: SignalingConfig::from_settings(&settings),
-            events: Arc::new(events),
+            observers: vec![events.clone()],
             media: Some(media),
         });
         deliver_media_events(rooms.clone(), media_events);
@@ -91,9 +88,15 @@ impl Application {
             api_keys: ApiKeys::new(&settings.api_keys),
             page_tokens: PageTokens::new(secret),
             rooms,
+            events,
+            signaling,
+            pending: PendingSockets::new(
+                settings.signaling_max_pending_sockets,
+                settings.signaling_max_pending_sockets_per_ip,
+            ),
             settings: settings.clone(),
         });
-        let mut server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(
@@ -107,14 +110,8 @@ impl Application {
                 .wrap(from_fn(telemetry::request_context))
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))
-        })
-        .shutdown_timeout(settings.shutdown_timeout_seconds)
-        .disable_signals()
-        .listen(listener)?;
-        if settings.workers > 0 {
-            server = server.workers(settings.workers);
-        }
-        let server = server.run();
+        };
+        let server = serve(listener, &settings, app)?;
         stop_on_signal(&server, shutdown)?;
         Ok(Self { server, addr })
     }
@@ -128,6 +125,60 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Serves `app` on `listener` as actix-web's `HttpServer` does (HTTP/1.1, its keep-alive,
+/// request and disconnect timeouts, graceful shutdown), but with every connection's socket
+/// wrapped in a [`HeadGuard`], which answers an oversized request head with the table's
+/// error (see `crate::heads`). `HttpServer` offers no way to wrap the socket.
+fn serve<F, I, S, B>(listener: TcpListener, settings: &Settings, app: F) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let addr = listener.local_addr()?;
+    let builder = Server::build()
+        .shutdown_timeout(settings.shutdown_timeout_seconds)
+        .disable_signals();
+    // Tells open connections that the server stops, so idle keep-alive ones close at once.
+    let stopping = builder.graceful_shutdown_signal();
+    let mut builder = builder.listen("convene", listener, move || {
+        let stopping = stopping.clone();
+        // The same settings as actix-web's `HttpServer` defaults.
+        let http = HttpService::build()
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
+            .keep_alive(KeepAlive::default())
+            .client_request_timeout(Duration::from_secs(5))
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .h1_allow_half_closed(true)
+            .local_addr(addr)
+            .finish(map_config(
+                app()
+                    .into_factory()
+                    .map_err(|err| err.into().error_response()),
+                |_| AppConfig::default(),
+            ));
+        fn_service(|io: TcpStream| async move {
+            let _ = io.set_nodelay(true);
+            let peer = io.peer_addr().ok();
+            Ok::<_, actix_http::error::DispatchError>((HeadGuard::new(io), Protocol::Http1, peer))
+        })
+        .and_then(http)
+    })?;
+    if settings.workers > 0 {
+        builder = builder.workers(settings.workers);
+    }
+    Ok(builder.run())
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that comes before the server is
@@ -149,7 +200,7 @@ fn stop_on_signal(server: &Server, shutdown: watch::Sender<bool>) -> std::io::Re
     Ok(())
 }
 
-/// media: starts the media plane from the `rtc_*` settings.
+/// Starts the media plane from the `rtc_*` settings.
 fn start_media(
     settings: &Settings,
 ) -> Result<(MediaPlane, mpsc::UnboundedReceiver<MediaEvent>), Box<dyn std::error::Error>> {
@@ -170,7 +221,7 @@ fn start_media(
     Ok((media, rx))
 }
 
-/// media: hands the media plane's events to the rooms, which deliver them to their
+/// Hands the media plane's events to the rooms, which deliver them to their
 /// participants (`signal {from: "sfu"}`, or an `error` for a rejected signal).
 fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
     actix_web::rt::spawn(async move {
@@ -178,7 +229,7 @@ fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaE
             match event {
                 MediaEvent::Signal { room, to, data } => {
                     if let Some(room) = rooms.get(&room).await {
-                        room.signal_from_sfu(&to, &data);
+                        room.signal_from_sfu(&to, data);
                     }
                 }
                 MediaEvent::Rejected {
@@ -187,7 +238,7 @@ fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaE
                     reason,
                 } => {
                     if let Some(room) = rooms.get(&room).await {
-                        room.sfu_rejected(&address, &reason);
+                        room.sfu_rejected(&address, reason);
                     }
                 }
                 MediaEvent::PeerState {

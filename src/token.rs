@@ -2,8 +2,9 @@
 //!
 //! A token names its room (`sub`) and carries the room's `nonce`, a random value that lives
 //! and dies with the room: a token of a deleted room never works again, not even for a new
-//! room of the same name. The algorithm is pinned, `exp` is required, and issuer and
-//! audience are set and checked.
+//! room of the same name. The algorithm is pinned, `exp` is required, issuer and
+//! audience are set and checked, and a `nbf` ("not before"), when a token carries one, is
+//! honoured: a token is refused until that time.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,8 @@ impl RoomTokens {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.validate_exp = true;
+        // The service never issues `nbf`, but a token that carries one is not valid before it.
+        validation.validate_nbf = true;
         validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -71,7 +74,7 @@ impl RoomTokens {
         (token, claims.exp)
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry. The caller checks that
+    /// Verifies signature, algorithm, issuer, audience, expiry and `nbf` (when present). The caller checks that
     /// the room named by `sub` exists and has the token's `nonce`.
     pub fn verify(&self, token: &str) -> Result<RoomClaims, TokenError> {
         decode::<RoomClaims>(token, &self.decoding, &self.validation)
@@ -167,6 +170,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tokens().verify(&token), Err(TokenError::Invalid));
+    }
+
+    /// Signs `claims` with the test secret, as someone who knows it could.
+    fn sign(claims: &serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn claims_with_nbf(nbf: Option<u64>) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "iss": "convene", "aud": "convene-room", "sub": "RO-1", "nonce": "n1",
+            "iat": now(), "exp": now() + 600,
+        });
+        if let Some(nbf) = nbf {
+            claims["nbf"] = nbf.into();
+        }
+        claims
+    }
+
+    #[test]
+    fn a_future_nbf_is_refused() {
+        let token = sign(&claims_with_nbf(Some(now() + 300)));
+        assert_eq!(tokens().verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_past_or_absent_nbf_is_accepted() {
+        for nbf in [Some(now() - 300), Some(now()), None] {
+            let claims = tokens().verify(&sign(&claims_with_nbf(nbf))).unwrap();
+            assert_eq!(claims.sub, "RO-1", "{nbf:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_nbf_is_refused() {
+        let mut claims = claims_with_nbf(None);
+        claims["nbf"] = "tomorrow".into();
+        assert_eq!(tokens().verify(&sign(&claims)), Err(TokenError::Invalid));
     }
 
     #[test]

@@ -6,25 +6,12 @@
 //! cut off (its socket closes) and reconnects with the last sequence number it saw, so a
 //! slow admin client never slows a room down.
 
-use crate::room::{Limits, RoomRecord, RoomView};
-use crate::signaling::protocol::Participant;
+use crate::model::{ConferenceType, Limits, Participant, RoomRecord, RoomView};
+use crate::room::{RoomEvent, RoomObserver};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
-
-/// A change of room state.
-pub enum Event<'a> {
-    RoomCreated(&'a Arc<RoomRecord>),
-    /// A change of the room's record other than an upgrade (a refreshed token).
-    RoomUpdated(&'a Arc<RoomRecord>),
-    RoomUpgraded(&'a Arc<RoomRecord>),
-    RoomDeleted(&'a str),
-    RoomExpired(&'a str),
-    ParticipantJoined(&'a str, &'a Participant),
-    ParticipantUpdated(&'a str, &'a Participant),
-    ParticipantLeft(&'a str, &'a str, &'a str),
-}
 
 /// The wire form of an event: `{"type": ..., "seq": ..., ...}`.
 #[derive(Serialize)]
@@ -134,28 +121,26 @@ impl Events {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds rooms restored at start-up, without events.
-    pub fn restored(&self, records: &[Arc<RoomRecord>]) {
-        let mut state = self.state();
-        for record in records {
-            state.rooms.insert(
-                record.id.clone(),
-                LiveRoom {
-                    record: record.clone(),
-                    participants: Vec::new(),
-                },
-            );
-        }
-    }
-
     /// Applies a change to the live state, numbers it, logs it and fans it out.
-    pub fn publish(&self, event: Event<'_>) {
+    pub fn publish(&self, event: &RoomEvent) {
         let mut guard = self.state();
         let state = &mut *guard;
         let seq = state.seq + 1;
         let limits = &self.limits;
         let wire = match event {
-            Event::RoomCreated(r) => {
+            RoomEvent::RoomsRestored(records) => {
+                for record in records {
+                    state.rooms.insert(
+                        record.id.clone(),
+                        LiveRoom {
+                            record: record.clone(),
+                            participants: Vec::new(),
+                        },
+                    );
+                }
+                return;
+            }
+            RoomEvent::RoomCreated(r) => {
                 state.rooms.insert(
                     r.id.clone(),
                     LiveRoom {
@@ -168,12 +153,12 @@ impl Events {
                     room: r.view(limits),
                 }
             }
-            Event::RoomUpdated(r) | Event::RoomUpgraded(r) => {
+            RoomEvent::RoomUpdated(r) | RoomEvent::RoomUpgraded(r) => {
                 if let Some(live) = state.rooms.get_mut(&r.id) {
                     live.record = r.clone();
                 }
                 match event {
-                    Event::RoomUpgraded(_) => Wire::RoomUpgraded {
+                    RoomEvent::RoomUpgraded(_) => Wire::RoomUpgraded {
                         seq,
                         room: r.view(limits),
                     },
@@ -183,16 +168,19 @@ impl Events {
                     },
                 }
             }
-            Event::RoomDeleted(id) | Event::RoomExpired(id) => {
-                if state.rooms.remove(id).is_none() {
+            RoomEvent::RoomDeleted { room_id, .. } | RoomEvent::RoomExpired { room_id, .. } => {
+                if state.rooms.remove(room_id).is_none() {
                     return;
                 }
                 match event {
-                    Event::RoomExpired(_) => Wire::RoomExpired { seq, room_id: id },
-                    _ => Wire::RoomDeleted { seq, room_id: id },
+                    RoomEvent::RoomExpired { .. } => Wire::RoomExpired { seq, room_id },
+                    _ => Wire::RoomDeleted { seq, room_id },
                 }
             }
-            Event::ParticipantJoined(room_id, p) => {
+            RoomEvent::ParticipantJoined {
+                room_id,
+                participant: p,
+            } => {
                 if let Some(live) = state.rooms.get_mut(room_id) {
                     live.participants.push(p.clone());
                 }
@@ -202,7 +190,10 @@ impl Events {
                     participant: p,
                 }
             }
-            Event::ParticipantUpdated(room_id, p) => {
+            RoomEvent::ParticipantUpdated {
+                room_id,
+                participant: p,
+            } => {
                 if let Some(live) = state.rooms.get_mut(room_id)
                     && let Some(slot) = live
                         .participants
@@ -217,9 +208,13 @@ impl Events {
                     participant: p,
                 }
             }
-            Event::ParticipantLeft(room_id, address, reason) => {
+            RoomEvent::ParticipantLeft {
+                room_id,
+                address,
+                reason,
+            } => {
                 if let Some(live) = state.rooms.get_mut(room_id) {
-                    live.participants.retain(|p| p.address != address);
+                    live.participants.retain(|p| &p.address != address);
                 }
                 Wire::ParticipantLeft {
                     seq,
@@ -290,16 +285,15 @@ impl Events {
         let sfu = state
             .rooms
             .values()
-            .filter(|r| r.record.conference_type == crate::room::ConferenceType::Sfu)
+            .filter(|r| r.record.conference_type == ConferenceType::Sfu)
             .count();
         let participants = state.rooms.values().map(|r| r.participants.len()).sum();
         (state.rooms.len() - sfu, sfu, participants)
     }
+}
 
-    /// How many admin streams are connected.
-    pub fn subscribers(&self) -> usize {
-        let mut state = self.state();
-        state.subscribers.retain(|s| !s.tx.is_closed());
-        state.subscribers.len()
+impl RoomObserver for Events {
+    fn on_event(&self, event: &RoomEvent) {
+        self.publish(event);
     }
 }

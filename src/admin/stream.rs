@@ -1,172 +1,137 @@
-//! `GET /api/realtime/admin/events`: the live event stream of every room's state.
+//! The admin event stream's task: the live event stream of every room's state, on the
+//! socket that `GET /api/realtime/admin/events` (`src/api/admin_stream.rs`) upgraded.
 //!
 //! Authenticated by the `x-vcs-token` header, or (browsers cannot set headers on a
 //! WebSocket) by `{"type":"auth","apiKey":...,"lastSeq"?:n}` as the first message. Browser
 //! pages must come from an allowed origin. First a snapshot (or, with `lastSeq` still in
 //! the log, the events after it), then every change. See `docs/admin.md`.
 
-use crate::auth::API_KEY_HEADER;
-use crate::error::{ApiError, Code};
+use super::events::Events;
+use crate::auth::ApiKeys;
+use crate::error::ApiError;
 use crate::signaling::protocol::{ServerMessage, close};
-use crate::startup::AppState;
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use crate::wsguard::{PendingSlot, is_too_big};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
-use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Time a socket has to send its `auth` message.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame an admin client may send (only `auth` and pings are expected).
-const MAX_FRAME: usize = 4096;
+pub const MAX_FRAME: usize = 4096;
 /// How long the server waits for the client's close frame after sending its own.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
-#[derive(Deserialize)]
-pub struct StreamQuery {
-    #[serde(rename = "lastSeq")]
-    last_seq: Option<String>,
+/// What a stream needs.
+pub struct Context {
+    /// To check the key of an `auth` message.
+    pub api_keys: ApiKeys,
+    pub events: Arc<Events>,
+    /// The heartbeat.
+    pub ping_interval: Duration,
+    /// Turns `true` when the service shuts down.
+    pub shutdown: watch::Receiver<bool>,
 }
 
-#[derive(Deserialize)]
-struct Auth {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(rename = "apiKey")]
-    api_key: Option<String>,
-    #[serde(rename = "lastSeq")]
-    last_seq: Option<u64>,
+/// How the upgrade request signed in.
+pub enum Upgrade {
+    /// By its key header; `last_seq` is the query's.
+    Authenticated { last_seq: Option<u64> },
+    /// Not yet: the first message must be `auth`. The socket holds `pending`, its place
+    /// among those not authenticated yet, until then.
+    Pending(PendingSlot),
 }
 
-pub async fn connect(
-    req: HttpRequest,
-    body: web::Payload,
-    query: web::Query<StreamQuery>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    if !origin_allowed(&req, &state.settings.admin_allowed_origins) {
-        return Err(ApiError::forbidden_origin());
-    }
-    let header_key = req.headers().get(API_KEY_HEADER);
-    let authenticated = match header_key {
-        Some(value) => {
-            state
-                .api_keys
-                .check(Some(value.to_str().unwrap_or("\u{fffd}")))?;
-            true
-        }
-        None => false,
-    };
-    let last_seq = match query.last_seq.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(
-            raw.parse::<u64>()
-                .map_err(|_| ApiError::invalid_value("lastSeq"))?,
-        ),
-    };
-    let (response, ws, frames) = actix_ws::handle(&req, body).map_err(|_| {
-        ApiError::new(
-            Code::InvalidValue,
-            "This endpoint takes a WebSocket upgrade.",
-        )
-    })?;
-    let frames = frames
-        .max_frame_size(MAX_FRAME)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_FRAME);
-    let state = state.into_inner();
-    actix_web::rt::spawn(async move {
-        let mut frames = frames;
-        let mut ws = ws;
-        let last_seq = if authenticated {
-            last_seq
-        } else {
-            match authenticate(&mut ws, &mut frames, &state).await {
+/// Runs one admin stream: first the `auth` message unless the upgrade request was
+/// authenticated by its header, then the events.
+pub async fn run(
+    mut ws: Session,
+    mut frames: actix_ws::AggregatedMessageStream,
+    context: Context,
+    upgrade: Upgrade,
+) {
+    let last_seq = match upgrade {
+        Upgrade::Authenticated { last_seq } => last_seq,
+        Upgrade::Pending(pending) => {
+            let outcome = authenticate(&mut ws, &mut frames, &context.api_keys).await;
+            drop(pending);
+            match outcome {
                 Ok(seq) => seq,
                 Err((error, code)) => {
                     let _ = ws.text(&*ServerMessage::error(&error).text()).await;
-                    close_with(ws, &mut frames, code, "not authenticated").await;
+                    let reason = if code == close::TOO_BIG {
+                        "frame too large"
+                    } else {
+                        "not authenticated"
+                    };
+                    close_with(ws, &mut frames, code, reason).await;
                     return;
                 }
             }
-        };
-        stream(ws, frames, state, last_seq).await;
-    });
-    Ok(response)
-}
-
-/// Browser pages send `Origin`; other clients do not, and are let in by their API key.
-fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
-    let Some(origin) = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return true;
+        }
     };
-    if allowed.is_empty() {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-        return !host.is_empty() && origin_host.eq_ignore_ascii_case(host);
-    }
-    allowed
-        .iter()
-        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    stream(ws, frames, context, last_seq).await;
 }
 
 async fn authenticate(
     ws: &mut Session,
     frames: &mut actix_ws::AggregatedMessageStream,
-    state: &AppState,
+    api_keys: &ApiKeys,
 ) -> Result<Option<u64>, (ApiError, u16)> {
     let refused = || (ApiError::authorization_missing(), close::INVALID_TOKEN);
     let first = tokio::time::timeout(AUTH_TIMEOUT, async {
         loop {
             match frames.recv().await {
-                Some(Ok(AggregatedMessage::Text(text))) => return Some(text),
+                Some(Ok(AggregatedMessage::Text(text))) => return Ok(text),
                 Some(Ok(AggregatedMessage::Ping(bytes))) => {
                     let _ = ws.pong(&bytes).await;
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => {}
-                _ => return None,
+                Some(Err(e)) if is_too_big(&e) => return Err(true),
+                _ => return Err(false),
             }
         }
     })
     .await;
     let text = match first {
-        Ok(Some(text)) => text,
+        Ok(Ok(text)) => text,
+        Ok(Err(true)) => {
+            return Err((ApiError::payload_too_large(MAX_FRAME), close::TOO_BIG));
+        }
         _ => return Err(refused()),
     };
-    let auth: Auth = serde_json::from_str(&text).map_err(|_| refused())?;
-    if auth.kind != "auth" {
+    let auth: serde_json::Value = serde_json::from_str(&text).map_err(|_| refused())?;
+    if auth.get("type").and_then(|t| t.as_str()) != Some("auth") {
         return Err(refused());
     }
-    state
-        .api_keys
-        .check(auth.api_key.as_deref())
-        .map_err(|e| (e, close::INVALID_TOKEN))?;
-    Ok(auth.last_seq)
+    // The key first, so that only a client with a good key learns about its `lastSeq`.
+    let key = auth.get("apiKey").and_then(|k| k.as_str());
+    api_keys.check(key).map_err(|e| (e, close::INVALID_TOKEN))?;
+    match auth.get("lastSeq") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(seq) => match seq.as_u64() {
+            Some(seq) => Ok(Some(seq)),
+            None => Err((ApiError::invalid_value("lastSeq"), close::INVALID_TOKEN)),
+        },
+    }
 }
 
 async fn stream(
     mut ws: Session,
     mut frames: actix_ws::AggregatedMessageStream,
-    state: std::sync::Arc<AppState>,
+    context: Context,
     last_seq: Option<u64>,
 ) {
-    let mut shutdown = state.shutdown.clone();
-    let subscription = state.rooms.services().events.subscribe(last_seq);
+    let mut shutdown = context.shutdown.clone();
+    let subscription = context.events.subscribe(last_seq);
     for text in subscription.backlog {
         if ws.text(&*text).await.is_err() {
             return;
         }
     }
     let mut live = subscription.live;
-    let mut heartbeat = tokio::time::interval(state.rooms.services().signaling.ping_interval);
+    let mut heartbeat = tokio::time::interval(context.ping_interval);
     let (code, reason) = loop {
         tokio::select! {
             _ = shutdown.changed() => break (close::GOING_AWAY, "server shutting down"),
@@ -190,6 +155,10 @@ async fn stream(
                     return;
                 }
                 None => return,
+                Some(Err(e)) if is_too_big(&e) => {
+                    let _ = ws.text(&*ServerMessage::error(&ApiError::payload_too_large(MAX_FRAME)).text()).await;
+                    break (close::TOO_BIG, "frame too large");
+                }
                 Some(Err(_)) => break (close::PROTOCOL, "unreadable frame"),
             },
             _ = heartbeat.tick() => {

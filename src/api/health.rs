@@ -1,7 +1,7 @@
 //! Liveness never depends on the store; readiness does.
 
+use super::AppState;
 use crate::error::ApiError;
-use crate::startup::AppState;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
@@ -16,7 +16,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 
 /// Prometheus metrics, in the text exposition format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let (mesh, sfu, participants) = state.rooms.services().events.gauges();
+    let (mesh, sfu, participants) = state.events.gauges();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::METRICS.render(mesh, sfu, participants))

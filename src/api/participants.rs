@@ -1,9 +1,9 @@
 //! The admin's view of a room's participants: list them, remove one.
 
-use crate::auth::Authorized;
+use super::AppState;
+use super::Authorized;
 use crate::error::ApiError;
 use crate::room::ParticipantState;
-use crate::startup::AppState;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 

@@ -1,9 +1,9 @@
 //! The room endpoints of the published REST API.
 
-use crate::auth::Authorized;
+use super::AppState;
+use super::Authorized;
 use crate::error::ApiError;
-use crate::room::{ConferenceType, NewRoom, RoomRecord, RoomView};
-use crate::startup::AppState;
+use crate::model::{ConferenceType, NewRoom, RoomRecord, RoomView};
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
@@ -108,7 +108,11 @@ pub async fn delete_without_id(_: Authorized) -> Result<HttpResponse, ApiError> 
 }
 
 async fn delete(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
-    let room = state.rooms.delete(id).await?;
+    let room = state
+        .rooms
+        .delete(id)
+        .await
+        .map_err(ApiError::from_delete)?;
     Ok(room_envelope(state, &room))
 }
 
@@ -131,7 +135,8 @@ struct ListBody<'a> {
     token: Option<String>,
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (413) without reading it all.
+/// Reads the whole body, refusing more than `limit` bytes (413) without reading it all. A
+/// body cut by its deadline or a shutdown (`crate::body`) answers 408 or 503.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -147,7 +152,7 @@ async fn read_body(
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::invalid_json())?;
+        let chunk = chunk.map_err(|e| crate::body::payload_error(&e))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::payload_too_large(limit));
         }

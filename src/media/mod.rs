@@ -153,11 +153,6 @@ impl MediaPlane {
         })
     }
 
-    /// The UDP address peers reach the media plane at (the advertised one).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
     /// The participant takes part in the room's media (it may now signal).
     pub fn add_participant(&self, room: &str, address: &str) {
         self.send(Command::Add {

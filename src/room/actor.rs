@@ -1,22 +1,24 @@
-//! One actor per live room: it alone changes the room's state (its record and its
-//! participants), and it stops when the room is deleted or its `roomTTLSeconds` run out.
+//! One actor per live room: it runs the room's [`RoomState`] (the rules) and executes the
+//! effects that the state answers with: it holds each participant's queue sender and the
+//! timers, writes the store, and publishes the record and the seats. It stops when the
+//! room is deleted or its `roomTTLSeconds` run out.
 //!
-//! Participants are held with the sender of their socket's bounded queue. The actor never
-//! waits on a socket: it `try_send`s, and a participant whose queue is full or closed loses
-//! its socket (and gets the resume grace period, like any dropped socket).
+//! The actor never waits on a socket: it `try_send`s, and a participant whose queue is full
+//! or closed loses its socket (the state hears of it as an overflow, and gives the seat the
+//! resume grace period, like any dropped socket).
 //!
 //! `signal` and `message` do not pass through the actor: it publishes its seats (address →
 //! the socket's session and queue sender) in a [`Peers`] table that only it writes, and
 //! sessions relay straight into each other's queues through it. A relay that finds a full
 //! or closed queue tells the actor, which drops that participant as above.
 
+use super::RoomServices;
+use super::messages::{JoinRequest, Notice, Outbound, RoomMessage};
 use super::registry::{Registry, RoomGone};
-use super::{ConferenceType, Limits, RoomRecord, RoomServices, now_ms};
-use crate::admin::events::Event;
+use super::state::{Effect, MediaCommand, ParticipantState, RoomState, TimerId};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::signaling::protocol::{Outbound, Participant, RoomInfo, ServerMessage, close};
-use crate::store::StoreError;
+use crate::model::{JoinRefused, Limits, RoomRecord, StoreError, now_ms};
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
@@ -79,27 +81,19 @@ pub(super) struct Link {
     tx: mpsc::Sender<Outbound>,
 }
 
-struct Member {
-    participant: Participant,
-    resume_token: String,
-    /// `None` while the socket is gone and the participant waits for a resume.
-    link: Option<Link>,
-    grace: Option<SpawnHandle>,
-    expiry: SpawnHandle,
-}
-
 pub(super) struct RoomActor {
-    /// Shared with the snapshot and the admin event hub until it changes
-    /// (`Arc::make_mut`), so a room's record is held once. Its `participant_count` is the
-    /// one it was created or restored with: the count is `members.len()`, and only the
-    /// store's copy carries it.
-    record: Arc<RoomRecord>,
+    state: RoomState,
+    /// The effects of creating the state, executed when the actor starts.
+    starting: Vec<Effect>,
     services: Arc<RoomServices>,
     registry: Addr<Registry>,
     snapshot: Snapshot,
     peers: Peers,
-    /// In join order.
-    members: Vec<Member>,
+    /// Each linked participant's socket.
+    links: HashMap<String, Link>,
+    /// The socket of the join being handled, until the state links it to a seat.
+    joining: Option<Link>,
+    timers: HashMap<TimerId, SpawnHandle>,
     persist_scheduled: bool,
 }
 
@@ -111,25 +105,19 @@ impl RoomActor {
         snapshot: Snapshot,
         peers: Peers,
     ) -> Self {
+        let (state, starting) = RoomState::new(record, services.clone(), Arc::new(now_ms));
         Self {
-            record,
+            state,
+            starting,
             services,
             registry,
             snapshot,
             peers,
-            members: Vec::new(),
+            links: HashMap::new(),
+            joining: None,
+            timers: HashMap::new(),
             persist_scheduled: false,
         }
-    }
-
-    /// Publishes the record for readers outside the actor.
-    fn publish(&self) {
-        self.set_snapshot(Some(Published::new(self.record.clone())));
-    }
-
-    /// Publishes that the room is gone: fetches answer 404 from now on.
-    fn publish_gone(&self) {
-        self.set_snapshot(None);
     }
 
     fn set_snapshot(&self, value: Option<Arc<Published>>) {
@@ -141,39 +129,101 @@ impl RoomActor {
         self.peers.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn schedule_expiry(&self, ctx: &mut Context<Self>) {
-        let left = self.record.expires_at().saturating_sub(now_ms());
-        ctx.run_later(Duration::from_millis(left), |act, ctx| act.expire(ctx));
+    /// Executes the state's effects in order. A queue found full or closed is reported
+    /// back to the state at once, so nothing more reaches that socket.
+    fn execute(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    to,
+                    session,
+                    message,
+                } => self.queue(&to, session, Outbound::Notice(message), ctx),
+                Effect::Close {
+                    to,
+                    session,
+                    closing,
+                } => self.queue(&to, session, Outbound::Close(closing), ctx),
+                Effect::SeatLinked { address, session } => {
+                    if let Some(link) = self.joining.take_if(|l| l.session == session) {
+                        self.peers().insert(address.clone(), Some(link.clone()));
+                        self.links.insert(address, link);
+                    }
+                }
+                Effect::SeatUnlinked { address } => {
+                    self.links.remove(&address);
+                    self.peers().insert(address, None);
+                }
+                Effect::SeatRemoved { address } => {
+                    self.links.remove(&address);
+                    self.peers().remove(&address);
+                }
+                Effect::SeatsCleared => self.peers().clear(),
+                Effect::StartTimer { id, after } => {
+                    let handle = ctx.run_later(after, move |act, ctx| {
+                        act.timers.remove(&id);
+                        let effects = act.state.timer_fired(id);
+                        act.execute(effects, ctx);
+                    });
+                    self.timers.insert(id, handle);
+                }
+                Effect::CancelTimer(id) => {
+                    if let Some(handle) = self.timers.remove(&id) {
+                        ctx.cancel_future(handle);
+                    }
+                }
+                Effect::PersistSoon => self.persist_soon(ctx),
+                Effect::PersistNow => self.persist(ctx),
+                Effect::RemoveFromStore => {
+                    let (store, record) =
+                        (self.services.store.clone(), self.state.record().clone());
+                    actix::spawn(async move {
+                        if let Err(e) = store.delete(&record).await {
+                            tracing::warn!(room = %record.id, error = %e, "could not remove an expired room");
+                        }
+                    });
+                }
+                Effect::Publish(event) => self.services.publish(&event),
+                Effect::PublishSnapshot => {
+                    self.set_snapshot(Some(Published::new(self.state.record().clone())))
+                }
+                Effect::PublishGone => self.set_snapshot(None),
+                Effect::Stop => ctx.stop(),
+                Effect::Media(command) => self.tell_media(command),
+            }
+        }
     }
 
-    fn expire(&mut self, ctx: &mut Context<Self>) {
-        if !self.record.is_expired(now_ms()) {
-            // Timers far in the future may fire early; look again later.
-            return self.schedule_expiry(ctx);
+    /// Hands a command to the media plane, if the service runs one.
+    fn tell_media(&self, command: MediaCommand) {
+        let Some(media) = &self.services.media else {
+            return;
+        };
+        let room = &self.state.record().id;
+        match command {
+            MediaCommand::Add { address } => media.add_participant(room, &address),
+            MediaCommand::Remove { address } => media.remove_participant(room, &address),
+            MediaCommand::RemoveRoom => media.remove_room(room),
+            MediaCommand::Signal { address, data } => media.signal(room, &address, data),
         }
-        tracing::info!(room = %self.record.id, "room expired");
-        self.publish_gone();
-        self.close_all("expired", close::ROOM_EXPIRED);
-        self.services
-            .events
-            .publish(Event::RoomExpired(&self.record.id));
-        // Best effort: Redis expires the key by itself and the sweep cleans the index.
-        let (store, record) = (self.services.store.clone(), self.record.clone());
-        actix::spawn(async move {
-            if let Err(e) = store.delete(&record).await {
-                tracing::warn!(room = %record.id, error = %e, "could not remove an expired room");
-            }
-        });
-        ctx.stop();
+    }
+
+    /// Queues for a participant's socket, if it is still `session`'s. A full or closed
+    /// queue costs the participant its socket.
+    fn queue(&mut self, to: &str, session: u64, message: Outbound, ctx: &mut Context<Self>) {
+        let Some(link) = self.links.get(to).filter(|l| l.session == session) else {
+            return;
+        };
+        if link.tx.try_send(message).is_err() {
+            let effects = self.state.overflow(to, session);
+            self.execute(effects, ctx);
+        }
     }
 
     /// Writes the record to the store in the background; the room never waits for it.
     fn persist(&self, ctx: &mut Context<Self>) {
         let store = self.services.store.clone();
-        let record = RoomRecord {
-            participant_count: self.members.len() as u32,
-            ..(*self.record).clone()
-        };
+        let record = self.state.stored_record();
         ctx.spawn(
             async move {
                 if let Err(e) = store.update(&record).await {
@@ -194,210 +244,19 @@ impl RoomActor {
             });
         }
     }
-
-    /// media: the media plane, when this room's media goes through it (SFU rooms).
-    fn media(&self) -> Option<&crate::media::MediaPlane> {
-        if self.record.conference_type == ConferenceType::Sfu {
-            self.services.media.as_ref()
-        } else {
-            None
-        }
-    }
-
-    fn max_participants(&self) -> u32 {
-        self.services
-            .limits
-            .max_participants(self.record.conference_type)
-    }
-
-    fn index_of(&self, address: &str) -> Option<usize> {
-        self.members
-            .iter()
-            .position(|m| m.participant.address == address)
-    }
-
-    /// The member behind a message from a session, if that session still speaks for it.
-    fn sender(&self, address: &str, session: u64) -> Option<usize> {
-        self.index_of(address).filter(|&i| {
-            self.members[i]
-                .link
-                .as_ref()
-                .is_some_and(|l| l.session == session)
-        })
-    }
-
-    /// Queues a message for one member. A full or closed queue costs the member its socket.
-    fn send(&mut self, i: usize, message: Outbound, ctx: &mut Context<Self>) {
-        let Some(link) = &self.members[i].link else {
-            return;
-        };
-        if link.tx.try_send(message).is_err() {
-            let address = self.members[i].participant.address.clone();
-            tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
-            self.unlink(i, ctx);
-        }
-    }
-
-    /// Queues a message for every member but `except`.
-    fn broadcast(
-        &mut self,
-        message: &ServerMessage<'_>,
-        except: Option<&str>,
-        ctx: &mut Context<Self>,
-    ) {
-        let text = message.text();
-        for i in (0..self.members.len()).rev() {
-            if except != Some(self.members[i].participant.address.as_str()) {
-                self.send(i, Outbound::Text(text.clone()), ctx);
-            }
-        }
-    }
-
-    fn send_error(&mut self, i: usize, error: &ApiError, ctx: &mut Context<Self>) {
-        self.send(i, Outbound::Text(ServerMessage::error(error).text()), ctx);
-    }
-
-    /// The member's socket is gone: keep its seat for the resume grace period.
-    fn unlink(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let member = &mut self.members[i];
-        member.link = None;
-        let address = member.participant.address.clone();
-        self.peers().insert(address.clone(), None);
-        let grace = self.services.signaling.resume_grace;
-        let handle = ctx.run_later(grace, move |act, ctx| {
-            if let Some(i) = act
-                .index_of(&address)
-                .filter(|&i| act.members[i].link.is_none())
-            {
-                act.remove(i, "disconnected", ctx);
-            }
-        });
-        if let Some(old) = self.members[i].grace.replace(handle) {
-            ctx.cancel_future(old);
-        }
-    }
-
-    /// Removes a member and tells the others.
-    fn remove(&mut self, i: usize, reason: &str, ctx: &mut Context<Self>) {
-        let member = self.members.remove(i);
-        ctx.cancel_future(member.expiry);
-        if let Some(grace) = member.grace {
-            ctx.cancel_future(grace);
-        }
-        let address = member.participant.address;
-        self.peers().remove(&address);
-        // media: nothing is forwarded from or to a participant that is gone.
-        if let Some(media) = self.media() {
-            media.remove_participant(&self.record.id, &address);
-        }
-        tracing::info!(room = %self.record.id, %address, reason, "participant left");
-        METRICS.left(reason);
-        self.services
-            .events
-            .publish(Event::ParticipantLeft(&self.record.id, &address, reason));
-        self.broadcast(
-            &ServerMessage::ParticipantLeft {
-                address: &address,
-                reason,
-            },
-            None,
-            ctx,
-        );
-        self.persist_soon(ctx);
-    }
-
-    /// Tells everyone the room is closing and closes their sockets.
-    fn close_all(&mut self, reason: &str, code: u16) {
-        let text = ServerMessage::RoomClosed { reason }.text();
-        self.peers().clear();
-        // media: the room's media ends with it.
-        if let Some(media) = self.media() {
-            media.remove_room(&self.record.id);
-        }
-        for member in self.members.drain(..) {
-            METRICS.left("roomClosed");
-            if let Some(link) = member.link {
-                let _ = link.tx.try_send(Outbound::Text(text.clone()));
-                let _ = link.tx.try_send(Outbound::Close(code, "room closed"));
-            }
-        }
-    }
-
-    /// Sends `joined` to member `i`.
-    fn send_joined(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let member = &self.members[i];
-        let address = &member.participant.address;
-        let ice = self
-            .services
-            .signaling
-            .ice
-            .servers_for(address, now_ms() / 1000);
-        let text = ServerMessage::Joined {
-            address,
-            room: RoomInfo {
-                id: &self.record.id,
-                name: self.record.name.as_deref(),
-                conference_type: self.record.conference_type,
-                max_participants: self.max_participants(),
-            },
-            participants: self
-                .members
-                .iter()
-                .filter(|m| &m.participant.address != address)
-                .map(|m| &m.participant)
-                .collect(),
-            ice_servers: &ice,
-            resume_token: &member.resume_token,
-        }
-        .text();
-        self.send(i, Outbound::Text(text), ctx);
-    }
-
-    /// Applies the MESH→SFU rule after a join; answers whether the room was upgraded.
-    fn maybe_upgrade(&mut self, ctx: &mut Context<Self>) -> bool {
-        let count = self.members.len() as u32;
-        if self.record.conference_type != ConferenceType::Mesh
-            || self
-                .record
-                .auto_upgrade_participant_count
-                .is_none_or(|at| count < at)
-        {
-            return false;
-        }
-        let record = Arc::make_mut(&mut self.record);
-        record.conference_type = ConferenceType::Sfu;
-        record.modification_time = now_ms().max(record.modification_time);
-        tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
-        // media: from the upgrade on, everyone present takes part in the room's media.
-        if let Some(media) = self.media() {
-            for member in &self.members {
-                media.add_participant(&self.record.id, &member.participant.address);
-            }
-        }
-        self.publish();
-        METRICS.upgraded();
-        self.services
-            .events
-            .publish(Event::RoomUpgraded(&self.record));
-        let message = ServerMessage::ConferenceTypeChanged {
-            conference_type: ConferenceType::Sfu,
-            reason: "participantCount",
-            participant_count: count,
-        };
-        self.broadcast(&message, None, ctx);
-        true
-    }
 }
 
 impl Actor for RoomActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.schedule_expiry(ctx);
+        let effects = std::mem::take(&mut self.starting);
+        self.execute(effects, ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.registry.do_send(RoomGone(self.record.id.clone()));
+        self.registry
+            .do_send(RoomGone(self.state.record().id.clone()));
     }
 }
 
@@ -410,16 +269,9 @@ impl Handler<GetRecord> for RoomActor {
     type Result = MessageResult<GetRecord>;
 
     fn handle(&mut self, _: GetRecord, ctx: &mut Context<Self>) -> Self::Result {
-        let now = now_ms();
-        if self.record.token_is_stale(now) {
-            Arc::make_mut(&mut self.record).refresh_token(&self.services.tokens, now);
-            self.publish();
-            self.persist(ctx);
-            self.services
-                .events
-                .publish(Event::RoomUpdated(&self.record));
-        }
-        MessageResult(self.record.clone())
+        let (record, effects) = self.state.get_record();
+        self.execute(effects, ctx);
+        MessageResult(record)
     }
 }
 
@@ -434,18 +286,14 @@ impl Handler<Delete> for RoomActor {
     type Result = AtomicResponse<Self, Result<Arc<RoomRecord>, StoreError>>;
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
-        let (store, record) = (self.services.store.clone(), self.record.clone());
+        let (store, record) = (self.services.store.clone(), self.state.record().clone());
         AtomicResponse::new(Box::pin(
             async move { store.delete(&record).await.map(|()| record) }
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     if result.is_ok() {
-                        act.publish_gone();
-                        act.close_all("deleted", close::ROOM_DELETED);
-                        act.services
-                            .events
-                            .publish(Event::RoomDeleted(&act.record.id));
-                        ctx.stop();
+                        let effects = act.state.delete_confirmed();
+                        act.execute(effects, ctx);
                     }
                     result
                 }),
@@ -453,22 +301,11 @@ impl Handler<Delete> for RoomActor {
     }
 }
 
-/// Why a join was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinRefused {
-    /// The token is not one of this room's.
-    Token,
-    /// The room is gone.
-    Gone,
-    /// No seat left.
-    Full { max: u32 },
-}
-
 #[derive(Message)]
 #[rtype(result = "Result<String, JoinRefused>")]
 struct Join {
     nonce: String,
-    request: crate::signaling::protocol::JoinRequest,
+    request: JoinRequest,
     link: Link,
 }
 
@@ -484,91 +321,11 @@ impl Handler<Join> for RoomActor {
         }: Join,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
-        if nonce != self.record.nonce {
-            return Err(JoinRefused::Token);
-        }
-        // A resume within the grace period: same address, and nobody sees a leave.
-        if let Some(token) = &request.resume
-            && let Some(i) = self.members.iter().position(|m| &m.resume_token == token)
-        {
-            let address = self.members[i].participant.address.clone();
-            self.peers().insert(address.clone(), Some(link.clone()));
-            let member = &mut self.members[i];
-            if let Some(old) = member.link.replace(link) {
-                let _ = old.tx.try_send(Outbound::Close(
-                    close::REPLACED,
-                    "resumed on another connection",
-                ));
-            }
-            if let Some(grace) = member.grace.take() {
-                ctx.cancel_future(grace);
-            }
-            tracing::info!(room = %self.record.id, %address, "participant resumed");
-            self.send_joined(i, ctx);
-            return Ok(address);
-        }
-        let max = self.max_participants();
-        if self.members.len() as u32 >= max {
-            return Err(JoinRefused::Full { max });
-        }
-        let address = format!("PA-{}", uuid::Uuid::new_v4());
-        let endpoint_ttl = Duration::from_secs(self.record.endpoint_ttl_seconds);
-        let expiring = address.clone();
-        let expiry = ctx.run_later(endpoint_ttl, move |act, ctx| {
-            if let Some(i) = act.index_of(&expiring) {
-                let error = ApiError::endpoint_expired(act.record.endpoint_ttl_seconds);
-                act.send_error(i, &error, ctx);
-                if let Some(i) = act.index_of(&expiring) {
-                    act.send(
-                        i,
-                        Outbound::Close(close::ENDPOINT_EXPIRED, "endpoint expired"),
-                        ctx,
-                    );
-                }
-                if let Some(i) = act.index_of(&expiring) {
-                    act.remove(i, "expired", ctx);
-                }
-            }
-        });
-        let participant = Participant {
-            address: address.clone(),
-            name: request.name,
-            participant_info: request.participant_info,
-            audio: request.audio,
-            video: request.video,
-            joined_at: now_ms(),
-        };
-        self.peers().insert(address.clone(), Some(link.clone()));
-        self.members.push(Member {
-            participant,
-            resume_token: uuid::Uuid::new_v4().simple().to_string(),
-            link: Some(link),
-            grace: None,
-            expiry,
-        });
-        let i = self.members.len() - 1;
-        // media: a new participant of an SFU room may negotiate with the media plane.
-        if let Some(media) = self.media() {
-            media.add_participant(&self.record.id, &address);
-        }
-        tracing::info!(room = %self.record.id, %address, "participant joined");
-        METRICS.joined();
-        self.send_joined(i, ctx);
-        let participant = self.members[i].participant.clone();
-        let room = &self.record.id;
-        self.services
-            .events
-            .publish(Event::ParticipantJoined(room, &participant));
-        self.broadcast(
-            &ServerMessage::ParticipantJoined {
-                participant: &participant,
-            },
-            Some(&address),
-            ctx,
-        );
-        self.maybe_upgrade(ctx);
-        self.persist_soon(ctx);
-        Ok(address)
+        let (result, effects) = self.state.join(&nonce, request, link.session);
+        self.joining = Some(link);
+        self.execute(effects, ctx);
+        self.joining = None;
+        result
     }
 }
 
@@ -602,46 +359,15 @@ impl Handler<FromParticipant> for RoomActor {
         }: FromParticipant,
         ctx: &mut Context<Self>,
     ) {
-        // Messages of a socket that no longer speaks for the participant are dropped.
-        let Some(i) = self.sender(&address, session) else {
-            return;
-        };
-        match action {
+        let effects = match action {
             Action::MediaState { audio, video } => {
-                let participant = &mut self.members[i].participant;
-                participant.audio = audio.unwrap_or(participant.audio);
-                participant.video = video.unwrap_or(participant.video);
-                let participant = participant.clone();
-                let room = &self.record.id;
-                self.services
-                    .events
-                    .publish(Event::ParticipantUpdated(room, &participant));
-                self.broadcast(
-                    &ServerMessage::ParticipantUpdated {
-                        participant: &participant,
-                    },
-                    Some(&address),
-                    ctx,
-                );
+                self.state.media_state(&address, session, audio, video)
             }
-            Action::Leave => {
-                self.send(i, Outbound::Close(close::NORMAL, "left"), ctx);
-                if let Some(i) = self.index_of(&address) {
-                    self.remove(i, "left", ctx);
-                }
-            }
-            Action::Disconnected => self.unlink(i, ctx),
-        }
+            Action::Leave => self.state.leave(&address, session),
+            Action::Disconnected => self.state.disconnected(&address, session),
+        };
+        self.execute(effects, ctx);
     }
-}
-
-/// A participant as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ParticipantState {
-    #[serde(flatten)]
-    pub participant: Participant,
-    /// `false` while the participant's socket is gone and its seat waits for a resume.
-    pub connected: bool,
 }
 
 #[derive(Message)]
@@ -652,20 +378,11 @@ impl Handler<ListParticipants> for RoomActor {
     type Result = MessageResult<ListParticipants>;
 
     fn handle(&mut self, _: ListParticipants, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.members
-                .iter()
-                .map(|m| ParticipantState {
-                    participant: m.participant.clone(),
-                    connected: m.link.is_some(),
-                })
-                .collect(),
-        )
+        MessageResult(self.state.participants())
     }
 }
 
-/// Removes a participant on an admin's request: it gets `roomClosed {reason: "kicked"}`
-/// and close 4013, its resume token dies with its seat, the others get `participantLeft`.
+/// Removes a participant on an admin's request.
 #[derive(Message)]
 #[rtype(result = "Option<ParticipantState>")]
 struct Kick(String);
@@ -674,26 +391,13 @@ impl Handler<Kick> for RoomActor {
     type Result = Option<ParticipantState>;
 
     fn handle(&mut self, Kick(address): Kick, ctx: &mut Context<Self>) -> Self::Result {
-        let i = self.index_of(&address)?;
-        let state = ParticipantState {
-            participant: self.members[i].participant.clone(),
-            connected: self.members[i].link.is_some(),
-        };
-        if let Some(link) = self.members[i].link.take() {
-            let _ = link.tx.try_send(Outbound::Text(
-                ServerMessage::RoomClosed { reason: "kicked" }.text(),
-            ));
-            let _ = link
-                .tx
-                .try_send(Outbound::Close(close::KICKED, "removed by an admin"));
-        }
-        self.remove(i, "kicked", ctx);
-        Some(state)
+        let (state, effects) = self.state.kick(&address);
+        self.execute(effects, ctx);
+        state
     }
 }
 
-/// media: a `signal` to `sfu`: to the media plane in an SFU room, `SFU_UNAVAILABLE`
-/// in a MESH room.
+/// A `signal` to `sfu`.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SfuSignal {
@@ -705,14 +409,17 @@ struct SfuSignal {
 impl Handler<SfuSignal> for RoomActor {
     type Result = ();
 
-    fn handle(&mut self, signal: SfuSignal, ctx: &mut Context<Self>) {
-        let Some(i) = self.sender(&signal.address, signal.session) else {
-            return;
-        };
-        match self.media() {
-            Some(media) => media.signal(&self.record.id, &signal.address, signal.data),
-            None => self.send_error(i, &ApiError::sfu_unavailable(), ctx),
-        }
+    fn handle(
+        &mut self,
+        SfuSignal {
+            address,
+            session,
+            data,
+        }: SfuSignal,
+        ctx: &mut Context<Self>,
+    ) {
+        let effects = self.state.sfu_signal(&address, session, data);
+        self.execute(effects, ctx);
     }
 }
 
@@ -729,22 +436,8 @@ impl Handler<Overflow> for RoomActor {
 
     fn handle(&mut self, Overflow { address, session }: Overflow, ctx: &mut Context<Self>) {
         // Only the socket that overflowed loses the seat's link, not one that resumed since.
-        if let Some(i) = self.sender(&address, session) {
-            tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
-            self.unlink(i, ctx);
-        }
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "usize")]
-struct CountParticipants;
-
-impl Handler<CountParticipants> for RoomActor {
-    type Result = usize;
-
-    fn handle(&mut self, _: CountParticipants, _: &mut Context<Self>) -> usize {
-        self.members.len()
+        let effects = self.state.overflow(&address, session);
+        self.execute(effects, ctx);
     }
 }
 
@@ -764,7 +457,11 @@ impl RoomHandle {
     /// to deal with.
     fn deliver(&self, to: &str, link: &Link, text: Arc<str>) {
         METRICS.relayed(1);
-        if link.tx.try_send(Outbound::Text(text)).is_err() {
+        self.push(to, link, Outbound::Text(text));
+    }
+
+    fn push(&self, to: &str, link: &Link, message: Outbound) {
+        if link.tx.try_send(message).is_err() {
             self.addr.do_send(Overflow {
                 address: to.to_string(),
                 session: link.session,
@@ -805,7 +502,7 @@ impl RoomHandle {
     pub async fn join(
         &self,
         nonce: String,
-        request: crate::signaling::protocol::JoinRequest,
+        request: JoinRequest,
         session: u64,
         tx: mpsc::Sender<Outbound>,
     ) -> Result<String, JoinRefused> {
@@ -833,24 +530,42 @@ impl RoomHandle {
     /// exists, but what is relayed to it meanwhile is lost.
     pub fn signal(&self, from: &str, session: u64, to: &str, text: Arc<str>) -> Option<ApiError> {
         self.with_peers(from, session, |peers| {
-            if to == "sfu" {
-                // media: the room decides whether its media plane takes it.
-                let data = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|mut v| v.get_mut("data").map(serde_json::Value::take))
-                    .unwrap_or_default();
-                self.addr.do_send(SfuSignal {
-                    address: from.to_string(),
-                    session,
-                    data,
-                });
-                None
-            } else if to == from {
+            if to == from {
                 Some(ApiError::participant_does_not_exist(to))
             } else {
                 self.relay_to(peers, to, text)
             }
         })
+    }
+
+    /// A `signal` to `sfu`: the room hands `data` to its media plane, or answers
+    /// `SFU_UNAVAILABLE` (a MESH room).
+    pub fn signal_to_sfu(&self, from: &str, session: u64, data: serde_json::Value) {
+        if self.with_peers(from, session, |_| true) {
+            self.addr.do_send(SfuSignal {
+                address: from.to_string(),
+                session,
+                data,
+            });
+        }
+    }
+
+    /// Delivers the media plane's `signal` (from `sfu`) to one participant; lost while
+    /// it waits for a resume.
+    pub fn signal_from_sfu(&self, to: &str, data: serde_json::Value) {
+        self.deliver_to_seat(to, RoomMessage::SfuSignal { data });
+    }
+
+    /// Tells one participant that the media plane could not use its `signal`.
+    pub fn sfu_rejected(&self, to: &str, reason: String) {
+        self.deliver_to_seat(to, RoomMessage::SfuSignalRejected { reason });
+    }
+
+    fn deliver_to_seat(&self, to: &str, message: RoomMessage) {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(link)) = peers.get(to) {
+            self.push(to, link, Outbound::Notice(Notice::new(message)));
+        }
     }
 
     /// Relays a `message` to the listed participants, or to everyone else; answers an
@@ -896,28 +611,6 @@ impl RoomHandle {
         }
     }
 
-    /// media: delivers the media plane's `signal` (`from: "sfu"`) to one participant;
-    /// lost while it waits for a resume.
-    pub fn signal_from_sfu(&self, to: &str, data: &serde_json::Value) {
-        let text: Arc<str> = serde_json::json!({"type": "signal", "from": "sfu", "data": data})
-            .to_string()
-            .into();
-        self.deliver_to_seat(to, text);
-    }
-
-    /// media: tells one participant that the media plane could not use its `signal`.
-    pub fn sfu_rejected(&self, to: &str, reason: &str) {
-        let text = ServerMessage::error(&ApiError::sfu_signal_rejected(reason)).text();
-        self.deliver_to_seat(to, text);
-    }
-
-    fn deliver_to_seat(&self, to: &str, text: Arc<str>) {
-        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(Some(link)) = peers.get(to) {
-            self.deliver(to, link, text);
-        }
-    }
-
     pub fn media_state(&self, from: &str, session: u64, audio: Option<bool>, video: Option<bool>) {
         self.tell(from, session, Action::MediaState { audio, video });
     }
@@ -943,10 +636,5 @@ impl RoomHandle {
             .send(Kick(address.to_string()))
             .await
             .map_err(drop)
-    }
-
-    /// How many participants hold a seat (joined, or waiting for a resume).
-    pub async fn participant_count(&self) -> usize {
-        self.addr.send(CountParticipants).await.unwrap_or(0)
     }
 }

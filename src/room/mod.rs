@@ -1,174 +1,50 @@
-//! Rooms: the record that the REST API shows and the store keeps, the actor that owns
-//! each live room, and the registry that owns the set of rooms.
+//! Rooms: the state machine of one room's rules ([`state`]), the actor that runs it for
+//! each live room ([`actor`]), and the registry that owns the set of rooms. The room knows
+//! nothing of the wire: it sends participants domain messages ([`messages`]) that signaling
+//! renders, and publishes domain events ([`events`]) that the admin hub and metrics observe.
 
 mod actor;
+mod events;
+mod messages;
 mod registry;
+mod state;
 
-pub use actor::{JoinRefused, ParticipantState, RoomHandle};
-pub use registry::{Page, Registry, Rooms};
+pub use actor::RoomHandle;
+pub use events::{RoomEvent, RoomObserver};
+pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
+pub use registry::Rooms;
+pub use state::ParticipantState;
 
+use crate::media::MediaPlane;
+use crate::model::Limits;
+use crate::store::Store;
 use crate::token::RoomTokens;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// MESH (peer to peer, the default) or SFU (through the server).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ConferenceType {
-    Mesh,
-    Sfu,
-}
-
-impl ConferenceType {
-    /// Case-insensitive, as the contract wants.
-    pub fn parse(s: &str) -> Option<Self> {
-        if s.eq_ignore_ascii_case("MESH") {
-            Some(Self::Mesh)
-        } else if s.eq_ignore_ascii_case("SFU") {
-            Some(Self::Sfu)
-        } else {
-            None
-        }
-    }
-}
-
-/// Participant limits per conference type, from configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub mesh: u32,
-    pub sfu: u32,
-}
-
-impl Limits {
-    pub fn max_participants(&self, kind: ConferenceType) -> u32 {
-        match kind {
-            ConferenceType::Mesh => self.mesh,
-            ConferenceType::Sfu => self.sfu,
-        }
-    }
-}
-
-/// A room as the store keeps it. Times are milliseconds since the epoch, except
-/// `token_expires_at`, which is in seconds like the token's own `exp`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomRecord {
-    pub id: String,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub creation_time: u64,
-    pub modification_time: u64,
-    pub conference_type: ConferenceType,
-    pub auto_upgrade_participant_count: Option<u32>,
-    pub room_token_ttl_seconds: u64,
-    pub room_ttl_seconds: u64,
-    pub endpoint_ttl_seconds: u64,
-    /// The per-room value that every token of this room carries; dies with the room.
-    pub nonce: String,
-    pub token: String,
-    pub token_expires_at: u64,
-    pub participant_count: u32,
-}
-
-impl RoomRecord {
-    /// When the room disappears, in milliseconds since the epoch.
-    pub fn expires_at(&self) -> u64 {
-        self.creation_time + self.room_ttl_seconds * 1000
-    }
-
-    pub fn is_expired(&self, now_ms: u64) -> bool {
-        now_ms >= self.expires_at()
-    }
-
-    /// Whether the stored token needs replacing: expired, or with less than a tenth of its
-    /// lifetime (at most a minute) left, so that every response carries a usable token.
-    pub fn token_is_stale(&self, now_ms: u64) -> bool {
-        let margin = (self.room_token_ttl_seconds / 10).clamp(1, 60);
-        now_ms / 1000 + margin >= self.token_expires_at
-    }
-
-    /// Replaces the token with a fresh one.
-    pub fn refresh_token(&mut self, tokens: &RoomTokens, now_ms: u64) {
-        let (token, exp) = tokens.issue(
-            &self.id,
-            &self.nonce,
-            now_ms / 1000,
-            self.room_token_ttl_seconds,
-        );
-        self.token = token;
-        self.token_expires_at = exp;
-    }
-
-    /// The published JSON shape of this room.
-    pub fn view(&self, limits: &Limits) -> RoomView<'_> {
-        RoomView {
-            id: &self.id,
-            name: self.name.as_deref(),
-            description: self.description.as_deref(),
-            creation_time: self.creation_time,
-            conference_type: self.conference_type,
-            auto_upgrade_participant_count: self.auto_upgrade_participant_count,
-            modification_time: self.modification_time,
-            max_participants: limits.max_participants(self.conference_type),
-            room_token_ttl_seconds: self.room_token_ttl_seconds,
-            room_ttl_seconds: self.room_ttl_seconds,
-            endpoint_ttl_seconds: self.endpoint_ttl_seconds,
-            token: &self.token,
-        }
-    }
-}
-
-/// The room object of the published API, field for field and in its order.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoomView<'a> {
-    pub id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<&'a str>,
-    pub creation_time: u64,
-    pub conference_type: ConferenceType,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_upgrade_participant_count: Option<u32>,
-    pub modification_time: u64,
-    pub max_participants: u32,
-    #[serde(rename = "roomTokenTTLSeconds")]
-    pub room_token_ttl_seconds: u64,
-    #[serde(rename = "roomTTLSeconds")]
-    pub room_ttl_seconds: u64,
-    #[serde(rename = "endpointTTLSeconds")]
-    pub endpoint_ttl_seconds: u64,
-    pub token: &'a str,
-}
-
-/// What a client asks for when it creates a room, already validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NewRoom {
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub conference_type: Option<ConferenceType>,
-    pub auto_upgrade_participant_count: Option<u32>,
-}
-
-/// What every room actor and the registry share: configuration, tokens and the store.
+/// What every room actor and the registry share: configuration, tokens, the store, and
+/// the observers of room events.
 pub struct RoomServices {
     pub limits: Limits,
     pub room_token_ttl_seconds: u64,
     pub room_ttl_seconds: u64,
     pub endpoint_ttl_seconds: u64,
+    /// How long a participant whose socket is gone keeps its seat for a resume.
+    pub resume_grace: Duration,
     pub tokens: RoomTokens,
-    pub store: Arc<dyn crate::store::Store>,
-    pub signaling: crate::signaling::SignalingConfig,
-    /// The admin event hub: every change of room state goes through it.
-    pub events: Arc<crate::admin::events::Events>,
-    /// media: the SFU's media plane (`None`: SFU rooms answer `SFU_UNAVAILABLE`).
-    pub media: Option<crate::media::MediaPlane>,
+    pub store: Arc<dyn Store>,
+    /// Every change of room state goes to each of them (the admin event hub).
+    pub observers: Vec<Arc<dyn RoomObserver>>,
+    /// The SFU's media plane (`None`: SFU rooms answer `SFU_UNAVAILABLE`).
+    pub media: Option<MediaPlane>,
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+impl RoomServices {
+    /// Counts the event in the metrics and hands it to every observer.
+    pub fn publish(&self, event: &RoomEvent) {
+        events::count(event);
+        for observer in &self.observers {
+            observer.on_event(event);
+        }
+    }
 }

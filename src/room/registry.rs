@@ -6,10 +6,12 @@
 //! read lock, so finding a room costs no trip through the registry's mailbox, and fetching
 //! or listing rooms none through a room's: they read the published record.
 
+use super::RoomServices;
 use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
-use super::{ConferenceType, Limits, NewRoom, RoomRecord, RoomServices, now_ms};
-use crate::error::ApiError;
-use crate::store::{Cursor, StoreError};
+use super::events::RoomEvent;
+use crate::model::{
+    ConferenceType, Cursor, Limits, NewRoom, RoomError, RoomRecord, StoreError, now_ms,
+};
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
@@ -147,11 +149,13 @@ impl Rooms {
             }
             batch.push(Arc::new(record));
             if batch.len() == RESTORE_BATCH {
-                self.services.events.restored(&batch);
+                self.services
+                    .publish(&RoomEvent::RoomsRestored(batch.clone()));
                 self.register(std::mem::take(&mut batch)).await;
             }
         }
-        self.services.events.restored(&batch);
+        self.services
+            .publish(&RoomEvent::RoomsRestored(batch.clone()));
         self.register(batch).await;
         Ok(count)
     }
@@ -162,7 +166,7 @@ impl Rooms {
     }
 
     /// Creates a room: written to the store first, so a 200 means the room is stored.
-    pub async fn create(&self, new: NewRoom) -> Result<Arc<RoomRecord>, ApiError> {
+    pub async fn create(&self, new: NewRoom) -> Result<Arc<RoomRecord>, StoreError> {
         let s = &self.services;
         let now = now_ms();
         let id = format!("RO-{}", uuid::Uuid::new_v4());
@@ -187,8 +191,7 @@ impl Rooms {
             participant_count: 0,
         });
         s.store.create(&record).await?;
-        s.events
-            .publish(crate::admin::events::Event::RoomCreated(&record));
+        s.publish(&RoomEvent::RoomCreated(record.clone()));
         self.register(vec![record.clone()]).await;
         Ok(record)
     }
@@ -211,9 +214,9 @@ impl Rooms {
         read_snapshot(&directory.get(id)?.snapshot).filter(|p| !p.record.is_expired(now))
     }
 
-    /// A live room's published JSON; 404 `REALTIME-00004` when there is none. Answered from
+    /// A live room's published JSON; `NotFound` when there is none. Answered from
     /// the room's snapshot; only a token that needs replacing takes a trip to the room's actor.
-    pub async fn fetch(&self, id: &str) -> Result<Bytes, ApiError> {
+    pub async fn fetch(&self, id: &str) -> Result<Bytes, RoomError> {
         let now = now_ms();
         let limits = &self.services.limits;
         let json = match self.snapshot(id, now) {
@@ -230,22 +233,21 @@ impl Rooms {
             },
             None => None,
         };
-        json.ok_or_else(|| ApiError::room_not_found(id))
+        json.ok_or_else(|| RoomError::NotFound(id.to_string()))
     }
 
-    /// Deletes a room; 400 `REALTIME-00004` when there is none, 503 when the store fails
-    /// (and then the room stays).
-    pub async fn delete(&self, id: &str) -> Result<Arc<RoomRecord>, ApiError> {
+    /// Deletes a room; `NotFound` when there is none, `Store` when the store fails (and
+    /// then the room stays).
+    pub async fn delete(&self, id: &str) -> Result<Arc<RoomRecord>, RoomError> {
+        let gone = || RoomError::NotFound(id.to_string());
         let Some(room) = self.get(id).await else {
-            return Err(ApiError::room_does_not_exist(id));
+            return Err(gone());
         };
-        room.delete()
-            .await?
-            .ok_or_else(|| ApiError::room_does_not_exist(id))
+        room.delete().await?.ok_or_else(gone)
     }
 
     /// A page of rooms, newest first, strictly after `after`.
-    pub async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, ApiError> {
+    pub async fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, StoreError> {
         let now = now_ms();
         let mut stored = self.services.store.page(after, limit + 1, now).await?;
         let next = if stored.len() > limit {
@@ -285,13 +287,5 @@ impl Rooms {
             })
             .collect();
         Ok(Page { rooms, next })
-    }
-
-    /// How many rooms are live.
-    pub async fn count(&self) -> usize {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
     }
 }

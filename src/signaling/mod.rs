@@ -6,12 +6,9 @@
 //! `docs/signaling.md`.
 
 pub mod protocol;
-mod session;
+pub mod session;
 
 use crate::config::Settings;
-use crate::error::{ApiError, Code};
-use crate::startup::AppState;
-use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
@@ -102,32 +99,6 @@ fn turn_credential(secret: &str, username: &str) -> String {
         Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(username.as_bytes());
     STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// `GET /api/realtime/signaling`: upgrades to a WebSocket and hands it to a session task.
-pub async fn connect(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let (response, ws, frames) = actix_ws::handle(&req, body).map_err(|_| {
-        ApiError::new(
-            Code::InvalidValue,
-            "This endpoint takes a WebSocket upgrade.",
-        )
-    })?;
-    let config = &state.rooms.services().signaling;
-    let frames = frames
-        .max_frame_size(config.max_frame_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(config.max_frame_bytes);
-    actix_web::rt::spawn(session::run(
-        ws,
-        frames,
-        state.rooms.clone(),
-        state.shutdown.clone(),
-    ));
-    Ok(response)
 }
 
 #[cfg(test)]

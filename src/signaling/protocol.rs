@@ -1,8 +1,10 @@
 //! The signaling wire format: JSON text frames, each an object with a `type`.
 //! `docs/signaling.md` is the prose version of this file; keep them in step.
 
+use super::IceConfig;
 use crate::error::ApiError;
-use crate::room::ConferenceType;
+use crate::model::{ConferenceType, Participant, now_ms};
+use crate::room::{Closing, JoinRequest, RoomMessage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -43,29 +45,6 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4015;
     /// The client did not read its messages fast enough.
     pub const TOO_SLOW: u16 = 4016;
-}
-
-/// What a room puts into a participant's outbound queue.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A text frame, serialized once and shared by every recipient.
-    Text(Arc<str>),
-    /// Close the socket with this code and reason.
-    Close(u16, &'static str),
-}
-
-/// A participant as the protocol shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Participant {
-    pub address: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub participant_info: Option<Value>,
-    pub audio: bool,
-    pub video: bool,
-    pub joined_at: u64,
 }
 
 /// The `room` object of `joined`.
@@ -122,6 +101,11 @@ pub enum ServerMessage<'a> {
     RoomClosed {
         reason: &'a str,
     },
+    /// Signaling from the media plane (`from` is `sfu`).
+    Signal {
+        from: &'a str,
+        data: &'a Value,
+    },
     Error {
         code: &'static str,
         id: Option<&'static str>,
@@ -146,6 +130,74 @@ impl ServerMessage<'_> {
     }
 }
 
+/// The wire form of a room's message. `joined` gets the participant's ICE servers (with
+/// TURN credentials made now).
+pub fn render(message: &RoomMessage, ice: &IceConfig) -> Arc<str> {
+    match message {
+        RoomMessage::Joined {
+            address,
+            room,
+            participants,
+            resume_token,
+        } => {
+            let ice_servers = ice.servers_for(address, now_ms() / 1000);
+            ServerMessage::Joined {
+                address,
+                room: RoomInfo {
+                    id: &room.id,
+                    name: room.name.as_deref(),
+                    conference_type: room.conference_type,
+                    max_participants: room.max_participants,
+                },
+                participants: participants.iter().collect(),
+                ice_servers: &ice_servers,
+                resume_token,
+            }
+            .text()
+        }
+        RoomMessage::ParticipantJoined(participant) => {
+            ServerMessage::ParticipantJoined { participant }.text()
+        }
+        RoomMessage::ParticipantLeft { address, reason } => {
+            ServerMessage::ParticipantLeft { address, reason }.text()
+        }
+        RoomMessage::ParticipantUpdated(participant) => {
+            ServerMessage::ParticipantUpdated { participant }.text()
+        }
+        RoomMessage::ConferenceTypeChanged {
+            conference_type,
+            reason,
+            participant_count,
+        } => ServerMessage::ConferenceTypeChanged {
+            conference_type: *conference_type,
+            reason,
+            participant_count: *participant_count,
+        }
+        .text(),
+        RoomMessage::RoomClosed { reason } => ServerMessage::RoomClosed { reason }.text(),
+        RoomMessage::EndpointExpired { ttl_seconds } => {
+            ServerMessage::error(&ApiError::endpoint_expired(*ttl_seconds)).text()
+        }
+        RoomMessage::SfuUnavailable => ServerMessage::error(&ApiError::sfu_unavailable()).text(),
+        RoomMessage::SfuSignal { data } => ServerMessage::Signal { from: "sfu", data }.text(),
+        RoomMessage::SfuSignalRejected { reason } => {
+            ServerMessage::error(&ApiError::sfu_signal_rejected(reason)).text()
+        }
+    }
+}
+
+/// The close code and reason of a socket the room closes.
+pub fn closing(closing: Closing) -> (u16, &'static str) {
+    match closing {
+        Closing::Left => (close::NORMAL, "left"),
+        Closing::Replaced => (close::REPLACED, "resumed on another connection"),
+        Closing::Kicked => (close::KICKED, "removed by an admin"),
+        Closing::EndpointExpired => (close::ENDPOINT_EXPIRED, "endpoint expired"),
+        Closing::RoomDeleted => (close::ROOM_DELETED, "room closed"),
+        Closing::RoomExpired => (close::ROOM_EXPIRED, "room closed"),
+    }
+}
+
 /// A relayed `signal` or `message`, built by the sender's session: `data` goes out
 /// byte for byte as it came in, and `from` is always the sender's own address.
 pub fn relayed(kind: &'static str, from: &str, data: &RawValue) -> Arc<str> {
@@ -159,17 +211,6 @@ pub fn relayed(kind: &'static str, from: &str, data: &RawValue) -> Arc<str> {
     serde_json::to_string(&Relayed { kind, from, data })
         .expect("relayed messages always serialize")
         .into()
-}
-
-/// `join`'s fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JoinRequest {
-    pub token: String,
-    pub name: Option<String>,
-    pub participant_info: Option<Value>,
-    pub audio: bool,
-    pub video: bool,
-    pub resume: Option<String>,
 }
 
 /// Messages from the client.

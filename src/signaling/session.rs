@@ -1,12 +1,14 @@
 //! One task per socket: a single `select!` over the client's frames, the participant's
 //! bounded outbound queue, the heartbeat, the join deadline and server shutdown.
 
-use super::protocol::{self, ClientMessage, JoinRequest, Outbound, ServerMessage, close};
+use super::SignalingConfig;
+use super::protocol::{self, ClientMessage, ServerMessage, close};
 use crate::error::ApiError;
-use crate::room::{JoinRefused, RoomHandle, Rooms};
-use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
-};
+use crate::model::JoinRefused;
+use crate::room::{JoinRequest, Outbound, RoomHandle, Rooms};
+use crate::wsguard::{PendingSlot, is_too_big};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -25,8 +27,11 @@ struct Socket {
     ws: Session,
     id: u64,
     rooms: Rooms,
+    config: Arc<SignalingConfig>,
     member: Option<Membership>,
     limiter: RateLimiter,
+    /// The socket's place among those not joined yet; given up at join.
+    pending: Option<PendingSlot>,
 }
 
 /// How the socket ends.
@@ -39,19 +44,22 @@ enum End {
     CloseDropped(u16, String),
 }
 
-pub(super) async fn run(
+pub async fn run(
     ws: Session,
     mut frames: AggregatedMessageStream,
     rooms: Rooms,
+    config: Arc<SignalingConfig>,
     mut shutdown: watch::Receiver<bool>,
+    pending: PendingSlot,
 ) {
-    let config = rooms.services().signaling.clone();
     let mut socket = Socket {
         ws,
         id: SESSIONS.fetch_add(1, Ordering::Relaxed),
         limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
         rooms,
+        config: config.clone(),
         member: None,
+        pending: Some(pending),
     };
     let join_deadline = tokio::time::sleep(config.join_timeout);
     tokio::pin!(join_deadline);
@@ -69,7 +77,16 @@ pub(super) async fn run(
                         break End::Dropped;
                     }
                 }
-                Some(Outbound::Close(code, reason)) => break End::Close(code, reason.into()),
+                Some(Outbound::Notice(notice)) => {
+                    let text = notice.text(|message| protocol::render(message, &config.ice));
+                    if socket.ws.text(&*text).await.is_err() {
+                        break End::Dropped;
+                    }
+                }
+                Some(Outbound::Close(closing)) => {
+                    let (code, reason) = protocol::closing(closing);
+                    break End::Close(code, reason.into());
+                }
                 None => break End::Close(close::TOO_SLOW, "too slow: outbound queue full".into()),
             },
             frame = frames.recv() => {
@@ -82,7 +99,7 @@ pub(super) async fn run(
                         let code = reason.map_or(close::NORMAL, |r| u16::from(r.code));
                         break End::CloseDropped(code, String::new());
                     }
-                    Some(Err(e)) if too_big(&e) => {
+                    Some(Err(e)) if is_too_big(&e) => {
                         let limit = config.max_frame_bytes;
                         socket.send_error(&ApiError::payload_too_large(limit)).await;
                         break End::CloseDropped(close::TOO_BIG, format!("frame larger than {limit} bytes"));
@@ -120,6 +137,9 @@ pub(super) async fn run(
         }
     };
 
+    // Give up the place among unjoined sockets before the close frame goes out, so that a
+    // client that saw the close can count on it.
+    socket.pending = None;
     let (code, reason, dropped) = match end {
         End::Dropped => (None, String::new(), true),
         End::Close(code, reason) => (Some(code), reason, false),
@@ -136,20 +156,6 @@ pub(super) async fn run(
                 description: Some(reason),
             }))
             .await;
-    }
-}
-
-/// Whether a read error means "over the size limit": one frame over it (`Overflow`), or a
-/// message in several frames whose sum is over it, which actix-ws reports as an I/O error
-/// with this text (and no type of its own).
-fn too_big(e: &ProtocolError) -> bool {
-    match e {
-        ProtocolError::Overflow => true,
-        ProtocolError::Io(io) => {
-            io.kind() == std::io::ErrorKind::Other
-                && io.to_string() == "Exceeded maximum continuation size"
-        }
-        _ => false,
     }
 }
 
@@ -192,6 +198,13 @@ impl Socket {
         };
         let (room, from, session) = (&member.room, member.address.as_str(), self.id);
         let errors = match message {
+            ClientMessage::Signal { to, data } if to == "sfu" => {
+                // To the room's media plane: `data` as it came (the room answers
+                // `SFU_UNAVAILABLE` where it has none).
+                let data = serde_json::from_str(data.get()).unwrap_or_default();
+                room.signal_to_sfu(from, session, data);
+                Vec::new()
+            }
             ClientMessage::Signal { to, data } => {
                 let text = protocol::relayed("signal", from, &data);
                 room.signal(from, session, &to, text).into_iter().collect()
@@ -236,7 +249,7 @@ impl Socket {
                 .await,
             );
         };
-        let (tx, rx) = mpsc::channel(services.signaling.queue_capacity.max(1));
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
         match room.join(claims.nonce, request, self.id, tx).await {
             Ok(address) => {
                 self.member = Some(Membership {
@@ -244,23 +257,18 @@ impl Socket {
                     address,
                     outbound: rx,
                 });
+                self.pending = None;
                 None
             }
-            Err(JoinRefused::Token) => Some(
-                self.refuse(ApiError::room_token_invalid(), close::INVALID_TOKEN)
-                    .await,
-            ),
-            Err(JoinRefused::Gone) => Some(
-                self.refuse(
-                    ApiError::room_does_not_exist(&claims.sub),
-                    close::ROOM_NOT_FOUND,
-                )
-                .await,
-            ),
-            Err(JoinRefused::Full { max }) => Some(
-                self.refuse(ApiError::room_full(&claims.sub, max), close::ROOM_FULL)
-                    .await,
-            ),
+            Err(refused) => {
+                let code = match refused {
+                    JoinRefused::Token => close::INVALID_TOKEN,
+                    JoinRefused::Gone => close::ROOM_NOT_FOUND,
+                    JoinRefused::Full { .. } => close::ROOM_FULL,
+                };
+                let error = ApiError::from_join_refused(&claims.sub, &refused);
+                Some(self.refuse(error, code).await)
+            }
         }
     }
 
@@ -309,16 +317,6 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn oversize_frames_and_oversize_fragmented_messages_are_too_big() {
-        assert!(too_big(&ProtocolError::Overflow));
-        assert!(too_big(&ProtocolError::Io(std::io::Error::other(
-            "Exceeded maximum continuation size"
-        ))));
-        assert!(!too_big(&ProtocolError::Io(std::io::Error::other("reset"))));
-        assert!(!too_big(&ProtocolError::UnmaskedFrame));
-    }
 
     #[test]
     fn rate_limiter_allows_a_burst_then_the_rate() {

@@ -1,7 +1,7 @@
 //! The in-memory store: the default, so `cargo run` needs nothing else.
 
 use super::{Cursor, Store, StoreError};
-use crate::room::RoomRecord;
+use crate::model::RoomRecord;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -7,45 +7,8 @@ mod redis;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
-use crate::error::ApiError;
-use crate::room::RoomRecord;
+use crate::model::{Cursor, RoomRecord, StoreError};
 use async_trait::async_trait;
-use std::fmt;
-
-/// A position in the newest-first order of rooms: the last room of a page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub creation_time: u64,
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn of(room: &RoomRecord) -> Self {
-        Self {
-            creation_time: room.creation_time,
-            id: room.id.clone(),
-        }
-    }
-}
-
-/// The store could not be reached in time, or failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(pub String);
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "store unavailable: {}", self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "store operation failed");
-        ApiError::service_unavailable()
-    }
-}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -20,7 +20,7 @@
 
 use super::{Cursor, Store, StoreError};
 use crate::metrics::METRICS;
-use crate::room::RoomRecord;
+use crate::model::RoomRecord;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -134,7 +134,7 @@ impl RedisStore {
     /// the client gives up, so that a write that runs also answers in time.
     fn deadline(&self) -> u64 {
         let timeout = self.timeout.as_millis() as u64;
-        crate::room::now_ms() + timeout - (timeout / 4).min(250)
+        crate::model::now_ms() + timeout - (timeout / 4).min(250)
     }
 
     /// Runs a guarded write script: the deadline goes first among its arguments.

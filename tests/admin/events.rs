@@ -437,7 +437,58 @@ async fn bad_keys_in_the_first_message_get_an_error_and_close_4001() {
         missing.clone(),
     )
     .await;
-    refused(&app, "not json", missing).await;
+    refused(&app, "not json", missing.clone()).await;
+    refused(&app, r#"{"type":"auth","apiKey":7}"#, missing).await;
+}
+
+#[tokio::test]
+async fn a_bad_last_seq_in_the_first_message_is_an_invalid_value() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let invalid = json!({"type": "error", "code": "BASE-00016", "id": "INVALID_VALUE",
+                         "description": ["The parameter with name ::= [lastSeq] has an invalid value."]});
+    for seq in [
+        r#""abc""#,
+        "-1",
+        "1.5",
+        "18446744073709551616",
+        "[1]",
+        r#""41""#,
+    ] {
+        let first = format!(r#"{{"type":"auth","apiKey":"{API_KEY}","lastSeq":{seq}}}"#);
+        refused(&app, &first, invalid.clone()).await;
+    }
+    // The key is checked first: a bad key with a bad lastSeq is about the key.
+    refused(
+        &app,
+        r#"{"type":"auth","apiKey":"nope","lastSeq":"abc"}"#,
+        json!({"type": "error", "code": "REALTIME-00009", "id": "INVALID_TOKEN",
+               "description": ["The token ::= [nope] is invalid."]}),
+    )
+    .await;
+    // null is no lastSeq: a snapshot.
+    let mut c = Client::connect_request(ws::request(&app, EVENTS)).await;
+    c.send_text(&format!(
+        r#"{{"type":"auth","apiKey":"{API_KEY}","lastSeq":null}}"#
+    ))
+    .await;
+    assert_eq!(c.expect("snapshot").await["seq"], 0);
+}
+
+#[tokio::test]
+async fn an_empty_key_header_lets_the_client_sign_in_by_its_first_message() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    for blank in ["", " "] {
+        let request = ws::with_header(ws::request(&app, EVENTS), "x-vcs-token", blank);
+        let mut c = Client::connect_request(request).await;
+        c.send(json!({"type": "auth", "apiKey": API_KEY})).await;
+        assert_eq!(c.expect("snapshot").await["seq"], 0, "header {blank:?}");
+    }
+    // And is refused like any socket without a key when the first message has none.
+    let request = ws::with_header(ws::request(&app, EVENTS), "x-vcs-token", "");
+    let mut c = Client::connect_request(request).await;
+    c.send(json!({"type": "auth"})).await;
+    c.expect_error("BASE-00001", None).await;
+    c.expect_close(4001).await;
 }
 
 #[tokio::test]
@@ -463,13 +514,6 @@ async fn bad_header_keys_and_queries_are_refused_before_the_upgrade() {
             )
         ))
     );
-    assert_eq!(
-        ws::try_connect(upgrade(EVENTS, Some(""))).await.err(),
-        Some((
-            401,
-            error(401, "BASE-00001", None, "Authorization missing.")
-        ))
-    );
     let invalid = error(
         400,
         "BASE-00016",
@@ -487,6 +531,24 @@ async fn bad_header_keys_and_queries_are_refused_before_the_upgrade() {
             ws::try_connect(upgrade(&path, None)).await.err(),
             Some((400, invalid.clone())),
             "{query} without a key"
+        );
+    }
+    // The key header given twice, in either order: refused whatever the keys are.
+    let twice = error(
+        400,
+        "BASE-00016",
+        Some("INVALID_VALUE"),
+        "The parameter with name ::= [x-vcs-token] has an invalid value.",
+    );
+    for (first, second) in [(API_KEY, "nope"), ("nope", API_KEY), (API_KEY, API_KEY)] {
+        let mut request = upgrade(EVENTS, Some(first));
+        request
+            .headers_mut()
+            .append("x-vcs-token", second.parse().unwrap());
+        assert_eq!(
+            ws::try_connect(request).await.err(),
+            Some((400, twice.clone())),
+            "{first} then {second}"
         );
     }
     // Not a WebSocket request at all.
@@ -533,6 +595,25 @@ async fn browser_origins_are_checked() {
     let mut s = Client::connect_request(from(&app, &format!("http://{}", app.host_port()))).await;
     s.send(json!({"type": "auth", "apiKey": API_KEY})).await;
     assert_eq!(s.expect("snapshot").await["seq"], 0);
+    // The scheme counts: an https page of the same host is another origin than this plain
+    // http service.
+    let https = format!("https://{}", app.host_port());
+    assert_eq!(
+        ws::try_connect(from(&app, &https)).await.err(),
+        Some((403, forbidden.clone()))
+    );
+    // Behind a TLS-terminating proxy that says so, the https page is the service's own,
+    // and the http one is not.
+    let proxied = |origin: &str| ws::with_header(from(&app, origin), "x-forwarded-proto", "https");
+    let mut s = Client::connect_request(proxied(&https)).await;
+    s.send(json!({"type": "auth", "apiKey": API_KEY})).await;
+    assert_eq!(s.expect("snapshot").await["seq"], 0);
+    assert_eq!(
+        ws::try_connect(proxied(&format!("http://{}", app.host_port())))
+            .await
+            .err(),
+        Some((403, forbidden.clone()))
+    );
 
     // A configured list replaces the default.
     let app = TestApp::spawn_with(

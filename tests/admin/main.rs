@@ -5,8 +5,12 @@
 mod support;
 
 mod events;
+mod limits;
 mod metrics;
 mod participants;
+#[path = "../support/raw_ws.rs"]
+#[allow(dead_code)]
+mod raw_ws;
 #[path = "../support/ws.rs"]
 #[allow(dead_code)]
 mod ws;

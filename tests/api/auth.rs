@@ -81,6 +81,44 @@ both_stores!(empty_key_everywhere, |app: TestApp| async move {
     assert_only_room(&app, &room).await;
 });
 
+// Two key headers are refused whatever their order and values, so that a key that comes
+// second (or first) can never ride along with a good one.
+both_stores!(two_key_headers_everywhere, |app: TestApp| async move {
+    let room = app.new_room(json!({"name": "kept"})).await;
+    for (first, second) in [
+        (API_KEY, "wrong"),
+        ("wrong", API_KEY),
+        (API_KEY, API_KEY),
+        (API_KEY, SECOND_API_KEY),
+        ("", API_KEY),
+    ] {
+        for (method, path, body) in endpoints(room["id"].as_str().unwrap()) {
+            let res = without_key(&app, method.clone(), &path, body)
+                .header("x-vcs-token", first)
+                .header("x-vcs-token", second)
+                .send()
+                .await
+                .unwrap();
+            assert_error(
+                res,
+                400,
+                "BASE-00016",
+                Some("INVALID_VALUE"),
+                "The parameter with name ::= [x-vcs-token] has an invalid value.",
+            )
+            .await;
+        }
+    }
+    // The same over a raw socket, with the two headers as separate lines on the wire.
+    let request = format!(
+        "GET /api/realtime/room HTTP/1.1\r\nHost: x\r\nx-vcs-token: {API_KEY}\r\nX-Vcs-Token: wrong\r\nConnection: close\r\n\r\n"
+    );
+    let res = raw_http(app.host_port(), request.as_bytes()).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.json()["code"], "BASE-00016");
+    assert_only_room(&app, &room).await;
+});
+
 both_stores!(unknown_key_everywhere, |app: TestApp| async move {
     let room = app.new_room(json!({"name": "kept"})).await;
     let almost = &API_KEY[..API_KEY.len() - 1];

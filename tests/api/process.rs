@@ -109,6 +109,7 @@ fn invalid_configuration_is_refused() {
         ("CONVENE_BIND", "nowhere"),
         ("CONVENE_LOG_FORMAT", "xml"),
         ("CONVENE_REDIS_URL", "http://not-redis"),
+        ("CONVENE_REQUEST_BODY_TIMEOUT_SECONDS", "0"),
     ] {
         assert_refused(name, value);
     }

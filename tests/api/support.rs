@@ -316,6 +316,23 @@ impl TestApp {
         &self.options
     }
 
+    /// The process id of the running service.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The service's resident memory (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().unwrap()))
+            .expect("/proc/<pid>/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kb * 1024
+    }
+
     /// `host:port` of the service, for raw TCP requests.
     pub fn host_port(&self) -> &str {
         self.address.trim_start_matches("http://")
@@ -589,7 +606,7 @@ pub async fn raw_http(host_port: &str, request: &[u8]) -> RawResponse {
 
 /// A complete answer in `bytes`, or `None` while more is needed. At `eof`, a body without
 /// a length is whatever came.
-fn parse_raw(bytes: &[u8], eof: bool) -> Option<RawResponse> {
+pub fn parse_raw(bytes: &[u8], eof: bool) -> Option<RawResponse> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&bytes[..end]).ok()?;
     let mut lines = head.split("\r\n");
@@ -635,6 +652,44 @@ fn parse_raw(bytes: &[u8], eof: bool) -> Option<RawResponse> {
         headers,
         body,
     })
+}
+
+/// Reads from `stream` until the server closes the connection (panics after 30 s) and
+/// parses the first answer in what came.
+pub async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> RawResponse {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the server did not close the connection within 30 s: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    parse_raw(&bytes, true)
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&bytes)))
+}
+
+/// Asserts the published error body of a raw answer, with `Content-Type: application/json`.
+pub fn assert_raw_error(res: &RawResponse, status: u16, code: &str, id: &str, description: &str) {
+    assert_eq!(res.status, status, "{res:?}");
+    assert_eq!(
+        res.header("content-type"),
+        Some("application/json"),
+        "{res:?}"
+    );
+    assert_eq!(
+        res.json(),
+        serde_json::json!({"httpCode": status, "code": code, "id": id, "description": [description]}),
+    );
 }
 
 /// Asserts an error answer: status, and the published body with this code, id and text.

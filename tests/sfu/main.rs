@@ -336,7 +336,7 @@ async fn bad_signals_to_the_sfu_get_an_error_and_harm_nobody() {
         b.wait_for("an error", |s| s.errors().len() > n).await;
     }
     for error in b.snapshot(|s| s.errors().into_iter().cloned().collect::<Vec<_>>()) {
-        assert_eq!(error["code"], "REALTIME-00017", "{error}");
+        assert_eq!(error["code"], "REALTIME-00020", "{error}");
         assert_eq!(error["id"], "SFU_SIGNAL_REJECTED", "{error}");
     }
     // A flood of well-formed candidates (more than the server keeps) is absorbed without

@@ -197,6 +197,35 @@ async fn bad_tokens_are_refused_with_4001() {
     c.expect_close(4001).await;
 }
 
+/// A token that carries a `nbf` ("not before") in the future is refused like any bad token,
+/// even when it is signed with the service's secret; the same claims with a past `nbf` join.
+#[tokio::test]
+async fn a_token_not_valid_yet_is_refused_with_4001() {
+    let app = app_with(Options::default()).await;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap().to_string();
+    let with_nbf = |nbf: u64| {
+        let mut claims = jwt_claims(&token);
+        claims["nbf"] = nbf.into();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = now_ms() / 1000;
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "join", "token": with_nbf(now + 3600)}))
+        .await;
+    c.expect_error("REALTIME-00009", Some("INVALID_TOKEN"))
+        .await;
+    c.expect_close(4001).await;
+
+    let (_joined, joined) = Client::join(&app, &with_nbf(now - 60), "past nbf").await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+}
+
 #[tokio::test]
 async fn a_socket_without_join_is_closed_and_other_messages_wait_for_join() {
     let app = app_with(Options::default().env("CONVENE_SIGNALING_JOIN_TIMEOUT_MS", "300")).await;

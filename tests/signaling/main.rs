@@ -11,4 +11,8 @@ mod ws;
 mod hostile;
 mod join;
 mod lifecycle;
+mod limits;
+#[path = "../support/raw_ws.rs"]
+#[allow(dead_code)]
+mod raw_ws;
 mod relay;

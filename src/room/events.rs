@@ -1,0 +1,67 @@
+//! The room's domain events: every change of room state that others may follow. Rooms and
+//! the registry publish them synchronously through [`RoomServices::publish`]; observers
+//! (the admin event hub) must not block.
+//!
+//! [`RoomServices::publish`]: super::RoomServices::publish
+
+use crate::metrics::METRICS;
+use crate::model::{Participant, RoomRecord};
+use std::sync::Arc;
+
+/// A change of room state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomEvent {
+    RoomCreated(Arc<RoomRecord>),
+    /// Rooms that exist without having been created by this run (restored at start-up);
+    /// observers add them to their live state without an event of their own.
+    RoomsRestored(Vec<Arc<RoomRecord>>),
+    /// A change of the room's record other than an upgrade (a refreshed token).
+    RoomUpdated(Arc<RoomRecord>),
+    RoomUpgraded(Arc<RoomRecord>),
+    /// The room was deleted; `seats` participants held a seat in it.
+    RoomDeleted {
+        room_id: String,
+        seats: usize,
+    },
+    /// The room's `roomTTLSeconds` ran out; `seats` participants held a seat in it.
+    RoomExpired {
+        room_id: String,
+        seats: usize,
+    },
+    ParticipantJoined {
+        room_id: String,
+        participant: Participant,
+    },
+    ParticipantUpdated {
+        room_id: String,
+        participant: Participant,
+    },
+    ParticipantLeft {
+        room_id: String,
+        address: String,
+        reason: &'static str,
+    },
+}
+
+/// Something that follows room events (the admin event hub).
+pub trait RoomObserver: Send + Sync {
+    fn on_event(&self, event: &RoomEvent);
+}
+
+/// The process-wide counters that room events move.
+pub(super) fn count(event: &RoomEvent) {
+    match event {
+        RoomEvent::ParticipantJoined { .. } => METRICS.joined(),
+        RoomEvent::ParticipantLeft { reason, .. } => METRICS.left(reason),
+        RoomEvent::RoomUpgraded(_) => METRICS.upgraded(),
+        RoomEvent::RoomDeleted { seats, .. } | RoomEvent::RoomExpired { seats, .. } => {
+            for _ in 0..*seats {
+                METRICS.left("roomClosed");
+            }
+        }
+        RoomEvent::RoomCreated(_)
+        | RoomEvent::RoomsRestored(_)
+        | RoomEvent::RoomUpdated(_)
+        | RoomEvent::ParticipantUpdated { .. } => {}
+    }
+}

@@ -1,0 +1,120 @@
+//! What a room tells its participants, as domain values. Signaling turns them into the
+//! wire format (`src/signaling/protocol.rs`); relayed `signal`/`message` frames are made by
+//! the sender's session and pass through here as ready text.
+
+use crate::model::{ConferenceType, Participant};
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+
+/// `join`'s fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinRequest {
+    pub token: String,
+    pub name: Option<String>,
+    pub participant_info: Option<Value>,
+    pub audio: bool,
+    pub video: bool,
+    pub resume: Option<String>,
+}
+
+/// The room as a joining participant sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub conference_type: ConferenceType,
+    pub max_participants: u32,
+}
+
+/// A message of the room to one or more participants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomMessage {
+    /// To a participant that joined or resumed: its seat, the room and the others.
+    Joined {
+        address: String,
+        room: RoomInfo,
+        participants: Vec<Participant>,
+        resume_token: String,
+    },
+    ParticipantJoined(Participant),
+    ParticipantLeft {
+        address: String,
+        reason: &'static str,
+    },
+    ParticipantUpdated(Participant),
+    ConferenceTypeChanged {
+        conference_type: ConferenceType,
+        reason: &'static str,
+        participant_count: u32,
+    },
+    RoomClosed {
+        reason: &'static str,
+    },
+    /// The participant stayed longer than the room's `endpointTTLSeconds`.
+    EndpointExpired {
+        ttl_seconds: u64,
+    },
+    /// A `signal` to `sfu` in a room whose media does not go through the media plane.
+    SfuUnavailable,
+    /// Signaling from the media plane (`signal {from: "sfu", data}`).
+    SfuSignal {
+        data: Value,
+    },
+    /// The media plane could not use what the participant signaled to `sfu`.
+    SfuSignalRejected {
+        reason: String,
+    },
+}
+
+/// Why the room closes a participant's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// After `leave`.
+    Left,
+    /// Another socket resumed the participant.
+    Replaced,
+    /// An admin removed the participant.
+    Kicked,
+    /// The participant stayed longer than `endpointTTLSeconds`.
+    EndpointExpired,
+    RoomDeleted,
+    RoomExpired,
+}
+
+/// A room message shared by all its recipients, rendered once by the first one.
+#[derive(Debug)]
+pub struct Notice {
+    message: RoomMessage,
+    text: OnceLock<Arc<str>>,
+}
+
+impl Notice {
+    pub fn new(message: RoomMessage) -> Arc<Self> {
+        Arc::new(Self {
+            message,
+            text: OnceLock::new(),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn message(&self) -> &RoomMessage {
+        &self.message
+    }
+
+    /// The message's text, rendered by `render` on first use.
+    pub fn text(&self, render: impl FnOnce(&RoomMessage) -> Arc<str>) -> Arc<str> {
+        self.text.get_or_init(|| render(&self.message)).clone()
+    }
+}
+
+/// What goes into a participant's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A text frame made by signaling (a relayed `signal` or `message`), shared by every
+    /// recipient.
+    Text(Arc<str>),
+    /// A message of the room.
+    Notice(Arc<Notice>),
+    /// Close the socket.
+    Close(Closing),
+}

@@ -1,0 +1,1263 @@
+//! The rules of one room as a plain state machine: seats, resume and its grace period,
+//! endpoint expiry, kicks, media state, the MESH→SFU upgrade, token refresh and the room's
+//! own expiry. Commands come in, [`Effect`]s come out; the room's actor (`actor.rs`)
+//! executes them (queues, timers, the store, the published snapshot and seats). No actix,
+//! no channels, and time comes from an injected [`Clock`], so the rules are unit-tested
+//! below without sockets or waiting.
+
+use super::RoomServices;
+use super::events::RoomEvent;
+use super::messages::{Closing, JoinRequest, Notice, RoomInfo, RoomMessage};
+use crate::model::{ConferenceType, JoinRefused, Participant, RoomRecord};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Milliseconds since the epoch, as the room sees them.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Names a timer that the room asked for.
+pub type TimerId = u64;
+
+/// What a timer is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Timer {
+    /// The room's `roomTTLSeconds`.
+    RoomExpiry,
+    /// The resume grace of a participant whose socket is gone.
+    Grace(String),
+    /// A participant's `endpointTTLSeconds`.
+    Endpoint(String),
+}
+
+/// What the room's actor must do after a command, in order.
+#[derive(Debug)]
+pub enum Effect {
+    /// Queue a message for a participant, if its socket is still `session`'s.
+    Send {
+        to: String,
+        session: u64,
+        message: Arc<Notice>,
+    },
+    /// Close a participant's socket, if it is still `session`'s.
+    Close {
+        to: String,
+        session: u64,
+        closing: Closing,
+    },
+    /// The socket of the join or resume being handled now speaks for `address`.
+    SeatLinked {
+        address: String,
+        session: u64,
+    },
+    /// `address` keeps its seat but has no socket (it waits for a resume).
+    SeatUnlinked {
+        address: String,
+    },
+    /// `address` has no seat any more.
+    SeatRemoved {
+        address: String,
+    },
+    /// Nobody can be reached through the seats table any more (the room closes).
+    SeatsCleared,
+    StartTimer {
+        id: TimerId,
+        after: Duration,
+    },
+    CancelTimer(TimerId),
+    /// Write the record (with its participant count) soon; many changes, one write.
+    PersistSoon,
+    /// Write the record now.
+    PersistNow,
+    /// Remove the record from the store, best effort (the room expired).
+    RemoveFromStore,
+    Publish(RoomEvent),
+    /// Publish the current record for fetches and lists.
+    PublishSnapshot,
+    /// Publish that the room is gone: fetches answer 404 from now on.
+    PublishGone,
+    /// Stop the room's actor.
+    Stop,
+    /// Tell the media plane (SFU rooms only).
+    Media(MediaCommand),
+}
+
+/// What an SFU room tells the media plane about its participants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaCommand {
+    /// `address` takes part in the room's media (it may now negotiate with `sfu`).
+    Add { address: String },
+    /// `address` is gone: nothing is forwarded from or to it any more.
+    Remove { address: String },
+    /// The room is gone, with everyone in it.
+    RemoveRoom,
+    /// What `address` signaled to `sfu`.
+    Signal { address: String, data: Value },
+}
+
+/// A participant as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantState {
+    #[serde(flatten)]
+    pub participant: Participant,
+    /// `false` while the participant's socket is gone and its seat waits for a resume.
+    pub connected: bool,
+}
+
+struct Member {
+    participant: Participant,
+    resume_token: String,
+    /// The session of the socket that speaks for the participant; `None` while it waits
+    /// for a resume.
+    session: Option<u64>,
+    grace: Option<TimerId>,
+    expiry: TimerId,
+}
+
+pub struct RoomState {
+    /// Shared with the snapshot and the admin event hub until it changes
+    /// (`Arc::make_mut`), so a room's record is held once. Its `participant_count` is the
+    /// one it was created or restored with: the count is `members.len()`, and only the
+    /// store's copy carries it.
+    record: Arc<RoomRecord>,
+    services: Arc<RoomServices>,
+    clock: Clock,
+    /// In join order.
+    members: Vec<Member>,
+    timers: HashMap<TimerId, Timer>,
+    next_timer: TimerId,
+    out: Vec<Effect>,
+    /// Whether the service runs a media plane: without one, a `signal` to `sfu` gets
+    /// `SFU_UNAVAILABLE` in every room.
+    media_plane: bool,
+}
+
+impl RoomState {
+    /// A room with nobody in it; the effects start its expiry timer.
+    pub fn new(
+        record: Arc<RoomRecord>,
+        services: Arc<RoomServices>,
+        clock: Clock,
+    ) -> (Self, Vec<Effect>) {
+        let mut state = Self {
+            media_plane: services.media.is_some(),
+            record,
+            services,
+            clock,
+            members: Vec::new(),
+            timers: HashMap::new(),
+            next_timer: 1,
+            out: Vec::new(),
+        };
+        state.schedule_expiry();
+        let effects = state.done();
+        (state, effects)
+    }
+
+    pub fn record(&self) -> &Arc<RoomRecord> {
+        &self.record
+    }
+
+    /// The record as the store keeps it: with the participant count.
+    pub fn stored_record(&self) -> RoomRecord {
+        RoomRecord {
+            participant_count: self.members.len() as u32,
+            ..(*self.record).clone()
+        }
+    }
+
+    /// The participants, in join order.
+    pub fn participants(&self) -> Vec<ParticipantState> {
+        self.members.iter().map(Member::state).collect()
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    fn done(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn start_timer(&mut self, after: Duration, timer: Timer) -> TimerId {
+        let id = self.next_timer;
+        self.next_timer += 1;
+        self.timers.insert(id, timer);
+        self.out.push(Effect::StartTimer { id, after });
+        id
+    }
+
+    fn cancel_timer(&mut self, id: TimerId) {
+        if self.timers.remove(&id).is_some() {
+            self.out.push(Effect::CancelTimer(id));
+        }
+    }
+
+    fn schedule_expiry(&mut self) {
+        let left = self.record.expires_at().saturating_sub(self.now());
+        self.start_timer(Duration::from_millis(left), Timer::RoomExpiry);
+    }
+
+    fn max_participants(&self) -> u32 {
+        self.services
+            .limits
+            .max_participants(self.record.conference_type)
+    }
+
+    fn index_of(&self, address: &str) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| m.participant.address == address)
+    }
+
+    /// The member behind a message from a session, if that session still speaks for it.
+    fn sender(&self, address: &str, session: u64) -> Option<usize> {
+        self.index_of(address)
+            .filter(|&i| self.members[i].session == Some(session))
+    }
+
+    /// Queues a message for one member, if it has a socket.
+    fn send(&mut self, i: usize, message: Arc<Notice>) {
+        let member = &self.members[i];
+        if let Some(session) = member.session {
+            self.out.push(Effect::Send {
+                to: member.participant.address.clone(),
+                session,
+                message,
+            });
+        }
+    }
+
+    fn close(&mut self, i: usize, closing: Closing) {
+        let member = &self.members[i];
+        if let Some(session) = member.session {
+            self.out.push(Effect::Close {
+                to: member.participant.address.clone(),
+                session,
+                closing,
+            });
+        }
+    }
+
+    /// Queues a message for every member but `except`.
+    fn broadcast(&mut self, message: RoomMessage, except: Option<&str>) {
+        let notice = Notice::new(message);
+        for i in (0..self.members.len()).rev() {
+            if except != Some(self.members[i].participant.address.as_str()) {
+                self.send(i, notice.clone());
+            }
+        }
+    }
+
+    fn publish(&mut self, event: RoomEvent) {
+        self.out.push(Effect::Publish(event));
+    }
+
+    /// Whether this room's media goes through the media plane (SFU rooms).
+    fn is_sfu(&self) -> bool {
+        self.record.conference_type == ConferenceType::Sfu
+    }
+
+    /// Tells the media plane, in an SFU room.
+    fn media(&mut self, command: MediaCommand) {
+        if self.is_sfu() {
+            self.out.push(Effect::Media(command));
+        }
+    }
+
+    /// Takes a seat, or resumes one (a `resume` token of a seat in this room), for the
+    /// socket of `session`; answers the participant's address.
+    pub fn join(
+        &mut self,
+        nonce: &str,
+        request: JoinRequest,
+        session: u64,
+    ) -> (Result<String, JoinRefused>, Vec<Effect>) {
+        let result = self.admit(nonce, request, session);
+        (result, self.done())
+    }
+
+    fn admit(
+        &mut self,
+        nonce: &str,
+        request: JoinRequest,
+        session: u64,
+    ) -> Result<String, JoinRefused> {
+        if nonce != self.record.nonce {
+            return Err(JoinRefused::Token);
+        }
+        // A resume within the grace period: same address, and nobody sees a leave.
+        if let Some(token) = &request.resume
+            && let Some(i) = self.members.iter().position(|m| &m.resume_token == token)
+        {
+            let address = self.members[i].participant.address.clone();
+            if let Some(old) = self.members[i].session {
+                self.out.push(Effect::Close {
+                    to: address.clone(),
+                    session: old,
+                    closing: Closing::Replaced,
+                });
+            }
+            self.out.push(Effect::SeatLinked {
+                address: address.clone(),
+                session,
+            });
+            self.members[i].session = Some(session);
+            if let Some(grace) = self.members[i].grace.take() {
+                self.cancel_timer(grace);
+            }
+            tracing::info!(room = %self.record.id, %address, "participant resumed");
+            self.send_joined(i);
+            return Ok(address);
+        }
+        let max = self.max_participants();
+        if self.members.len() as u32 >= max {
+            return Err(JoinRefused::Full { max });
+        }
+        let address = format!("PA-{}", uuid::Uuid::new_v4());
+        let expiry = self.start_timer(
+            Duration::from_secs(self.record.endpoint_ttl_seconds),
+            Timer::Endpoint(address.clone()),
+        );
+        let participant = Participant {
+            address: address.clone(),
+            name: request.name,
+            participant_info: request.participant_info,
+            audio: request.audio,
+            video: request.video,
+            joined_at: self.now(),
+        };
+        self.out.push(Effect::SeatLinked {
+            address: address.clone(),
+            session,
+        });
+        self.members.push(Member {
+            participant: participant.clone(),
+            resume_token: uuid::Uuid::new_v4().simple().to_string(),
+            session: Some(session),
+            grace: None,
+            expiry,
+        });
+        // A new seat of an SFU room may negotiate with the media plane (a resume keeps its
+        // peer connection: nothing to tell).
+        self.media(MediaCommand::Add {
+            address: address.clone(),
+        });
+        tracing::info!(room = %self.record.id, %address, "participant joined");
+        self.send_joined(self.members.len() - 1);
+        self.publish(RoomEvent::ParticipantJoined {
+            room_id: self.record.id.clone(),
+            participant: participant.clone(),
+        });
+        self.broadcast(RoomMessage::ParticipantJoined(participant), Some(&address));
+        self.maybe_upgrade();
+        self.out.push(Effect::PersistSoon);
+        Ok(address)
+    }
+
+    /// Sends `joined` to member `i`.
+    fn send_joined(&mut self, i: usize) {
+        let member = &self.members[i];
+        let address = &member.participant.address;
+        let message = RoomMessage::Joined {
+            address: address.clone(),
+            room: RoomInfo {
+                id: self.record.id.clone(),
+                name: self.record.name.clone(),
+                conference_type: self.record.conference_type,
+                max_participants: self.max_participants(),
+            },
+            participants: self
+                .members
+                .iter()
+                .filter(|m| &m.participant.address != address)
+                .map(|m| m.participant.clone())
+                .collect(),
+            resume_token: member.resume_token.clone(),
+        };
+        self.send(i, Notice::new(message));
+    }
+
+    /// Applies the MESH→SFU rule after a join: at `autoUpgradeParticipantCount` seats a
+    /// MESH room becomes SFU, once.
+    fn maybe_upgrade(&mut self) {
+        let count = self.members.len() as u32;
+        if self.record.conference_type != ConferenceType::Mesh
+            || self
+                .record
+                .auto_upgrade_participant_count
+                .is_none_or(|at| count < at)
+        {
+            return;
+        }
+        let now = self.now();
+        let record = Arc::make_mut(&mut self.record);
+        record.conference_type = ConferenceType::Sfu;
+        record.modification_time = now.max(record.modification_time);
+        tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
+        // From the upgrade on, everyone present takes part in the room's media.
+        for i in 0..self.members.len() {
+            let address = self.members[i].participant.address.clone();
+            self.media(MediaCommand::Add { address });
+        }
+        self.out.push(Effect::PublishSnapshot);
+        self.publish(RoomEvent::RoomUpgraded(self.record.clone()));
+        self.broadcast(
+            RoomMessage::ConferenceTypeChanged {
+                conference_type: ConferenceType::Sfu,
+                reason: "participantCount",
+                participant_count: count,
+            },
+            None,
+        );
+    }
+
+    /// A participant's new audio and video state (each kept when absent).
+    pub fn media_state(
+        &mut self,
+        address: &str,
+        session: u64,
+        audio: Option<bool>,
+        video: Option<bool>,
+    ) -> Vec<Effect> {
+        // Messages of a socket that no longer speaks for the participant are dropped.
+        if let Some(i) = self.sender(address, session) {
+            let participant = &mut self.members[i].participant;
+            participant.audio = audio.unwrap_or(participant.audio);
+            participant.video = video.unwrap_or(participant.video);
+            let participant = participant.clone();
+            self.publish(RoomEvent::ParticipantUpdated {
+                room_id: self.record.id.clone(),
+                participant: participant.clone(),
+            });
+            self.broadcast(RoomMessage::ParticipantUpdated(participant), Some(address));
+        }
+        self.done()
+    }
+
+    /// A `signal` to `sfu`: to the media plane in an SFU room, `SFU_UNAVAILABLE` in a MESH
+    /// room (or without a media plane).
+    pub fn sfu_signal(&mut self, address: &str, session: u64, data: Value) -> Vec<Effect> {
+        if let Some(i) = self.sender(address, session) {
+            if self.is_sfu() && self.media_plane {
+                self.media(MediaCommand::Signal {
+                    address: address.to_string(),
+                    data,
+                });
+            } else {
+                self.send(i, Notice::new(RoomMessage::SfuUnavailable));
+            }
+        }
+        self.done()
+    }
+
+    /// The participant leaves: its socket closes, the others see it go.
+    pub fn leave(&mut self, address: &str, session: u64) -> Vec<Effect> {
+        if let Some(i) = self.sender(address, session) {
+            self.close(i, Closing::Left);
+            self.remove(i, "left");
+        }
+        self.done()
+    }
+
+    /// The participant's socket is gone; a resume may follow within the grace period.
+    pub fn disconnected(&mut self, address: &str, session: u64) -> Vec<Effect> {
+        if let Some(i) = self.sender(address, session) {
+            self.unlink(i);
+        }
+        self.done()
+    }
+
+    /// The participant's queue was found full or closed: it loses its socket (as when
+    /// the socket is gone), unless another socket resumed it since.
+    pub fn overflow(&mut self, address: &str, session: u64) -> Vec<Effect> {
+        if let Some(i) = self.sender(address, session) {
+            tracing::info!(room = %self.record.id, %address, "participant dropped: outbound queue full or closed");
+            self.unlink(i);
+        }
+        self.done()
+    }
+
+    /// Removes a participant on an admin's request: it gets `roomClosed {reason: "kicked"}`
+    /// and its socket closes, its resume token dies with its seat, the others see it leave.
+    pub fn kick(&mut self, address: &str) -> (Option<ParticipantState>, Vec<Effect>) {
+        let Some(i) = self.index_of(address) else {
+            return (None, self.done());
+        };
+        let state = self.members[i].state();
+        self.send(i, Notice::new(RoomMessage::RoomClosed { reason: "kicked" }));
+        self.close(i, Closing::Kicked);
+        self.members[i].session = None;
+        self.remove(i, "kicked");
+        (Some(state), self.done())
+    }
+
+    /// A timer the room asked for ran out. A cancelled timer is ignored.
+    pub fn timer_fired(&mut self, id: TimerId) -> Vec<Effect> {
+        match self.timers.remove(&id) {
+            Some(Timer::RoomExpiry) => self.expire(),
+            Some(Timer::Grace(address)) => {
+                if let Some(i) = self
+                    .index_of(&address)
+                    .filter(|&i| self.members[i].session.is_none())
+                {
+                    self.members[i].grace = None;
+                    self.remove(i, "disconnected");
+                }
+            }
+            Some(Timer::Endpoint(address)) => {
+                if let Some(i) = self.index_of(&address) {
+                    let ttl_seconds = self.record.endpoint_ttl_seconds;
+                    self.send(i, Notice::new(RoomMessage::EndpointExpired { ttl_seconds }));
+                    self.close(i, Closing::EndpointExpired);
+                    self.remove(i, "expired");
+                }
+            }
+            None => {}
+        }
+        self.done()
+    }
+
+    /// The record, with a usable token: a stale one is replaced (and persisted).
+    pub fn get_record(&mut self) -> (Arc<RoomRecord>, Vec<Effect>) {
+        let now = self.now();
+        if self.record.token_is_stale(now) {
+            Arc::make_mut(&mut self.record).refresh_token(&self.services.tokens, now);
+            self.out.push(Effect::PublishSnapshot);
+            self.out.push(Effect::PersistNow);
+            self.publish(RoomEvent::RoomUpdated(self.record.clone()));
+        }
+        (self.record.clone(), self.done())
+    }
+
+    /// The store removed the room: everyone is told, and the room stops.
+    pub fn delete_confirmed(&mut self) -> Vec<Effect> {
+        self.out.push(Effect::PublishGone);
+        let seats = self.close_all("deleted", Closing::RoomDeleted);
+        self.publish(RoomEvent::RoomDeleted {
+            room_id: self.record.id.clone(),
+            seats,
+        });
+        self.out.push(Effect::Stop);
+        self.done()
+    }
+
+    fn expire(&mut self) {
+        if !self.record.is_expired(self.now()) {
+            // Timers far in the future may fire early; look again later.
+            return self.schedule_expiry();
+        }
+        tracing::info!(room = %self.record.id, "room expired");
+        self.out.push(Effect::PublishGone);
+        let seats = self.close_all("expired", Closing::RoomExpired);
+        self.publish(RoomEvent::RoomExpired {
+            room_id: self.record.id.clone(),
+            seats,
+        });
+        // Best effort: Redis expires the key by itself and the sweep cleans the index.
+        self.out.push(Effect::RemoveFromStore);
+        self.out.push(Effect::Stop);
+    }
+
+    /// The member's socket is gone: keep its seat for the resume grace period.
+    fn unlink(&mut self, i: usize) {
+        let address = self.members[i].participant.address.clone();
+        self.members[i].session = None;
+        self.out.push(Effect::SeatUnlinked {
+            address: address.clone(),
+        });
+        let grace = self.start_timer(self.services.resume_grace, Timer::Grace(address));
+        if let Some(old) = self.members[i].grace.replace(grace) {
+            self.cancel_timer(old);
+        }
+    }
+
+    /// Removes a member and tells the others.
+    fn remove(&mut self, i: usize, reason: &'static str) {
+        let member = self.members.remove(i);
+        self.cancel_timer(member.expiry);
+        if let Some(grace) = member.grace {
+            self.cancel_timer(grace);
+        }
+        let address = member.participant.address;
+        self.out.push(Effect::SeatRemoved {
+            address: address.clone(),
+        });
+        self.media(MediaCommand::Remove {
+            address: address.clone(),
+        });
+        tracing::info!(room = %self.record.id, %address, reason, "participant left");
+        self.publish(RoomEvent::ParticipantLeft {
+            room_id: self.record.id.clone(),
+            address: address.clone(),
+            reason,
+        });
+        self.broadcast(RoomMessage::ParticipantLeft { address, reason }, None);
+        self.out.push(Effect::PersistSoon);
+    }
+
+    /// Tells everyone the room is closing and closes their sockets; answers how many
+    /// held a seat.
+    fn close_all(&mut self, reason: &'static str, closing: Closing) -> usize {
+        self.out.push(Effect::SeatsCleared);
+        // The room's media ends with it.
+        self.media(MediaCommand::RemoveRoom);
+        let notice = Notice::new(RoomMessage::RoomClosed { reason });
+        for i in 0..self.members.len() {
+            self.send(i, notice.clone());
+            self.close(i, closing);
+        }
+        let seats = self.members.len();
+        self.members.clear();
+        seats
+    }
+}
+
+impl Member {
+    fn state(&self) -> ParticipantState {
+        ParticipantState {
+            participant: self.participant.clone(),
+            connected: self.session.is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The room's rules, driven by commands and a hand-set clock: no actor, no socket, no
+    //! waiting. Timers fire when a test says so.
+
+    use super::*;
+    use crate::model::Limits;
+    use crate::store::MemoryStore;
+    use crate::token::RoomTokens;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The clock's start: a fixed moment, in milliseconds since the epoch.
+    const T0: u64 = 1_700_000_000_000;
+    const GRACE: Duration = Duration::from_secs(5);
+
+    struct Room {
+        state: RoomState,
+        time: Arc<AtomicU64>,
+        /// The room's expiry timer, from its creation.
+        expiry: TimerId,
+    }
+
+    fn tokens() -> RoomTokens {
+        RoomTokens::new(b"a test secret of some length", "convene", "convene-room")
+    }
+
+    /// A room created at `T0` with limits MESH 2, SFU 4, a token valid for an hour, a room
+    /// TTL of a day and an endpoint TTL of an hour.
+    fn room(auto_upgrade: Option<u32>) -> Room {
+        let services = Arc::new(RoomServices {
+            limits: Limits { mesh: 2, sfu: 4 },
+            room_token_ttl_seconds: 3600,
+            room_ttl_seconds: 86_400,
+            endpoint_ttl_seconds: 3600,
+            resume_grace: GRACE,
+            tokens: tokens(),
+            store: Arc::new(MemoryStore::new()),
+            observers: Vec::new(),
+            media: None,
+        });
+        let (token, token_expires_at) = tokens().issue("RO-1", "nonce", T0 / 1000, 3600);
+        let record = Arc::new(RoomRecord {
+            id: "RO-1".into(),
+            name: Some("standup".into()),
+            description: None,
+            creation_time: T0,
+            modification_time: T0,
+            conference_type: ConferenceType::Mesh,
+            auto_upgrade_participant_count: auto_upgrade,
+            room_token_ttl_seconds: 3600,
+            room_ttl_seconds: 86_400,
+            endpoint_ttl_seconds: 3600,
+            nonce: "nonce".into(),
+            token,
+            token_expires_at,
+            participant_count: 0,
+        });
+        let time = Arc::new(AtomicU64::new(T0));
+        let clock = time.clone();
+        let (state, effects) = RoomState::new(
+            record,
+            services,
+            Arc::new(move || clock.load(Ordering::SeqCst)),
+        );
+        let expiry = started(&effects)[0].0;
+        assert_eq!(started(&effects)[0].1, Duration::from_secs(86_400));
+        Room {
+            state,
+            time,
+            expiry,
+        }
+    }
+
+    /// A room created as SFU (limit 4), in a service that runs a media plane.
+    fn sfu_room() -> Room {
+        let mut room = room(None);
+        Arc::make_mut(&mut room.state.record).conference_type = ConferenceType::Sfu;
+        room.state.media_plane = true;
+        room
+    }
+
+    /// What the effects tell the media plane, in order.
+    fn media(effects: &[Effect]) -> Vec<MediaCommand> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Media(command) => Some(command.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn add(address: &str) -> MediaCommand {
+        MediaCommand::Add {
+            address: address.into(),
+        }
+    }
+
+    fn remove(address: &str) -> MediaCommand {
+        MediaCommand::Remove {
+            address: address.into(),
+        }
+    }
+
+    impl Room {
+        fn set_time(&self, ms: u64) {
+            self.time.store(ms, Ordering::SeqCst);
+        }
+
+        /// Joins (or resumes, with `resume`) on socket `session`.
+        fn join(
+            &mut self,
+            session: u64,
+            resume: Option<&str>,
+        ) -> (Result<String, JoinRefused>, Vec<Effect>) {
+            self.state.join("nonce", request(resume), session)
+        }
+
+        /// Joins on socket `session`; answers the address, the resume token and the
+        /// endpoint expiry timer.
+        fn joined(&mut self, session: u64) -> (String, String, TimerId) {
+            let (result, effects) = self.join(session, None);
+            let address = result.expect("a seat");
+            let Some(RoomMessage::Joined { resume_token, .. }) =
+                sent(&effects, &address).first().cloned()
+            else {
+                panic!("no joined for {address}: {effects:?}")
+            };
+            let endpoint = started(&effects)[0].0;
+            (address, resume_token.clone(), endpoint)
+        }
+    }
+
+    fn request(resume: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            token: "unused by the room".into(),
+            name: None,
+            participant_info: None,
+            audio: true,
+            video: true,
+            resume: resume.map(str::to_string),
+        }
+    }
+
+    /// The messages queued for `to`, in order.
+    fn sent(effects: &[Effect], to: &str) -> Vec<RoomMessage> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { to: t, message, .. } if t == to => Some(message.message().clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(effects: &[Effect], to: &str) -> Vec<(u64, Closing)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Close {
+                    to: t,
+                    session,
+                    closing,
+                } if t == to => Some((*session, *closing)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn started(effects: &[Effect]) -> Vec<(TimerId, Duration)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StartTimer { id, after } => Some((*id, *after)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(effects: &[Effect]) -> Vec<&RoomEvent> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Publish(event) => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn left(effects: &[Effect]) -> Vec<(String, &'static str)> {
+        events(effects)
+            .into_iter()
+            .filter_map(|e| match e {
+                RoomEvent::ParticipantLeft {
+                    address, reason, ..
+                } => Some((address.clone(), *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(effects: &[Effect], wanted: impl Fn(&Effect) -> bool) -> bool {
+        effects.iter().any(wanted)
+    }
+
+    #[test]
+    fn joins_take_seats_up_to_the_limit_and_need_the_rooms_nonce() {
+        let mut room = room(None);
+        let (result, effects) = room.state.join("other", request(None), 1);
+        assert_eq!(result, Err(JoinRefused::Token));
+        assert!(effects.is_empty(), "{effects:?}");
+
+        let (a, _, _) = room.joined(1);
+        let (result, effects) = room.join(2, None);
+        let b = result.unwrap();
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatLinked { address, session: 2 } if *address == b)
+        ));
+        // B's joined lists A; A hears of B.
+        let Some(RoomMessage::Joined {
+            participants,
+            room: info,
+            ..
+        }) = sent(&effects, &b).first().cloned()
+        else {
+            panic!("no joined: {effects:?}")
+        };
+        assert_eq!(
+            participants.iter().map(|p| &p.address).collect::<Vec<_>>(),
+            [&a]
+        );
+        assert_eq!(info.max_participants, 2);
+        assert!(
+            matches!(&sent(&effects, &a)[..], [RoomMessage::ParticipantJoined(p)] if p.address == b)
+        );
+        assert!(has(&effects, |e| matches!(e, Effect::PersistSoon)));
+        assert_eq!(room.state.stored_record().participant_count, 2);
+
+        let (result, effects) = room.join(3, None);
+        assert_eq!(result, Err(JoinRefused::Full { max: 2 }));
+        assert!(effects.is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn a_resume_within_the_grace_keeps_the_address_and_nobody_sees_a_leave() {
+        let mut room = room(None);
+        let (a, token, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+
+        let effects = room.state.disconnected(&a, 1);
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatUnlinked { address } if *address == a)
+        ));
+        let [(grace, after)] = started(&effects)[..] else {
+            panic!("no grace timer: {effects:?}")
+        };
+        assert_eq!(after, GRACE);
+        assert!(!room.state.participants()[0].connected);
+
+        let (result, effects) = room.join(3, Some(&token));
+        assert_eq!(result.as_deref(), Ok(a.as_str()));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::CancelTimer(id) if *id == grace)
+        ));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatLinked { address, session: 3 } if *address == a)
+        ));
+        assert!(
+            matches!(&sent(&effects, &a)[..], [RoomMessage::Joined { participants, .. }] if participants[0].address == b)
+        );
+        assert!(
+            sent(&effects, &b).is_empty(),
+            "B sees nothing of the resume"
+        );
+        assert!(left(&effects).is_empty());
+        assert!(room.state.participants()[0].connected);
+        // The grace timer, had it fired anyway, does nothing.
+        assert!(room.state.timer_fired(grace).is_empty());
+        assert_eq!(room.state.participants().len(), 2);
+    }
+
+    #[test]
+    fn the_grace_running_out_removes_the_seat_as_disconnected() {
+        let mut room = room(None);
+        let (a, token, endpoint) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let effects = room.state.disconnected(&a, 1);
+        let grace = started(&effects)[0].0;
+
+        let effects = room.state.timer_fired(grace);
+        assert_eq!(left(&effects), [(a.clone(), "disconnected")]);
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatRemoved { address } if *address == a)
+        ));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::CancelTimer(id) if *id == endpoint)
+        ));
+        assert!(
+            matches!(&sent(&effects, &b)[..], [RoomMessage::ParticipantLeft { address, reason: "disconnected" }] if *address == a)
+        );
+        assert!(sent(&effects, &a).is_empty());
+        // The resume token died with the seat: it is a new join now.
+        let (result, _) = room.join(3, Some(&token));
+        assert_ne!(result.unwrap(), a);
+    }
+
+    #[test]
+    fn a_replaced_sockets_late_messages_are_ignored() {
+        let mut room = room(None);
+        let (a, token, _) = room.joined(1);
+        let (result, effects) = room.join(2, Some(&token));
+        assert_eq!(result.unwrap(), a);
+        assert_eq!(closed(&effects, &a), [(1, Closing::Replaced)]);
+
+        assert!(room.state.disconnected(&a, 1).is_empty());
+        assert!(room.state.overflow(&a, 1).is_empty());
+        assert!(room.state.leave(&a, 1).is_empty());
+        assert!(room.state.media_state(&a, 1, Some(false), None).is_empty());
+        let participants = room.state.participants();
+        assert!(participants[0].connected && participants[0].participant.audio);
+    }
+
+    #[test]
+    fn an_endpoint_past_its_ttl_is_told_closed_and_removed() {
+        let mut room = room(None);
+        let (a, _, endpoint) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let effects = room.state.timer_fired(endpoint);
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::EndpointExpired { ttl_seconds: 3600 }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::EndpointExpired)]);
+        assert_eq!(left(&effects), [(a.clone(), "expired")]);
+        assert!(matches!(
+            &sent(&effects, &b)[..],
+            [RoomMessage::ParticipantLeft {
+                reason: "expired",
+                ..
+            }]
+        ));
+        assert_eq!(room.state.participants().len(), 1);
+        assert!(room.state.timer_fired(endpoint).is_empty(), "fires once");
+    }
+
+    #[test]
+    fn a_kick_closes_the_socket_and_the_others_see_a_leave() {
+        let mut room = room(None);
+        let (a, token, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let (kicked, effects) = room.state.kick(&a);
+        assert_eq!(kicked.unwrap().participant.address, a);
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::RoomClosed { reason: "kicked" }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::Kicked)]);
+        assert_eq!(left(&effects), [(a.clone(), "kicked")]);
+        assert!(matches!(
+            &sent(&effects, &b)[..],
+            [RoomMessage::ParticipantLeft {
+                reason: "kicked",
+                ..
+            }]
+        ));
+        let (none, effects) = room.state.kick(&a);
+        assert!(none.is_none() && effects.is_empty());
+        let (result, _) = room.join(3, Some(&token));
+        assert_ne!(result.unwrap(), a, "the kicked seat's resume token is dead");
+    }
+
+    #[test]
+    fn media_state_changes_what_is_given_and_tells_the_others() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        let effects = room.state.media_state(&a, 1, Some(false), None);
+        let [RoomMessage::ParticipantUpdated(p)] = &sent(&effects, &b)[..] else {
+            panic!("no update for B: {effects:?}")
+        };
+        assert!(!p.audio && p.video);
+        assert!(sent(&effects, &a).is_empty());
+        assert!(matches!(
+            events(&effects)[..],
+            [RoomEvent::ParticipantUpdated { .. }]
+        ));
+    }
+
+    #[test]
+    fn leave_closes_the_socket_and_frees_the_seat() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        let effects = room.state.leave(&a, 1);
+        assert_eq!(closed(&effects, &a), [(1, Closing::Left)]);
+        assert_eq!(left(&effects), [(a, "left")]);
+        assert!(has(&effects, |e| matches!(e, Effect::PersistSoon)));
+        assert_eq!(room.state.stored_record().participant_count, 0);
+    }
+
+    #[test]
+    fn a_mesh_room_upgrades_once_at_the_threshold_and_gets_the_sfu_limit() {
+        let mut room = room(Some(2));
+        let (a, _, _) = room.joined(1);
+        room.set_time(T0 + 1000);
+        let (result, effects) = room.join(2, None);
+        let b = result.unwrap();
+        let changed = RoomMessage::ConferenceTypeChanged {
+            conference_type: ConferenceType::Sfu,
+            reason: "participantCount",
+            participant_count: 2,
+        };
+        assert_eq!(sent(&effects, &a).last(), Some(&changed));
+        assert_eq!(sent(&effects, &b).last(), Some(&changed));
+        assert!(has(&effects, |e| matches!(e, Effect::PublishSnapshot)));
+        assert!(
+            matches!(events(&effects)[..], [_, RoomEvent::RoomUpgraded(r)] if r.conference_type == ConferenceType::Sfu)
+        );
+        assert_eq!(room.state.record().conference_type, ConferenceType::Sfu);
+        assert_eq!(room.state.record().modification_time, T0 + 1000);
+
+        // Now the SFU limit (4) holds, and the upgrade does not happen again.
+        let (result, effects) = room.join(3, None);
+        let c = result.unwrap();
+        assert!(
+            matches!(&sent(&effects, &c)[..], [RoomMessage::Joined { room, .. }] if room.max_participants == 4 && room.conference_type == ConferenceType::Sfu)
+        );
+        assert!(!sent(&effects, &a).contains(&changed));
+        assert!(room.join(4, None).0.is_ok());
+        assert_eq!(room.join(5, None).0, Err(JoinRefused::Full { max: 4 }));
+    }
+
+    #[test]
+    fn without_auto_upgrade_a_mesh_room_stays_mesh() {
+        let mut room = room(None);
+        room.joined(1);
+        let (_, effects) = room.join(2, None);
+        assert!(!has(&effects, |e| matches!(e, Effect::PublishSnapshot)));
+        assert_eq!(room.state.record().conference_type, ConferenceType::Mesh);
+    }
+
+    #[test]
+    fn the_room_expires_at_its_ttl_and_not_before() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        // Fired early (timers far in the future may): it looks again later.
+        room.set_time(T0 + 86_400_000 - 1);
+        let effects = room.state.timer_fired(room.expiry);
+        assert_eq!(
+            started(&effects).iter().map(|t| t.1).collect::<Vec<_>>(),
+            [Duration::from_millis(1)]
+        );
+        assert!(!has(&effects, |e| matches!(e, Effect::Stop)));
+
+        room.set_time(T0 + 86_400_000);
+        let effects = room.state.timer_fired(started(&effects)[0].0);
+        assert!(matches!(effects.first(), Some(Effect::PublishGone)));
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::RoomClosed { reason: "expired" }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::RoomExpired)]);
+        assert!(matches!(
+            events(&effects)[..],
+            [RoomEvent::RoomExpired { seats: 1, .. }]
+        ));
+        assert!(has(&effects, |e| matches!(e, Effect::RemoveFromStore)));
+        assert!(matches!(effects.last(), Some(Effect::Stop)));
+    }
+
+    #[test]
+    fn a_deleted_room_closes_every_socket_and_stops() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        room.state.disconnected(&b, 2);
+        let effects = room.state.delete_confirmed();
+        assert_eq!(
+            sent(&effects, &a),
+            [RoomMessage::RoomClosed { reason: "deleted" }]
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::RoomDeleted)]);
+        assert!(sent(&effects, &b).is_empty(), "B has no socket");
+        assert!(matches!(
+            events(&effects)[..],
+            [RoomEvent::RoomDeleted { seats: 2, .. }]
+        ));
+        assert!(left(&effects).is_empty());
+        assert!(matches!(effects.last(), Some(Effect::Stop)));
+    }
+
+    #[test]
+    fn a_stale_token_is_replaced_once_and_persisted() {
+        let mut room = room(None);
+        let first = room.state.record().token.clone();
+        let (record, effects) = room.state.get_record();
+        assert_eq!(record.token, first, "a fresh token stays");
+        assert!(effects.is_empty());
+
+        // A second before the last minute (a tenth of the hour, at most a minute) it is
+        // still good; in the last minute it is stale.
+        room.set_time(T0 + 3539 * 1000);
+        assert!(room.state.get_record().1.is_empty());
+        room.set_time(T0 + 3540 * 1000);
+        let (record, effects) = room.state.get_record();
+        assert_ne!(record.token, first);
+        assert_eq!(record.token_expires_at, T0 / 1000 + 3540 + 3600);
+        assert!(has(&effects, |e| matches!(e, Effect::PersistNow)));
+        assert!(has(&effects, |e| matches!(e, Effect::PublishSnapshot)));
+        assert!(
+            matches!(events(&effects)[..], [RoomEvent::RoomUpdated(r)] if r.token == record.token)
+        );
+        let (again, effects) = room.state.get_record();
+        assert_eq!(again.token, record.token);
+        assert!(effects.is_empty());
+    }
+
+    #[test]
+    fn a_new_seat_of_an_sfu_room_joins_its_media_and_a_resume_does_not() {
+        let mut room = sfu_room();
+        let (result, effects) = room.join(1, None);
+        let a = result.unwrap();
+        assert_eq!(media(&effects), [add(&a)]);
+        let Some(RoomMessage::Joined { resume_token, .. }) = sent(&effects, &a).first().cloned()
+        else {
+            panic!("no joined: {effects:?}")
+        };
+
+        // The socket drops and resumes: the peer connection is kept, nothing is told.
+        let effects = room.state.disconnected(&a, 1);
+        assert!(media(&effects).is_empty(), "{effects:?}");
+        let (result, effects) = room.join(2, Some(&resume_token));
+        assert_eq!(result.unwrap(), a);
+        assert!(media(&effects).is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn every_way_out_of_an_sfu_room_removes_the_participant_from_media() {
+        let mut room = sfu_room();
+        let (a, _, _) = room.joined(1);
+        let (b, _, endpoint) = room.joined(2);
+        let (c, _, _) = room.joined(3);
+        let (d, _, _) = room.joined(4);
+
+        assert_eq!(media(&room.state.leave(&a, 1)), [remove(&a)]);
+        assert_eq!(media(&room.state.kick(&c).1), [remove(&c)]);
+        assert_eq!(media(&room.state.timer_fired(endpoint)), [remove(&b)]);
+        let effects = room.state.disconnected(&d, 4);
+        assert!(media(&effects).is_empty(), "the seat waits for a resume");
+        let grace = started(&effects)[0].0;
+        assert_eq!(media(&room.state.timer_fired(grace)), [remove(&d)]);
+    }
+
+    #[test]
+    fn an_upgrade_adds_every_member_to_media() {
+        let mut room = room(Some(2));
+        room.state.media_plane = true;
+        let (result, effects) = room.join(1, None);
+        let a = result.unwrap();
+        assert!(
+            media(&effects).is_empty(),
+            "a MESH room has no media plane part"
+        );
+        let (result, effects) = room.join(2, None);
+        let b = result.unwrap();
+        assert_eq!(media(&effects), [add(&a), add(&b)]);
+        // Later joins of the upgraded room are added one by one.
+        let (result, effects) = room.join(3, None);
+        assert_eq!(media(&effects), [add(&result.unwrap())]);
+    }
+
+    #[test]
+    fn a_deleted_or_expired_sfu_room_removes_its_media() {
+        let mut room = sfu_room();
+        room.joined(1);
+        assert_eq!(
+            media(&room.state.delete_confirmed()),
+            [MediaCommand::RemoveRoom]
+        );
+
+        let mut room = sfu_room();
+        room.joined(1);
+        room.set_time(T0 + 86_400_000);
+        let effects = room.state.timer_fired(room.expiry);
+        assert_eq!(media(&effects), [MediaCommand::RemoveRoom]);
+    }
+
+    #[test]
+    fn a_mesh_room_tells_the_media_plane_nothing() {
+        let mut room = room(None);
+        room.state.media_plane = true;
+        let (a, _, _) = room.joined(1);
+        let (_, _, endpoint) = room.joined(2);
+        let mut effects = room.state.leave(&a, 1);
+        effects.extend(room.state.timer_fired(endpoint));
+        effects.extend(room.state.delete_confirmed());
+        assert!(media(&effects).is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn a_signal_to_sfu_goes_to_the_media_plane_only_in_an_sfu_room() {
+        let data = serde_json::json!({"description": {"type": "offer", "sdp": "v=0"}});
+        let mut sfu = sfu_room();
+        let (a, token, _) = sfu.joined(1);
+        let effects = sfu.state.sfu_signal(&a, 1, data.clone());
+        assert_eq!(
+            media(&effects),
+            [MediaCommand::Signal {
+                address: a.clone(),
+                data: data.clone()
+            }]
+        );
+        assert!(sent(&effects, &a).is_empty());
+        // A replaced socket's late signal is dropped.
+        sfu.join(2, Some(&token)).0.unwrap();
+        assert!(sfu.state.sfu_signal(&a, 1, data.clone()).is_empty());
+
+        // MESH room, or no media plane: SFU_UNAVAILABLE, nothing to the media plane.
+        let mut mesh = room(None);
+        mesh.state.media_plane = true;
+        let (m, _, _) = mesh.joined(1);
+        let effects = mesh.state.sfu_signal(&m, 1, data.clone());
+        assert!(media(&effects).is_empty());
+        assert_eq!(sent(&effects, &m), [RoomMessage::SfuUnavailable]);
+        let mut unplugged = sfu_room();
+        unplugged.state.media_plane = false;
+        let (u, _, _) = unplugged.joined(1);
+        let effects = unplugged.state.sfu_signal(&u, 1, data);
+        assert!(media(&effects).is_empty());
+        assert_eq!(sent(&effects, &u), [RoomMessage::SfuUnavailable]);
+    }
+}
