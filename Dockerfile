@@ -28,7 +28,7 @@ USER 10001:10001
 # Every setting can be given as a CONVENE_* variable; see the README's table.
 ENV CONVENE_BIND=0.0.0.0:8080 \
     CONVENE_LOG_FORMAT=json
-EXPOSE 8080
+EXPOSE 8080 7882/udp
 # Liveness only: /healthz never touches Redis. Start-up may retry Redis for 30 s first.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=40s --retries=3 \
     CMD curl -fsS -o /dev/null http://127.0.0.1:8080/healthz || exit 1

@@ -63,6 +63,10 @@ pub struct Settings {
     pub ice_servers: Vec<String>,
     pub turn_secret: String,
     pub turn_credential_ttl_seconds: u64,
+    pub rtc_udp_port: u16,
+    pub rtc_advertise_ip: String,
+    pub rtc_max_tracks_per_participant: usize,
+    pub rtc_ice_timeout_ms: u64,
     pub admin_allowed_origins: Vec<String>,
     pub admin_event_log_size: usize,
     pub admin_queue_capacity: usize,
@@ -255,6 +259,11 @@ impl Settings {
                 "CONVENE_TURN_CREDENTIAL_TTL_SECONDS",
                 self.turn_credential_ttl_seconds,
             ),
+            ("CONVENE_RTC_ICE_TIMEOUT_MS", self.rtc_ice_timeout_ms),
+            (
+                "CONVENE_RTC_MAX_TRACKS_PER_PARTICIPANT",
+                self.rtc_max_tracks_per_participant as u64,
+            ),
             (
                 "CONVENE_ADMIN_EVENT_LOG_SIZE",
                 self.admin_event_log_size as u64,
@@ -276,6 +285,17 @@ impl Settings {
                 "CONVENE_ICE_SERVERS: '{url}' is not a stun:, turn: or turns: URL"
             )));
         }
+        if !self.rtc_advertise_ip.is_empty()
+            && self
+                .rtc_advertise_ip
+                .parse::<std::net::IpAddr>()
+                .map_or(true, |ip| ip.is_unspecified())
+        {
+            return Err(err(format!(
+                "CONVENE_RTC_ADVERTISE_IP: '{}' is not an IP address clients can reach",
+                self.rtc_advertise_ip
+            )));
+        }
         if self.max_body_bytes == 0 {
             return Err(err("CONVENE_MAX_BODY_BYTES: must be at least 1"));
         }
@@ -295,6 +315,16 @@ impl Settings {
 
     pub fn json_logs(&self) -> bool {
         self.log_format == "json"
+    }
+
+    /// Where the media plane's UDP socket binds: the IP of `bind`, port `rtc_udp_port`.
+    pub fn rtc_udp_bind(&self) -> SocketAddr {
+        let ip = self
+            .bind
+            .parse::<SocketAddr>()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        SocketAddr::new(ip, self.rtc_udp_port)
     }
 
     pub fn store_timeout(&self) -> Duration {
@@ -351,6 +381,9 @@ mod tests {
         assert_eq!(s.room_ttl_seconds, 86400);
         assert!(s.api_keys.is_empty());
         assert!(s.redis_url.is_empty());
+        assert_eq!(s.rtc_udp_port, 7882);
+        assert_eq!(s.rtc_udp_bind().to_string(), "127.0.0.1:7882");
+        assert_eq!(s.rtc_max_tracks_per_participant, 4);
     }
 
     #[test]
@@ -379,6 +412,15 @@ mod tests {
         assert_eq!(env(&[]).unwrap().metrics_bind, "");
         let e = env(&[("CONVENE_ROOM_TTL_SECONDS", "0")]).unwrap_err();
         assert!(e.0.contains("CONVENE_ROOM_TTL_SECONDS"), "{e}");
+        let e = env(&[("CONVENE_RTC_ADVERTISE_IP", "0.0.0.0")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_RTC_ADVERTISE_IP"), "{e}");
+        let e = env(&[("CONVENE_RTC_UDP_PORT", "70000")]).unwrap_err();
+        assert!(e.0.contains("rtc_udp_port") || e.0.contains("70000"), "{e}");
+        let e = env(&[("CONVENE_RTC_MAX_TRACKS_PER_PARTICIPANT", "0")]).unwrap_err();
+        assert!(
+            e.0.contains("CONVENE_RTC_MAX_TRACKS_PER_PARTICIPANT"),
+            "{e}"
+        );
         let e = env(&[("CONVENE_LOG_FORMAT", "xml")]).unwrap_err();
         assert!(e.0.contains("CONVENE_LOG_FORMAT"), "{e}");
         for name in [

@@ -82,6 +82,8 @@ codes! {
     /// WebSocket upgrade: the service holds as many sockets that have not joined (or
     /// authenticated) yet as it may.
     TooManyPendingConnections => (StatusCode::SERVICE_UNAVAILABLE, "REALTIME-00018", Some("TOO_MANY_PENDING_CONNECTIONS")),
+    /// Signaling: the media server could not use a `signal` sent to `sfu`.
+    SfuSignalRejected => (StatusCode::BAD_REQUEST, "REALTIME-00020", Some("SFU_SIGNAL_REJECTED")),
 }
 
 impl Code {
@@ -313,6 +315,14 @@ impl ApiError {
         Self::new(
             Code::TooManyPendingConnections,
             "Too many sockets have not joined or authenticated yet. Try again later.",
+        )
+    }
+
+    /// A `signal` to `sfu` that the media server could not use; `reason` says why.
+    pub fn sfu_signal_rejected(reason: &str) -> Self {
+        Self::new(
+            Code::SfuSignalRejected,
+            format!("The media server could not use the signal: ::= [{reason}]."),
         )
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod body;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod heads;
+pub(crate) mod media;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod paging;

@@ -48,9 +48,21 @@ pub struct Metrics {
     durations: HistogramVec,
     websockets: IntGaugeVec,
     join_refusals: IntCounterVec,
+    sfu: SfuMetrics,
     /// `(name, help, type)` of every family, so that one without series yet still shows
     /// its `HELP` and `TYPE` lines.
     families: Vec<(String, String, &'static str)>,
+}
+
+/// The media plane's (src/media) counters and gauges.
+struct SfuMetrics {
+    peers: IntGauge,
+    tracks: IntGauge,
+    forwarded: IntCounter,
+    forwarded_bytes: IntCounter,
+    nacks: IntCounter,
+    keyframe_requests: IntCounter,
+    ice_failures: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -171,6 +183,43 @@ impl Metrics {
         register(Box::new(websockets.clone()), "gauge");
         register(Box::new(join_refusals.clone()), "counter");
         register(Box::new(build_info), "gauge");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
+        let sfu = SfuMetrics {
+            peers: gauge("convene_sfu_peers_connected", "Media peer connections up."),
+            tracks: gauge("convene_sfu_tracks", "Tracks published to the media plane."),
+            forwarded: counter(
+                "convene_sfu_forwarded_frames_total",
+                "Media frames (audio packets, video frames) forwarded to subscribers.",
+            ),
+            forwarded_bytes: counter(
+                "convene_sfu_forwarded_bytes_total",
+                "Payload bytes forwarded to subscribers.",
+            ),
+            nacks: counter(
+                "convene_sfu_nacks_total",
+                "NACKs received from subscribers.",
+            ),
+            keyframe_requests: counter(
+                "convene_sfu_keyframe_requests_total",
+                "Keyframe requests sent to publishers.",
+            ),
+            ice_failures: counter(
+                "convene_sfu_ice_failures_total",
+                "Media peers dropped because ICE did not complete in time.",
+            ),
+        };
+        register(Box::new(sfu.peers.clone()), "gauge");
+        register(Box::new(sfu.tracks.clone()), "gauge");
+        for c in [
+            &sfu.forwarded,
+            &sfu.forwarded_bytes,
+            &sfu.nacks,
+            &sfu.keyframe_requests,
+            &sfu.ice_failures,
+        ] {
+            register(Box::new(c.clone()), "counter");
+        }
         // CPU seconds, resident and virtual memory, open and maximum file descriptors,
         // threads, start time; nothing on systems without `/proc`.
         registry
@@ -189,6 +238,7 @@ impl Metrics {
             durations,
             websockets,
             join_refusals,
+            sfu,
             families,
         }
     }
@@ -225,6 +275,42 @@ impl Metrics {
         let gauge = self.websockets.with_label_values(&[kind]);
         gauge.inc();
         OpenSocket(gauge)
+    }
+
+    /// A media peer connection came up.
+    pub fn sfu_peer_connected(&self) {
+        self.sfu.peers.inc();
+    }
+
+    /// A media peer connection that was up is gone.
+    pub fn sfu_peer_disconnected(&self) {
+        self.sfu.peers.dec();
+    }
+
+    /// Published tracks came (positive) or went (negative).
+    pub fn sfu_tracks(&self, delta: i64) {
+        self.sfu.tracks.add(delta);
+    }
+
+    /// Media frames (an audio packet or a video frame) written toward subscribers.
+    pub fn sfu_forwarded(&self, frames: u64, bytes: u64) {
+        self.sfu.forwarded.inc_by(frames);
+        self.sfu.forwarded_bytes.inc_by(bytes);
+    }
+
+    /// NACKs received from subscribers (answered from the send buffer).
+    pub fn sfu_nacks(&self, n: u64) {
+        self.sfu.nacks.inc_by(n);
+    }
+
+    /// A keyframe request (PLI) sent to a publisher.
+    pub fn sfu_keyframe_request(&self) {
+        self.sfu.keyframe_requests.inc();
+    }
+
+    /// A media peer dropped because ICE did not complete in time.
+    pub fn sfu_ice_failure(&self) {
+        self.sfu.ice_failures.inc();
     }
 
     /// A finished HTTP request. `route` is the matched pattern, never the raw path, so

@@ -6,6 +6,7 @@ use crate::auth::ApiKeys;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::heads::HeadGuard;
+use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
 use crate::room::{RoomServices, Rooms};
@@ -26,7 +27,7 @@ use actix_web::{App, web};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 pub struct Application {
     server: Server,
@@ -60,6 +61,9 @@ impl Application {
             settings.admin_queue_capacity,
         ));
         let signaling = Arc::new(SignalingConfig::from_settings(&settings));
+        // The SFU's media plane, on a thread of its own; its events reach participants
+        // through their rooms (see `deliver_media_events`).
+        let (media, media_events) = start_media(&settings)?;
         let rooms = Rooms::start(RoomServices {
             limits,
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
@@ -70,7 +74,9 @@ impl Application {
             resume_grace: signaling.resume_grace,
             store: store.clone(),
             observers: vec![events.clone()],
+            media: Some(media),
         });
+        deliver_media_events(rooms.clone(), media_events);
         wait_for_store(store.as_ref(), &settings).await?;
         spawn_sweeper(
             store,
@@ -224,6 +230,62 @@ fn serve_metrics(
         handle.stop(true).await;
     });
     Ok(Some(addr))
+}
+
+/// Starts the media plane from the `rtc_*` settings.
+fn start_media(
+    settings: &Settings,
+) -> Result<(MediaPlane, mpsc::UnboundedReceiver<MediaEvent>), Box<dyn std::error::Error>> {
+    let mut config = MediaConfig::new(settings.rtc_udp_bind());
+    config.advertise_ip = settings.rtc_advertise_ip.parse().ok();
+    config.max_tracks_per_participant = settings.rtc_max_tracks_per_participant;
+    config.ice_timeout = Duration::from_millis(settings.rtc_ice_timeout_ms);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let media = MediaPlane::start(config, move |event| {
+        let _ = tx.send(event);
+    })
+    .map_err(|e| {
+        format!(
+            "CONVENE_RTC_UDP_PORT: cannot bind UDP {}: {e}",
+            settings.rtc_udp_bind()
+        )
+    })?;
+    Ok((media, rx))
+}
+
+/// Hands the media plane's events to the rooms (active ones: a room with media has
+/// participants, so it has an actor), which deliver them to their participants (`signal {from: "sfu"}`, or an `error` for a rejected signal).
+fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
+    actix_web::rt::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                MediaEvent::Signal { room, to, data } => {
+                    if let Some(room) = rooms.active(&room) {
+                        room.signal_from_sfu(&to, data);
+                    }
+                }
+                MediaEvent::Rejected {
+                    room,
+                    address,
+                    reason,
+                } => {
+                    if let Some(room) = rooms.active(&room) {
+                        room.sfu_rejected(&address, reason);
+                    }
+                }
+                MediaEvent::PeerState {
+                    room,
+                    address,
+                    connected,
+                } => tracing::info!(%room, %address, connected, "media connection"),
+                MediaEvent::Tracks {
+                    room,
+                    address,
+                    published,
+                } => tracing::debug!(%room, %address, tracks = published.len(), "published tracks"),
+            }
+        }
+    });
 }
 
 /// Waits until the store answers, retrying while it is unreachable, so a service that

@@ -18,6 +18,8 @@ const LAYERS: &[&[&str]] = &[
     // body deadlines, request head limits, WebSocket frame limits and pending-socket caps.
     &["auth", "telemetry", "body", "heads", "wsguard"],
     &["store"],
+    // The SFU media plane (str0m): rooms tell it who takes part; it knows no room rules.
+    &["media"],
     &["room"],
     // Session task and wire protocol.
     &["signaling"],

@@ -16,9 +16,9 @@
 
 use super::RoomServices;
 use super::events::RoomEvent;
-use super::messages::{JoinRequest, Outbound};
+use super::messages::{JoinRequest, Notice, Outbound, RoomMessage};
 use super::registry::{Registry, RoomGone};
-use super::state::{Effect, ParticipantState, RoomState, TimerId};
+use super::state::{Effect, MediaCommand, ParticipantState, RoomState, TimerId};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::model::{ConferenceType, JoinRefused, Limits, RoomRecord, StoreError, now_ms};
@@ -197,7 +197,22 @@ impl RoomActor {
                 Effect::PublishGone => self.set_snapshot(None),
                 Effect::Stop => ctx.stop(),
                 Effect::Passivate => self.passivate(ctx),
+                Effect::Media(command) => self.tell_media(command),
             }
+        }
+    }
+
+    /// Hands a command to the media plane, if the service runs one.
+    fn tell_media(&self, command: MediaCommand) {
+        let Some(media) = &self.services.media else {
+            return;
+        };
+        let room = &self.state.record().id;
+        match command {
+            MediaCommand::Add { address } => media.add_participant(room, &address),
+            MediaCommand::Remove { address } => media.remove_participant(room, &address),
+            MediaCommand::RemoveRoom => media.remove_room(room),
+            MediaCommand::Signal { address, data } => media.signal(room, &address, data),
         }
     }
 
@@ -419,6 +434,32 @@ impl Handler<Kick> for RoomActor {
     }
 }
 
+/// A `signal` to `sfu`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SfuSignal {
+    address: String,
+    session: u64,
+    data: serde_json::Value,
+}
+
+impl Handler<SfuSignal> for RoomActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        SfuSignal {
+            address,
+            session,
+            data,
+        }: SfuSignal,
+        ctx: &mut Context<Self>,
+    ) {
+        let effects = self.state.sfu_signal(&address, session, data);
+        self.execute(effects, ctx);
+    }
+}
+
 /// A relay found this participant's queue full or closed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -483,7 +524,11 @@ impl RoomHandle {
     /// to deal with.
     fn deliver(&self, to: &str, link: &Link, text: Arc<str>) {
         METRICS.relayed(1);
-        if link.tx.try_send(Outbound::Text(text)).is_err() {
+        self.push(to, link, Outbound::Text(text));
+    }
+
+    fn push(&self, to: &str, link: &Link, message: Outbound) {
+        if link.tx.try_send(message).is_err() {
             self.addr.do_send(Overflow {
                 address: to.to_string(),
                 session: link.session,
@@ -552,14 +597,42 @@ impl RoomHandle {
     /// exists, but what is relayed to it meanwhile is lost.
     pub fn signal(&self, from: &str, session: u64, to: &str, text: Arc<str>) -> Option<ApiError> {
         self.with_peers(from, session, |peers| {
-            if to == "sfu" {
-                Some(ApiError::sfu_unavailable())
-            } else if to == from {
+            if to == from {
                 Some(ApiError::participant_does_not_exist(to))
             } else {
                 self.relay_to(peers, to, text)
             }
         })
+    }
+
+    /// A `signal` to `sfu`: the room hands `data` to its media plane, or answers
+    /// `SFU_UNAVAILABLE` (a MESH room).
+    pub fn signal_to_sfu(&self, from: &str, session: u64, data: serde_json::Value) {
+        if self.with_peers(from, session, |_| true) {
+            self.addr.do_send(SfuSignal {
+                address: from.to_string(),
+                session,
+                data,
+            });
+        }
+    }
+
+    /// Delivers the media plane's `signal` (from `sfu`) to one participant; lost while
+    /// it waits for a resume.
+    pub fn signal_from_sfu(&self, to: &str, data: serde_json::Value) {
+        self.deliver_to_seat(to, RoomMessage::SfuSignal { data });
+    }
+
+    /// Tells one participant that the media plane could not use its `signal`.
+    pub fn sfu_rejected(&self, to: &str, reason: String) {
+        self.deliver_to_seat(to, RoomMessage::SfuSignalRejected { reason });
+    }
+
+    fn deliver_to_seat(&self, to: &str, message: RoomMessage) {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(link)) = peers.get(to) {
+            self.push(to, link, Outbound::Notice(Notice::new(message)));
+        }
     }
 
     /// Relays a `message` to the listed participants, or to everyone else; answers an

@@ -54,6 +54,16 @@ pub enum RoomMessage {
     EndpointExpired {
         ttl_seconds: u64,
     },
+    /// A `signal` to `sfu` in a room whose media does not go through the media plane.
+    SfuUnavailable,
+    /// Signaling from the media plane (`signal {from: "sfu", data}`).
+    SfuSignal {
+        data: Value,
+    },
+    /// The media plane could not use what the participant signaled to `sfu`.
+    SfuSignalRejected {
+        reason: String,
+    },
 }
 
 /// Why the room closes a participant's socket.

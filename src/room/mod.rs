@@ -15,6 +15,7 @@ pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
 pub use registry::Rooms;
 pub use state::ParticipantState;
 
+use crate::media::MediaPlane;
 use crate::model::Limits;
 use crate::store::Store;
 use crate::token::RoomTokens;
@@ -37,6 +38,8 @@ pub struct RoomServices {
     pub store: Arc<dyn Store>,
     /// Every change of room state goes to each of them (the admin event hub).
     pub observers: Vec<Arc<dyn RoomObserver>>,
+    /// The SFU's media plane (`None`: SFU rooms answer `SFU_UNAVAILABLE`).
+    pub media: Option<MediaPlane>,
 }
 
 impl RoomServices {

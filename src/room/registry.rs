@@ -304,7 +304,7 @@ impl Rooms {
     }
 
     /// The handle of an active room, from the directory, without a mailbox trip.
-    fn active(&self, id: &str) -> Option<RoomHandle> {
+    pub fn active(&self, id: &str) -> Option<RoomHandle> {
         self.directory().get(id).and_then(Entry::handle)
     }
 

@@ -10,6 +10,7 @@ use super::events::RoomEvent;
 use super::messages::{Closing, JoinRequest, Notice, RoomInfo, RoomMessage};
 use crate::model::{ConferenceType, JoinRefused, Participant, RoomRecord};
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,21 @@ pub enum Effect {
     /// report [`RoomState::passivation_failed`]. The next use of the room activates a new
     /// actor from that record.
     Passivate,
+    /// Tell the media plane (SFU rooms only).
+    Media(MediaCommand),
+}
+
+/// What an SFU room tells the media plane about its participants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaCommand {
+    /// `address` takes part in the room's media (it may now negotiate with `sfu`).
+    Add { address: String },
+    /// `address` is gone: nothing is forwarded from or to it any more.
+    Remove { address: String },
+    /// The room is gone, with everyone in it.
+    RemoveRoom,
+    /// What `address` signaled to `sfu`.
+    Signal { address: String, data: Value },
 }
 
 /// A participant as the admin API shows it.
@@ -123,6 +139,9 @@ pub struct RoomState {
     timers: HashMap<TimerId, Timer>,
     next_timer: TimerId,
     out: Vec<Effect>,
+    /// Whether the service runs a media plane: without one, a `signal` to `sfu` gets
+    /// `SFU_UNAVAILABLE` in every room.
+    media_plane: bool,
 }
 
 impl RoomState {
@@ -134,6 +153,7 @@ impl RoomState {
     ) -> (Self, Vec<Effect>) {
         let last_used = clock();
         let mut state = Self {
+            media_plane: services.media.is_some(),
             record,
             services,
             clock,
@@ -272,6 +292,18 @@ impl RoomState {
         self.out.push(Effect::Publish(event));
     }
 
+    /// Whether this room's media goes through the media plane (SFU rooms).
+    fn is_sfu(&self) -> bool {
+        self.record.conference_type == ConferenceType::Sfu
+    }
+
+    /// Tells the media plane, in an SFU room.
+    fn media(&mut self, command: MediaCommand) {
+        if self.is_sfu() {
+            self.out.push(Effect::Media(command));
+        }
+    }
+
     /// Takes a seat, or resumes one (a `resume` token of a seat in this room), for the
     /// socket of `session`; answers the participant's address.
     pub fn join(
@@ -346,6 +378,11 @@ impl RoomState {
             grace: None,
             expiry,
         });
+        // A new seat of an SFU room may negotiate with the media plane (a resume keeps its
+        // peer connection: nothing to tell).
+        self.media(MediaCommand::Add {
+            address: address.clone(),
+        });
         tracing::info!(room = %self.record.id, %address, "participant joined");
         self.send_joined(self.members.len() - 1);
         self.publish(RoomEvent::ParticipantJoined {
@@ -398,6 +435,11 @@ impl RoomState {
         record.conference_type = ConferenceType::Sfu;
         record.modification_time = now.max(record.modification_time);
         tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
+        // From the upgrade on, everyone present takes part in the room's media.
+        for i in 0..self.members.len() {
+            let address = self.members[i].participant.address.clone();
+            self.media(MediaCommand::Add { address });
+        }
         self.out.push(Effect::PublishSnapshot);
         self.publish(RoomEvent::RoomUpgraded(self.record.clone()));
         self.broadcast(
@@ -429,6 +471,22 @@ impl RoomState {
                 participant: participant.clone(),
             });
             self.broadcast(RoomMessage::ParticipantUpdated(participant), Some(address));
+        }
+        self.done()
+    }
+
+    /// A `signal` to `sfu`: to the media plane in an SFU room, `SFU_UNAVAILABLE` in a MESH
+    /// room (or without a media plane).
+    pub fn sfu_signal(&mut self, address: &str, session: u64, data: Value) -> Vec<Effect> {
+        if let Some(i) = self.sender(address, session) {
+            if self.is_sfu() && self.media_plane {
+                self.media(MediaCommand::Signal {
+                    address: address.to_string(),
+                    data,
+                });
+            } else {
+                self.send(i, Notice::new(RoomMessage::SfuUnavailable));
+            }
         }
         self.done()
     }
@@ -590,6 +648,9 @@ impl RoomState {
         self.out.push(Effect::SeatRemoved {
             address: address.clone(),
         });
+        self.media(MediaCommand::Remove {
+            address: address.clone(),
+        });
         tracing::info!(room = %self.record.id, %address, reason, "participant left");
         self.publish(RoomEvent::ParticipantLeft {
             room_id: self.record.id.clone(),
@@ -604,6 +665,8 @@ impl RoomState {
     /// held a seat.
     fn close_all(&mut self, reason: &'static str, closing: Closing) -> usize {
         self.out.push(Effect::SeatsCleared);
+        // The room's media ends with it.
+        self.media(MediaCommand::RemoveRoom);
         let notice = Notice::new(RoomMessage::RoomClosed { reason });
         for i in 0..self.members.len() {
             self.send(i, notice.clone());
@@ -666,6 +729,7 @@ mod tests {
             tokens: tokens(),
             store: Arc::new(MemoryStore::new()),
             observers: Vec::new(),
+            media: None,
         });
         let (token, token_expires_at) = tokens().issue("RO-1", "nonce", T0 / 1000, 3600);
         let record = Arc::new(RoomRecord {
@@ -701,6 +765,37 @@ mod tests {
             time,
             expiry,
             idle,
+        }
+    }
+
+    /// A room created as SFU (limit 4), in a service that runs a media plane.
+    fn sfu_room() -> Room {
+        let mut room = room(None);
+        Arc::make_mut(&mut room.state.record).conference_type = ConferenceType::Sfu;
+        room.state.media_plane = true;
+        room
+    }
+
+    /// What the effects tell the media plane, in order.
+    fn media(effects: &[Effect]) -> Vec<MediaCommand> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Media(command) => Some(command.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn add(address: &str) -> MediaCommand {
+        MediaCommand::Add {
+            address: address.into(),
+        }
+    }
+
+    fn remove(address: &str) -> MediaCommand {
+        MediaCommand::Remove {
+            address: address.into(),
         }
     }
 
@@ -1215,5 +1310,120 @@ mod tests {
         assert_eq!(after, IDLE);
         room.set_time(T0 + IDLE.as_millis() as u64 * 2);
         assert!(passivates(&room.state.timer_fired(check)));
+    }
+
+    #[test]
+    fn a_new_seat_of_an_sfu_room_joins_its_media_and_a_resume_does_not() {
+        let mut room = sfu_room();
+        let (result, effects) = room.join(1, None);
+        let a = result.unwrap();
+        assert_eq!(media(&effects), [add(&a)]);
+        let Some(RoomMessage::Joined { resume_token, .. }) = sent(&effects, &a).first().cloned()
+        else {
+            panic!("no joined: {effects:?}")
+        };
+
+        // The socket drops and resumes: the peer connection is kept, nothing is told.
+        let effects = room.state.disconnected(&a, 1);
+        assert!(media(&effects).is_empty(), "{effects:?}");
+        let (result, effects) = room.join(2, Some(&resume_token));
+        assert_eq!(result.unwrap(), a);
+        assert!(media(&effects).is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn every_way_out_of_an_sfu_room_removes_the_participant_from_media() {
+        let mut room = sfu_room();
+        let (a, _, _) = room.joined(1);
+        let (b, _, endpoint) = room.joined(2);
+        let (c, _, _) = room.joined(3);
+        let (d, _, _) = room.joined(4);
+
+        assert_eq!(media(&room.state.leave(&a, 1)), [remove(&a)]);
+        assert_eq!(media(&room.state.kick(&c).1), [remove(&c)]);
+        assert_eq!(media(&room.state.timer_fired(endpoint)), [remove(&b)]);
+        let effects = room.state.disconnected(&d, 4);
+        assert!(media(&effects).is_empty(), "the seat waits for a resume");
+        let grace = started(&effects)[0].0;
+        assert_eq!(media(&room.state.timer_fired(grace)), [remove(&d)]);
+    }
+
+    #[test]
+    fn an_upgrade_adds_every_member_to_media() {
+        let mut room = room(Some(2));
+        room.state.media_plane = true;
+        let (result, effects) = room.join(1, None);
+        let a = result.unwrap();
+        assert!(
+            media(&effects).is_empty(),
+            "a MESH room has no media plane part"
+        );
+        let (result, effects) = room.join(2, None);
+        let b = result.unwrap();
+        assert_eq!(media(&effects), [add(&a), add(&b)]);
+        // Later joins of the upgraded room are added one by one.
+        let (result, effects) = room.join(3, None);
+        assert_eq!(media(&effects), [add(&result.unwrap())]);
+    }
+
+    #[test]
+    fn a_deleted_or_expired_sfu_room_removes_its_media() {
+        let mut room = sfu_room();
+        room.joined(1);
+        assert_eq!(
+            media(&room.state.delete_confirmed()),
+            [MediaCommand::RemoveRoom]
+        );
+
+        let mut room = sfu_room();
+        room.joined(1);
+        room.set_time(T0 + 86_400_000);
+        let effects = room.state.timer_fired(room.expiry);
+        assert_eq!(media(&effects), [MediaCommand::RemoveRoom]);
+    }
+
+    #[test]
+    fn a_mesh_room_tells_the_media_plane_nothing() {
+        let mut room = room(None);
+        room.state.media_plane = true;
+        let (a, _, _) = room.joined(1);
+        let (_, _, endpoint) = room.joined(2);
+        let mut effects = room.state.leave(&a, 1);
+        effects.extend(room.state.timer_fired(endpoint));
+        effects.extend(room.state.delete_confirmed());
+        assert!(media(&effects).is_empty(), "{effects:?}");
+    }
+
+    #[test]
+    fn a_signal_to_sfu_goes_to_the_media_plane_only_in_an_sfu_room() {
+        let data = serde_json::json!({"description": {"type": "offer", "sdp": "v=0"}});
+        let mut sfu = sfu_room();
+        let (a, token, _) = sfu.joined(1);
+        let effects = sfu.state.sfu_signal(&a, 1, data.clone());
+        assert_eq!(
+            media(&effects),
+            [MediaCommand::Signal {
+                address: a.clone(),
+                data: data.clone()
+            }]
+        );
+        assert!(sent(&effects, &a).is_empty());
+        // A replaced socket's late signal is dropped.
+        sfu.join(2, Some(&token)).0.unwrap();
+        assert!(sfu.state.sfu_signal(&a, 1, data.clone()).is_empty());
+
+        // MESH room, or no media plane: SFU_UNAVAILABLE, nothing to the media plane.
+        let mut mesh = room(None);
+        mesh.state.media_plane = true;
+        let (m, _, _) = mesh.joined(1);
+        let effects = mesh.state.sfu_signal(&m, 1, data.clone());
+        assert!(media(&effects).is_empty());
+        assert_eq!(sent(&effects, &m), [RoomMessage::SfuUnavailable]);
+        let mut unplugged = sfu_room();
+        unplugged.state.media_plane = false;
+        let (u, _, _) = unplugged.joined(1);
+        let effects = unplugged.state.sfu_signal(&u, 1, data);
+        assert!(media(&effects).is_empty());
+        assert_eq!(sent(&effects, &u), [RoomMessage::SfuUnavailable]);
     }
 }

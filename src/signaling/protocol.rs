@@ -101,6 +101,11 @@ pub enum ServerMessage<'a> {
     RoomClosed {
         reason: &'a str,
     },
+    /// Signaling from the media plane (`from` is `sfu`).
+    Signal {
+        from: &'a str,
+        data: &'a Value,
+    },
     Error {
         code: &'static str,
         id: Option<&'static str>,
@@ -172,6 +177,11 @@ pub fn render(message: &RoomMessage, ice: &IceConfig) -> Arc<str> {
         RoomMessage::RoomClosed { reason } => ServerMessage::RoomClosed { reason }.text(),
         RoomMessage::EndpointExpired { ttl_seconds } => {
             ServerMessage::error(&ApiError::endpoint_expired(*ttl_seconds)).text()
+        }
+        RoomMessage::SfuUnavailable => ServerMessage::error(&ApiError::sfu_unavailable()).text(),
+        RoomMessage::SfuSignal { data } => ServerMessage::Signal { from: "sfu", data }.text(),
+        RoomMessage::SfuSignalRejected { reason } => {
+            ServerMessage::error(&ApiError::sfu_signal_rejected(reason)).text()
         }
     }
 }

@@ -210,6 +210,13 @@ impl Socket {
         let limits = self.rooms.limits();
         let fanout_refused = ApiError::too_much_fanout(self.config.fanout_bytes_per_second);
         let errors = match message {
+            ClientMessage::Signal { to, data } if to == "sfu" => {
+                // To the room's media plane: `data` as it came (the room answers
+                // `SFU_UNAVAILABLE` where it has none).
+                let data = serde_json::from_str(data.get()).unwrap_or_default();
+                room.signal_to_sfu(from, session, data);
+                Vec::new()
+            }
             ClientMessage::Signal { to, data } => {
                 let text = protocol::relayed("signal", from, &data);
                 let reach = if to == from {

@@ -419,6 +419,7 @@ fn command(redis_url: Option<&str>, options: &Options) -> Command {
         .env("CONVENE_API_KEYS", format!("{API_KEY},{SECOND_API_KEY}"))
         .env("CONVENE_TOKEN_SECRET", TOKEN_SECRET)
         .env("CONVENE_WORKERS", "2")
+        .env("CONVENE_RTC_UDP_PORT", "0")
         .env("CONVENE_LOG_LEVEL", "info")
         .env("CONVENE_REDIS_URL", redis_url.unwrap_or_default());
     for (key, value) in &options.env {

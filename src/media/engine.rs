@@ -1,0 +1,823 @@
+//! The media thread: one UDP socket, one loop, every peer's `Rtc` driven until its next
+//! timeout, and frames forwarded from each publisher to the other peers of its room.
+
+use super::signal::{self, ClientSignal};
+use super::{Command, MediaConfig, MediaEvent, PublishedTrack};
+use crate::metrics::METRICS;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+/// The loop never sleeps longer than this, so commands are handled within it.
+const MAX_WAIT: Duration = Duration::from_millis(10);
+/// Remote ICE candidates a peer may add; more are ignored (the server is ICE-lite and
+/// learns the client's address from its checks anyway).
+const MAX_REMOTE_CANDIDATES: usize = 32;
+/// Keyframe requests toward one published track are sent at most this often; requests in
+/// between are merged into the next one.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
+type Sink = Box<dyn Fn(MediaEvent) + Send>;
+
+pub(super) struct Engine {
+    socket: UdpSocket,
+    advertised: SocketAddr,
+    config: MediaConfig,
+    sink: Sink,
+    members: Vec<Member>,
+    next_id: u64,
+    /// Remote address → member id, learnt when a member's `Rtc` accepts a packet.
+    by_addr: HashMap<SocketAddr, u64>,
+}
+
+/// A participant of a room, with its peer connection once it has offered.
+struct Member {
+    id: u64,
+    room: String,
+    address: String,
+    conn: Option<Conn>,
+}
+
+struct Conn {
+    rtc: Rtc,
+    started: Instant,
+    /// When str0m wants to be polled next without new input.
+    deadline: Instant,
+    /// Input or a write since the last poll: poll before the deadline.
+    dirty: bool,
+    connected: bool,
+    /// The server's offer waiting for the client's answer.
+    pending: Option<SdpPendingOffer>,
+    /// The client's first offer was answered: the server may offer from now on.
+    negotiated: bool,
+    candidates: usize,
+    tracks_in: Vec<TrackIn>,
+    tracks_out: Vec<TrackOut>,
+    /// NACKs seen per sending mid (str0m's counters are cumulative).
+    nacks: HashMap<Mid, u64>,
+}
+
+/// A track the member publishes.
+struct TrackIn {
+    mid: Mid,
+    kind: MediaKind,
+    wants_keyframe: bool,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// Another member's track, sent to this member.
+struct TrackOut {
+    origin: u64,
+    origin_address: String,
+    origin_mid: Mid,
+    kind: MediaKind,
+    state: OutState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+    ToStop(Mid),
+    NegotiatingStop(Mid),
+}
+
+/// What polling one member produced for the others.
+enum Effect {
+    TrackAdded(u64, Mid, MediaKind),
+    TrackRemoved(u64, Mid),
+    Data(u64, Box<MediaData>),
+    WantKeyframe(u64, Mid),
+    Connected(u64),
+    Drop(u64, &'static str),
+}
+
+impl Conn {
+    fn new(advertised: SocketAddr, now: Instant) -> Self {
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        if let Ok(candidate) = Candidate::host(advertised, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        Self {
+            rtc,
+            started: now,
+            deadline: now,
+            dirty: true,
+            connected: false,
+            pending: None,
+            negotiated: false,
+            candidates: 0,
+            tracks_in: Vec::new(),
+            tracks_out: Vec::new(),
+            nacks: HashMap::new(),
+        }
+    }
+
+    fn published(&self) -> Vec<PublishedTrack> {
+        self.tracks_in
+            .iter()
+            .map(|t| PublishedTrack {
+                mid: t.mid.to_string(),
+                kind: kind_name(t.kind),
+            })
+            .collect()
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+impl Engine {
+    pub(super) fn new(
+        socket: UdpSocket,
+        advertised: SocketAddr,
+        config: MediaConfig,
+        sink: Sink,
+    ) -> Self {
+        Self {
+            socket,
+            advertised,
+            config,
+            sink,
+            members: Vec::new(),
+            next_id: 0,
+            by_addr: HashMap::new(),
+        }
+    }
+
+    /// Runs until every handle is dropped.
+    pub(super) fn run(mut self, commands: Receiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            loop {
+                match commands.try_recv() {
+                    Ok(command) => self.command(command),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        tracing::info!("media plane stopped");
+                        return;
+                    }
+                }
+            }
+            let deadline = self.drive();
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), MAX_WAIT);
+            let _ = self.socket.set_read_timeout(Some(wait));
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) => self.receive(&buf[..n], source),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => tracing::debug!(error = %e, "media socket read failed"),
+            }
+            let now = Instant::now();
+            for i in 0..self.members.len() {
+                if self.members[i]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| now >= c.deadline)
+                {
+                    self.input(i, Input::Timeout(now));
+                }
+            }
+        }
+    }
+
+    fn emit(&self, event: MediaEvent) {
+        (self.sink)(event);
+    }
+
+    fn index(&self, room: &str, address: &str) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| m.address == address && m.room == room)
+    }
+
+    fn index_of_id(&self, id: u64) -> Option<usize> {
+        self.members.iter().position(|m| m.id == id)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Add { room, address } => {
+                if self.index(&room, &address).is_none() {
+                    self.next_id += 1;
+                    self.members.push(Member {
+                        id: self.next_id,
+                        room,
+                        address,
+                        conn: None,
+                    });
+                }
+            }
+            Command::Remove { room, address } => {
+                if let Some(i) = self.index(&room, &address) {
+                    self.drop_conn(i, None);
+                    self.members.remove(i);
+                }
+            }
+            Command::RemoveRoom { room } => {
+                while let Some(i) = self.members.iter().position(|m| m.room == room) {
+                    self.drop_conn(i, None);
+                    self.members.remove(i);
+                }
+            }
+            Command::Signal {
+                room,
+                address,
+                data,
+            } => {
+                // Signals of someone the rooms did not add are ignored.
+                if let Some(i) = self.index(&room, &address) {
+                    self.signal(i, &data);
+                }
+            }
+        }
+    }
+
+    fn reject(&self, i: usize, reason: String) {
+        let member = &self.members[i];
+        tracing::debug!(room = %member.room, address = %member.address, %reason, "media signal rejected");
+        self.emit(MediaEvent::Rejected {
+            room: member.room.clone(),
+            address: member.address.clone(),
+            reason,
+        });
+    }
+
+    fn signal(&mut self, i: usize, data: &Value) {
+        match signal::parse(data) {
+            Err(reason) => self.reject(i, reason),
+            Ok(ClientSignal::Offer(sdp)) => self.offer(i, &sdp),
+            Ok(ClientSignal::Answer(sdp)) => self.answer(i, &sdp),
+            Ok(ClientSignal::Candidate(None)) => {}
+            Ok(ClientSignal::Candidate(Some(text))) => {
+                let Some(conn) = self.members[i].conn.as_mut() else {
+                    return self.reject(i, "a candidate before any offer".into());
+                };
+                if conn.candidates >= MAX_REMOTE_CANDIDATES {
+                    return;
+                }
+                match Candidate::from_sdp_string(&text) {
+                    Ok(candidate) => {
+                        conn.candidates += 1;
+                        conn.dirty = true;
+                        conn.rtc.add_remote_candidate(candidate);
+                    }
+                    Err(e) => self.reject(i, format!("bad ICE candidate: {e}")),
+                }
+            }
+        }
+    }
+
+    /// The client's offer: the first one opens the peer connection. While an offer of the
+    /// server is pending, a client offer is ignored (the server is the impolite side of
+    /// perfect negotiation: the client rolls back and answers the server's offer).
+    fn offer(&mut self, i: usize, sdp: &str) {
+        if self.members[i]
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.pending.is_some())
+        {
+            tracing::debug!(address = %self.members[i].address, "glare: client offer ignored");
+            return;
+        }
+        let (sdp, refused) = signal::limit_tracks(sdp, self.config.max_tracks_per_participant);
+        let offer = match SdpOffer::from_sdp_string(&sdp) {
+            Ok(offer) => offer,
+            Err(e) => return self.reject(i, format!("malformed SDP offer: {e}")),
+        };
+        let fresh = self.members[i].conn.is_none();
+        if fresh {
+            let mut conn = Conn::new(self.advertised, Instant::now());
+            // Everything the others already publish is offered once this offer is answered.
+            let (id, room) = (self.members[i].id, self.members[i].room.clone());
+            for other in self.members.iter().filter(|m| m.id != id && m.room == room) {
+                for track in other.conn.iter().flat_map(|c| c.tracks_in.iter()) {
+                    conn.tracks_out.push(TrackOut {
+                        origin: other.id,
+                        origin_address: other.address.clone(),
+                        origin_mid: track.mid,
+                        kind: track.kind,
+                        state: OutState::ToOpen,
+                    });
+                }
+            }
+            self.members[i].conn = Some(conn);
+        }
+        let conn = self.members[i].conn.as_mut().expect("set above");
+        conn.dirty = true;
+        match conn.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => {
+                conn.negotiated = true;
+                if refused > 0 {
+                    tracing::info!(address = %self.members[i].address, refused, "tracks over the limit refused");
+                }
+                let member = &self.members[i];
+                self.emit(MediaEvent::Signal {
+                    room: member.room.clone(),
+                    to: member.address.clone(),
+                    data: signal::description("answer", answer.to_sdp_string()),
+                });
+            }
+            Err(e) => {
+                if fresh {
+                    self.members[i].conn = None;
+                }
+                self.reject(i, format!("SDP offer not accepted: {e}"));
+            }
+        }
+    }
+
+    fn answer(&mut self, i: usize, sdp: &str) {
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(answer) => answer,
+            Err(e) => return self.reject(i, format!("malformed SDP answer: {e}")),
+        };
+        let Some(conn) = self.members[i].conn.as_mut() else {
+            return self.reject(i, "an answer, but the server made no offer".into());
+        };
+        let Some(pending) = conn.pending.take() else {
+            return self.reject(i, "an answer, but the server made no offer".into());
+        };
+        conn.dirty = true;
+        let result = conn.rtc.sdp_api().accept_answer(pending, answer);
+        let accepted = result.is_ok();
+        let mut opened = Vec::new();
+        for track in &mut conn.tracks_out {
+            track.state = match (track.state, accepted) {
+                (OutState::Negotiating(m), true) => {
+                    opened.push((track.origin, track.origin_mid));
+                    OutState::Open(m)
+                }
+                (OutState::Negotiating(_), false) => OutState::ToOpen,
+                (OutState::NegotiatingStop(m), false) => OutState::ToStop(m),
+                (state, _) => state,
+            };
+        }
+        if accepted {
+            conn.tracks_out
+                .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
+            // A new subscriber needs a keyframe to start decoding.
+            for (origin, mid) in opened {
+                self.want_keyframe(origin, mid);
+            }
+        } else if let Err(e) = result {
+            self.reject(i, format!("SDP answer not accepted: {e}"));
+        }
+    }
+
+    fn want_keyframe(&mut self, origin: u64, mid: Mid) {
+        let Some(o) = self.index_of_id(origin) else {
+            return;
+        };
+        if let Some(track) = self.members[o]
+            .conn
+            .as_mut()
+            .and_then(|c| c.tracks_in.iter_mut().find(|t| t.mid == mid))
+        {
+            track.wants_keyframe = true;
+        }
+    }
+
+    /// Drops member `i`'s peer connection: its tracks stop being forwarded at once and
+    /// the others' sessions drop them. `reason` (when the member stays) is told as
+    /// `PeerState {connected: false}`.
+    fn drop_conn(&mut self, i: usize, reason: Option<&str>) {
+        let Some(mut conn) = self.members[i].conn.take() else {
+            return;
+        };
+        conn.rtc.disconnect();
+        let id = self.members[i].id;
+        self.by_addr.retain(|_, v| *v != id);
+        if conn.connected {
+            METRICS.sfu_peer_disconnected();
+        }
+        METRICS.sfu_tracks(-(conn.tracks_in.len() as i64));
+        for track in &conn.tracks_in {
+            self.stop_forwarding(id, track.mid);
+        }
+        if let Some(reason) = reason {
+            let member = &self.members[i];
+            tracing::info!(room = %member.room, address = %member.address, reason, "media connection dropped");
+            self.emit(MediaEvent::PeerState {
+                room: member.room.clone(),
+                address: member.address.clone(),
+                connected: false,
+            });
+            if !conn.tracks_in.is_empty() {
+                self.emit(MediaEvent::Tracks {
+                    room: member.room.clone(),
+                    address: member.address.clone(),
+                    published: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// Every session that receives `origin`'s track `mid` stops it.
+    fn stop_forwarding(&mut self, origin: u64, mid: Mid) {
+        for conn in self.members.iter_mut().filter_map(|m| m.conn.as_mut()) {
+            conn.tracks_out.retain_mut(|t| {
+                if t.origin != origin || t.origin_mid != mid {
+                    return true;
+                }
+                match t.state {
+                    OutState::ToOpen => false,
+                    OutState::Negotiating(m) | OutState::Open(m) => {
+                        t.state = OutState::ToStop(m);
+                        true
+                    }
+                    OutState::ToStop(_) | OutState::NegotiatingStop(_) => true,
+                }
+            });
+        }
+    }
+
+    fn track_added(&mut self, i: usize, mid: Mid, kind: MediaKind) {
+        let limit = self.config.max_tracks_per_participant;
+        let member = &mut self.members[i];
+        let Some(conn) = member.conn.as_mut() else {
+            return;
+        };
+        if conn.tracks_in.iter().any(|t| t.mid == mid) || conn.tracks_in.len() >= limit {
+            return;
+        }
+        conn.tracks_in.push(TrackIn {
+            mid,
+            kind,
+            wants_keyframe: false,
+            last_keyframe_request: None,
+        });
+        METRICS.sfu_tracks(1);
+        let published = conn.published();
+        let (id, room, address) = (member.id, member.room.clone(), member.address.clone());
+        for other in self
+            .members
+            .iter_mut()
+            .filter(|m| m.id != id && m.room == room)
+        {
+            if let Some(conn) = other.conn.as_mut() {
+                conn.tracks_out.push(TrackOut {
+                    origin: id,
+                    origin_address: address.clone(),
+                    origin_mid: mid,
+                    kind,
+                    state: OutState::ToOpen,
+                });
+            }
+        }
+        self.emit(MediaEvent::Tracks {
+            room,
+            address,
+            published,
+        });
+    }
+
+    fn track_removed(&mut self, i: usize, mid: Mid) {
+        let member = &mut self.members[i];
+        let Some(conn) = member.conn.as_mut() else {
+            return;
+        };
+        let before = conn.tracks_in.len();
+        conn.tracks_in.retain(|t| t.mid != mid);
+        if conn.tracks_in.len() == before {
+            return;
+        }
+        METRICS.sfu_tracks(-1);
+        let published = conn.published();
+        let (id, room, address) = (member.id, member.room.clone(), member.address.clone());
+        self.stop_forwarding(id, mid);
+        self.emit(MediaEvent::Tracks {
+            room,
+            address,
+            published,
+        });
+    }
+
+    /// A datagram from the socket: to the peer that accepts it (by address first, then by
+    /// ICE username); datagrams nobody accepts are dropped.
+    fn receive(&mut self, bytes: &[u8], source: SocketAddr) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.advertised, bytes) else {
+            return;
+        };
+        let input = Input::Receive(Instant::now(), receive);
+        let accepts = |m: &Member| m.conn.as_ref().is_some_and(|c| c.rtc.accepts(&input));
+        let known = self
+            .by_addr
+            .get(&source)
+            .and_then(|&id| self.index_of_id(id))
+            .filter(|&i| accepts(&self.members[i]));
+        let Some(i) = known.or_else(|| self.members.iter().position(accepts)) else {
+            tracing::trace!(%source, "datagram from a stranger dropped");
+            return;
+        };
+        self.by_addr.insert(source, self.members[i].id);
+        self.input(i, input);
+    }
+
+    fn input(&mut self, i: usize, input: Input<'_>) {
+        let Some(conn) = self.members[i].conn.as_mut() else {
+            return;
+        };
+        if !conn.rtc.is_alive() {
+            return;
+        }
+        conn.dirty = true;
+        if let Err(e) = conn.rtc.handle_input(input) {
+            tracing::debug!(address = %self.members[i].address, error = %e, "media input failed");
+            self.drop_conn(i, Some("input failed"));
+        }
+    }
+
+    /// Negotiates, polls every peer until its next timeout and forwards what they
+    /// produced, until nothing more happens; answers the earliest timeout.
+    fn drive(&mut self) -> Instant {
+        let now = Instant::now();
+        // Peers whose ICE never completed are dropped from media; their seats stay.
+        let timeout = self.config.ice_timeout;
+        while let Some(i) = self.members.iter().position(|m| {
+            m.conn
+                .as_ref()
+                .is_some_and(|c| !c.connected && now.duration_since(c.started) > timeout)
+        }) {
+            METRICS.sfu_ice_failure();
+            self.drop_conn(i, Some("ICE did not complete in time"));
+        }
+        self.request_keyframes(now);
+        let mut effects = Vec::new();
+        loop {
+            let mut deadline = now + MAX_WAIT;
+            for i in 0..self.members.len() {
+                self.negotiate(i);
+                let member = &mut self.members[i];
+                if let Some(conn) = member.conn.as_mut() {
+                    // Only peers with something new, or whose timeout came, are polled.
+                    if conn.dirty || Instant::now() >= conn.deadline {
+                        conn.dirty = false;
+                        conn.deadline = poll(member.id, conn, &self.socket, &mut effects);
+                    }
+                    deadline = deadline.min(conn.deadline);
+                }
+            }
+            if effects.is_empty() {
+                return deadline;
+            }
+            for effect in effects.drain(..) {
+                self.apply(effect);
+            }
+        }
+    }
+
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Data(origin, data) => self.forward(origin, &data),
+            Effect::WantKeyframe(origin, mid) => self.want_keyframe(origin, mid),
+            Effect::TrackAdded(id, mid, kind) => {
+                if let Some(i) = self.index_of_id(id) {
+                    self.track_added(i, mid, kind);
+                }
+            }
+            Effect::TrackRemoved(id, mid) => {
+                if let Some(i) = self.index_of_id(id) {
+                    self.track_removed(i, mid);
+                }
+            }
+            Effect::Connected(id) => {
+                if let Some(i) = self.index_of_id(id) {
+                    let member = &self.members[i];
+                    METRICS.sfu_peer_connected();
+                    self.emit(MediaEvent::PeerState {
+                        room: member.room.clone(),
+                        address: member.address.clone(),
+                        connected: true,
+                    });
+                }
+            }
+            Effect::Drop(id, reason) => {
+                if let Some(i) = self.index_of_id(id) {
+                    self.drop_conn(i, Some(reason));
+                }
+            }
+        }
+    }
+
+    /// One frame of `origin`'s to every other peer of its room that has the track open.
+    fn forward(&mut self, origin: u64, data: &MediaData) {
+        let Some(o) = self.index_of_id(origin) else {
+            return;
+        };
+        let mut forwarded = 0;
+        for j in 0..self.members.len() {
+            if j == o || self.members[j].room != self.members[o].room {
+                continue;
+            }
+            let member = &mut self.members[j];
+            let Some(conn) = member.conn.as_mut() else {
+                continue;
+            };
+            let Some(mid) = conn.tracks_out.iter().find_map(|t| match t.state {
+                OutState::Open(m) if t.origin == origin && t.origin_mid == data.mid => Some(m),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let Some(writer) = conn.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            conn.dirty = true;
+            match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                Ok(()) => forwarded += 1,
+                Err(e) => {
+                    tracing::debug!(address = %member.address, error = %e, "forwarding failed")
+                }
+            }
+        }
+        if forwarded > 0 {
+            METRICS.sfu_forwarded(forwarded, forwarded * data.data.len() as u64);
+        }
+    }
+
+    /// Sends the keyframe requests gathered since the last ones, at most one per track
+    /// per [`KEYFRAME_REQUEST_INTERVAL`].
+    fn request_keyframes(&mut self, now: Instant) {
+        for conn in self.members.iter_mut().filter_map(|m| m.conn.as_mut()) {
+            if !conn.connected {
+                continue;
+            }
+            for track in &mut conn.tracks_in {
+                let due = track
+                    .last_keyframe_request
+                    .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL);
+                if !track.wants_keyframe || !due || track.kind != MediaKind::Video {
+                    continue;
+                }
+                track.wants_keyframe = false;
+                track.last_keyframe_request = Some(now);
+                conn.dirty = true;
+                if let Some(mut writer) = conn.rtc.writer(track.mid)
+                    && writer
+                        .request_keyframe(None, KeyframeRequestKind::Pli)
+                        .is_ok()
+                {
+                    METRICS.sfu_keyframe_request();
+                }
+            }
+        }
+    }
+
+    /// The server offers when tracks toward member `i` came or went, once the client's
+    /// first offer is answered and no offer of the server is pending.
+    fn negotiate(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        let Some(conn) = member.conn.as_mut() else {
+            return;
+        };
+        if !conn.negotiated
+            || conn.pending.is_some()
+            || !conn
+                .tracks_out
+                .iter()
+                .any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)))
+        {
+            return;
+        }
+        let mut change = conn.rtc.sdp_api();
+        for track in &mut conn.tracks_out {
+            match track.state {
+                OutState::ToOpen => {
+                    let mid = change.add_media(
+                        track.kind,
+                        Direction::SendOnly,
+                        Some(track.origin_address.clone()),
+                        Some(format!("{}-{}", track.origin_address, track.origin_mid)),
+                        None,
+                    );
+                    track.state = OutState::Negotiating(mid);
+                }
+                OutState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    track.state = OutState::NegotiatingStop(mid);
+                }
+                _ => {}
+            }
+        }
+        let applied = if change.has_changes() {
+            change.apply()
+        } else {
+            None
+        };
+        let Some((offer, pending)) = applied else {
+            conn.tracks_out
+                .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
+            return;
+        };
+        conn.pending = Some(pending);
+        conn.dirty = true;
+        let event = MediaEvent::Signal {
+            room: member.room.clone(),
+            to: member.address.clone(),
+            data: signal::description("offer", offer.to_sdp_string()),
+        };
+        self.emit(event);
+    }
+}
+
+/// Polls one peer until it has nothing more to do now; answers when it wants to be
+/// polled next.
+fn poll(id: u64, conn: &mut Conn, socket: &UdpSocket, effects: &mut Vec<Effect>) -> Instant {
+    loop {
+        if !conn.rtc.is_alive() {
+            effects.push(Effect::Drop(id, "connection closed"));
+            return Instant::now() + MAX_WAIT;
+        }
+        let output = match conn.rtc.poll_output() {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::debug!(error = %e, "media poll failed");
+                effects.push(Effect::Drop(id, "connection failed"));
+                return Instant::now() + MAX_WAIT;
+            }
+        };
+        match output {
+            Output::Timeout(t) => return t,
+            Output::Transmit(t) => {
+                if let Err(e) = socket.send_to(&t.contents, t.destination) {
+                    tracing::trace!(error = %e, "media send failed");
+                }
+            }
+            Output::Event(event) => on_event(id, conn, event, effects),
+        }
+    }
+}
+
+fn on_event(id: u64, conn: &mut Conn, event: Event, effects: &mut Vec<Effect>) {
+    match event {
+        Event::Connected if !conn.connected => {
+            conn.connected = true;
+            effects.push(Effect::Connected(id));
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            effects.push(Effect::Drop(id, "ICE disconnected"));
+        }
+        Event::MediaAdded(e) if e.direction.is_receiving() => {
+            effects.push(Effect::TrackAdded(id, e.mid, e.kind));
+        }
+        Event::MediaChanged(e) => {
+            let known = conn.tracks_in.iter().any(|t| t.mid == e.mid);
+            if e.direction.is_receiving() && !known {
+                if let Some(media) = conn.rtc.media(e.mid) {
+                    effects.push(Effect::TrackAdded(id, e.mid, media.kind()));
+                }
+            } else if !e.direction.is_receiving() && known {
+                effects.push(Effect::TrackRemoved(id, e.mid));
+            }
+        }
+        Event::MediaData(data) => {
+            if let Some(track) = conn.tracks_in.iter_mut().find(|t| t.mid == data.mid) {
+                if !data.contiguous {
+                    track.wants_keyframe = true;
+                }
+                effects.push(Effect::Data(id, Box::new(data)));
+            }
+        }
+        Event::KeyframeRequest(request) => {
+            if let Some(track) = conn
+                .tracks_out
+                .iter()
+                .find(|t| t.state == OutState::Open(request.mid))
+            {
+                effects.push(Effect::WantKeyframe(track.origin, track.origin_mid));
+            }
+        }
+        Event::MediaEgressStats(stats) => {
+            let seen = conn.nacks.entry(stats.mid).or_default();
+            if stats.nacks > *seen {
+                METRICS.sfu_nacks(stats.nacks - *seen);
+                *seen = stats.nacks;
+            }
+        }
+        _ => {}
+    }
+}
