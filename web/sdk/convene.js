@@ -33,6 +33,8 @@ const SFU = 'sfu';
  * a mesh connection whose participant's media has not come through the server (a participant
  * that publishes nothing, for instance). */
 const SWITCHOVER_TIMEOUT_MS = 10000;
+/** How often the SDK looks whether media from `sfu` is decoded yet, during a switchover. */
+const SWITCH_POLL_MS = 100;
 /** Restarts of a failed connection to `sfu`: the first at once, then doubling to the maximum
  * (jittered). */
 const SFU_RESTART_MAX_DELAY_MS = 8000;
@@ -681,33 +683,41 @@ export class Room {
       this._sfuStreams.set(address, stream);
       return;
     }
-    this._showSfuMedia(participant, stream, track);
+    this._showSfuMedia(participant, stream);
   }
 
   /** Shows `stream` (from `sfu`) for `participant`. While a mesh connection still shows the
-   * participant, its media stays until the server's has arrived (the video track, or the
-   * audio one if the participant shows no video, is unmuted: its packets come). */
-  _showSfuMedia(participant, stream, track = null) {
+   * participant, its media stays until the server's is decoded (a video frame, or an audio
+   * packet if the participant sends no video), checked every SWITCH_POLL_MS. */
+  _showSfuMedia(participant, stream) {
     if (participant.mediaStream === stream) return;
     const mesh = this._peers.get(participant.address);
     if (!mesh || !participant.mediaStream) {
       this._useSfuMedia(participant, stream);
       return;
     }
-    const decisive = (t) => t.kind === 'video' || participant.mediaStream.getVideoTracks().length === 0;
-    const tracks = track ? [track] : stream.getTracks();
-    for (const t of tracks) {
-      if (!decisive(t)) continue;
-      if (!t.muted) {
+    if (participant._switching === stream) return;
+    participant._switching = stream;
+    const sfu = this._sfu;
+    const poll = async () => {
+      if (participant._switching !== stream || this._left || this._sfu !== sfu) return;
+      if (this._participants.get(participant.address) !== participant) return;
+      const receivers = sfu.pc.getReceivers().filter((r) => stream.getTracks().includes(r.track));
+      const reports = await Promise.all(receivers.map((r) => r.getStats().catch(() => new Map())));
+      const { audio, video } = inboundCounters(reports);
+      const hasVideo = stream.getVideoTracks().length > 0;
+      if ((hasVideo && video.framesDecoded > 0) || (!hasVideo && audio.packetsReceived > 0)) {
         this._useSfuMedia(participant, stream);
-        return;
+      } else {
+        setTimeout(poll, SWITCH_POLL_MS);
       }
-      t.addEventListener('unmute', () => this._useSfuMedia(participant, stream), { once: true });
-    }
+    };
+    poll();
   }
 
   _useSfuMedia(participant, stream) {
     if (this._participants.get(participant.address) !== participant || participant.mediaStream === stream) return;
+    participant._switching = null;
     const sfu = this._sfu;
     participant._receivers = () => (sfu?.pc.getReceivers() ?? []).filter((r) => sfu.streams.get(participant.address)
       ?.getTracks().includes(r.track));

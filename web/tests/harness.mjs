@@ -141,7 +141,9 @@ export async function openPage(browser, url) {
       T.watched = seen;
       const tick = async () => {
         const now = performance.now();
+        if (!seen.sfuConnectedAt && T.room?._sfuConnection()?.connectionState === 'connected') seen.sfuConnectedAt = now;
         for (const p of T.room?.remoteParticipants ?? []) {
+          if (p.address === 'sfuConnectedAt') continue;
           const { via, video } = await p.getStats();
           const s = seen[p.address] ??= { via: null, frames: 0, last: null, maxGap: 0, firstSfuAt: null };
           const progress = video.framesDecoded > 0 && (via !== s.via || video.framesDecoded > s.frames);

@@ -179,7 +179,8 @@ describe('a MESH room upgrading to SFU', () => {
           const w = watched[a];
           assert.ok(w && w.firstSfuAt !== null, JSON.stringify(w));
           lines.push(`U${i} <- U${addresses.indexOf(a)}: longest gap without a decoded frame ${Math.round(w.maxGap)} ms, `
-            + `first frame via sfu ${Math.round(w.firstSfuAt - changedAt)} ms after conferenceTypeChanged`);
+            + `first frame via sfu ${Math.round(w.firstSfuAt - changedAt)} ms after conferenceTypeChanged `
+            + `(its connection to sfu up after ${Math.round(watched.sfuConnectedAt - changedAt)} ms)`);
         }
       }
       console.log(`# switchover with ${UPGRADE_PAGES} pages (everyone's media via sfu ${settled} ms after the 4th join started):`);
