@@ -1,7 +1,9 @@
 //! The browser SDK, the demo page and the admin page, compiled into the binary so that the service serves
 //! them with nothing else installed.
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::http::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, HeaderValue,
+};
 use actix_web::{HttpResponse, web};
 
 /// A file of `web/`, with its media type.
@@ -35,12 +37,23 @@ fn serve(asset: &Asset) -> HttpResponse {
         .body(asset.body)
 }
 
+/// The SDK's files, which applications on any origin may import (CORS).
+fn serve_sdk(asset: &Asset) -> HttpResponse {
+    let mut res = serve(asset);
+    res.headers_mut()
+        .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    res
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/sdk/convene.js", web::get().to(|| async { serve(&SDK) }))
-        .route(
-            "/sdk/convene.d.ts",
-            web::get().to(|| async { serve(&SDK_TYPES) }),
-        )
-        .route("/demo", web::get().to(|| async { serve(&DEMO) }))
-        .route("/admin", web::get().to(|| async { serve(&ADMIN) }));
+    cfg.route(
+        "/sdk/convene.js",
+        web::get().to(|| async { serve_sdk(&SDK) }),
+    )
+    .route(
+        "/sdk/convene.d.ts",
+        web::get().to(|| async { serve_sdk(&SDK_TYPES) }),
+    )
+    .route("/demo", web::get().to(|| async { serve(&DEMO) }))
+    .route("/admin", web::get().to(|| async { serve(&ADMIN) }));
 }

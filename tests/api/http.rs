@@ -87,6 +87,25 @@ both_stores!(health_endpoints, |app: TestApp| async move {
     assert_eq!(json_ok(res).await, json!({"status": "ready"}));
 });
 
+both_stores!(sdk_is_served_to_other_origins, |app: TestApp| async move {
+    // Applications on another origin import the SDK: CORS allows any origin for /sdk/*
+    // (and only there).
+    for path in ["/sdk/convene.js", "/sdk/convene.d.ts"] {
+        let res = app
+            .client
+            .get(app.url(path))
+            .header("origin", "https://app.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["access-control-allow-origin"], "*", "{path}");
+    }
+    let res = app.client.get(app.url("/demo")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+});
+
 both_stores!(request_ids, |app: TestApp| async move {
     // Every answer carries a request id; a plain one from the caller is kept.
     let res = app

@@ -41,8 +41,9 @@ export interface JoinOptions {
   mediaStream?: MediaStream;
   /** Ask for camera and microphone only once a second participant is there. */
   delayLocalStream?: boolean;
-  /** Milliseconds a peer connection may take to connect before `participantJoinFailed`.
-   * Default 20000. (Convene extension.) */
+  /** Milliseconds a peer connection may take to connect before `participantJoinFailed`
+   * (MESH), or before the connection to the media server is started again (SFU, with
+   * `reconnecting`). Default 20000. (Convene extension.) */
   connectionTimeout?: number;
 }
 
@@ -63,7 +64,29 @@ export class Participant {
    * element, however often it is called; its stream follows `mediaStream`; a remote
    * participant's are removed when it leaves); answers it. */
   attach(element: HTMLElement): HTMLVideoElement;
+  /** What this participant's media did so far, as received here, summed over the inbound RTP
+   * streams of the connection that carries the media shown now (`via`: the peer connection
+   * to it in MESH, the one to the media server in SFU; counters start again from 0 when it
+   * changes, e.g. at the switchover). The local participant answers `via: null` and zeros.
+   * (Convene extension.) */
+  getStats(): Promise<ParticipantStats>;
 }
+
+export interface ParticipantStats {
+  via: 'mesh' | 'sfu' | null;
+  audio: {
+    packetsReceived: number; bytesReceived: number; packetsLost: number;
+    totalAudioEnergy: number; totalSamplesReceived: number; audioLevel: number;
+  };
+  video: {
+    framesDecoded: number; framesReceived: number; packetsReceived: number; bytesReceived: number;
+    packetsLost: number; frameWidth: number; frameHeight: number;
+  };
+}
+
+/** What `reconnecting` / `reconnected` are about: the signaling socket, the connection to the
+ * media server (`'sfu'`), or the mesh connection to one participant. */
+export type ReconnectSubject = 'signaling' | 'sfu' | Participant;
 
 export interface RoomEvents {
   /** Someone joined after us. */
@@ -78,13 +101,24 @@ export interface RoomEvents {
   /** The local participant's `mediaStream` is there (at join, or with `delayLocalStream`
    * when someone else is). */
   localStream: (participant: Participant) => void;
-  /** A remote participant's `mediaStream` is there. */
+  /** A remote participant's `mediaStream` is there, or was replaced (in an SFU room the
+   * stream comes from the media server; its stream id is the participant's address). */
   remoteStream: (participant: Participant) => void;
   /** `data` as the sender passed it to `sendMessageToParticipant`. */
   messageReceived: (from: Participant | { address: string }, data: unknown) => void;
-  /** The room became SFU (it never changes back). The peer-to-peer connections stay: this
-   * version has no media server. */
+  /** The room became SFU (it never changes back). The SDK moves to the media server by
+   * itself: it connects to it, keeps showing each participant's peer-to-peer media until that
+   * participant's media from the server is decoded (then `remoteStream` with the new stream,
+   * which `attach`ed videos follow), and closes the peer-to-peer connection to it. Nobody
+   * leaves. */
   conferenceTypeChanged: (conferenceType: ConferenceType) => void;
+  /** A connection that worked is being restored: the signaling socket dropped (it is resumed
+   * with capped, jittered back-off), a mesh connection failed (ICE restart), or the
+   * connection to the media server failed (a new one is made, with back-off). Media of the
+   * others may pause meanwhile; nobody leaves. */
+  reconnecting: (subject: ReconnectSubject) => void;
+  /** The connection that `reconnecting` was about works again. */
+  reconnected: (subject: ReconnectSubject) => void;
   roomLeft: (reason: LeaveReason) => void;
 }
 
@@ -99,7 +133,7 @@ export class Room {
   isMuted(): boolean;
   hasVideo(): boolean;
   /** Enables or disables the microphone track and tells the others (`participantUpdated`);
-   * answers the new muted state. */
+   * while muted no audio packets are sent at all. Answers the new muted state. */
   toggleMute(): boolean;
   /** Enables or disables the camera track and tells the others; answers the new video state. */
   toggleVideo(): Promise<boolean>;

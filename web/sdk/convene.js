@@ -7,8 +7,16 @@
 // `joined`); the one already there answers and only then adds its tracks, so the two never
 // offer at once (Chromium can stall ICE gathering after rolling back a first offer). Later
 // renegotiations (ICE restarts after a reconnect) use the "perfect negotiation" pattern, so
-// either side may start one at any time without glare. SFU rooms have no media server yet: after `conferenceTypeChanged` the
-// peer-to-peer connections stay as they are.
+// either side may start one at any time without glare.
+//
+// In SFU rooms (docs/sfu.md) there is one RTCPeerConnection, to the server's media side (the
+// address `sfu`): the SDK offers first with its own tracks, the server answers and later
+// offers whenever other participants' tracks come or go; the SDK is the polite side (on glare
+// it rolls back its own offer and answers the server's). Every track the server forwards has
+// its publisher's address as stream id, which maps it to its participant. When a MESH room
+// becomes SFU (`conferenceTypeChanged`) the SDK connects to `sfu` and keeps showing each
+// participant's mesh media until that participant's media arrives through the server, then
+// closes the mesh connection to it.
 
 const SIGNALING_PATH = '/api/realtime/signaling';
 /** Default of `connectionTimeout`: a peer connection not connected after this long is
@@ -18,7 +26,42 @@ const PEER_TIMEOUT_MS = 20000;
 const JOIN_TIMEOUT_MS = 15000;
 /** Reconnect back-off after an unexpected drop, doubling up to the maximum. */
 const RESUME_FIRST_DELAY_MS = 250;
-const RESUME_MAX_DELAY_MS = 4000;
+const RESUME_MAX_DELAY_MS = 5000;
+/** The media server's address in signaling. */
+const SFU = 'sfu';
+/** After a room became SFU: how long after the connection to `sfu` is up the SDK still keeps
+ * a mesh connection whose participant's media has not come through the server (a participant
+ * that publishes nothing, for instance). */
+const SWITCHOVER_TIMEOUT_MS = 10000;
+/** How often the SDK looks whether media from `sfu` is decoded yet, during a switchover. */
+const SWITCH_POLL_MS = 100;
+/** Restarts of a failed connection to `sfu`: the first at once, then doubling to the maximum
+ * (jittered). */
+const SFU_RESTART_MAX_DELAY_MS = 8000;
+
+/** `delay` less a random part of up to half of it, so that many clients spread out. */
+function jittered(delay) {
+  return Math.round(delay * (0.5 + Math.random() * 0.5));
+}
+
+/** Sums the `inbound-rtp` counters of `reports` per kind. */
+function inboundCounters(reports) {
+  const audio = { packetsReceived: 0, bytesReceived: 0, packetsLost: 0, totalAudioEnergy: 0, totalSamplesReceived: 0, audioLevel: 0 };
+  const video = { framesDecoded: 0, framesReceived: 0, packetsReceived: 0, bytesReceived: 0, packetsLost: 0, frameWidth: 0, frameHeight: 0 };
+  for (const report of reports) {
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const sum = s.kind === 'audio' ? audio : s.kind === 'video' ? video : null;
+      if (!sum) return;
+      for (const key of Object.keys(sum)) {
+        if (typeof s[key] !== 'number') continue;
+        if (['audioLevel', 'frameWidth', 'frameHeight'].includes(key)) sum[key] = Math.max(sum[key], s[key]);
+        else sum[key] += s[key];
+      }
+    });
+  }
+  return { audio, video };
+}
 /** Signals kept for a participant whose peer connection does not exist yet. */
 const MAX_EARLY_SIGNALS = 200;
 
@@ -66,6 +109,22 @@ export class Participant {
     this.self = self;
     this.mediaStream = null;
     this._videos = new Set();
+    /** Where `mediaStream` comes from: `mesh`, `sfu`, or null (nothing yet). */
+    this._via = null;
+    /** The receivers of the media shown now (set by the room). */
+    this._receivers = () => [];
+  }
+
+  /** What this participant's media did so far, as received here (a remote participant; the
+   * local one answers zeros): `{via, audio: {packetsReceived, bytesReceived, packetsLost,
+   * totalAudioEnergy, totalSamplesReceived, audioLevel}, video: {framesDecoded,
+   * framesReceived, packetsReceived, bytesReceived, packetsLost, frameWidth, frameHeight}}`,
+   * summed over the inbound RTP streams of the connection that carries the media shown now
+   * (`via` `mesh` or `sfu`; counters start again from 0 when it changes). */
+  async getStats() {
+    const receivers = this._receivers();
+    const reports = await Promise.all(receivers.map((r) => r.getStats().catch(() => new Map())));
+    return { via: this._via, ...inboundCounters(reports) };
   }
 
   /** Keeps a `<video>` showing this participant in `element` (one per participant and
@@ -98,8 +157,9 @@ export class Participant {
     return changed;
   }
 
-  _setStream(stream) {
+  _setStream(stream, via) {
     this.mediaStream = stream;
+    this._via = via;
     for (const video of this._videos) video.srcObject = stream;
   }
 }
@@ -125,6 +185,12 @@ export class Room {
     this._starting = null;
     this._closedReason = null;
     this._mediaFailed = false;
+    this._sfu = null; // SfuPeer, in SFU rooms
+    this._sfuStreams = new Map(); // address → MediaStream from `sfu` whose participant is not known yet
+    this._sfuRestarts = 0;
+    this._sfuReconnecting = false;
+    this._switchTimer = null;
+    this._signalingDown = false;
     this.localParticipant = null;
     this.name = undefined;
     this.conferenceType = undefined;
@@ -148,6 +214,7 @@ export class Room {
   toggleMute() {
     const muted = !this.isMuted();
     this._setEnabled('audio', !muted);
+    for (const pc of this._allConnections()) this._applyMute(pc);
     this.localParticipant._update({ audio: !muted });
     this._send({ type: 'mediaState', audio: !muted });
     return muted;
@@ -179,7 +246,7 @@ export class Room {
 
   /** Adds a handler: `participantJoined`, `participantLeft`, `participantUpdated`,
    * `participantJoinFailed`, `localStream`, `remoteStream`, `messageReceived`,
-   * `conferenceTypeChanged`, `roomLeft`. */
+   * `conferenceTypeChanged`, `reconnecting`, `reconnected`, `roomLeft`. */
   on(event, callback) {
     if (!this._handlers.has(event)) this._handlers.set(event, new Set());
     this._handlers.get(event).add(callback);
@@ -193,9 +260,14 @@ export class Room {
 
   // --- For tests and debugging; not part of the supported surface. ---
 
-  /** The peer connection to each remote participant. */
+  /** The peer connection to each remote participant (MESH). */
   _peerConnections() {
     return new Map([...this._peers].map(([address, peer]) => [address, peer.pc]));
+  }
+
+  /** The peer connection to `sfu`, if any. */
+  _sfuConnection() {
+    return this._sfu?.pc ?? null;
   }
 
   /** Drops the signaling socket as a network fault would; the SDK resumes by itself. */
@@ -242,6 +314,25 @@ export class Room {
   _setEnabled(kind, enabled) {
     for (const track of this._tracks(kind)) track.enabled = enabled;
     this._options[kind] = enabled;
+  }
+
+  _allConnections() {
+    const pcs = [...this._peers.values()].map((p) => p.pc);
+    if (this._sfu) pcs.push(this._sfu.pc);
+    return pcs;
+  }
+
+  /** Muted: the audio senders of `pc` send nothing at all (not even silence), so the others
+   * see no audio packets from a muted participant. */
+  _applyMute(pc) {
+    const active = !this.isMuted();
+    for (const sender of pc.getSenders()) {
+      if (sender.track?.kind !== 'audio') continue;
+      const params = sender.getParameters();
+      if (!params.encodings?.length || params.encodings.every((e) => e.active === active)) continue;
+      for (const e of params.encodings) e.active = active;
+      sender.setParameters(params).catch((e) => console.warn('convene: mute', e));
+    }
   }
 
   _send(frame) {
@@ -340,17 +431,22 @@ export class Room {
       if (this._pendingStream) this._applyStream(this._pendingStream);
       this._pendingStream = null;
       for (const info of message.participants) this._addParticipant(info, { announce: false, offerer: true });
+      // In an SFU room our media goes to the server even while we are alone.
+      if (this._sfuMode() && this.localParticipant.mediaStream) this._startSfu();
       return;
     }
     this._onResumed(message);
+    if (this._signalingDown) {
+      this._signalingDown = false;
+      this._emit('reconnected', 'signaling');
+    }
   }
 
   /** A fresh `joined` after a reconnect: bring the room up to date with what happened while
    * the socket was down (messages to us were dropped meanwhile). */
   _onResumed(message) {
     if (message.room.conferenceType !== this.conferenceType) {
-      this.conferenceType = message.room.conferenceType;
-      this._emit('conferenceTypeChanged', this.conferenceType);
+      this._onConferenceType(message.room.conferenceType);
     }
     if (message.address !== this.localParticipant.address) {
       // The seat was gone (the grace period had passed): this is a new participant to the
@@ -359,7 +455,11 @@ export class Room {
       for (const [address, participant] of [...this._participants]) {
         this._removeParticipant(address, participant, 'disconnected');
       }
+      // The server dropped our media connection with the seat: a new one.
+      this._sfu?.close();
+      this._sfu = null;
       for (const info of message.participants) this._addParticipant(info, { announce: true, offerer: true });
+      if (this._sfuMode() && this._mediaReady()) this._startSfu();
       return;
     }
     const present = new Set(message.participants.map((p) => p.address));
@@ -410,10 +510,7 @@ export class Room {
         break;
       }
       case 'conferenceTypeChanged':
-        if (message.conferenceType !== this.conferenceType) {
-          this.conferenceType = message.conferenceType;
-          this._emit('conferenceTypeChanged', message.conferenceType);
-        }
+        if (message.conferenceType !== this.conferenceType) this._onConferenceType(message.conferenceType);
         break;
       case 'roomClosed':
         this._closedReason = message.reason;
@@ -428,10 +525,14 @@ export class Room {
 
   _onSignal(from, data) {
     if (data === null || typeof data !== 'object') return;
+    if (from === SFU) {
+      this._sfu?.onSignal(data);
+      return;
+    }
     const peer = this._peers.get(from);
     if (peer) {
       peer.onSignal(data);
-    } else if (this._participants.has(from)) {
+    } else if (this._participants.has(from) && !this._sfuMode()) {
       // No peer connection yet (our media is still being set up): keep it for later.
       const early = this._earlySignals.get(from) ?? [];
       if (early.length < MAX_EARLY_SIGNALS) early.push(data);
@@ -446,9 +547,14 @@ export class Room {
       return;
     }
     // An unexpected drop (network, server restart, heartbeat, slow reader): resume with the
-    // same address. The peer connections carry on meanwhile.
-    const delay = this._resumeDelay;
-    this._resumeDelay = Math.min(delay * 2, RESUME_MAX_DELAY_MS);
+    // same address. The peer connections carry on meanwhile. Attempts back off, doubling up
+    // to a maximum, each less a random part so that many clients spread out.
+    if (!this._signalingDown) {
+      this._signalingDown = true;
+      this._emit('reconnecting', 'signaling');
+    }
+    const delay = jittered(this._resumeDelay);
+    this._resumeDelay = Math.min(this._resumeDelay * 2, RESUME_MAX_DELAY_MS);
     setTimeout(() => {
       if (this._left) return;
       this._connect().catch((e) => {
@@ -464,6 +570,9 @@ export class Room {
     this._left = true;
     for (const peer of this._peers.values()) peer.close();
     this._peers.clear();
+    this._sfu?.close();
+    this._sfu = null;
+    clearTimeout(this._switchTimer);
     this._earlySignals.clear();
     const ws = this._ws;
     this._ws = null;
@@ -484,11 +593,140 @@ export class Room {
     participant._offerer = offerer;
     this._participants.set(participant.address, participant);
     if (announce) this._emit('participantJoined', participant);
-    if (this.localParticipant.mediaStream || this._mediaFailed) {
-      this._createPeer(participant);
+    const early = this._sfuStreams.get(participant.address);
+    if (early) {
+      this._sfuStreams.delete(participant.address);
+      this._showSfuMedia(participant, early);
+    }
+    if (this._mediaReady()) {
+      this._connectMedia(participant);
     } else if (this._options.delayLocalStream) {
       // Ask for camera and microphone only now that someone is there.
       this._startLocalStream();
+    }
+  }
+
+  _mediaReady() {
+    return Boolean(this.localParticipant?.mediaStream) || this._mediaFailed;
+  }
+
+  _sfuMode() {
+    return this.conferenceType === 'SFU';
+  }
+
+  /** Media to and from `participant`: through `sfu` in SFU rooms, else a mesh connection. */
+  _connectMedia(participant) {
+    if (this._sfuMode()) this._startSfu();
+    else this._createPeer(participant);
+  }
+
+  _onConferenceType(type) {
+    this.conferenceType = type;
+    this._emit('conferenceTypeChanged', type);
+    // Switchover: the mesh connections carry on until each participant's media comes through
+    // the server (see _showSfuMedia).
+    if (this._sfuMode() && this._mediaReady()) this._startSfu();
+  }
+
+  _startSfu() {
+    if (this._sfu || this._left) return;
+    this._sfu = new SfuPeer(this);
+  }
+
+  /** The connection to `sfu` failed: a new one (the server drops a peer connection that lost
+   * ICE, so the old one cannot be restarted), after a capped, jittered back-off. */
+  _restartSfu(failed) {
+    if (this._sfu !== failed || this._left) return;
+    if (!this._sfuReconnecting) {
+      this._sfuReconnecting = true;
+      this._emit('reconnecting', SFU);
+    }
+    failed.close();
+    this._sfu = null;
+    const delay = this._sfuRestarts === 0 ? 0 : jittered(Math.min(500 * 2 ** this._sfuRestarts, SFU_RESTART_MAX_DELAY_MS));
+    this._sfuRestarts += 1;
+    setTimeout(() => {
+      if (this._left || this._sfu || !this._sfuMode()) return;
+      this._sfu = new SfuPeer(this);
+    }, delay);
+  }
+
+  _onSfuConnected(sfu) {
+    this._sfuRestarts = 0;
+    if (this._sfuReconnecting) {
+      this._sfuReconnecting = false;
+      this._emit('reconnected', SFU);
+    }
+    if (this._peers.size === 0) return;
+    // Mesh connections whose participant's media has not come through the server by then
+    // (it publishes nothing, or its connection to the server failed) are given up.
+    clearTimeout(this._switchTimer);
+    this._switchTimer = setTimeout(() => {
+      if (this._sfu !== sfu) return;
+      for (const [address, peer] of [...this._peers]) {
+        const participant = this._participants.get(address);
+        const stream = sfu.streams.get(address);
+        if (participant && stream) this._useSfuMedia(participant, stream);
+        peer.close();
+        this._peers.delete(address);
+      }
+    }, SWITCHOVER_TIMEOUT_MS);
+  }
+
+  /** A track from `sfu`: its stream id is its publisher's address. */
+  _onSfuTrack(sfu, track, stream) {
+    const address = stream.id;
+    sfu.streams.set(address, stream);
+    const participant = this._participants.get(address);
+    if (!participant) {
+      // Its participantJoined is still on the way.
+      this._sfuStreams.set(address, stream);
+      return;
+    }
+    this._showSfuMedia(participant, stream);
+  }
+
+  /** Shows `stream` (from `sfu`) for `participant`. While a mesh connection still shows the
+   * participant, its media stays until the server's is decoded (a video frame, or an audio
+   * packet if the participant sends no video), checked every SWITCH_POLL_MS. */
+  _showSfuMedia(participant, stream) {
+    if (participant.mediaStream === stream) return;
+    const mesh = this._peers.get(participant.address);
+    if (!mesh || !participant.mediaStream) {
+      this._useSfuMedia(participant, stream);
+      return;
+    }
+    if (participant._switching === stream) return;
+    participant._switching = stream;
+    const sfu = this._sfu;
+    const poll = async () => {
+      if (participant._switching !== stream || this._left || this._sfu !== sfu) return;
+      if (this._participants.get(participant.address) !== participant) return;
+      const receivers = sfu.pc.getReceivers().filter((r) => stream.getTracks().includes(r.track));
+      const reports = await Promise.all(receivers.map((r) => r.getStats().catch(() => new Map())));
+      const { audio, video } = inboundCounters(reports);
+      const hasVideo = stream.getVideoTracks().length > 0;
+      if ((hasVideo && video.framesDecoded > 0) || (!hasVideo && audio.packetsReceived > 0)) {
+        this._useSfuMedia(participant, stream);
+      } else {
+        setTimeout(poll, SWITCH_POLL_MS);
+      }
+    };
+    poll();
+  }
+
+  _useSfuMedia(participant, stream) {
+    if (this._participants.get(participant.address) !== participant || participant.mediaStream === stream) return;
+    participant._switching = null;
+    const sfu = this._sfu;
+    participant._receivers = () => (sfu?.pc.getReceivers() ?? []).filter((r) => sfu.streams.get(participant.address)
+      ?.getTracks().includes(r.track));
+    participant._setStream(stream, 'sfu');
+    this._emit('remoteStream', participant);
+    const mesh = this._peers.get(participant.address);
+    if (mesh) {
+      mesh.close();
+      this._peers.delete(participant.address);
     }
   }
 
@@ -504,6 +742,8 @@ export class Room {
   _removeParticipant(address, participant, reason = 'left') {
     this._participants.delete(address);
     this._earlySignals.delete(address);
+    this._sfuStreams.delete(address);
+    this._sfu?.streams.delete(address);
     this._peers.get(address)?.close();
     this._peers.delete(address);
     this._emit('participantLeft', participant, reason);
@@ -544,7 +784,7 @@ export class Room {
         this._mediaFailed = true;
       }
       if (this._left) return;
-      for (const participant of this._participants.values()) this._createPeer(participant);
+      for (const participant of this._participants.values()) this._connectMedia(participant);
     })();
     return this._starting;
   }
@@ -578,15 +818,34 @@ class Peer {
     };
     this.pc.ontrack = ({ track, streams }) => {
       const incoming = streams[0] ?? new MediaStream([track]);
-      if (remote.mediaStream !== incoming) {
-        remote._setStream(incoming);
+      if (remote.mediaStream !== incoming && room._peers.get(remote.address) === this) {
+        remote._receivers = () => this.pc.getReceivers();
+        remote._setStream(incoming, 'mesh');
         room._emit('remoteStream', remote);
       }
     };
     this.pc.onconnectionstatechange = () => {
       const state = this.pc.connectionState;
-      if (state === 'connected') clearTimeout(this.failTimer);
-      if (state === 'failed') this.failed('connectionFailed');
+      if (state === 'connected') {
+        clearTimeout(this.failTimer);
+        this.wasConnected = true;
+        if (this.reconnecting) {
+          this.reconnecting = false;
+          room._emit('reconnected', remote);
+        }
+      }
+      if (state === 'failed') {
+        if (!this.wasConnected) {
+          this.failed('connectionFailed');
+        } else {
+          // It worked before: restart ICE (a new offer, perfect negotiation) and tell the app.
+          if (!this.reconnecting) {
+            this.reconnecting = true;
+            room._emit('reconnecting', remote);
+          }
+          this.pc.restartIce();
+        }
+      }
     };
     this.failTimer = setTimeout(() => {
       if (this.pc.connectionState !== 'connected') this.failed('timeout');
@@ -602,6 +861,7 @@ class Peer {
     const stream = this.room.localParticipant.mediaStream;
     if (stream) {
       for (const track of stream.getTracks()) this.pc.addTrack(track, stream);
+      this.room._applyMute(this.pc);
     } else if (this.remote._offerer) {
       // No camera or microphone: still receive the other's media.
       this.pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -659,6 +919,91 @@ class Peer {
   }
 
   close() {
+    clearTimeout(this.failTimer);
+    this.pc.close();
+  }
+}
+
+/** The one peer connection to the server's media side (`sfu`) in an SFU room. The client
+ * offers first with its tracks; the server answers, and offers whenever tracks toward the
+ * client come or go. The client is the polite side of perfect negotiation: when the server's
+ * offer crosses its own, it rolls its own back, answers, and offers again. Its ICE candidates
+ * are not sent: the server is ICE-lite and learns the client's address from its checks. */
+class SfuPeer {
+  constructor(room) {
+    this.room = room;
+    this.streams = new Map(); // publisher's address → MediaStream
+    this.makingOffer = false;
+    this.connected = false;
+    this.closed = false;
+    this.pc = new RTCPeerConnection({ iceServers: room._iceServers, bundlePolicy: 'max-bundle' });
+    this.pc.onnegotiationneeded = async () => {
+      try {
+        this.makingOffer = true;
+        await this.pc.setLocalDescription();
+        this.signal({ description: this.pc.localDescription });
+      } catch (e) {
+        if (!this.closed) console.error('convene: negotiation with sfu failed', e);
+      } finally {
+        this.makingOffer = false;
+      }
+    };
+    this.pc.ontrack = ({ track, streams }) => {
+      if (!this.closed && streams[0]) room._onSfuTrack(this, track, streams[0]);
+    };
+    this.pc.onconnectionstatechange = () => {
+      const state = this.pc.connectionState;
+      if (state === 'connected' && !this.connected) {
+        this.connected = true;
+        clearTimeout(this.failTimer);
+        room._onSfuConnected(this);
+      } else if (state === 'failed') {
+        this.fail();
+      }
+    };
+    this.failTimer = setTimeout(() => {
+      if (!this.connected) this.fail();
+    }, room._options.connectionTimeout ?? PEER_TIMEOUT_MS);
+    const stream = room.localParticipant.mediaStream;
+    if (stream) {
+      for (const track of stream.getTracks()) this.pc.addTrack(track, stream);
+      room._applyMute(this.pc);
+    } else {
+      // Nothing to publish: still offer, to receive.
+      this.pc.addTransceiver('audio', { direction: 'recvonly' });
+    }
+  }
+
+  fail() {
+    if (this.closed) return;
+    this.room._restartSfu(this);
+  }
+
+  signal(data) {
+    this.room._send({ type: 'signal', to: SFU, data: JSON.parse(JSON.stringify(data)) });
+  }
+
+  async onSignal({ description }) {
+    if (!description || this.closed) return;
+    try {
+      if (description.type === 'offer') {
+        // Glare: the server ignores our offer while its own waits; setting its offer rolls
+        // ours back (implicit rollback), and negotiationneeded offers ours again once this
+        // one is answered.
+        await this.pc.setRemoteDescription(description);
+        await this.pc.setLocalDescription();
+        this.signal({ description: this.pc.localDescription });
+      } else if (description.type === 'answer') {
+        if (this.pc.signalingState !== 'have-local-offer') return;
+        await this.pc.setRemoteDescription(description);
+      }
+    } catch (e) {
+      if (!this.closed) console.error('convene: signal from sfu failed', e);
+    }
+  }
+
+  close() {
+    this.closed = true;
     clearTimeout(this.failTimer);
     this.pc.close();
   }

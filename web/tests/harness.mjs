@@ -25,6 +25,9 @@ export function startServer(env = {}) {
       CONVENE_API_KEYS: API_KEY,
       CONVENE_TOKEN_SECRET: SECRET,
       CONVENE_LOG_LEVEL: 'warn,convene=info',
+      // The SFU's media port: a free one, on loopback like everything in these tests.
+      CONVENE_RTC_UDP_PORT: '0',
+      CONVENE_RTC_ADVERTISE_IP: '127.0.0.1',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -86,14 +89,15 @@ export async function openPage(browser, url) {
     const sdk = await import('/sdk/convene.js');
     const T = { sdk, room: null, events: [] };
     window.T = T;
-    // Joins like an application: small camera video of its own unless `options.delayLocalStream`
-    // (then the SDK asks for camera and microphone itself), handlers added once joinRoom resolves.
+    // Joins like an application: a small camera of its own (160x120 at 10 fps, so that many
+    // pages fit on two cores) unless `options.delayLocalStream` (then the SDK asks for camera
+    // and microphone itself), handlers added once joinRoom resolves.
     T.join = async (token, name, options = {}) => {
       if (!options.delayLocalStream) {
         options = {
           mediaStream: await navigator.mediaDevices.getUserMedia({
             audio: true,
-            video: { width: 320, height: 240, frameRate: 15 },
+            video: { width: 160, height: 120, frameRate: 10 },
           }),
           ...options,
         };
@@ -102,11 +106,14 @@ export async function openPage(browser, url) {
         const room = await sdk.joinRoom(token, { name, ...options });
         T.room = room;
         const events = ['participantJoined', 'participantLeft', 'participantUpdated', 'participantJoinFailed',
-          'localStream', 'remoteStream', 'messageReceived', 'conferenceTypeChanged', 'roomLeft'];
+          'localStream', 'remoteStream', 'messageReceived', 'conferenceTypeChanged', 'reconnecting', 'reconnected',
+          'roomLeft'];
         for (const event of events) {
           room.on(event, (subject, detail) => {
             const address = typeof subject === 'object' && subject ? subject.address : undefined;
-            T.events.push({ event, address, value: address ? undefined : subject, detail, audio: subject?.audio });
+            T.events.push({
+              event, address, value: address ? undefined : subject, detail, audio: subject?.audio, at: performance.now(),
+            });
           });
         }
         return { address: room.localParticipant.address, conferenceType: room.conferenceType };
@@ -114,19 +121,46 @@ export async function openPage(browser, url) {
         return { error: e.reason, code: e.code };
       }
     };
-    // Per remote participant: video frames decoded and audio packets received.
+    // Per remote participant, from the SDK's getStats(): video frames decoded, audio packets
+    // received, and the connection they came through (`mesh` or `sfu`).
     T.media = async () => {
       const result = {};
-      for (const [address, pc] of T.room._peerConnections()) {
-        let frames = 0;
-        let packets = 0;
-        (await pc.getStats()).forEach((s) => {
-          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded ?? 0;
-          if (s.type === 'inbound-rtp' && s.kind === 'audio') packets += s.packetsReceived ?? 0;
-        });
-        result[address] = { frames, packets };
+      for (const p of T.room.remoteParticipants) {
+        const { via, audio, video } = await p.getStats();
+        result[p.address] = { frames: video.framesDecoded, packets: audio.packetsReceived, via };
       }
       return result;
+    };
+    // Watches decoded video per remote participant every `interval` ms until T.stopWatch():
+    // per address the longest time without a new decoded frame (`maxGap`, counted from the
+    // first frame seen) and when the first frame through `sfu` was decoded (`firstSfuAt`,
+    // performance.now() time). Counters start from 0 on a new connection, so a change of
+    // `via` with frames decoded counts as progress.
+    T.watch = (interval = 100) => {
+      const seen = {};
+      T.watched = seen;
+      const tick = async () => {
+        const now = performance.now();
+        if (!seen.sfuConnectedAt && T.room?._sfuConnection()?.connectionState === 'connected') seen.sfuConnectedAt = now;
+        for (const p of T.room?.remoteParticipants ?? []) {
+          if (p.address === 'sfuConnectedAt') continue;
+          const { via, video } = await p.getStats();
+          const s = seen[p.address] ??= { via: null, frames: 0, last: null, maxGap: 0, firstSfuAt: null };
+          const progress = video.framesDecoded > 0 && (via !== s.via || video.framesDecoded > s.frames);
+          if (progress) {
+            if (s.last !== null) s.maxGap = Math.max(s.maxGap, now - s.last);
+            s.last = now;
+            if (via === 'sfu' && s.firstSfuAt === null) s.firstSfuAt = now;
+          }
+          s.via = via;
+          s.frames = video.framesDecoded;
+        }
+      };
+      const timer = setInterval(tick, interval);
+      T.stopWatch = () => {
+        clearInterval(timer);
+        return seen;
+      };
     };
   });
   return page;
@@ -158,13 +192,14 @@ export async function waitUntil(check, what, { timeout = 30000, interval = 200 }
 }
 
 /** Waits until the page receives video (frames decoded) and audio (packets received) from
- * every one of `addresses`. */
-export async function waitForMedia(page, addresses, timeout = 30000) {
-  await waitUntil(async () => {
+ * every one of `addresses` (with `via`, through that connection: `mesh` or `sfu`). */
+export async function waitForMedia(page, addresses, { timeout = 30000, via } = {}) {
+  return waitUntil(async () => {
     const media = await page.evaluate(() => window.T.media());
-    const done = addresses.every((a) => media[a] && media[a].frames > 0 && media[a].packets > 0);
+    const done = addresses.every((a) => media[a] && media[a].frames > 0 && media[a].packets > 0
+      && (!via || media[a].via === via));
     return { done, media };
-  }, `media from ${addresses.join(', ')}`, { timeout });
+  }, `media from ${addresses.join(', ')}${via ? ` via ${via}` : ''}`, { timeout });
 }
 
 /** Per remote address: `{ frames, packets }` received so far by the page. */

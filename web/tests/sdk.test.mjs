@@ -146,8 +146,13 @@ describe('MESH calls', () => {
         assert.equal(await page.evaluate(() => window.T.room.conferenceType), 'SFU');
         assert.equal((await events(page, 'conferenceTypeChanged')).length, 1);
       }
-      // No media server yet: the mesh connections stay and carry media.
-      for (let i = 0; i < 3; i++) await waitForMedia(pages[i], addresses.filter((_, j) => j !== i));
+      // The SDK moves to the media server: everyone's media comes through `sfu`, and the
+      // mesh connections are closed.
+      for (let i = 0; i < 3; i++) {
+        await waitForMedia(pages[i], addresses.filter((_, j) => j !== i), { via: 'sfu' });
+        await pages[i].waitForFunction(() => window.T.room._peerConnections().size === 0);
+        assert.deepEqual(await events(pages[i], 'participantLeft'), []);
+      }
     } finally {
       await closeAll(pages);
     }
@@ -213,6 +218,9 @@ describe('resume', () => {
       await b.waitForFunction(() => window.T.events.some((e) => e.detail === 'welcome back'));
       // The peer connections survived: media keeps arriving on every edge.
       for (const page of pages) await waitForMoreMedia(page, await mediaCounts(page));
+      // The application heard of the drop and of the resume.
+      await waitForEvent(b, { event: 'reconnecting', value: 'signaling' });
+      await waitForEvent(b, { event: 'reconnected', value: 'signaling' });
       // Proving that nobody saw a leave takes time: wait until the grace period after the drop
       // has passed (a participant not resumed would have been removed by then).
       const wait = droppedAt + GRACE_MS + 1000 - Date.now();
