@@ -85,6 +85,9 @@ const JOIN_ERRORS = {
   'REALTIME-00009': 'invalidToken',
   'REALTIME-00004': 'roomNotFound',
   'REALTIME-00010': 'roomFull',
+  // The service could not reach its store to open the room and closes with 1001: a
+  // passing fault, so a resume retries it like a lost connection.
+  'BASE-00020': 'connectionFailed',
 };
 
 /** Why `joinRoom` failed: `reason` is a stable word, `code` the server's error code. */
