@@ -53,8 +53,9 @@ struct Conn {
     /// Input or a write since the last poll: poll before the deadline.
     dirty: bool,
     connected: bool,
-    /// The server's offer waiting for the client's answer.
-    pending: Option<SdpPendingOffer>,
+    /// The server's offer waiting for the client's answer, with its SDP (said again when
+    /// the client resumes its signaling socket: the first one may have been lost).
+    pending: Option<(SdpPendingOffer, String)>,
     /// The client's first offer was answered: the server may offer from now on.
     negotiated: bool,
     candidates: usize,
@@ -250,7 +251,30 @@ impl Engine {
                     self.signal(i, &data);
                 }
             }
+            Command::Resumed { room, address } => {
+                if let Some(i) = self.index(&room, &address) {
+                    self.resumed(i);
+                }
+            }
         }
+    }
+
+    /// Member `i` resumed its signaling socket. An offer of the server sent while the
+    /// socket was gone was lost, and while it is pending the server offers nothing else
+    /// and ignores the client's offers (glare): it is said again, as it was. A client whose
+    /// answer to it was already on its way answers it a second time; that second answer
+    /// finds no offer pending and is rejected (`SFU_SIGNAL_REJECTED`), harmlessly.
+    fn resumed(&mut self, i: usize) {
+        let member = &self.members[i];
+        let Some((_, sdp)) = member.conn.as_ref().and_then(|c| c.pending.as_ref()) else {
+            return;
+        };
+        tracing::debug!(room = %member.room, address = %member.address, "resumed: pending offer sent again");
+        self.emit(MediaEvent::Signal {
+            room: member.room.clone(),
+            to: member.address.clone(),
+            data: signal::description("offer", sdp.clone()),
+        });
     }
 
     fn reject(&self, i: usize, reason: String) {
@@ -355,7 +379,7 @@ impl Engine {
         let Some(conn) = self.members[i].conn.as_mut() else {
             return self.reject(i, "an answer, but the server made no offer".into());
         };
-        let Some(pending) = conn.pending.take() else {
+        let Some((pending, _)) = conn.pending.take() else {
             return self.reject(i, "an answer, but the server made no offer".into());
         };
         conn.dirty = true;
@@ -733,12 +757,13 @@ impl Engine {
                 .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
             return;
         };
-        conn.pending = Some(pending);
+        let sdp = offer.to_sdp_string();
+        conn.pending = Some((pending, sdp.clone()));
         conn.dirty = true;
         let event = MediaEvent::Signal {
             room: member.room.clone(),
             to: member.address.clone(),
-            data: signal::description("offer", offer.to_sdp_string()),
+            data: signal::description("offer", sdp),
         };
         self.emit(event);
     }
