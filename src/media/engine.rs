@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -35,6 +36,9 @@ pub(super) struct Engine {
     next_id: u64,
     /// Remote address → member id, learnt when a member's `Rtc` accepts a packet.
     by_addr: HashMap<SocketAddr, u64>,
+    /// The member whose peer connection is being worked on: the one that loses its
+    /// connection if that work panics (see [`Engine::guard`]).
+    handling: Option<u64>,
 }
 
 /// A participant of a room, with its peer connection once it has offered.
@@ -53,8 +57,9 @@ struct Conn {
     /// Input or a write since the last poll: poll before the deadline.
     dirty: bool,
     connected: bool,
-    /// The server's offer waiting for the client's answer.
-    pending: Option<SdpPendingOffer>,
+    /// The server's offer waiting for the client's answer, with its SDP (said again when
+    /// the client resumes its signaling socket: the first one may have been lost).
+    pending: Option<(SdpPendingOffer, String)>,
     /// The client's first offer was answered: the server may offer from now on.
     negotiated: bool,
     candidates: usize,
@@ -161,6 +166,7 @@ impl Engine {
             members: Vec::new(),
             next_id: 0,
             by_addr: HashMap::new(),
+            handling: None,
         }
     }
 
@@ -170,7 +176,9 @@ impl Engine {
         loop {
             loop {
                 match commands.try_recv() {
-                    Ok(command) => self.command(command),
+                    Ok(command) => {
+                        self.guard("command", |e| e.command(command));
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         tracing::info!("media plane stopped");
@@ -178,13 +186,17 @@ impl Engine {
                     }
                 }
             }
-            let deadline = self.drive();
+            let deadline = self
+                .guard("drive", Self::drive)
+                .unwrap_or_else(|| Instant::now() + MAX_WAIT);
             let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .clamp(Duration::from_millis(1), MAX_WAIT);
             let _ = self.socket.set_read_timeout(Some(wait));
             match self.socket.recv_from(&mut buf) {
-                Ok((n, source)) => self.receive(&buf[..n], source),
+                Ok((n, source)) => {
+                    self.guard("datagram", |e| e.receive(&buf[..n], source));
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => tracing::debug!(error = %e, "media socket read failed"),
             }
@@ -195,10 +207,45 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|c| now >= c.deadline)
                 {
-                    self.input(i, Input::Timeout(now));
+                    self.guard("timeout", |e| e.input(i, Input::Timeout(now)));
                 }
             }
         }
+    }
+
+    /// Runs `f` on the engine; a panic in it (str0m on odd input, say) costs only the peer
+    /// connection of the member being handled (`handling`, told `PeerState {connected:
+    /// false}`), never the loop and the other rooms. Answers `None` on a panic.
+    fn guard<T>(&mut self, what: &'static str, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        self.handling = None;
+        let result = guarded(what, || f(self));
+        if result.is_none()
+            && let Some(id) = self.handling
+            && let Some(i) = self.index_of_id(id)
+            && self.members[i].conn.is_some()
+        {
+            let (room, address) = (
+                self.members[i].room.clone(),
+                self.members[i].address.clone(),
+            );
+            self.handling = None;
+            // Dropping may panic too (the `Rtc` is suspect): its connection is gone anyway.
+            if guarded("drop after a panic", || {
+                self.drop_conn(i, Some("media thread panicked"))
+            })
+            .is_none()
+            {
+                self.members[i].conn = None;
+                self.by_addr.retain(|_, v| *v != id);
+                self.emit(MediaEvent::PeerState {
+                    room,
+                    address,
+                    connected: false,
+                });
+            }
+        }
+        self.handling = None;
+        result
     }
 
     fn emit(&self, event: MediaEvent) {
@@ -250,7 +297,30 @@ impl Engine {
                     self.signal(i, &data);
                 }
             }
+            Command::Resumed { room, address } => {
+                if let Some(i) = self.index(&room, &address) {
+                    self.resumed(i);
+                }
+            }
         }
+    }
+
+    /// Member `i` resumed its signaling socket. An offer of the server sent while the
+    /// socket was gone was lost, and while it is pending the server offers nothing else
+    /// and ignores the client's offers (glare): it is said again, as it was. A client whose
+    /// answer to it was already on its way answers it a second time; that second answer
+    /// finds no offer pending and is rejected (`SFU_SIGNAL_REJECTED`), harmlessly.
+    fn resumed(&mut self, i: usize) {
+        let member = &self.members[i];
+        let Some((_, sdp)) = member.conn.as_ref().and_then(|c| c.pending.as_ref()) else {
+            return;
+        };
+        tracing::debug!(room = %member.room, address = %member.address, "resumed: pending offer sent again");
+        self.emit(MediaEvent::Signal {
+            room: member.room.clone(),
+            to: member.address.clone(),
+            data: signal::description("offer", sdp.clone()),
+        });
     }
 
     fn reject(&self, i: usize, reason: String) {
@@ -264,6 +334,7 @@ impl Engine {
     }
 
     fn signal(&mut self, i: usize, data: &Value) {
+        self.handling = Some(self.members[i].id);
         match signal::parse(data) {
             Err(reason) => self.reject(i, reason),
             Ok(ClientSignal::Offer(sdp)) => self.offer(i, &sdp),
@@ -355,7 +426,7 @@ impl Engine {
         let Some(conn) = self.members[i].conn.as_mut() else {
             return self.reject(i, "an answer, but the server made no offer".into());
         };
-        let Some(pending) = conn.pending.take() else {
+        let Some((pending, _)) = conn.pending.take() else {
             return self.reject(i, "an answer, but the server made no offer".into());
         };
         conn.dirty = true;
@@ -535,6 +606,7 @@ impl Engine {
     }
 
     fn input(&mut self, i: usize, input: Input<'_>) {
+        self.handling = Some(self.members[i].id);
         let Some(conn) = self.members[i].conn.as_mut() else {
             return;
         };
@@ -567,6 +639,7 @@ impl Engine {
         loop {
             let mut deadline = now + MAX_WAIT;
             for i in 0..self.members.len() {
+                self.handling = Some(self.members[i].id);
                 self.negotiate(i);
                 let member = &mut self.members[i];
                 if let Some(conn) = member.conn.as_mut() {
@@ -582,6 +655,7 @@ impl Engine {
                 return deadline;
             }
             for effect in effects.drain(..) {
+                self.handling = None;
                 self.apply(effect);
             }
         }
@@ -630,6 +704,7 @@ impl Engine {
             if j == o || self.members[j].room != self.members[o].room {
                 continue;
             }
+            self.handling = Some(self.members[j].id);
             let member = &mut self.members[j];
             let Some(conn) = member.conn.as_mut() else {
                 continue;
@@ -662,7 +737,11 @@ impl Engine {
     /// Sends the keyframe requests gathered since the last ones, at most one per track
     /// per [`KEYFRAME_REQUEST_INTERVAL`].
     fn request_keyframes(&mut self, now: Instant) {
-        for conn in self.members.iter_mut().filter_map(|m| m.conn.as_mut()) {
+        for member in self.members.iter_mut() {
+            let Some(conn) = member.conn.as_mut() else {
+                continue;
+            };
+            self.handling = Some(member.id);
             if !conn.connected {
                 continue;
             }
@@ -733,14 +812,31 @@ impl Engine {
                 .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
             return;
         };
-        conn.pending = Some(pending);
+        let sdp = offer.to_sdp_string();
+        conn.pending = Some((pending, sdp.clone()));
         conn.dirty = true;
         let event = MediaEvent::Signal {
             room: member.room.clone(),
             to: member.address.clone(),
-            data: signal::description("offer", offer.to_sdp_string()),
+            data: signal::description("offer", sdp),
         };
         self.emit(event);
+    }
+}
+
+/// Runs `f`, catching a panic: answers `None` (and logs it as an error) if `f` panicked.
+fn guarded<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            tracing::error!(what, panic = %message, "media thread recovered from a panic");
+            None
+        }
     }
 }
 
@@ -819,5 +915,113 @@ fn on_event(id: u64, conn: &mut Conn, event: Event, effects: &mut Vec<Effect>) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_panic_in_guarded_work_is_caught_and_answered_none() {
+        assert_eq!(guarded("test", || 7), Some(7));
+        assert_eq!(guarded("test", || -> u8 { panic!("boom") }), None);
+        let message = String::from("formatted boom");
+        assert_eq!(guarded("test", move || -> u8 { panic!("{message}") }), None);
+    }
+
+    fn engine() -> (Engine, Arc<Mutex<Vec<MediaEvent>>>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let events = events.clone();
+            move |event| events.lock().unwrap().push(event)
+        };
+        let engine = Engine::new(socket, addr, MediaConfig::new(addr), Box::new(sink));
+        (engine, events)
+    }
+
+    /// A client's offer with one audio track, in the SDK's `signal` data shape.
+    fn client_offer() -> Value {
+        let mut rtc = Rtc::builder().build(Instant::now());
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, _) = change.apply().unwrap();
+        signal::description("offer", offer.to_sdp_string())
+    }
+
+    fn add_and_offer(engine: &mut Engine, address: &str) {
+        for command in [
+            Command::Add {
+                room: "R".into(),
+                address: address.into(),
+            },
+            Command::Signal {
+                room: "R".into(),
+                address: address.into(),
+                data: client_offer(),
+            },
+        ] {
+            assert!(engine.guard("command", |e| e.command(command)).is_some());
+        }
+    }
+
+    fn answered(events: &[MediaEvent], address: &str) -> bool {
+        events.iter().any(|e| {
+            matches!(e, MediaEvent::Signal { to, data, .. }
+                if to == address && data["description"]["type"] == "answer")
+        })
+    }
+
+    #[test]
+    fn a_panic_costs_only_the_handled_peer_its_connection_and_the_engine_goes_on() {
+        let (mut engine, events) = engine();
+        add_and_offer(&mut engine, "A");
+        add_and_offer(&mut engine, "B");
+        assert!(answered(&events.lock().unwrap(), "A"));
+        assert!(answered(&events.lock().unwrap(), "B"));
+        events.lock().unwrap().clear();
+
+        // Work on A's connection panics halfway.
+        let a = engine.members[engine.index("R", "A").unwrap()].id;
+        let result = engine.guard("test", |e| -> () {
+            e.handling = Some(a);
+            panic!("str0m fell over")
+        });
+        assert_eq!(result, None);
+        let a_index = engine.index("R", "A").unwrap();
+        assert!(
+            engine.members[a_index].conn.is_none(),
+            "A's connection is dropped"
+        );
+        assert_eq!(
+            *events.lock().unwrap(),
+            [MediaEvent::PeerState {
+                room: "R".into(),
+                address: "A".into(),
+                connected: false,
+            }]
+        );
+        // A keeps its place in the room, B keeps its connection.
+        let b_index = engine.index("R", "B").unwrap();
+        assert!(engine.members[b_index].conn.is_some());
+
+        // A panic with no peer being handled costs nobody anything.
+        events.lock().unwrap().clear();
+        assert_eq!(
+            engine.guard("test", |_| -> u8 { panic!("elsewhere") }),
+            None
+        );
+        assert!(engine.members[b_index].conn.is_some());
+        assert!(events.lock().unwrap().is_empty());
+
+        // The engine goes on: A may offer again and gets an answer; the loop still drives.
+        add_and_offer(&mut engine, "A");
+        assert!(answered(&events.lock().unwrap(), "A"));
+        assert!(engine.guard("drive", Engine::drive).is_some());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! It knows nothing of rooms' rules, of the signaling wire format or of actix. Rooms tell
 //! it who is in which room ([`MediaPlane::add_participant`], [`MediaPlane::remove_participant`],
-//! [`MediaPlane::remove_room`]) and pass on what clients signal to the server
+//! [`MediaPlane::remove_room`], [`MediaPlane::resumed`]) and pass on what clients signal to the server
 //! ([`MediaPlane::signal`]); it answers through the sink given to [`MediaPlane::start`]
 //! with [`MediaEvent`]s (the server's SDP, connection states, published tracks).
 //!
@@ -110,6 +110,10 @@ enum Command {
         address: String,
         data: Value,
     },
+    Resumed {
+        room: String,
+        address: String,
+    },
 }
 
 /// A cloneable handle on the media plane. Every method only queues a command: none waits
@@ -182,6 +186,16 @@ impl MediaPlane {
             room: room.into(),
             address: address.into(),
             data,
+        });
+    }
+
+    /// The participant resumed its signaling socket: what the media plane told it while
+    /// the socket was gone was lost, so an offer of the server still waiting for its answer
+    /// is sent again (the peer connection itself is kept).
+    pub fn resumed(&self, room: &str, address: &str) {
+        self.send(Command::Resumed {
+            room: room.into(),
+            address: address.into(),
         });
     }
 

@@ -213,6 +213,7 @@ impl RoomActor {
             MediaCommand::Remove { address } => media.remove_participant(room, &address),
             MediaCommand::RemoveRoom => media.remove_room(room),
             MediaCommand::Signal { address, data } => media.signal(room, &address, data),
+            MediaCommand::Resumed { address } => media.resumed(room, &address),
         }
     }
 

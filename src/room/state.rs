@@ -102,6 +102,9 @@ pub enum MediaCommand {
     RemoveRoom,
     /// What `address` signaled to `sfu`.
     Signal { address: String, data: Value },
+    /// `address` resumed its socket: its peer connection is kept, but what the media plane
+    /// said to it meanwhile was lost (an offer of the server is said again).
+    Resumed { address: String },
 }
 
 /// A participant as the admin API shows it.
@@ -348,6 +351,10 @@ impl RoomState {
             }
             tracing::info!(room = %self.record.id, %address, "participant resumed");
             self.send_joined(i);
+            // The peer connection is kept; what the media plane said meanwhile was lost.
+            self.media(MediaCommand::Resumed {
+                address: address.clone(),
+            });
             return Ok(address);
         }
         let max = self.max_participants();
@@ -379,7 +386,7 @@ impl RoomState {
             expiry,
         });
         // A new seat of an SFU room may negotiate with the media plane (a resume keeps its
-        // peer connection: nothing to tell).
+        // peer connection: it is told as `Resumed`, above).
         self.media(MediaCommand::Add {
             address: address.clone(),
         });
@@ -1313,7 +1320,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_seat_of_an_sfu_room_joins_its_media_and_a_resume_does_not() {
+    fn a_new_seat_of_an_sfu_room_joins_its_media_and_a_resume_is_told_as_resumed() {
         let mut room = sfu_room();
         let (result, effects) = room.join(1, None);
         let a = result.unwrap();
@@ -1323,12 +1330,26 @@ mod tests {
             panic!("no joined: {effects:?}")
         };
 
-        // The socket drops and resumes: the peer connection is kept, nothing is told.
+        // The socket drops: the seat waits, the peer connection is kept, nothing is told.
         let effects = room.state.disconnected(&a, 1);
         assert!(media(&effects).is_empty(), "{effects:?}");
+        // It resumes: the media plane hears of it (to say again what was lost), after the
+        // seat is linked to the new socket (so what it says reaches it).
         let (result, effects) = room.join(2, Some(&resume_token));
         assert_eq!(result.unwrap(), a);
-        assert!(media(&effects).is_empty(), "{effects:?}");
+        assert_eq!(
+            media(&effects),
+            [MediaCommand::Resumed { address: a.clone() }]
+        );
+        let linked = effects
+            .iter()
+            .position(|e| matches!(e, Effect::SeatLinked { session: 2, .. }))
+            .expect("the seat is linked");
+        let resumed = effects
+            .iter()
+            .position(|e| matches!(e, Effect::Media(_)))
+            .unwrap();
+        assert!(linked < resumed, "{effects:?}");
     }
 
     #[test]

@@ -153,6 +153,57 @@ async fn a_resumed_socket_keeps_its_peer_connection() {
     assert_eq!(a.snapshot(|s| s.open_tracks_from(&b.address)), 2);
 }
 
+/// Whether the server shows `address`'s seat as waiting for a resume (no socket).
+async fn waits_for_resume(app: &TestApp, room: &str, address: &str) -> bool {
+    let res = app
+        .request(
+            Method::GET,
+            &format!("/api/realtime/room/{room}/participants"),
+        )
+        .send()
+        .await
+        .unwrap();
+    support::json_ok(res).await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["address"] == address && p["connected"] == false)
+}
+
+#[tokio::test]
+async fn an_offer_lost_while_the_socket_was_gone_is_sent_again_on_resume() {
+    let app = app().await;
+    let (room, token) = sfu_room(&app).await;
+    let a = Peer::join(&app, &token, Publish::AV).await;
+    let b = Peer::join(&app, &token, Publish::AV).await;
+    receives_from(&b, &a).await;
+    receives_from(&a, &b).await;
+    // B's socket drops, and the server sees it: B's seat waits for a resume.
+    b.drop_signaling().await;
+    let noticed = support::eventually(std::time::Duration::from_secs(10), || {
+        waits_for_resume(&app, &room, &b.address)
+    })
+    .await;
+    assert!(noticed, "the server never noticed the dropped socket");
+    // A new publisher joins meanwhile: the server's offer of its tracks to B is lost.
+    let c = Peer::join(&app, &token, Publish::AV).await;
+    receives_from(&a, &c).await;
+    receives_from(&c, &b).await;
+    assert_eq!(b.snapshot(|s| s.open_tracks_from(&c.address)), 0);
+    // B resumes: the offer is said again, B answers, and C's media reaches B.
+    b.rejoin_signaling(&app, &token).await;
+    receives_from(&b, &c).await;
+    receives_from(&b, &a).await;
+    assert!(
+        b.snapshot(|s| s.errors().is_empty()),
+        "{:?}",
+        b.snapshot(|s| s.messages.clone())
+    );
+    // Negotiation is not stuck: a later publisher reaches B too.
+    let d = Peer::join(&app, &token, Publish::AV).await;
+    receives_from(&b, &d).await;
+}
+
 #[tokio::test]
 async fn a_participant_that_leaves_stops_being_forwarded() {
     let app = app().await;

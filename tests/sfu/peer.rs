@@ -177,10 +177,21 @@ impl Peer {
     /// Drops the signaling socket without a close handshake and resumes the seat on a new
     /// one (same address); the media thread and its peer connection carry on.
     pub async fn resume_signaling(&self, app: &TestApp, token: &str) {
-        assert_eq!(self.app_host, app.address);
+        self.drop_signaling().await;
+        self.rejoin_signaling(app, token).await;
+    }
+
+    /// Drops the signaling socket without a close handshake (see
+    /// [`Peer::rejoin_signaling`]); the media thread and its peer connection carry on.
+    pub async fn drop_signaling(&self) {
         self.send(json!({"type": "__drop"}));
         self.wait_for("the socket to drop", |s| s.closed.is_some())
             .await;
+    }
+
+    /// Resumes the seat on a new signaling socket (same address).
+    pub async fn rejoin_signaling(&self, app: &TestApp, token: &str) {
+        assert_eq!(self.app_host, app.address);
         let (ws, joined) = ws::Client::join_with(
             app,
             json!({"type": "join", "token": token, "resume": self.resume_token}),
