@@ -25,6 +25,9 @@ export function startServer(env = {}) {
       CONVENE_API_KEYS: API_KEY,
       CONVENE_TOKEN_SECRET: SECRET,
       CONVENE_LOG_LEVEL: 'warn,convene=info',
+      // A free UDP port for the media plane, so servers of one run (and other processes)
+      // do not collide on the default 7882.
+      CONVENE_RTC_UDP_PORT: '0',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
