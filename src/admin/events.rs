@@ -388,4 +388,68 @@ mod tests {
         // A subscriber saw nothing go by.
         assert!(early.live.try_recv().is_err());
     }
+    #[test]
+    fn media_updates_reach_the_snapshot_and_survive_participant_updates() {
+        use crate::media::PublishedTrack;
+        let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
+        hub.on_event(&RoomEvent::Activated(record("RO-s", ConferenceType::Sfu)));
+        let participant = Participant {
+            address: "PA-1".into(),
+            name: None,
+            participant_info: None,
+            audio: true,
+            video: true,
+            joined_at: 5,
+        };
+        hub.on_event(&RoomEvent::ParticipantJoined {
+            room_id: "RO-s".into(),
+            participant: participant.clone(),
+        });
+        let snapshot = |hub: &Events| -> serde_json::Value {
+            serde_json::from_str(&hub.subscribe(None).backlog[0]).unwrap()
+        };
+        assert!(
+            snapshot(&hub)["rooms"][0]["participants"][0]
+                .get("media")
+                .is_none()
+        );
+
+        let mut live = hub.subscribe(None);
+        let media = MediaStatus {
+            connected: true,
+            tracks: vec![PublishedTrack {
+                mid: "0".into(),
+                kind: "audio",
+            }],
+        };
+        hub.on_event(&RoomEvent::ParticipantMediaUpdated {
+            room_id: "RO-s".into(),
+            address: "PA-1".into(),
+            media,
+        });
+        let event: serde_json::Value =
+            serde_json::from_str(&live.live.try_recv().unwrap()).unwrap();
+        let expected_media =
+            serde_json::json!({"connected": true, "tracks": [{"mid": "0", "kind": "audio"}]});
+        assert_eq!(
+            event,
+            serde_json::json!({"type": "participantMediaUpdated", "seq": 2, "roomId": "RO-s",
+                               "address": "PA-1", "media": expected_media})
+        );
+        // A participantUpdated keeps the participant's media in the snapshot, and does not
+        // carry it itself.
+        hub.on_event(&RoomEvent::ParticipantUpdated {
+            room_id: "RO-s".into(),
+            participant: Participant {
+                audio: false,
+                ..participant
+            },
+        });
+        let event: serde_json::Value =
+            serde_json::from_str(&live.live.try_recv().unwrap()).unwrap();
+        assert!(event["participant"].get("media").is_none(), "{event}");
+        let p = &snapshot(&hub)["rooms"][0]["participants"][0];
+        assert_eq!(p["media"], expected_media);
+        assert_eq!(p["audio"], false);
+    }
 }
