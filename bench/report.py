@@ -291,6 +291,32 @@ for key, label, digits in (("redis_rss_mb", "Redis RSS after the fill, MB", 0),
     w(f"| {label} | | {fmt(f'list.{key}.1000', digits=digits)} | {fmt(f'list.{key}.{big_rooms}', digits=digits)} | {r2(ratio(bb, a))} | |")
 w("")
 
+# --- SFU ---
+sfu_counts = [int(n) for n in os.environ.get("SFU_SUBSCRIBERS", "1 10 50").split()]
+w(f"## 5. SFU forwarding: one publisher to N subscribers ({duration} s)\n")
+w("One load client (bench/sfu_load.rs) holds every peer: a str0m peer connection per "
+  "participant, each on a thread and a UDP socket of its own on 127.0.0.1, negotiated through "
+  "Convene's signaling as the SDK does (`signal` to `sfu`). The publisher sends synthetic Opus "
+  "(80-byte frames, 50 packets/s) and VP8 at 30 fps (2,000-byte delta frames, a 20,000-byte "
+  "keyframe every 3 s and on every keyframe request), about a 640×360 camera at ~600 kbit/s; "
+  "each subscriber receives both tracks. The window starts once every subscriber has "
+  "received audio and a video keyframe, plus 1 s. *Forwarded packets* are the RTP datagrams "
+  "(media and retransmissions) that reached the subscribers' sockets; *delivered* is that "
+  "÷ (packets published × N). *CPU per forwarded packet* is the server process's user+system "
+  "time over the window (/proc/PID/stat) ÷ forwarded packets. With 1 % loss each subscriber "
+  "drops 1 % of the datagrams it receives (at random, once connected), so NACKs "
+  "(`convene_sfu_nacks_total`) and retransmissions show. A fresh server for every run; the "
+  "client shares the two cores with it (it decrypts every packet the subscribers get).\n")
+w("| subscribers | loss | forwarded packets/s | CPU µs per forwarded packet | published packets/s | delivered | NACKs/s | video fps per subscriber |")
+w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for n in sfu_counts:
+    for loss in (0, 1):
+        k = f"sfu.{n}.{loss}"
+        delivered = ratio(med(k), med(k, 2) * n)
+        w(f"| {n} | {loss} % | {fmt(k)} | {fmt(k, 1, 2)} | {fmt(k, 2)} | {r2(delivered)} | "
+          f"{fmt(k, 3, 1)} | {fmt(k, 4, 1)} |")
+w("")
+
 # --- Goals ---
 w("## Goals (issue 6)\n")
 w("| goal | ratio | verdict |")

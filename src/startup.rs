@@ -9,7 +9,7 @@ use crate::heads::HeadGuard;
 use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
-use crate::room::{RoomServices, Rooms};
+use crate::room::{MediaReport, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry;
@@ -254,7 +254,9 @@ fn start_media(
 }
 
 /// Hands the media plane's events to the rooms (active ones: a room with media has
-/// participants, so it has an actor), which deliver them to their participants (`signal {from: "sfu"}`, or an `error` for a rejected signal).
+/// participants, so it has an actor), which deliver them to their participants
+/// (`signal {from: "sfu"}`, or an `error` for a rejected signal) and keep each
+/// participant's media connection and tracks for operators (the admin stream and list).
 fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
     actix_web::rt::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -277,12 +279,22 @@ fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaE
                     room,
                     address,
                     connected,
-                } => tracing::info!(%room, %address, connected, "media connection"),
+                } => {
+                    tracing::info!(%room, %address, connected, "media connection");
+                    if let Some(room) = rooms.active(&room) {
+                        room.media_changed(&address, MediaReport::Connection(connected));
+                    }
+                }
                 MediaEvent::Tracks {
                     room,
                     address,
                     published,
-                } => tracing::debug!(%room, %address, tracks = published.len(), "published tracks"),
+                } => {
+                    tracing::debug!(%room, %address, tracks = published.len(), "published tracks");
+                    if let Some(room) = rooms.active(&room) {
+                        room.media_changed(&address, MediaReport::Tracks(published));
+                    }
+                }
             }
         }
     });

@@ -7,7 +7,7 @@
 //! slow admin client never slows a room down.
 
 use crate::model::{ConferenceType, Limits, Participant, RoomRecord, RoomView};
-use crate::room::{RoomEvent, RoomObserver};
+use crate::room::{MediaStatus, RoomEvent, RoomObserver};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,12 @@ enum Wire<'a> {
         address: &'a str,
         reason: &'a str,
     },
+    ParticipantMediaUpdated {
+        seq: u64,
+        room_id: &'a str,
+        address: &'a str,
+        media: &'a MediaStatus,
+    },
     Snapshot {
         seq: u64,
         rooms: Vec<SnapshotRoom<'a>>,
@@ -67,13 +73,23 @@ enum Wire<'a> {
 struct SnapshotRoom<'a> {
     #[serde(flatten)]
     room: RoomView<'a>,
-    participants: Vec<&'a Participant>,
+    participants: &'a [LiveParticipant],
+}
+
+/// A participant as snapshots show it: the protocol's participant, with its media
+/// connection once the media plane reported on it (SFU rooms only).
+#[derive(Serialize)]
+struct LiveParticipant {
+    #[serde(flatten)]
+    participant: Participant,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaStatus>,
 }
 
 struct LiveRoom {
     /// Shared with the room's actor (and its snapshot) while the record does not change.
     record: Arc<RoomRecord>,
-    participants: Vec<Participant>,
+    participants: Vec<LiveParticipant>,
 }
 
 struct Subscriber {
@@ -188,7 +204,10 @@ impl Events {
                 participant: p,
             } => {
                 if let Some(live) = state.rooms.get_mut(room_id) {
-                    live.participants.push(p.clone());
+                    live.participants.push(LiveParticipant {
+                        participant: p.clone(),
+                        media: None,
+                    });
                 }
                 Wire::ParticipantJoined {
                     seq,
@@ -204,9 +223,9 @@ impl Events {
                     && let Some(slot) = live
                         .participants
                         .iter_mut()
-                        .find(|q| q.address == p.address)
+                        .find(|q| q.participant.address == p.address)
                 {
-                    *slot = p.clone();
+                    slot.participant = p.clone();
                 }
                 Wire::ParticipantUpdated {
                     seq,
@@ -220,13 +239,34 @@ impl Events {
                 reason,
             } => {
                 if let Some(live) = state.rooms.get_mut(room_id) {
-                    live.participants.retain(|p| &p.address != address);
+                    live.participants
+                        .retain(|p| &p.participant.address != address);
                 }
                 Wire::ParticipantLeft {
                     seq,
                     room_id,
                     address,
                     reason,
+                }
+            }
+            RoomEvent::ParticipantMediaUpdated {
+                room_id,
+                address,
+                media,
+            } => {
+                if let Some(live) = state.rooms.get_mut(room_id)
+                    && let Some(slot) = live
+                        .participants
+                        .iter_mut()
+                        .find(|q| &q.participant.address == address)
+                {
+                    slot.media = Some(media.clone());
+                }
+                Wire::ParticipantMediaUpdated {
+                    seq,
+                    room_id,
+                    address,
+                    media,
                 }
             }
         };
@@ -276,7 +316,7 @@ impl Events {
                 .into_iter()
                 .map(|r| SnapshotRoom {
                     room: r.record.view(&self.limits),
-                    participants: r.participants.iter().collect(),
+                    participants: &r.participants,
                 })
                 .collect(),
         };
@@ -347,5 +387,69 @@ mod tests {
         assert_eq!(snapshot["rooms"][0]["id"], "RO-b");
         // A subscriber saw nothing go by.
         assert!(early.live.try_recv().is_err());
+    }
+    #[test]
+    fn media_updates_reach_the_snapshot_and_survive_participant_updates() {
+        use crate::media::PublishedTrack;
+        let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
+        hub.on_event(&RoomEvent::Activated(record("RO-s", ConferenceType::Sfu)));
+        let participant = Participant {
+            address: "PA-1".into(),
+            name: None,
+            participant_info: None,
+            audio: true,
+            video: true,
+            joined_at: 5,
+        };
+        hub.on_event(&RoomEvent::ParticipantJoined {
+            room_id: "RO-s".into(),
+            participant: participant.clone(),
+        });
+        let snapshot = |hub: &Events| -> serde_json::Value {
+            serde_json::from_str(&hub.subscribe(None).backlog[0]).unwrap()
+        };
+        assert!(
+            snapshot(&hub)["rooms"][0]["participants"][0]
+                .get("media")
+                .is_none()
+        );
+
+        let mut live = hub.subscribe(None);
+        let media = MediaStatus {
+            connected: true,
+            tracks: vec![PublishedTrack {
+                mid: "0".into(),
+                kind: "audio",
+            }],
+        };
+        hub.on_event(&RoomEvent::ParticipantMediaUpdated {
+            room_id: "RO-s".into(),
+            address: "PA-1".into(),
+            media,
+        });
+        let event: serde_json::Value =
+            serde_json::from_str(&live.live.try_recv().unwrap()).unwrap();
+        let expected_media =
+            serde_json::json!({"connected": true, "tracks": [{"mid": "0", "kind": "audio"}]});
+        assert_eq!(
+            event,
+            serde_json::json!({"type": "participantMediaUpdated", "seq": 2, "roomId": "RO-s",
+                               "address": "PA-1", "media": expected_media})
+        );
+        // A participantUpdated keeps the participant's media in the snapshot, and does not
+        // carry it itself.
+        hub.on_event(&RoomEvent::ParticipantUpdated {
+            room_id: "RO-s".into(),
+            participant: Participant {
+                audio: false,
+                ..participant
+            },
+        });
+        let event: serde_json::Value =
+            serde_json::from_str(&live.live.try_recv().unwrap()).unwrap();
+        assert!(event["participant"].get("media").is_none(), "{event}");
+        let p = &snapshot(&hub)["rooms"][0]["participants"][0];
+        assert_eq!(p["media"], expected_media);
+        assert_eq!(p["audio"], false);
     }
 }

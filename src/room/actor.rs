@@ -18,7 +18,7 @@ use super::RoomServices;
 use super::events::RoomEvent;
 use super::messages::{JoinRequest, Notice, Outbound, RoomMessage};
 use super::registry::{Registry, RoomGone};
-use super::state::{Effect, MediaCommand, ParticipantState, RoomState, TimerId};
+use super::state::{Effect, MediaCommand, MediaReport, ParticipantState, RoomState, TimerId};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::model::{ConferenceType, JoinRefused, Limits, RoomRecord, StoreError, now_ms};
@@ -461,6 +461,23 @@ impl Handler<SfuSignal> for RoomActor {
     }
 }
 
+/// The media plane reported on a participant's media connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct MediaChanged {
+    address: String,
+    report: MediaReport,
+}
+
+impl Handler<MediaChanged> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, MediaChanged { address, report }: MediaChanged, ctx: &mut Context<Self>) {
+        let effects = self.state.media_changed(&address, report);
+        self.execute(effects, ctx);
+    }
+}
+
 /// A relay found this participant's queue full or closed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -622,6 +639,14 @@ impl RoomHandle {
     /// it waits for a resume.
     pub fn signal_from_sfu(&self, to: &str, data: serde_json::Value) {
         self.deliver_to_seat(to, RoomMessage::SfuSignal { data });
+    }
+
+    /// What the media plane reports on a participant's media connection, for operators.
+    pub fn media_changed(&self, address: &str, report: MediaReport) {
+        self.addr.do_send(MediaChanged {
+            address: address.to_string(),
+            report,
+        });
     }
 
     /// Tells one participant that the media plane could not use its `signal`.

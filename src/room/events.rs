@@ -4,6 +4,7 @@
 //!
 //! [`RoomServices::publish`]: super::RoomServices::publish
 
+use super::state::MediaStatus;
 use crate::metrics::METRICS;
 use crate::model::{Participant, RoomRecord};
 use std::sync::Arc;
@@ -44,6 +45,13 @@ pub enum RoomEvent {
         address: String,
         reason: &'static str,
     },
+    /// The media plane reported a change of a participant's media connection or of the
+    /// tracks it publishes (SFU rooms).
+    ParticipantMediaUpdated {
+        room_id: String,
+        address: String,
+        media: MediaStatus,
+    },
 }
 
 /// Something that follows room events (the admin event hub).
@@ -66,6 +74,7 @@ pub(super) fn count(event: &RoomEvent) {
         | RoomEvent::Activated(_)
         | RoomEvent::Passivated(_)
         | RoomEvent::RoomUpdated(_)
-        | RoomEvent::ParticipantUpdated { .. } => {}
+        | RoomEvent::ParticipantUpdated { .. }
+        | RoomEvent::ParticipantMediaUpdated { .. } => {}
     }
 }

@@ -13,7 +13,7 @@ pub use actor::RoomHandle;
 pub use events::{RoomEvent, RoomObserver};
 pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
 pub use registry::Rooms;
-pub use state::ParticipantState;
+pub use state::{MediaReport, MediaStatus, ParticipantState};
 
 use crate::media::MediaPlane;
 use crate::model::Limits;

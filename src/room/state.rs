@@ -8,6 +8,7 @@
 use super::RoomServices;
 use super::events::RoomEvent;
 use super::messages::{Closing, JoinRequest, Notice, RoomInfo, RoomMessage};
+use crate::media::PublishedTrack;
 use crate::model::{ConferenceType, JoinRefused, Participant, RoomRecord};
 use serde::Serialize;
 use serde_json::Value;
@@ -114,6 +115,28 @@ pub struct ParticipantState {
     pub participant: Participant,
     /// `false` while the participant's socket is gone and its seat waits for a resume.
     pub connected: bool,
+    /// The participant's media connection to the SFU, once the media plane has reported
+    /// on it (never in a MESH room).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaStatus>,
+}
+
+/// A participant's media connection to the SFU, as operators see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MediaStatus {
+    /// Whether its peer connection to the server is up (ICE and DTLS).
+    pub connected: bool,
+    /// The tracks it publishes, in the order they came.
+    pub tracks: Vec<PublishedTrack>,
+}
+
+/// What the media plane reports about one participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaReport {
+    /// Its peer connection came up (`true`) or was dropped (`false`).
+    Connection(bool),
+    /// The tracks it publishes now.
+    Tracks(Vec<PublishedTrack>),
 }
 
 struct Member {
@@ -124,6 +147,8 @@ struct Member {
     session: Option<u64>,
     grace: Option<TimerId>,
     expiry: TimerId,
+    /// Its media connection, once the media plane reported on it (SFU rooms).
+    media: Option<MediaStatus>,
 }
 
 pub struct RoomState {
@@ -384,6 +409,7 @@ impl RoomState {
             session: Some(session),
             grace: None,
             expiry,
+            media: None,
         });
         // A new seat of an SFU room may negotiate with the media plane (a resume keeps its
         // peer connection: it is told as `Resumed`, above).
@@ -494,6 +520,37 @@ impl RoomState {
             } else {
                 self.send(i, Notice::new(RoomMessage::SfuUnavailable));
             }
+        }
+        self.done()
+    }
+
+    /// The media plane reports on a participant's media connection (SFU rooms): the
+    /// admin-visible state changes, and observers hear of it. A report about someone who
+    /// holds no seat (any more) is stale and ignored. A dropped connection publishes
+    /// nothing any more.
+    pub fn media_changed(&mut self, address: &str, report: MediaReport) -> Vec<Effect> {
+        let Some(i) = self.index_of(address).filter(|_| self.is_sfu()) else {
+            return self.done();
+        };
+        let member = &mut self.members[i];
+        let before = member.media.clone();
+        let media = member.media.get_or_insert_with(MediaStatus::default);
+        match report {
+            MediaReport::Connection(connected) => {
+                media.connected = connected;
+                if !connected {
+                    media.tracks.clear();
+                }
+            }
+            MediaReport::Tracks(tracks) => media.tracks = tracks,
+        }
+        if before.as_ref() != Some(media) {
+            let media = media.clone();
+            self.publish(RoomEvent::ParticipantMediaUpdated {
+                room_id: self.record.id.clone(),
+                address: address.to_string(),
+                media,
+            });
         }
         self.done()
     }
@@ -690,6 +747,7 @@ impl Member {
         ParticipantState {
             participant: self.participant.clone(),
             connected: self.session.is_some(),
+            media: self.media.clone(),
         }
     }
 }
@@ -1446,5 +1504,96 @@ mod tests {
         let effects = unplugged.state.sfu_signal(&u, 1, data);
         assert!(media(&effects).is_empty());
         assert_eq!(sent(&effects, &u), [RoomMessage::SfuUnavailable]);
+    }
+    /// The `participantMediaUpdated` events that `effects` publish: (address, media).
+    fn media_updates(effects: &[Effect]) -> Vec<(String, MediaStatus)> {
+        events(effects)
+            .into_iter()
+            .filter_map(|e| match e {
+                RoomEvent::ParticipantMediaUpdated { address, media, .. } => {
+                    Some((address.clone(), media.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn track(mid: &str, kind: &'static str) -> PublishedTrack {
+        PublishedTrack {
+            mid: mid.into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn media_reports_change_the_admin_view_and_publish_only_changes() {
+        let mut room = sfu_room();
+        let (a, _, _) = room.joined(1);
+        let (b, _, _) = room.joined(2);
+        assert!(room.state.participants().iter().all(|p| p.media.is_none()));
+
+        let effects = room.state.media_changed(&a, MediaReport::Connection(true));
+        let up = MediaStatus {
+            connected: true,
+            tracks: Vec::new(),
+        };
+        assert_eq!(media_updates(&effects), [(a.clone(), up.clone())]);
+        assert!(sent(&effects, &b).is_empty(), "participants are not told");
+
+        let tracks = vec![track("0", "audio"), track("1", "video")];
+        let effects = room
+            .state
+            .media_changed(&a, MediaReport::Tracks(tracks.clone()));
+        let publishing = MediaStatus {
+            connected: true,
+            tracks: tracks.clone(),
+        };
+        assert_eq!(media_updates(&effects), [(a.clone(), publishing.clone())]);
+        assert_eq!(room.state.participants()[0].media, Some(publishing));
+        assert_eq!(room.state.participants()[1].media, None);
+        // The same report again changes nothing and publishes nothing.
+        assert!(
+            room.state
+                .media_changed(&a, MediaReport::Tracks(tracks))
+                .is_empty()
+        );
+
+        // A dropped connection publishes nothing any more; the media plane's following
+        // empty track list is no change.
+        let effects = room.state.media_changed(&a, MediaReport::Connection(false));
+        let down = MediaStatus::default();
+        assert_eq!(media_updates(&effects), [(a.clone(), down.clone())]);
+        assert!(
+            room.state
+                .media_changed(&a, MediaReport::Tracks(Vec::new()))
+                .is_empty()
+        );
+        assert_eq!(room.state.participants()[0].media, Some(down));
+
+        // Reports about someone without a seat (gone, or never there) are stale.
+        room.state.leave(&a, 1);
+        assert!(
+            room.state
+                .media_changed(&a, MediaReport::Connection(true))
+                .is_empty()
+        );
+        assert!(
+            room.state
+                .media_changed("PA-nobody", MediaReport::Connection(true))
+                .is_empty()
+        );
+        assert_eq!(room.state.participants().len(), 1);
+    }
+
+    #[test]
+    fn a_mesh_room_ignores_media_reports() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        assert!(
+            room.state
+                .media_changed(&a, MediaReport::Connection(true))
+                .is_empty()
+        );
+        assert_eq!(room.state.participants()[0].media, None);
     }
 }

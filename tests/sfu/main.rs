@@ -598,3 +598,182 @@ fn an_unreachable_advertise_address_is_refused() {
         exited.stderr
     );
 }
+
+/// Follows `participantMediaUpdated` events on an admin stream, remembering the latest
+/// `media` of each participant (events about others go by while it waits for one).
+struct MediaWatch {
+    room: String,
+    latest: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl MediaWatch {
+    fn new(room: &str) -> Self {
+        Self {
+            room: room.to_string(),
+            latest: Default::default(),
+        }
+    }
+
+    /// Waits until the latest `media` of `address` satisfies `done`; every media event on
+    /// the way is checked for its shape, other events are skipped.
+    async fn until(
+        &mut self,
+        s: &mut ws::Client,
+        address: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        loop {
+            if let Some(media) = self.latest.get(address)
+                && done(media)
+            {
+                return media.clone();
+            }
+            let e = s.recv().await;
+            if e["type"] != "participantMediaUpdated" {
+                continue;
+            }
+            assert_eq!(e["roomId"], self.room.as_str(), "{e}");
+            assert!(e["seq"].is_u64(), "{e}");
+            assert!(e["media"]["connected"].is_boolean(), "{e}");
+            for t in e["media"]["tracks"].as_array().unwrap() {
+                assert!(t["mid"].is_string(), "{e}");
+                assert!(t["kind"] == "audio" || t["kind"] == "video", "{e}");
+            }
+            let address = e["address"].as_str().unwrap().to_string();
+            self.latest.insert(address, e["media"].clone());
+        }
+    }
+}
+
+/// The track kinds in a `media` object, sorted.
+fn kinds(media: &serde_json::Value) -> Vec<String> {
+    let mut kinds: Vec<String> = media["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// The participant `address` in the REST list of room `id`.
+async fn listed(app: &TestApp, id: &str, address: &str) -> Option<serde_json::Value> {
+    let res = app
+        .request(
+            Method::GET,
+            &format!("/api/realtime/room/{id}/participants"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == address)
+        .cloned()
+}
+
+/// The participant `address` in a fresh admin snapshot's room `id`.
+async fn in_snapshot(app: &TestApp, id: &str, address: &str) -> Option<serde_json::Value> {
+    let mut s = ws::Client::stream(app, None).await;
+    let snapshot = s.expect("snapshot").await;
+    let room = snapshot["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("room {id} not in {snapshot}"));
+    room["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == address)
+        .cloned()
+}
+
+#[tokio::test]
+async fn operators_see_each_participants_media_connection_and_tracks() {
+    let app = app().await;
+    let (id, token) = sfu_room(&app).await;
+    let mut s = ws::Client::stream(&app, None).await;
+    s.expect("snapshot").await;
+    let a = Peer::join(&app, &token, Publish::AV).await;
+    let audio_only = Publish {
+        video: false,
+        ..Publish::AV
+    };
+    let b = Peer::join(&app, &token, audio_only).await;
+    receives_from(&b, &a).await;
+
+    // Live: A's connection comes up and its two tracks are listed.
+    let mut watch = MediaWatch::new(&id);
+    let media = watch
+        .until(&mut s, &a.address, |m| {
+            m["connected"] == true && m["tracks"].as_array().unwrap().len() == 2
+        })
+        .await;
+    assert_eq!(kinds(&media), ["audio", "video"]);
+
+    // The REST list and a new subscriber's snapshot show the same.
+    let listed_a = listed(&app, &id, &a.address).await.unwrap();
+    assert_eq!(listed_a["media"], media);
+    assert_eq!(listed_a["connected"], true);
+    assert_eq!(
+        in_snapshot(&app, &id, &a.address).await.unwrap()["media"],
+        media
+    );
+    // B publishes audio only.
+    let media_b = watch
+        .until(&mut s, &b.address, |m| {
+            m["connected"] == true && !m["tracks"].as_array().unwrap().is_empty()
+        })
+        .await;
+    assert_eq!(kinds(&media_b), ["audio"]);
+
+    // A leaves (its media thread goes on sending): it is gone everywhere, and no media
+    // event about it follows, up to a marker event created after the leave.
+    a.leave();
+    loop {
+        let e = s.recv().await;
+        assert!(
+            !(e["type"] == "participantMediaUpdated" && e["address"] == a.address.as_str()),
+            "{e}"
+        );
+        if e["type"] == "participantLeft" && e["address"] == a.address.as_str() {
+            break;
+        }
+    }
+    b.wait_for("the tracks of A to end", |s| {
+        s.open_tracks_from(&a.address) == 0
+    })
+    .await;
+    let marker = app.new_room(json!({"name": "marker"})).await;
+    loop {
+        let e = s.recv().await;
+        assert_ne!(e["address"], a.address.as_str(), "stale: {e}");
+        if e["type"] == "roomCreated" && e["room"]["id"] == marker["id"] {
+            break;
+        }
+    }
+    assert_eq!(listed(&app, &id, &a.address).await, None);
+    assert_eq!(in_snapshot(&app, &id, &a.address).await, None);
+    assert!(in_snapshot(&app, &id, &b.address).await.unwrap()["media"]["connected"] == true);
+}
+
+#[tokio::test]
+async fn a_mesh_room_shows_no_media_state() {
+    let app = app().await;
+    let room = app.new_room(json!({})).await;
+    let id = room["id"].as_str().unwrap();
+    let (_ws, joined) = ws::Client::join(&app, room["token"].as_str().unwrap(), "M").await;
+    let address = joined["address"].as_str().unwrap();
+    let listed = listed(&app, id, address).await.unwrap();
+    assert!(listed.get("media").is_none(), "{listed}");
+    let snap = in_snapshot(&app, id, address).await.unwrap();
+    assert!(snap.get("media").is_none(), "{snap}");
+}
