@@ -4,25 +4,8 @@
 use crate::raw_ws::{self, RawWs, ServerFrame, TEXT, TEXT_FIRST};
 use crate::support::*;
 use crate::ws::EVENTS;
-use serde_json::Value;
 
 const MB: u64 = 1 << 20;
-
-async fn expect_too_big(socket: &mut RawWs) {
-    match socket.next().await {
-        ServerFrame::Text(text) => {
-            let error: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(error["type"], "error", "{error}");
-            assert_eq!(error["code"], "BASE-00018", "{error}");
-            assert_eq!(error["id"], "PAYLOAD_TOO_LARGE", "{error}");
-        }
-        other => panic!("expected the PAYLOAD_TOO_LARGE error, got {other:?}"),
-    }
-    assert_eq!(socket.next().await, ServerFrame::Close(1009));
-    // The client goes on streaming; the server ends the connection all the same.
-    socket.keep_writing(&vec![b'x'; 64 * 1024], 512).await;
-    socket.wait_for_end().await;
-}
 
 async fn snapshot(socket: &mut RawWs) {
     match socket.next().await {
@@ -48,7 +31,8 @@ async fn a_frame_header_claiming_256_mb_is_refused_before_and_after_authenticati
         .await
         .unwrap();
     stranger.write(&[b'x'; 1024]).await.unwrap();
-    expect_too_big(&mut stranger).await;
+    stranger.expect_too_big().await;
+    stranger.assert_connection_ended().await;
 
     // Authenticated by the header, streaming.
     let mut admin = RawWs::connect(app.host_port(), EVENTS, &[("x-vcs-token", API_KEY)])
@@ -57,7 +41,8 @@ async fn a_frame_header_claiming_256_mb_is_refused_before_and_after_authenticati
     snapshot(&mut admin).await;
     admin.write(&raw_ws::header(TEXT, 256 * MB)).await.unwrap();
     admin.write(&[b'x'; 1024]).await.unwrap();
-    expect_too_big(&mut admin).await;
+    admin.expect_too_big().await;
+    admin.assert_connection_ended().await;
 
     // Fragments that add up to more than 4096 bytes.
     let mut fragments = RawWs::connect(app.host_port(), EVENTS, &[]).await.unwrap();
@@ -69,7 +54,8 @@ async fn a_frame_header_claiming_256_mb_is_refused_before_and_after_authenticati
         .write(&raw_ws::header(raw_ws::CONTINUATION, 2000))
         .await
         .unwrap();
-    expect_too_big(&mut fragments).await;
+    fragments.expect_too_big().await;
+    fragments.assert_connection_ended().await;
 
     let after = app.rss_bytes();
     assert!(

@@ -9,29 +9,6 @@ use serde_json::{Value, json};
 
 const MB: u64 = 1 << 20;
 
-/// The `error` then close 1009 that refuse an oversize frame.
-async fn expect_too_big(socket: &mut RawWs) {
-    match socket.next().await {
-        ServerFrame::Text(text) => {
-            let error: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(error["type"], "error", "{error}");
-            assert_eq!(error["code"], "BASE-00018", "{error}");
-            assert_eq!(error["id"], "PAYLOAD_TOO_LARGE", "{error}");
-        }
-        other => panic!("expected the PAYLOAD_TOO_LARGE error, got {other:?}"),
-    }
-    assert_eq!(socket.next().await, ServerFrame::Close(1009));
-}
-
-/// After its close, the server ends the connection even though the client goes on
-/// streaming into it (32 MiB at most; whatever arrives after the close is read and thrown
-/// away for actix's `client_disconnect_timeout`, then the connection is closed).
-async fn assert_connection_ended(socket: &mut RawWs) {
-    let chunk = vec![b'x'; 64 * 1024];
-    socket.keep_writing(&chunk, 512).await;
-    socket.wait_for_end().await;
-}
-
 /// Sends the header of a 256 MB text frame and 1 KiB of its payload (nothing more) on
 /// `socket`, and checks the refusal: it cannot wait for the payload.
 async fn send_huge_frame_header(socket: &mut RawWs) {
@@ -55,8 +32,8 @@ async fn a_frame_header_claiming_256_mb_is_refused_before_its_payload() {
         .await
         .unwrap();
     send_huge_frame_header(&mut stranger).await;
-    expect_too_big(&mut stranger).await;
-    assert_connection_ended(&mut stranger).await;
+    stranger.expect_too_big().await;
+    stranger.assert_connection_ended().await;
 
     // …and one that joined: the same.
     let mut member = RawWs::connect(app.host_port(), SIGNALING, &[])
@@ -72,8 +49,8 @@ async fn a_frame_header_claiming_256_mb_is_refused_before_its_payload() {
         other => panic!("expected joined, got {other:?}"),
     }
     send_huge_frame_header(&mut member).await;
-    expect_too_big(&mut member).await;
-    assert_connection_ended(&mut member).await;
+    member.expect_too_big().await;
+    member.assert_connection_ended().await;
 
     // Whatever the clients streamed was not kept.
     let after = app.rss_bytes();
@@ -105,8 +82,8 @@ async fn a_fragmented_message_is_refused_at_the_header_that_passes_the_limit() {
         .await
         .unwrap();
     socket.write(&[b' '; 1024]).await.unwrap();
-    expect_too_big(&mut socket).await;
-    assert_connection_ended(&mut socket).await;
+    socket.expect_too_big().await;
+    socket.assert_connection_ended().await;
 
     // A continuation that claims 256 MB on its own.
     let mut socket = RawWs::connect(app.host_port(), SIGNALING, &[])
@@ -121,8 +98,8 @@ async fn a_fragmented_message_is_refused_at_the_header_that_passes_the_limit() {
         .await
         .unwrap();
     socket.write(&[b' '; 1024]).await.unwrap();
-    expect_too_big(&mut socket).await;
-    assert_connection_ended(&mut socket).await;
+    socket.expect_too_big().await;
+    socket.assert_connection_ended().await;
 
     let after = app.rss_bytes();
     assert!(
@@ -138,7 +115,7 @@ async fn a_control_frame_over_125_bytes_is_refused() {
         .await
         .unwrap();
     socket.write(&raw_ws::header(PING, 126)).await.unwrap();
-    expect_too_big(&mut socket).await;
+    socket.expect_too_big().await;
 }
 
 #[tokio::test]
@@ -171,7 +148,7 @@ async fn a_frame_of_exactly_the_limit_is_read() {
         .write(&raw_ws::frame(TEXT, text.as_bytes()))
         .await
         .unwrap();
-    expect_too_big(&mut socket).await;
+    socket.expect_too_big().await;
 }
 
 fn error_body(status: u16, code: &str, id: &str, description: &str) -> Value {

@@ -184,6 +184,28 @@ impl RawWs {
         .await;
         assert!(ended.is_ok(), "the server did not end the connection");
     }
+
+    /// The `error` `PAYLOAD_TOO_LARGE` then close 1009 that refuse an oversize frame.
+    pub async fn expect_too_big(&mut self) {
+        match self.next().await {
+            ServerFrame::Text(text) => {
+                let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(error["type"], "error", "{error}");
+                assert_eq!(error["code"], "BASE-00018", "{error}");
+                assert_eq!(error["id"], "PAYLOAD_TOO_LARGE", "{error}");
+            }
+            other => panic!("expected the PAYLOAD_TOO_LARGE error, got {other:?}"),
+        }
+        assert_eq!(self.next().await, ServerFrame::Close(1009));
+    }
+
+    /// After its close, the server ends the connection even though the client goes on
+    /// streaming into it (32 MiB at most; whatever arrives after the close is read and
+    /// thrown away for actix's `client_disconnect_timeout`, then the connection is closed).
+    pub async fn assert_connection_ended(&mut self) {
+        self.keep_writing(&vec![b'x'; 64 * 1024], 512).await;
+        self.wait_for_end().await;
+    }
 }
 
 /// A whole server frame at the start of `buf`: its length and (opcode, payload).
