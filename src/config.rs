@@ -65,6 +65,7 @@ pub struct Settings {
     pub turn_credential_ttl_seconds: u64,
     pub rtc_udp_port: u16,
     pub rtc_advertise_ip: String,
+    pub rtc_advertise_port: u16,
     pub rtc_max_tracks_per_participant: usize,
     pub rtc_ice_timeout_ms: u64,
     pub admin_allowed_origins: Vec<String>,

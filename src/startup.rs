@@ -238,6 +238,7 @@ fn start_media(
 ) -> Result<(MediaPlane, mpsc::UnboundedReceiver<MediaEvent>), Box<dyn std::error::Error>> {
     let mut config = MediaConfig::new(settings.rtc_udp_bind());
     config.advertise_ip = settings.rtc_advertise_ip.parse().ok();
+    config.advertise_port = Some(settings.rtc_advertise_port).filter(|&p| p != 0);
     config.max_tracks_per_participant = settings.rtc_max_tracks_per_participant;
     config.ice_timeout = Duration::from_millis(settings.rtc_ice_timeout_ms);
     let (tx, rx) = mpsc::unbounded_channel();

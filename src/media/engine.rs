@@ -57,6 +57,12 @@ struct Conn {
     /// Input or a write since the last poll: poll before the deadline.
     dirty: bool,
     connected: bool,
+    /// The client's DTLS fingerprint (see [`signal::fingerprint`]).
+    fingerprint: Option<String>,
+    /// Since when ICE has been lost (str0m's ICE-lite agent heard no check for 15 s, or
+    /// the client restarted ICE); the connection is dropped when ICE is not back within
+    /// the ICE timeout.
+    lost_since: Option<Instant>,
     /// The server's offer waiting for the client's answer, with its SDP (said again when
     /// the client resumes its signaling socket: the first one may have been lost).
     pending: Option<(SdpPendingOffer, String)>,
@@ -102,6 +108,8 @@ enum Effect {
     Data(u64, Box<MediaData>),
     WantKeyframe(u64, Mid),
     Connected(u64),
+    /// ICE lost (`false`) or back (`true`) on a connection that was up.
+    Ice(u64, bool),
     Drop(u64, &'static str),
 }
 
@@ -124,6 +132,8 @@ impl Conn {
             deadline: now,
             dirty: true,
             connected: false,
+            fingerprint: None,
+            lost_since: None,
             pending: None,
             negotiated: false,
             candidates: 0,
@@ -237,6 +247,11 @@ impl Engine {
             {
                 self.members[i].conn = None;
                 self.by_addr.retain(|_, v| *v != id);
+                self.emit(MediaEvent::Signal {
+                    room: room.clone(),
+                    to: address.clone(),
+                    data: signal::closed("media thread panicked"),
+                });
                 self.emit(MediaEvent::PeerState {
                     room,
                     address,
@@ -363,6 +378,30 @@ impl Engine {
     /// server is pending, a client offer is ignored (the server is the impolite side of
     /// perfect negotiation: the client rolls back and answers the server's offer).
     fn offer(&mut self, i: usize, sdp: &str) {
+        let (sdp, refused) = signal::limit_tracks(sdp, self.config.max_tracks_per_participant);
+        let offer = match SdpOffer::from_sdp_string(&sdp) {
+            Ok(offer) => offer,
+            Err(e) => return self.reject(i, format!("malformed SDP offer: {e}")),
+        };
+        // An offer of another peer connection of the client (it gave up on the old one, which
+        // the server still kept): the old one is dropped, and this one starts afresh.
+        let fingerprint = signal::fingerprint(&sdp).map(str::to_string);
+        if fingerprint.is_some()
+            && self.members[i]
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.fingerprint != fingerprint)
+        {
+            let member = &self.members[i];
+            tracing::info!(room = %member.room, address = %member.address, "a new peer connection replaces the old one");
+            self.drop_conn(i, None);
+            let member = &self.members[i];
+            self.emit(MediaEvent::PeerState {
+                room: member.room.clone(),
+                address: member.address.clone(),
+                connected: false,
+            });
+        }
         if self.members[i]
             .conn
             .as_ref()
@@ -371,14 +410,10 @@ impl Engine {
             tracing::debug!(address = %self.members[i].address, "glare: client offer ignored");
             return;
         }
-        let (sdp, refused) = signal::limit_tracks(sdp, self.config.max_tracks_per_participant);
-        let offer = match SdpOffer::from_sdp_string(&sdp) {
-            Ok(offer) => offer,
-            Err(e) => return self.reject(i, format!("malformed SDP offer: {e}")),
-        };
         let fresh = self.members[i].conn.is_none();
         if fresh {
             let mut conn = Conn::new(self.advertised, Instant::now());
+            conn.fingerprint = fingerprint;
             // Everything the others already publish is offered once this offer is answered.
             let (id, room) = (self.members[i].id, self.members[i].room.clone());
             for other in self.members.iter().filter(|m| m.id != id && m.room == room) {
@@ -489,6 +524,11 @@ impl Engine {
         if let Some(reason) = reason {
             let member = &self.members[i];
             tracing::info!(room = %member.room, address = %member.address, reason, "media connection dropped");
+            self.emit(MediaEvent::Signal {
+                room: member.room.clone(),
+                to: member.address.clone(),
+                data: signal::closed(reason),
+            });
             self.emit(MediaEvent::PeerState {
                 room: member.room.clone(),
                 address: member.address.clone(),
@@ -626,13 +666,22 @@ impl Engine {
         let now = Instant::now();
         // Peers whose ICE never completed are dropped from media; their seats stay.
         let timeout = self.config.ice_timeout;
-        while let Some(i) = self.members.iter().position(|m| {
-            m.conn
-                .as_ref()
-                .is_some_and(|c| !c.connected && now.duration_since(c.started) > timeout)
+        // So are peers that lost ICE and did not get it back in time.
+        while let Some((i, reason)) = self.members.iter().enumerate().find_map(|(i, m)| {
+            let c = m.conn.as_ref()?;
+            if !c.connected && now.duration_since(c.started) > timeout {
+                Some((i, "ICE did not complete in time"))
+            } else if c
+                .lost_since
+                .is_some_and(|t| now.duration_since(t) > timeout)
+            {
+                Some((i, "ICE lost"))
+            } else {
+                None
+            }
         }) {
             METRICS.sfu_ice_failure();
-            self.drop_conn(i, Some("ICE did not complete in time"));
+            self.drop_conn(i, Some(reason));
         }
         self.request_keyframes(now);
         let mut effects = Vec::new();
@@ -683,6 +732,17 @@ impl Engine {
                         room: member.room.clone(),
                         address: member.address.clone(),
                         connected: true,
+                    });
+                }
+            }
+            Effect::Ice(id, up) => {
+                if let Some(i) = self.index_of_id(id) {
+                    let member = &self.members[i];
+                    tracing::info!(room = %member.room, address = %member.address, up, "media connection ICE");
+                    self.emit(MediaEvent::PeerState {
+                        room: member.room.clone(),
+                        address: member.address.clone(),
+                        connected: up,
                     });
                 }
             }
@@ -874,8 +934,21 @@ fn on_event(id: u64, conn: &mut Conn, event: Event, effects: &mut Vec<Effect>) {
             conn.connected = true;
             effects.push(Effect::Connected(id));
         }
-        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-            effects.push(Effect::Drop(id, "ICE disconnected"));
+        // Lost ICE may come back (the client restarts ICE): the connection is kept until
+        // the ICE timeout (see `Engine::drive`).
+        // An ICE restart of the client's puts the agent back to checking: lost too, until
+        // the checks with the new credentials succeed.
+        Event::IceConnectionStateChange(
+            IceConnectionState::Disconnected | IceConnectionState::Checking,
+        ) if conn.connected && conn.lost_since.is_none() => {
+            conn.lost_since = Some(Instant::now());
+            effects.push(Effect::Ice(id, false));
+        }
+        Event::IceConnectionStateChange(
+            IceConnectionState::Connected | IceConnectionState::Completed,
+        ) if conn.lost_since.is_some() => {
+            conn.lost_since = None;
+            effects.push(Effect::Ice(id, true));
         }
         Event::MediaAdded(e) if e.direction.is_receiving() => {
             effects.push(Effect::TrackAdded(id, e.mid, e.kind));
@@ -998,13 +1071,21 @@ mod tests {
             engine.members[a_index].conn.is_none(),
             "A's connection is dropped"
         );
+        // A is told, on its socket and to operators.
         assert_eq!(
             *events.lock().unwrap(),
-            [MediaEvent::PeerState {
-                room: "R".into(),
-                address: "A".into(),
-                connected: false,
-            }]
+            [
+                MediaEvent::Signal {
+                    room: "R".into(),
+                    to: "A".into(),
+                    data: serde_json::json!({"closed": {"reason": "media thread panicked"}}),
+                },
+                MediaEvent::PeerState {
+                    room: "R".into(),
+                    address: "A".into(),
+                    connected: false,
+                }
+            ]
         );
         // A keeps its place in the room, B keeps its connection.
         let b_index = engine.index("R", "B").unwrap();

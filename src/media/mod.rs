@@ -27,11 +27,14 @@ pub struct MediaConfig {
     /// The address put in the server's ICE candidates; `None`: the bind address, or the
     /// first non-loopback address of the machine when bound to an unspecified address.
     pub advertise_ip: Option<IpAddr>,
+    /// The port put in the server's ICE candidates; `None`: the port bound.
+    pub advertise_port: Option<u16>,
     /// At most this many incoming (published) tracks per participant; more are refused
     /// in the answer (their m-lines answered `inactive`).
     pub max_tracks_per_participant: usize,
-    /// A peer whose connection (ICE and DTLS) is not up this long after its first offer
-    /// is dropped from media; its seat in the room stays.
+    /// A peer whose connection (ICE and DTLS) is not up this long after its first offer,
+    /// or that lost ICE and did not get it back this long after, is dropped from media;
+    /// its seat in the room stays.
     pub ice_timeout: Duration,
 }
 
@@ -44,6 +47,7 @@ impl MediaConfig {
         Self {
             udp_bind,
             advertise_ip: None,
+            advertise_port: None,
             max_tracks_per_participant: Self::DEFAULT_MAX_TRACKS,
             ice_timeout: Self::DEFAULT_ICE_TIMEOUT,
         }
@@ -144,7 +148,7 @@ impl MediaPlane {
         let ip = config
             .advertise_ip
             .unwrap_or_else(|| default_advertise_ip(bound.ip()));
-        let advertised = SocketAddr::new(ip, bound.port());
+        let advertised = SocketAddr::new(ip, config.advertise_port.unwrap_or(bound.port()));
         tracing::info!(bind = %bound, advertise = %advertised, "media plane listening (UDP)");
         let (tx, rx) = mpsc::channel();
         let engine = engine::Engine::new(socket, advertised, config, Box::new(sink));

@@ -51,6 +51,21 @@ pub(super) fn description(kind: &str, sdp: String) -> Value {
     json!({"description": {"type": kind, "sdp": sdp}})
 }
 
+/// The DTLS certificate fingerprint of an SDP (its first `a=fingerprint` line): a browser's
+/// peer connection keeps one certificate for its life, so another fingerprint is another
+/// peer connection.
+pub(super) fn fingerprint(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=fingerprint:"))
+        .map(str::trim)
+}
+
+/// Tells the client that the server dropped its peer connection (`reason` says why): the
+/// client starts a new one by offering again.
+pub(super) fn closed(reason: &str) -> Value {
+    json!({"closed": {"reason": reason}})
+}
+
 /// Makes every audio or video m-line past the first `allowed` ones in which the client
 /// sends `inactive`, so that str0m answers them `inactive` (refused). Answers the SDP to
 /// use and how many m-lines were refused. Rejected m-lines (port 0) do not count.
@@ -108,6 +123,16 @@ pub(super) fn limit_tracks(sdp: &str, allowed: usize) -> (String, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_is_the_first_fingerprint_line() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:sha-256 AB:CD \r\na=fingerprint:sha-1 EF\r\n";
+        assert_eq!(fingerprint(sdp), Some("sha-256 AB:CD"));
+        assert_eq!(
+            fingerprint("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"),
+            None
+        );
+    }
 
     #[test]
     fn reads_the_sdk_shapes() {

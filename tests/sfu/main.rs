@@ -467,7 +467,14 @@ async fn a_peer_that_never_completes_ice_is_dropped_from_media_but_keeps_its_sea
     let answer = ws.expect("signal").await;
     assert_eq!(answer["from"], "sfu");
     assert_eq!(answer["data"]["description"]["type"], "answer");
-    // The drop shows in the metrics (polled: nothing else tells of it); the seat stays.
+    // The client is told its peer connection is gone (so it may start a new one) ...
+    let closed = ws.expect("signal").await;
+    assert_eq!(closed["from"], "sfu");
+    assert_eq!(
+        closed["data"],
+        json!({"closed": {"reason": "ICE did not complete in time"}})
+    );
+    // ... and operators see it in the metrics; the seat stays.
     let deadline = std::time::Instant::now() + peer::WAIT;
     let mut poll = tokio::time::interval(std::time::Duration::from_millis(20));
     loop {
@@ -491,6 +498,31 @@ async fn a_peer_that_never_completes_ice_is_dropped_from_media_but_keeps_its_sea
         .await
         .unwrap();
     assert!(list.to_string().contains(&address), "{list}");
+}
+
+#[tokio::test]
+async fn an_offer_of_a_new_peer_connection_replaces_the_old_one() {
+    let app = app().await;
+    let (_, token) = sfu_room(&app).await;
+    let (mut ws, _) = ws::Client::join(&app, &token, "replacing").await;
+    let mut fingerprints = Vec::new();
+    // Two offers from two peer connections (two certificates), the second while the
+    // server still holds the first: each is answered by a peer connection of its own
+    // (another certificate of the server's), not taken as a renegotiation of the first.
+    for _ in 0..2 {
+        let offer = silent_offer();
+        ws.send(json!({"type": "signal", "to": "sfu", "data": {"description": {"type": "offer", "sdp": offer}}}))
+            .await;
+        let (kind, sdp) = next_sfu_description(&mut ws).await;
+        assert_eq!(kind, "answer");
+        let line = sdp
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .unwrap();
+        fingerprints.push(line.to_string());
+    }
+    assert_ne!(fingerprints[0], fingerprints[1]);
+    ws.assert_alive().await;
 }
 
 /// An offer made by a str0m client that is then dropped without sending anything.

@@ -27,7 +27,8 @@ export class ConveneError extends Error {
 export interface JoinOptions {
   /** The service: an origin such as `https://convene.example.com`, `host:port` (with the
    * page's scheme), or a `ws(s)://` URL; the signaling socket is `/api/realtime/signaling`
-   * there (wss for https). Default: the page's origin. */
+   * there (wss for https). Default: the origin the SDK module was loaded from (the service
+   * itself when imported from its `/sdk/convene.js`), else the page's. */
   host?: string;
   name?: string;
   participantInfo?: Record<string, unknown>;

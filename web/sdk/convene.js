@@ -27,6 +27,9 @@ const JOIN_TIMEOUT_MS = 15000;
 /** Reconnect back-off after an unexpected drop, doubling up to the maximum. */
 const RESUME_FIRST_DELAY_MS = 250;
 const RESUME_MAX_DELAY_MS = 5000;
+/** Where this module was loaded from, if over http(s): the service that serves it. */
+const SDK_ORIGIN = /^https?:$/.test(new URL(import.meta.url).protocol) ? new URL(import.meta.url).origin : null;
+
 /** The media server's address in signaling. */
 const SFU = 'sfu';
 /** After a room became SFU: how long after the connection to `sfu` is up the SDK still keeps
@@ -38,6 +41,9 @@ const SWITCH_POLL_MS = 100;
 /** Restarts of a failed connection to `sfu`: the first at once, then doubling to the maximum
  * (jittered). */
 const SFU_RESTART_MAX_DELAY_MS = 8000;
+/** How long the connection to `sfu` may stay `disconnected` before the SDK restarts ICE on
+ * it (the server keeps a connection that lost ICE for its ICE timeout, 30 s by default). */
+const SFU_ICE_RESTART_AFTER_MS = 2000;
 
 /** `delay` less a random part of up to half of it, so that many clients spread out. */
 function jittered(delay) {
@@ -343,9 +349,10 @@ export class Room {
   }
 
   /** The signaling URL: `host` (an origin such as `https://convene.example.com`, a
-   * `ws(s)://` URL, or `name:port`), by default the page's origin. */
+   * `ws(s)://` URL, or `name:port`), by default the origin this module was loaded from (the
+   * service, when the application imports `/sdk/convene.js` from it), else the page's. */
   _url() {
-    let host = this._options.host ?? location.origin;
+    let host = this._options.host ?? SDK_ORIGIN ?? location.origin;
     if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) host = `${location.protocol}//${host}`;
     const url = new URL(host, location.href);
     url.protocol = url.protocol === 'https:' || url.protocol === 'wss:' ? 'wss:' : 'ws:';
@@ -636,8 +643,8 @@ export class Room {
     this._sfu = new SfuPeer(this);
   }
 
-  /** The connection to `sfu` failed: a new one (the server drops a peer connection that lost
-   * ICE, so the old one cannot be restarted), after a capped, jittered back-off. */
+  /** The connection to `sfu` failed (ICE did not come back) or the server dropped it: a new
+   * one, after a capped, jittered back-off. */
   _restartSfu(failed) {
     if (this._sfu !== failed || this._left) return;
     if (!this._sfuReconnecting) {
@@ -652,6 +659,20 @@ export class Room {
       if (this._left || this._sfu || !this._sfuMode()) return;
       this._sfu = new SfuPeer(this);
     }, delay);
+  }
+
+  /** The connection to `sfu` lost ICE and restarts it (see SfuPeer.restartIce). */
+  _onSfuLost(sfu) {
+    if (this._sfu !== sfu || this._sfuReconnecting) return;
+    this._sfuReconnecting = true;
+    this._emit('reconnecting', SFU);
+  }
+
+  /** ICE restarted: the same connection is up again. */
+  _onSfuRecovered(sfu) {
+    if (this._sfu !== sfu || !this._sfuReconnecting) return;
+    this._sfuReconnecting = false;
+    this._emit('reconnected', SFU);
   }
 
   _onSfuConnected(sfu) {
@@ -960,6 +981,13 @@ class SfuPeer {
         this.connected = true;
         clearTimeout(this.failTimer);
         room._onSfuConnected(this);
+      } else if (state === 'connected' && this.restarting) {
+        this.restarting = false;
+        room._onSfuRecovered(this);
+      } else if (state === 'disconnected' && this.connected) {
+        // Lost: restart ICE on this connection if it does not come back by itself.
+        clearTimeout(this.restartTimer);
+        this.restartTimer = setTimeout(() => this.restartIce(), SFU_ICE_RESTART_AFTER_MS);
       } else if (state === 'failed') {
         this.fail();
       }
@@ -982,12 +1010,29 @@ class SfuPeer {
     this.room._restartSfu(this);
   }
 
+  /** Restarts ICE on the connection (its DTLS session and tracks stay): the next offer
+   * carries new ICE credentials, and the server, which kept the connection, answers it. */
+  restartIce() {
+    if (this.closed || this.pc.connectionState !== 'disconnected') return;
+    if (!this.restarting) {
+      this.restarting = true;
+      this.room._onSfuLost(this);
+    }
+    this.pc.restartIce();
+  }
+
   signal(data) {
     this.room._send({ type: 'signal', to: SFU, data: JSON.parse(JSON.stringify(data)) });
   }
 
-  async onSignal({ description }) {
-    if (!description || this.closed) return;
+  async onSignal({ description, closed }) {
+    if (this.closed) return;
+    // The server dropped this connection (ICE lost for too long, say): a new one.
+    if (closed) {
+      this.fail();
+      return;
+    }
+    if (!description) return;
     try {
       if (description.type === 'offer') {
         // Glare: the server ignores our offer while its own waits; setting its offer rolls
@@ -1008,6 +1053,7 @@ class SfuPeer {
   close() {
     this.closed = true;
     clearTimeout(this.failTimer);
+    clearTimeout(this.restartTimer);
     this.pc.close();
   }
 }

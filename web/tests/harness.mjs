@@ -2,6 +2,7 @@
 // and Chromium pages that use the SDK as an application would.
 
 import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 
 export const API_KEY = 'browser-test-key';
@@ -41,8 +42,11 @@ export function startServer(env = {}) {
       const match = text.match(/listening on (\d+\.\d+\.\d+\.\d+:\d+)/);
       if (match) {
         clearTimeout(timer);
+        // The media plane's UDP port, as bound (it starts before the HTTP listener).
+        const media = logs.join('').match(/media plane listening \(UDP\).*?bind=[\d.]+:(\d+)/);
         resolve({
           url: `http://${match[1]}`,
+          mediaPort: media ? Number(media[1]) : null,
           logs,
           stop: () => new Promise((done) => {
             child.once('exit', done);
@@ -55,6 +59,44 @@ export function startServer(env = {}) {
     child.stderr.on('data', onData);
     child.once('exit', (code) => reject(new Error(`convene exited (${code}):\n${logs.join('')}`)));
   });
+}
+
+/**
+ * A UDP relay on loopback in front of the server's media port, so that a test can cut the
+ * media path: start the server with `CONVENE_RTC_ADVERTISE_PORT: relay.port`, then
+ * `relay.connect(server.mediaPort)`. Each client address gets its own socket toward the
+ * server; `block()` drops every datagram both ways until `unblock()`.
+ */
+export async function startUdpRelay() {
+  const front = dgram.createSocket('udp4');
+  await new Promise((resolve) => front.bind(0, '127.0.0.1', resolve));
+  const upstreams = new Map();
+  let target = null;
+  let blocked = false;
+  front.on('message', (datagram, client) => {
+    if (blocked || target === null) return;
+    const key = `${client.address}:${client.port}`;
+    let upstream = upstreams.get(key);
+    if (!upstream) {
+      upstream = dgram.createSocket('udp4');
+      upstream.bind(0, '127.0.0.1');
+      upstream.on('message', (reply) => {
+        if (!blocked) front.send(reply, client.port, client.address);
+      });
+      upstreams.set(key, upstream);
+    }
+    upstream.send(datagram, target, '127.0.0.1');
+  });
+  return {
+    port: front.address().port,
+    connect(port) { target = port; },
+    block() { blocked = true; },
+    unblock() { blocked = false; },
+    close() {
+      for (const upstream of upstreams.values()) upstream.close();
+      front.close();
+    },
+  };
 }
 
 export async function createRoom(url, body = {}) {

@@ -180,6 +180,45 @@ describe('MESH calls', () => {
   });
 });
 
+describe('the SDK imported from another origin', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('an application on another origin imports /sdk/convene.js and joins through it', async () => {
+    // The service at http://127.0.0.1:port; the application's page at http://localhost:port
+    // (another origin: a page on it imports the SDK with CORS).
+    const sdkUrl = `${server.url}/sdk/convene.js`;
+    const appOrigin = server.url.replace('127.0.0.1', 'localhost');
+    const room = await createRoom(server.url, { name: 'cross-origin' });
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      // Any page of that origin will do (the service answers 404 for it: still an origin).
+      await page.goto(`${appOrigin}/an-application`);
+      const result = await page.evaluate(async ([url, token]) => {
+        const sdk = await import(url);
+        // No `host`: the SDK signals to the service it was loaded from, not to the page's origin.
+        const room = await sdk.joinRoom(token, {
+          name: 'elsewhere',
+          mediaStream: await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 160, height: 120 } }),
+        });
+        const joined = { origin: location.origin, address: room.localParticipant.address };
+        await room.leave();
+        return joined;
+      }, [sdkUrl, room.token]);
+      assert.equal(result.origin, appOrigin);
+      assert.match(result.address, /^PA-/);
+    } finally {
+      await context.close();
+    }
+  });
+});
+
 describe('resume', () => {
   const GRACE_MS = 1500;
   let server;
