@@ -46,6 +46,14 @@ export interface JoinOptions {
    * (MESH), or before the connection to the media server is started again (SFU, with
    * `reconnecting`). Default 20000. (Convene extension.) */
   connectionTimeout?: number;
+  /** In SFU rooms, publish the camera in simulcast layers (rids `q`, `h`, `f`: a quarter, half
+   * and full resolution), of which the server forwards to each participant the one that fits
+   * what it shows. `'auto'` (the default): three layers from a camera 540 lines high, two
+   * (`h`, `f`) from 270, none below (Chrome would not send more); `true`: always three (for
+   * small cameras Chrome then needs the field trial `WebRTC-LegacySimulcastLayerLimit/Disabled/`);
+   * `false`: never. Audio and screen shares are never simulcast; MESH rooms never. (Convene
+   * extension.) */
+  simulcast?: 'auto' | boolean;
 }
 
 export class Participant {
@@ -63,8 +71,14 @@ export class Participant {
   readonly mediaStream: MediaStream | null;
   /** Keeps a `<video>` showing this participant inside `element` (one per participant and
    * element, however often it is called; its stream follows `mediaStream`; a remote
-   * participant's are removed when it leaves); answers it. */
+   * participant's are removed when it leaves); answers it. In SFU rooms the SDK watches the
+   * size and visibility of a remote participant's attached videos and tells the server, which
+   * sends its video in the layer that fits the largest visible one, and none while none is
+   * visible (hidden, `display: none`, out of the viewport, detached); audio always comes. */
   attach(element: HTMLElement): HTMLVideoElement;
+  /** Removes the `<video>` that `attach(element)` put in `element`, or without `element` all
+   * of this participant's. (Convene extension.) */
+  detach(element?: HTMLElement): void;
   /** What this participant's media did so far, as received here, summed over the inbound RTP
    * streams of the connection that carries the media shown now (`via`: the peer connection
    * to it in MESH, the one to the media server in SFU; counters start again from 0 when it
@@ -120,6 +134,10 @@ export interface RoomEvents {
   reconnecting: (subject: ReconnectSubject) => void;
   /** The connection that `reconnecting` was about works again. */
   reconnected: (subject: ReconnectSubject) => void;
+  /** Who speaks changed (SFU rooms): the speakers now, loudest first, at most 3, the local
+   * participant included when it speaks; `[]` when nobody does. Someone counts as speaking
+   * after about 300 ms of speech and stops after about 1 s of silence. */
+  activeSpeakersChanged: (speakers: Participant[]) => void;
   roomLeft: (reason: LeaveReason) => void;
 }
 
@@ -131,12 +149,15 @@ export class Room {
   readonly maxParticipants: number;
   readonly localParticipant: Participant;
   readonly remoteParticipants: Participant[];
+  /** Who speaks now, as in the last `activeSpeakersChanged` (SFU rooms; always `[]` in MESH). */
+  readonly activeSpeakers: Participant[];
   isMuted(): boolean;
   hasVideo(): boolean;
   /** Enables or disables the microphone track and tells the others (`participantUpdated`);
    * while muted no audio packets are sent at all. Answers the new muted state. */
   toggleMute(): boolean;
-  /** Enables or disables the camera track and tells the others; answers the new video state. */
+  /** Enables or disables the camera track and tells the others; answers the new video state.
+   * In SFU rooms, while it is off no video packets are sent at all. */
   toggleVideo(): Promise<boolean>;
   /** Leaves the room; emits `roomLeft('left')`. Own camera and microphone are stopped (not an
    * app's `mediaStream`). */

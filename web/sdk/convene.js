@@ -45,6 +45,57 @@ const SFU_RESTART_MAX_DELAY_MS = 8000;
  * it (the server keeps a connection that lost ICE for its ICE timeout, 30 s by default). */
 const SFU_ICE_RESTART_AFTER_MS = 2000;
 
+/** A camera's simulcast layers in SFU rooms, low to high (docs/sfu.md, "Simulcast and
+ * layers"): the server forwards to each subscriber the one that fits what it shows. */
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+];
+/** How long size and visibility changes of attached videos are gathered before the SDK tells
+ * `sfu` what it shows (`views`). */
+const VIEWS_DEBOUNCE_MS = 200;
+/** Entries in one `views` message at most (the server refuses more). */
+const MAX_VIEWS_PER_MESSAGE = 100;
+
+/** Video senders on the connection to `sfu` → the layers (rids) the server last said anybody
+ * uses (`layers`), or null before it said anything. Camera off wins over it. */
+const sfuVideoSenders = new WeakMap();
+
+/** Whether `track` is a screen share (never simulcast). */
+function isScreenShare(track) {
+  const settings = track.getSettings?.() ?? {};
+  return Boolean(settings.displaySurface) || track.contentHint === 'detail' || track.contentHint === 'text';
+}
+
+/** The `sendEncodings` of `track` in an SFU room, or null to send it as a plain track.
+ * `option` is `joinRoom`'s `simulcast`: `'auto'` (default) decides by the camera's height as
+ * Chrome would keep the layers (3 from 540 lines, 2 from 270, else none), `true` always three,
+ * `false` never. Audio and screen shares never. */
+function simulcastEncodings(track, option = 'auto') {
+  if (option === false || track.kind !== 'video' || isScreenShare(track)) return null;
+  if (option === true) return SIMULCAST_LAYERS.map((e) => ({ ...e }));
+  const height = track.getSettings?.().height ?? 0;
+  if (height >= 540) return SIMULCAST_LAYERS.map((e) => ({ ...e }));
+  if (height >= 270) return SIMULCAST_LAYERS.slice(1).map((e) => ({ ...e }));
+  return null;
+}
+
+/** Sets `encodings[i].active = wanted(encoding)` on `sender`, one change after the other (a
+ * second getParameters before the first setParameters settled could undo it); `wanted` is
+ * asked when the change is made, so the latest state wins. */
+function setActive(sender, wanted) {
+  const previous = sender._conveneParams ?? Promise.resolve();
+  sender._conveneParams = previous.then(async () => {
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return;
+    const want = params.encodings.map((e) => Boolean(wanted(e)));
+    if (params.encodings.every((e, i) => e.active === want[i])) return;
+    params.encodings.forEach((e, i) => { e.active = want[i]; });
+    await sender.setParameters(params);
+  }).catch((e) => console.warn('convene: setting encodings', e));
+}
+
 /** `delay` less a random part of up to half of it, so that many clients spread out. */
 function jittered(delay) {
   return Math.round(delay * (0.5 + Math.random() * 0.5));
@@ -122,6 +173,8 @@ export class Participant {
     this._via = null;
     /** The receivers of the media shown now (set by the room). */
     this._receivers = () => [];
+    /** The room's ViewReporter (remote participants in a room), told of attached videos. */
+    this._views = null;
   }
 
   /** What this participant's media did so far, as received here (a remote participant; the
@@ -151,7 +204,22 @@ export class Participant {
     }
     this._videos.add(video);
     if (this.mediaStream && video.srcObject !== this.mediaStream) video.srcObject = this.mediaStream;
+    // In SFU rooms its size and visibility choose the video layer the server sends us.
+    this._views?.observe(this, video);
     return video;
+  }
+
+  /** Removes the `<video>` that `attach(element)` put in `element` (without `element`: every
+   * one of this participant's). A participant whose videos are all gone (or hidden) is no
+   * longer sent to us in video in SFU rooms; its audio goes on. */
+  detach(element) {
+    const videos = [...this._videos].filter((v) => !element || element.contains(v));
+    for (const video of videos) {
+      this._videos.delete(video);
+      this._views?.unobserve(video);
+      video.srcObject = null;
+      video.remove();
+    }
   }
 
   /** Takes the audio/video state of a participant object; answers whether it changed. */
@@ -200,6 +268,10 @@ export class Room {
     this._sfuReconnecting = false;
     this._switchTimer = null;
     this._signalingDown = false;
+    this._views = new ViewReporter(this);
+    this._speakerAddresses = []; // as the server last listed them
+    /** Who speaks now, loudest first (SFU rooms; the local participant included). */
+    this.activeSpeakers = [];
     this.localParticipant = null;
     this.name = undefined;
     this.conferenceType = undefined;
@@ -233,6 +305,9 @@ export class Room {
   async toggleVideo() {
     const video = !this.hasVideo();
     this._setEnabled('video', video);
+    // To `sfu` the camera's encodings are deactivated too (mesh connections keep the track
+    // disabled only).
+    for (const pc of this._allConnections()) this._applyMute(pc);
     this.localParticipant._update({ video });
     this._send({ type: 'mediaState', video });
     return video;
@@ -255,7 +330,7 @@ export class Room {
 
   /** Adds a handler: `participantJoined`, `participantLeft`, `participantUpdated`,
    * `participantJoinFailed`, `localStream`, `remoteStream`, `messageReceived`,
-   * `conferenceTypeChanged`, `reconnecting`, `reconnected`, `roomLeft`. */
+   * `conferenceTypeChanged`, `reconnecting`, `reconnected`, `activeSpeakersChanged`, `roomLeft`. */
   on(event, callback) {
     if (!this._handlers.has(event)) this._handlers.set(event, new Set());
     this._handlers.get(event).add(callback);
@@ -332,15 +407,22 @@ export class Room {
   }
 
   /** Muted: the audio senders of `pc` send nothing at all (not even silence), so the others
-   * see no audio packets from a muted participant. */
+   * see no audio packets from a muted participant. On the connection to `sfu` the camera's
+   * encodings follow the same way: all off while the camera is off, else the layers the server
+   * last asked for (`layers`), all before it asked. */
   _applyMute(pc) {
-    const active = !this.isMuted();
     for (const sender of pc.getSenders()) {
-      if (sender.track?.kind !== 'audio') continue;
-      const params = sender.getParameters();
-      if (!params.encodings?.length || params.encodings.every((e) => e.active === active)) continue;
-      for (const e of params.encodings) e.active = active;
-      sender.setParameters(params).catch((e) => console.warn('convene: mute', e));
+      if (sender.track?.kind === 'audio') {
+        setActive(sender, () => !this.isMuted());
+      } else if (sfuVideoSenders.has(sender)) {
+        setActive(sender, (encoding) => {
+          if (!this.hasVideo()) return false;
+          const wish = sfuVideoSenders.get(sender);
+          if (!wish) return true;
+          // A plain (not simulcast) track: on unless the server wants none of it.
+          return encoding.rid ? wish.includes(encoding.rid) : wish.length > 0;
+        });
+      }
     }
   }
 
@@ -489,6 +571,8 @@ export class Room {
       peer.signal({ resync: true });
       peer.resync(true);
     }
+    // What we show may have changed, or its report been lost, while the socket was down.
+    this._views.resend();
   }
 
   _onMessage(message) {
@@ -524,6 +608,12 @@ export class Room {
         break;
       case 'roomClosed':
         this._closedReason = message.reason;
+        break;
+      case 'activeSpeakers':
+        if (Array.isArray(message.speakers)) {
+          this._speakerAddresses = message.speakers.filter((a) => typeof a === 'string');
+          this._resolveSpeakers();
+        }
         break;
       case 'error':
         console.warn('convene:', message.code, message.description?.join(' '));
@@ -582,6 +672,7 @@ export class Room {
     this._peers.clear();
     this._sfu?.close();
     this._sfu = null;
+    this._views.close();
     clearTimeout(this._switchTimer);
     this._earlySignals.clear();
     const ws = this._ws;
@@ -601,8 +692,11 @@ export class Room {
   _addParticipant(info, { announce, offerer }) {
     const participant = new Participant(info, false);
     participant._offerer = offerer;
+    participant._views = this._views;
     this._participants.set(participant.address, participant);
     if (announce) this._emit('participantJoined', participant);
+    // Named as a speaker before its participantJoined came.
+    if (this._speakerAddresses.includes(participant.address)) this._resolveSpeakers();
     const early = this._sfuStreams.get(participant.address);
     if (early) {
       this._sfuStreams.delete(participant.address);
@@ -622,6 +716,24 @@ export class Room {
 
   _sfuMode() {
     return this.conferenceType === 'SFU';
+  }
+
+  /** Maps the speakers' addresses the server last sent to participants (someone not known yet
+   * counts once its participantJoined is there; someone gone no more) and emits
+   * `activeSpeakersChanged` when that changes the list. */
+  _resolveSpeakers() {
+    const speakers = this._speakerAddresses
+      .map((a) => (a === this.localParticipant?.address ? this.localParticipant : this._participants.get(a)))
+      .filter(Boolean);
+    if (speakers.length === this.activeSpeakers.length && speakers.every((p, i) => p === this.activeSpeakers[i])) return;
+    this.activeSpeakers = speakers;
+    this._emit('activeSpeakersChanged', [...speakers]);
+  }
+
+  /** The server answered the first offer of `sfu`'s connection: it has our peer, so it can
+   * take what we show (all of it again, for a new connection). */
+  _onSfuNegotiated(sfu) {
+    if (this._sfu === sfu) this._views.resend();
   }
 
   /** Media to and from `participant`: through `sfu` in SFU rooms, else a mesh connection. */
@@ -729,7 +841,10 @@ export class Room {
       const receivers = sfu.pc.getReceivers().filter((r) => stream.getTracks().includes(r.track));
       const reports = await Promise.all(receivers.map((r) => r.getStats().catch(() => new Map())));
       const { audio, video } = inboundCounters(reports);
-      const hasVideo = stream.getVideoTracks().length > 0;
+      // No video comes for a participant whose camera is off or whom we do not show (views):
+      // its audio is enough.
+      const hasVideo = stream.getVideoTracks().length > 0 && participant.video !== false
+        && !this._views.hidden(participant.address);
       if ((hasVideo && video.framesDecoded > 0) || (!hasVideo && audio.packetsReceived > 0)) {
         this._useSfuMedia(participant, stream);
       } else {
@@ -770,7 +885,9 @@ export class Room {
     this._sfu?.streams.delete(address);
     this._peers.get(address)?.close();
     this._peers.delete(address);
+    this._views.forget(participant);
     this._emit('participantLeft', participant, reason);
+    if (this.activeSpeakers.includes(participant)) this._resolveSpeakers();
     // Its videos go with it (after the handlers, which may still want to see them).
     for (const video of participant._videos) video.remove();
     participant._videos.clear();
@@ -811,6 +928,122 @@ export class Room {
       for (const participant of this._participants.values()) this._connectMedia(participant);
     })();
     return this._starting;
+  }
+}
+
+/** Tells `sfu` what the application shows of each remote participant (`views`), so that the
+ * server sends each one's video in the layer that fits, or none: per participant, the size in
+ * device pixels of the largest of its attached videos that is visible (0×0 when none is:
+ * hidden, `display: none`, out of the viewport, detached). Watches the videos with
+ * ResizeObserver and IntersectionObserver; sends only changed entries, at most every
+ * VIEWS_DEBOUNCE_MS, and only in SFU rooms once the server has our connection (then all of
+ * them again for each new connection, and after a resume). A participant never attached is
+ * not mentioned: the server sends it as well as it can. */
+class ViewReporter {
+  constructor(room) {
+    this.room = room;
+    this.videos = new Map(); // <video> → { participant, width, height (CSS px), intersecting }
+    this.sent = new Map(); // address → `${width}x${height}` as last sent
+    this.timer = null;
+    this.resizes = typeof ResizeObserver === 'function' ? new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const view = this.videos.get(entry.target);
+        if (!view) continue;
+        view.width = entry.contentRect.width;
+        view.height = entry.contentRect.height;
+      }
+      this.schedule();
+    }) : null;
+    this.intersections = typeof IntersectionObserver === 'function' ? new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        const view = this.videos.get(entry.target);
+        if (view) view.intersecting = entry.isIntersecting;
+      }
+      this.schedule();
+    }) : null;
+  }
+
+  observe(participant, video) {
+    if (participant.self || this.videos.has(video)) return;
+    const rect = video.getBoundingClientRect?.() ?? { width: 0, height: 0 };
+    // Until the observers' first callbacks (which come with the next frame), as laid out now.
+    this.videos.set(video, { participant, width: rect.width, height: rect.height, intersecting: !this.intersections });
+    this.resizes?.observe(video);
+    this.intersections?.observe(video);
+    this.schedule();
+  }
+
+  unobserve(video, schedule = true) {
+    if (!this.videos.delete(video)) return;
+    this.resizes?.unobserve(video);
+    this.intersections?.unobserve(video);
+    if (schedule) this.schedule();
+  }
+
+  /** A participant that left: nothing more to say about it. */
+  forget(participant) {
+    for (const [video, view] of [...this.videos]) {
+      if (view.participant === participant) this.unobserve(video, false);
+    }
+    this.sent.delete(participant.address);
+  }
+
+  /** Per address shown: `[width, height]` in device pixels, `[0, 0]` when not visible. */
+  current() {
+    const ratio = window.devicePixelRatio || 1;
+    const sizes = new Map();
+    for (const [video, view] of this.videos) {
+      let size = [0, 0];
+      const visible = video.isConnected && view.intersecting && view.width > 0 && view.height > 0
+        && (video.checkVisibility?.({ visibilityProperty: true }) ?? true);
+      if (visible) size = [Math.round(view.width * ratio), Math.round(view.height * ratio)];
+      const best = sizes.get(view.participant.address);
+      if (!best || size[0] * size[1] > best[0] * best[1]) sizes.set(view.participant.address, size);
+    }
+    return sizes;
+  }
+
+  /** Whether `address` has attached videos and none is visible. */
+  hidden(address) {
+    const size = this.current().get(address);
+    return Boolean(size) && size[0] * size[1] === 0;
+  }
+
+  schedule() {
+    if (this.timer !== null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flush();
+    }, VIEWS_DEBOUNCE_MS);
+  }
+
+  flush() {
+    const sfu = this.room._sfu;
+    if (this.room._left || !this.room._sfuMode() || !sfu?.negotiated) return;
+    const changed = [];
+    for (const [address, [width, height]] of this.current()) {
+      const key = `${width}x${height}`;
+      if (this.sent.get(address) === key) continue;
+      this.sent.set(address, key);
+      changed.push({ address, width, height });
+    }
+    for (let i = 0; i < changed.length; i += MAX_VIEWS_PER_MESSAGE) {
+      sfu.signal({ views: changed.slice(i, i + MAX_VIEWS_PER_MESSAGE) });
+    }
+  }
+
+  /** Sends everything again (a new connection to `sfu`, or a resumed socket). */
+  resend() {
+    this.sent.clear();
+    this.flush();
+  }
+
+  close() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.resizes?.disconnect();
+    this.intersections?.disconnect();
+    this.videos.clear();
   }
 }
 
@@ -997,7 +1230,14 @@ class SfuPeer {
     }, room._options.connectionTimeout ?? PEER_TIMEOUT_MS);
     const stream = room.localParticipant.mediaStream;
     if (stream) {
-      for (const track of stream.getTracks()) this.pc.addTrack(track, stream);
+      for (const track of stream.getTracks()) {
+        // The camera in simulcast layers, low to high (rids q, h, f); the rest as it is.
+        const sendEncodings = simulcastEncodings(track, room._options.simulcast);
+        const sender = sendEncodings
+          ? this.pc.addTransceiver(track, { direction: 'sendrecv', streams: [stream], sendEncodings }).sender
+          : this.pc.addTrack(track, stream);
+        if (track.kind === 'video') sfuVideoSenders.set(sender, null);
+      }
       room._applyMute(this.pc);
     } else {
       // Nothing to publish: still offer, to receive.
@@ -1025,11 +1265,15 @@ class SfuPeer {
     this.room._send({ type: 'signal', to: SFU, data: JSON.parse(JSON.stringify(data)) });
   }
 
-  async onSignal({ description, closed }) {
+  async onSignal({ description, closed, layers }) {
     if (this.closed) return;
     // The server dropped this connection (ICE lost for too long, say): a new one.
     if (closed) {
       this.fail();
+      return;
+    }
+    if (layers) {
+      this.onLayers(layers);
       return;
     }
     if (!description) return;
@@ -1044,10 +1288,25 @@ class SfuPeer {
       } else if (description.type === 'answer') {
         if (this.pc.signalingState !== 'have-local-offer') return;
         await this.pc.setRemoteDescription(description);
+        if (!this.negotiated && !this.closed) {
+          this.negotiated = true;
+          this.room._onSfuNegotiated(this);
+        }
       }
     } catch (e) {
       if (!this.closed) console.error('convene: signal from sfu failed', e);
     }
+  }
+
+  /** The layers of one of our videos that anybody uses (`{mid, active: [rid, …]}`): the others
+   * are deactivated at the source (no renegotiation); none pauses the video. Camera off wins,
+   * and the wish is kept for when it is on again. */
+  onLayers({ mid, active }) {
+    if (typeof mid !== 'string' || !Array.isArray(active)) return;
+    const sender = this.pc.getTransceivers().find((t) => t.mid === mid)?.sender;
+    if (!sender || !sfuVideoSenders.has(sender)) return;
+    sfuVideoSenders.set(sender, active.filter((rid) => typeof rid === 'string'));
+    this.room._applyMute(this.pc);
   }
 
   close() {
