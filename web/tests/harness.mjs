@@ -110,10 +110,12 @@ export async function createRoom(url, body = {}) {
 }
 
 /** Launches Chromium; `{ loopbackPeers: false }` leaves out the flag without which it gathers
- * no ICE candidates on loopback, so its peer connections never connect. */
-export function launchBrowser({ loopbackPeers = true } = {}) {
-  const args = loopbackPeers ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection');
-  return chromium.launch({ executablePath: '/usr/bin/chromium', args, headless: true });
+ * no ICE candidates on loopback, so its peer connections never connect; `extraArgs` are more
+ * flags (e.g. `--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/`, so that a
+ * small camera sends three simulcast layers; Chromium keeps only one `--force-fieldtrials`). */
+export function launchBrowser({ loopbackPeers = true, extraArgs = [] } = {}) {
+  const base = loopbackPeers ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection');
+  return chromium.launch({ executablePath: '/usr/bin/chromium', args: [...base, ...extraArgs], headless: true });
 }
 
 /**
@@ -158,6 +160,10 @@ export async function openPage(browser, url) {
             });
           });
         }
+        // The speakers' addresses (Participant objects do not cross to the test).
+        room.on('activeSpeakersChanged', (speakers) => {
+          T.events.push({ event: 'activeSpeakersChanged', value: speakers.map((p) => p.address), at: performance.now() });
+        });
         return { address: room.localParticipant.address, conferenceType: room.conferenceType };
       } catch (e) {
         return { error: e.reason, code: e.code };
