@@ -52,6 +52,13 @@ async function join(room, name) {
     const camera = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 180, frameRate: 10 } });
     const stream = new MediaStream([...destination.stream.getAudioTracks(), ...camera.getVideoTracks()]);
     const result = await T.join(token, n, { mediaStream: stream, simulcast: true });
+    // The last layers the server asked of this page's camera (null: none yet, so all).
+    T.layers = null;
+    const onSignal = T.room._onSignal.bind(T.room);
+    T.room._onSignal = (from, data) => {
+      if (from === 'sfu' && data?.layers) T.layers = data.layers.active;
+      onSignal(from, data);
+    };
     // The speakers as each change came, with the wall clock.
     T.speakers = [];
     T.room?.on('activeSpeakersChanged', (list) => T.speakers.push({ at: Date.now(), list: list.map((p) => p.address) }));
@@ -108,8 +115,15 @@ describe('an SFU room of 6 pages with simulcast', () => {
     assert.equal(pages.length, PAGES, 'needs the previous test');
     const [big, thumb, hidden] = addresses.slice(1, 4);
     // Page 0 shows L1 at 640x360, L2 at 40x22 and L3 in an element with display: none; L4 and
-    // L5 are not attached (size unknown: the server sends its best).
+    // L5 are not attached (size unknown: the server sends its best). What it tells sfu is kept.
     await pages[0].evaluate(([b, t, h]) => {
+      const room = window.T.room;
+      const send = room._send.bind(room);
+      window.T.views = [];
+      room._send = (frame) => {
+        if (frame.type === 'signal' && frame.to === 'sfu' && frame.data.views) window.T.views.push(frame.data.views);
+        send(frame);
+      };
       const box = (id, css) => {
         const el = document.createElement('div');
         el.id = id;
@@ -126,6 +140,14 @@ describe('an SFU room of 6 pages with simulcast', () => {
       show(h, box('hidden', 'left: 700px; top: 0; width: 320px; height: 180px; display: none;'));
     }, [big, thumb, hidden]);
     const started = Date.now();
+    // The three sizes in device pixels (changes are gathered for 200 ms: one message).
+    const expected = { [big]: [640, 360], [thumb]: [40, 22], [hidden]: [0, 0] };
+    const { views } = await waitUntil(async () => {
+      const sent = await pages[0].evaluate(() => window.T.views);
+      const byAddress = Object.fromEntries(sent.flat().map((v) => [v.address, [v.width, v.height]]));
+      return { done: JSON.stringify(byAddress) === JSON.stringify(expected), views: sent };
+    }, 'views sent to sfu', { timeout: 5000, interval: 100 });
+    console.log(`# views sent by page 0 in ${views.length} message(s)`);
 
     // The big one at full size and the thumbnail smaller, both still decoding, for 2 s.
     let steady = null;
@@ -171,6 +193,43 @@ describe('an SFU room of 6 pages with simulcast', () => {
       return { done: h.frames > stopped.frames + 5 && t.width === 320, hidden: h, thumb: t };
     }, 'the hidden video back and the enlarged thumbnail at full size', { timeout: 15000, interval: 250 });
     console.log(`# shown again: L3 at ${back.hidden.width}x${back.hidden.height}, the enlarged thumbnail at ${back.thumb.width}x${back.thumb.height}`);
+    // Only the changes went to sfu after that.
+    const later = (await pages[0].evaluate(() => window.T.views)).slice(views.length).flat();
+    assert.deepEqual(later.map((v) => [v.address, v.width, v.height]).sort(), [[hidden, 320, 180], [thumb, 640, 360]].sort());
+  });
+
+  test('camera off deactivates every layer sent to sfu; on again restores the server\'s choice', async () => {
+    assert.equal(pages.length, PAGES, 'needs the previous tests');
+    // The encodings of L5's camera, and the layers the server last asked of it (all before it
+    // asked): the SDK's wish, which the server may change any time.
+    const encodings = () => pages[5].evaluate(() => {
+      const { T } = window;
+      const now = T.room._sfuConnection().getSenders().find((s) => s.track?.kind === 'video').getParameters().encodings;
+      return { now: now.map((e) => `${e.rid}:${e.active}`), wish: now.map((e) => `${e.rid}:${T.layers?.includes(e.rid) ?? true}`) };
+    });
+    console.log(`# L5's layers: ${(await encodings()).now.join(' ')}`);
+    assert.equal(await pages[5].evaluate(() => window.T.room.toggleVideo()), false);
+    await waitUntil(async () => {
+      const { now } = await encodings();
+      return { done: now.every((e) => e.endsWith(':false')), now };
+    }, 'every encoding of L5 off', { timeout: 5000, interval: 100 });
+    // Page 0 gets no more of its video.
+    let since = null;
+    await waitUntil(async () => {
+      const v = await statsOf(pages[0], addresses[5]);
+      if (!since || v.videoPackets !== since.videoPackets) since = { ...v, at: Date.now() };
+      return { done: Date.now() - since.at >= 1500 && v.audioPackets > since.audioPackets, v };
+    }, 'no more video of L5', { timeout: 10000, interval: 250 });
+    assert.equal(await pages[5].evaluate(() => window.T.room.toggleVideo()), true);
+    await waitUntil(async () => {
+      const { now, wish } = await encodings();
+      return { done: JSON.stringify(now) === JSON.stringify(wish), now, wish };
+    }, 'L5\'s layers as the server wants them', { timeout: 5000, interval: 100 });
+    const stopped = await statsOf(pages[0], addresses[5]);
+    await waitUntil(async () => {
+      const v = await statsOf(pages[0], addresses[5]);
+      return { done: v.frames > stopped.frames + 5, v };
+    }, 'L5\'s video back at page 0', { timeout: 10000, interval: 250 });
   });
 
   test('active speakers follow who plays a tone', async () => {
