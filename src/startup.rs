@@ -286,6 +286,11 @@ fn deliver_media_events(rooms: Rooms, mut events: mpsc::UnboundedReceiver<MediaE
                         room.media_changed(&address, MediaReport::Connection(connected));
                     }
                 }
+                MediaEvent::ActiveSpeakers { room, speakers } => {
+                    if let Some(room) = rooms.active(&room) {
+                        room.active_speakers(speakers);
+                    }
+                }
                 MediaEvent::Tracks {
                     room,
                     address,

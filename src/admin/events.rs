@@ -63,6 +63,11 @@ enum Wire<'a> {
         address: &'a str,
         media: &'a MediaStatus,
     },
+    ActiveSpeakersChanged {
+        seq: u64,
+        room_id: &'a str,
+        speakers: &'a [String],
+    },
     Snapshot {
         seq: u64,
         rooms: Vec<SnapshotRoom<'a>>,
@@ -70,10 +75,14 @@ enum Wire<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct SnapshotRoom<'a> {
     #[serde(flatten)]
     room: RoomView<'a>,
     participants: &'a [LiveParticipant],
+    /// Who is speaking (SFU rooms), loudest first; left out when nobody is.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    active_speakers: &'a [String],
 }
 
 /// A participant as snapshots show it: the protocol's participant, with its media
@@ -90,6 +99,7 @@ struct LiveRoom {
     /// Shared with the room's actor (and its snapshot) while the record does not change.
     record: Arc<RoomRecord>,
     participants: Vec<LiveParticipant>,
+    active_speakers: Vec<String>,
 }
 
 struct Subscriber {
@@ -153,6 +163,7 @@ impl Events {
                     .or_insert_with(|| LiveRoom {
                         record: record.clone(),
                         participants: Vec::new(),
+                        active_speakers: Vec::new(),
                     });
                 return;
             }
@@ -168,6 +179,7 @@ impl Events {
                     LiveRoom {
                         record: r.clone(),
                         participants: Vec::new(),
+                        active_speakers: Vec::new(),
                     },
                 );
                 Wire::RoomCreated {
@@ -249,6 +261,16 @@ impl Events {
                     reason,
                 }
             }
+            RoomEvent::ActiveSpeakersChanged { room_id, speakers } => {
+                if let Some(live) = state.rooms.get_mut(room_id) {
+                    live.active_speakers = speakers.clone();
+                }
+                Wire::ActiveSpeakersChanged {
+                    seq,
+                    room_id,
+                    speakers,
+                }
+            }
             RoomEvent::ParticipantMediaUpdated {
                 room_id,
                 address,
@@ -317,6 +339,7 @@ impl Events {
                 .map(|r| SnapshotRoom {
                     room: r.record.view(&self.limits),
                     participants: &r.participants,
+                    active_speakers: &r.active_speakers,
                 })
                 .collect(),
         };

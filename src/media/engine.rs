@@ -1,6 +1,7 @@
 //! The media thread: one UDP socket, one loop, every peer's `Rtc` driven until its next
 //! timeout, and frames forwarded from each publisher to the other peers of its room.
 
+use super::layers::{self, LayerInfo, Speech, TsMap, View};
 use super::signal::{self, ClientSignal};
 use super::{Command, MediaConfig, MediaEvent, PublishedTrack};
 use crate::metrics::METRICS;
@@ -12,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid, Rids};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -24,6 +25,14 @@ const MAX_REMOTE_CANDIDATES: usize = 32;
 /// Keyframe requests toward one published track are sent at most this often; requests in
 /// between are merged into the next one.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// How often layers are chosen again, publishers told which layers are used, and active
+/// speakers worked out.
+const TICK: Duration = Duration::from_millis(100);
+/// A layer that someone uses counts as unavailable when nothing of it arrived for this
+/// long (the publisher's browser stopped sending it, for bandwidth or CPU) ...
+const LAYER_STALE: Duration = Duration::from_secs(2);
+/// ... unless it was asked for again this recently (it takes a moment to resume).
+const LAYER_RESUME: Duration = Duration::from_secs(3);
 
 type Sink = Box<dyn Fn(MediaEvent) + Send>;
 
@@ -39,6 +48,9 @@ pub(super) struct Engine {
     /// The member whose peer connection is being worked on: the one that loses its
     /// connection if that work panics (see [`Engine::guard`]).
     handling: Option<u64>,
+    /// The last active speakers told per room.
+    speakers: HashMap<String, Vec<String>>,
+    next_tick: Instant,
 }
 
 /// A participant of a room, with its peer connection once it has offered.
@@ -47,6 +59,8 @@ struct Member {
     room: String,
     address: String,
     conn: Option<Conn>,
+    /// What this member shows of each other's video (its `views` signal), by address.
+    views: HashMap<String, View>,
 }
 
 struct Conn {
@@ -73,14 +87,87 @@ struct Conn {
     tracks_out: Vec<TrackOut>,
     /// NACKs seen per sending mid (str0m's counters are cumulative).
     nacks: HashMap<Mid, u64>,
+    /// Whether the member is speaking, from its audio levels.
+    speech: Speech,
 }
 
 /// A track the member publishes.
 struct TrackIn {
     mid: Mid,
     kind: MediaKind,
+    /// Its simulcast layers, lowest first (as the client's SDP lists them), or one layer
+    /// with no rid.
+    layers: Vec<LayerIn>,
+    /// The layers the publisher was last told are used (simulcast only).
+    told: Option<Vec<Rid>>,
+}
+
+/// One layer of a published track.
+struct LayerIn {
+    rid: Option<Rid>,
     wants_keyframe: bool,
     last_keyframe_request: Option<Instant>,
+    /// Size of its last VP8 keyframe.
+    size: (u16, u16),
+    last_packet: Option<Instant>,
+    /// Someone uses it (so the publisher sends it), since when.
+    used: bool,
+    used_since: Option<Instant>,
+}
+
+impl LayerIn {
+    fn new(rid: Option<Rid>) -> Self {
+        Self {
+            rid,
+            wants_keyframe: false,
+            last_keyframe_request: None,
+            size: (0, 0),
+            last_packet: None,
+            used: true,
+            used_since: None,
+        }
+    }
+
+    /// As layer selection sees it: available when it arrived at least once and, if it
+    /// is used, recently (or it was asked for just now).
+    fn info(&self, now: Instant) -> LayerInfo {
+        let recent = |t: Option<Instant>, within: Duration| {
+            t.is_some_and(|t| now.saturating_duration_since(t) < within)
+        };
+        let seen = self.last_packet.is_some()
+            && (!self.used
+                || recent(self.last_packet, LAYER_STALE)
+                || recent(self.used_since, LAYER_RESUME));
+        LayerInfo {
+            rid: self.rid,
+            size: self.size,
+            seen,
+        }
+    }
+}
+
+impl TrackIn {
+    fn new(mid: Mid, kind: MediaKind, rids: Vec<Rid>) -> Self {
+        let layers = if rids.is_empty() {
+            vec![LayerIn::new(None)]
+        } else {
+            rids.into_iter().map(|r| LayerIn::new(Some(r))).collect()
+        };
+        Self {
+            mid,
+            kind,
+            layers,
+            told: None,
+        }
+    }
+
+    fn infos(&self, now: Instant) -> Vec<LayerInfo> {
+        self.layers.iter().map(|l| l.info(now)).collect()
+    }
+
+    fn simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
 }
 
 /// Another member's track, sent to this member.
@@ -90,6 +177,46 @@ struct TrackOut {
     origin_mid: Mid,
     kind: MediaKind,
     state: OutState,
+    /// The layer to forward (`Some(None)`: the track's only layer); `None`: nothing.
+    target: Option<Option<Rid>>,
+    /// The layer being forwarded: it becomes the target at the target's next keyframe.
+    current: Option<Option<Rid>>,
+    ts: TsMap,
+}
+
+impl TrackOut {
+    /// `origin`'s track, toward a new subscriber: audio as it comes, video from the
+    /// layer chosen for an unknown view, from its next keyframe.
+    fn new(origin: &Member, track: &TrackIn, now: Instant) -> Self {
+        let (target, current) = match track.kind {
+            MediaKind::Audio => (Some(None), Some(None)),
+            MediaKind::Video => (layers::choose(&track.infos(now), View::Unknown), None),
+        };
+        Self {
+            origin: origin.id,
+            origin_address: origin.address.clone(),
+            origin_mid: track.mid,
+            kind: track.kind,
+            state: OutState::ToOpen,
+            target,
+            current,
+            ts: TsMap::default(),
+        }
+    }
+
+    /// Whether a frame of layer `rid` goes out on this track, and if it starts the
+    /// layer (a switch: its RTP time is rebased). A switch happens on a keyframe of the
+    /// target layer only; until then the current layer goes on.
+    fn take(&mut self, rid: Option<Rid>, keyframe: bool) -> Option<bool> {
+        if self.target == Some(rid) && self.current != Some(rid) {
+            if !keyframe {
+                return None;
+            }
+            self.current = Some(rid);
+            return Some(true);
+        }
+        (self.current == Some(rid)).then_some(false)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +230,10 @@ enum OutState {
 
 /// What polling one member produced for the others.
 enum Effect {
-    TrackAdded(u64, Mid, MediaKind),
+    TrackAdded(u64, Mid, MediaKind, Vec<Rid>),
     TrackRemoved(u64, Mid),
     Data(u64, Box<MediaData>),
-    WantKeyframe(u64, Mid),
+    WantKeyframe(u64, Mid, Option<Rid>),
     Connected(u64),
     /// ICE lost (`false`) or back (`true`) on a connection that was up.
     Ice(u64, bool),
@@ -140,6 +267,7 @@ impl Conn {
             tracks_in: Vec::new(),
             tracks_out: Vec::new(),
             nacks: HashMap::new(),
+            speech: Speech::default(),
         }
     }
 
@@ -177,6 +305,8 @@ impl Engine {
             next_id: 0,
             by_addr: HashMap::new(),
             handling: None,
+            speakers: HashMap::new(),
+            next_tick: Instant::now(),
         }
     }
 
@@ -287,6 +417,7 @@ impl Engine {
                         room,
                         address,
                         conn: None,
+                        views: HashMap::new(),
                     });
                 }
             }
@@ -355,6 +486,15 @@ impl Engine {
             Ok(ClientSignal::Offer(sdp)) => self.offer(i, &sdp),
             Ok(ClientSignal::Answer(sdp)) => self.answer(i, &sdp),
             Ok(ClientSignal::Candidate(None)) => {}
+            Ok(ClientSignal::Views(views)) => {
+                let member = &mut self.members[i];
+                for (address, width, height) in views {
+                    if address != member.address {
+                        member.views.insert(address, View::from_size(width, height));
+                    }
+                }
+                self.retarget(i, Instant::now());
+            }
             Ok(ClientSignal::Candidate(Some(text))) => {
                 let Some(conn) = self.members[i].conn.as_mut() else {
                     return self.reject(i, "a candidate before any offer".into());
@@ -416,15 +556,10 @@ impl Engine {
             conn.fingerprint = fingerprint;
             // Everything the others already publish is offered once this offer is answered.
             let (id, room) = (self.members[i].id, self.members[i].room.clone());
+            let now = Instant::now();
             for other in self.members.iter().filter(|m| m.id != id && m.room == room) {
                 for track in other.conn.iter().flat_map(|c| c.tracks_in.iter()) {
-                    conn.tracks_out.push(TrackOut {
-                        origin: other.id,
-                        origin_address: other.address.clone(),
-                        origin_mid: track.mid,
-                        kind: track.kind,
-                        state: OutState::ToOpen,
-                    });
+                    conn.tracks_out.push(TrackOut::new(other, track, now));
                 }
             }
             self.members[i].conn = Some(conn);
@@ -471,7 +606,9 @@ impl Engine {
         for track in &mut conn.tracks_out {
             track.state = match (track.state, accepted) {
                 (OutState::Negotiating(m), true) => {
-                    opened.push((track.origin, track.origin_mid));
+                    if let Some(rid) = track.target {
+                        opened.push((track.origin, track.origin_mid, rid));
+                    }
                     OutState::Open(m)
                 }
                 (OutState::Negotiating(_), false) => OutState::ToOpen,
@@ -483,15 +620,17 @@ impl Engine {
             conn.tracks_out
                 .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
             // A new subscriber needs a keyframe to start decoding.
-            for (origin, mid) in opened {
-                self.want_keyframe(origin, mid);
+            for (origin, mid, rid) in opened {
+                self.want_keyframe(origin, mid, rid);
             }
         } else if let Err(e) = result {
             self.reject(i, format!("SDP answer not accepted: {e}"));
         }
     }
 
-    fn want_keyframe(&mut self, origin: u64, mid: Mid) {
+    /// Someone needs a keyframe of `origin`'s track `mid`, layer `rid` (`None`: the
+    /// track's only layer, or every layer of a simulcast track).
+    fn want_keyframe(&mut self, origin: u64, mid: Mid, rid: Option<Rid>) {
         let Some(o) = self.index_of_id(origin) else {
             return;
         };
@@ -500,7 +639,11 @@ impl Engine {
             .as_mut()
             .and_then(|c| c.tracks_in.iter_mut().find(|t| t.mid == mid))
         {
-            track.wants_keyframe = true;
+            for layer in &mut track.layers {
+                if rid.is_none() || layer.rid == rid {
+                    layer.wants_keyframe = true;
+                }
+            }
         }
     }
 
@@ -563,7 +706,7 @@ impl Engine {
         }
     }
 
-    fn track_added(&mut self, i: usize, mid: Mid, kind: MediaKind) {
+    fn track_added(&mut self, i: usize, mid: Mid, kind: MediaKind, rids: Vec<Rid>) {
         let limit = self.config.max_tracks_per_participant;
         let member = &mut self.members[i];
         let Some(conn) = member.conn.as_mut() else {
@@ -572,28 +715,25 @@ impl Engine {
         if conn.tracks_in.iter().any(|t| t.mid == mid) || conn.tracks_in.len() >= limit {
             return;
         }
-        conn.tracks_in.push(TrackIn {
-            mid,
-            kind,
-            wants_keyframe: false,
-            last_keyframe_request: None,
-        });
+        conn.tracks_in.push(TrackIn::new(mid, kind, rids));
         METRICS.sfu_tracks(1);
         let published = conn.published();
         let (id, room, address) = (member.id, member.room.clone(), member.address.clone());
-        for other in self
+        let now = Instant::now();
+        let (publisher, others): (Vec<&mut Member>, Vec<&mut Member>) = self
             .members
             .iter_mut()
-            .filter(|m| m.id != id && m.room == room)
-        {
+            .filter(|m| m.room == room)
+            .partition(|m| m.id == id);
+        let publisher = &*publisher[0];
+        let track = publisher
+            .conn
+            .as_ref()
+            .and_then(|c| c.tracks_in.last())
+            .expect("pushed above");
+        for other in others {
             if let Some(conn) = other.conn.as_mut() {
-                conn.tracks_out.push(TrackOut {
-                    origin: id,
-                    origin_address: address.clone(),
-                    origin_mid: mid,
-                    kind,
-                    state: OutState::ToOpen,
-                });
+                conn.tracks_out.push(TrackOut::new(publisher, track, now));
             }
         }
         self.emit(MediaEvent::Tracks {
@@ -683,6 +823,7 @@ impl Engine {
             METRICS.sfu_ice_failure();
             self.drop_conn(i, Some(reason));
         }
+        self.tick(now);
         self.request_keyframes(now);
         let mut effects = Vec::new();
         loop {
@@ -713,10 +854,10 @@ impl Engine {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Data(origin, data) => self.forward(origin, &data),
-            Effect::WantKeyframe(origin, mid) => self.want_keyframe(origin, mid),
-            Effect::TrackAdded(id, mid, kind) => {
+            Effect::WantKeyframe(origin, mid, rid) => self.want_keyframe(origin, mid, rid),
+            Effect::TrackAdded(id, mid, kind, rids) => {
                 if let Some(i) = self.index_of_id(id) {
-                    self.track_added(i, mid, kind);
+                    self.track_added(i, mid, kind, rids);
                 }
             }
             Effect::TrackRemoved(id, mid) => {
@@ -754,12 +895,17 @@ impl Engine {
         }
     }
 
-    /// One frame of `origin`'s to every other peer of its room that has the track open.
+    /// One frame of `origin`'s to every other peer of its room that has the track open
+    /// and forwards its layer (see [`TrackOut::take`]); a subscriber waiting for a switch
+    /// to this layer asks for a keyframe of it.
     fn forward(&mut self, origin: u64, data: &MediaData) {
         let Some(o) = self.index_of_id(origin) else {
             return;
         };
+        let keyframe = data.is_keyframe();
+        let level = data.ext_vals.audio_level.zip(data.ext_vals.voice_activity);
         let mut forwarded = 0;
+        let mut wanted = false;
         for j in 0..self.members.len() {
             if j == o || self.members[j].room != self.members[o].room {
                 continue;
@@ -769,28 +915,187 @@ impl Engine {
             let Some(conn) = member.conn.as_mut() else {
                 continue;
             };
-            let Some(mid) = conn.tracks_out.iter().find_map(|t| match t.state {
-                OutState::Open(m) if t.origin == origin && t.origin_mid == data.mid => Some(m),
-                _ => None,
+            let Some(track) = conn.tracks_out.iter_mut().find(|t| {
+                t.origin == origin
+                    && t.origin_mid == data.mid
+                    && matches!(t.state, OutState::Open(_))
             }) else {
                 continue;
             };
+            let OutState::Open(mid) = track.state else {
+                continue;
+            };
+            let Some(switch) = track.take(data.rid, keyframe) else {
+                wanted |= track.target == Some(data.rid);
+                continue;
+            };
+            let (time, wallclock) = track.ts.map(data.time, data.network_time, switch);
             let Some(writer) = conn.rtc.writer(mid) else {
                 continue;
             };
             let Some(pt) = writer.match_params(data.params) else {
                 continue;
             };
+            let writer = match level {
+                Some((level, voice)) => writer.audio_level(level, voice),
+                None => writer,
+            };
             conn.dirty = true;
-            match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+            match writer.write(pt, wallclock, time, data.data.clone()) {
                 Ok(()) => forwarded += 1,
                 Err(e) => {
                     tracing::debug!(address = %member.address, error = %e, "forwarding failed")
                 }
             }
         }
+        if wanted {
+            self.want_keyframe(origin, data.mid, data.rid);
+        }
         if forwarded > 0 {
             METRICS.sfu_forwarded(forwarded, forwarded * data.data.len() as u64);
+        }
+    }
+
+    /// Every [`TICK`]: layers chosen again for every subscriber, publishers told which
+    /// layers are used, active speakers told per room.
+    fn tick(&mut self, now: Instant) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        for j in 0..self.members.len() {
+            self.retarget(j, now);
+        }
+        self.tell_layers(now);
+        self.tell_speakers(now);
+    }
+
+    /// Chooses again the layer of every video member `j` receives, from its views and
+    /// the layers available; a new target is asked a keyframe for.
+    fn retarget(&mut self, j: usize, now: Instant) {
+        let Some(conn) = self.members[j].conn.as_ref() else {
+            return;
+        };
+        let mut changes = Vec::new();
+        for (k, out) in conn.tracks_out.iter().enumerate() {
+            if out.kind != MediaKind::Video {
+                continue;
+            }
+            let Some(track) = self.track_in(out.origin, out.origin_mid) else {
+                continue;
+            };
+            let view = self.members[j]
+                .views
+                .get(&out.origin_address)
+                .copied()
+                .unwrap_or_default();
+            let target = layers::choose(&track.infos(now), view);
+            if target != out.target {
+                changes.push((k, target));
+            }
+        }
+        let mut wanted = Vec::new();
+        let conn = self.members[j].conn.as_mut().expect("checked above");
+        for (k, target) in changes {
+            let out = &mut conn.tracks_out[k];
+            out.target = target;
+            match target {
+                None => out.current = None,
+                Some(rid) if out.current != target && matches!(out.state, OutState::Open(_)) => {
+                    wanted.push((out.origin, out.origin_mid, rid));
+                }
+                Some(_) => {}
+            }
+        }
+        for (origin, mid, rid) in wanted {
+            self.want_keyframe(origin, mid, rid);
+        }
+    }
+
+    fn track_in(&self, origin: u64, mid: Mid) -> Option<&TrackIn> {
+        let o = self.index_of_id(origin)?;
+        self.members[o]
+            .conn
+            .as_ref()?
+            .tracks_in
+            .iter()
+            .find(|t| t.mid == mid)
+    }
+
+    /// Tells each simulcast publisher which layers someone receives or is switching to
+    /// (and layers never seen, which its browser may start sending any time); it pauses
+    /// the others. Said again only when it changes.
+    fn tell_layers(&mut self, now: Instant) {
+        let mut used: HashMap<(u64, Mid), Vec<Rid>> = HashMap::new();
+        for conn in self.members.iter().filter_map(|m| m.conn.as_ref()) {
+            for out in &conn.tracks_out {
+                for rid in [out.target, out.current].into_iter().flatten().flatten() {
+                    used.entry((out.origin, out.origin_mid))
+                        .or_default()
+                        .push(rid);
+                }
+            }
+        }
+        let mut told = Vec::new();
+        for member in &mut self.members {
+            let Some(conn) = member.conn.as_mut() else {
+                continue;
+            };
+            if !conn.connected {
+                continue;
+            }
+            for track in conn.tracks_in.iter_mut().filter(|t| t.simulcast()) {
+                let wanted = used.get(&(member.id, track.mid));
+                let mut active = Vec::new();
+                for layer in &mut track.layers {
+                    let rid = layer.rid.expect("simulcast layers have rids");
+                    let in_use = wanted.is_some_and(|w| w.contains(&rid));
+                    if in_use && !layer.used {
+                        layer.used_since = Some(now);
+                    }
+                    layer.used = in_use;
+                    if in_use || layer.last_packet.is_none() {
+                        active.push(rid);
+                    }
+                }
+                if track.told.as_ref() != Some(&active) {
+                    let names: Vec<String> = active.iter().map(|r| r.to_string()).collect();
+                    told.push((
+                        member.room.clone(),
+                        member.address.clone(),
+                        signal::layers(&track.mid.to_string(), &names),
+                    ));
+                    track.told = Some(active);
+                }
+            }
+        }
+        for (room, to, data) in told {
+            self.emit(MediaEvent::Signal { room, to, data });
+        }
+    }
+
+    /// Works out each room's active speakers and tells the rooms whose list changed.
+    fn tell_speakers(&mut self, now: Instant) {
+        let mut rooms: HashMap<&str, Vec<(&str, &Speech)>> = HashMap::new();
+        for member in &self.members {
+            let list = rooms.entry(member.room.as_str()).or_default();
+            if let Some(conn) = member.conn.as_ref() {
+                list.push((member.address.as_str(), &conn.speech));
+            }
+        }
+        let mut changed = Vec::new();
+        for (room, members) in rooms {
+            let speakers = layers::speakers(members.into_iter(), now);
+            let before = self.speakers.get(room);
+            if before.map_or(!speakers.is_empty(), |b| *b != speakers) {
+                changed.push((room.to_string(), speakers));
+            }
+        }
+        self.speakers
+            .retain(|room, _| self.members.iter().any(|m| &m.room == room));
+        for (room, speakers) in changed {
+            self.speakers.insert(room.clone(), speakers.clone());
+            self.emit(MediaEvent::ActiveSpeakers { room, speakers });
         }
     }
 
@@ -806,21 +1111,28 @@ impl Engine {
                 continue;
             }
             for track in &mut conn.tracks_in {
-                let due = track
-                    .last_keyframe_request
-                    .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL);
-                if !track.wants_keyframe || !due || track.kind != MediaKind::Video {
+                if track.kind != MediaKind::Video {
                     continue;
                 }
-                track.wants_keyframe = false;
-                track.last_keyframe_request = Some(now);
-                conn.dirty = true;
-                if let Some(mut writer) = conn.rtc.writer(track.mid)
-                    && writer
-                        .request_keyframe(None, KeyframeRequestKind::Pli)
-                        .is_ok()
-                {
-                    METRICS.sfu_keyframe_request();
+                for layer in &mut track.layers {
+                    let due = layer
+                        .last_keyframe_request
+                        .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL);
+                    // A layer that never arrived cannot be asked yet (str0m knows no
+                    // stream of it); the request waits for its first packet.
+                    if !layer.wants_keyframe || !due || layer.last_packet.is_none() {
+                        continue;
+                    }
+                    layer.wants_keyframe = false;
+                    layer.last_keyframe_request = Some(now);
+                    conn.dirty = true;
+                    if let Some(mut writer) = conn.rtc.writer(track.mid)
+                        && writer
+                            .request_keyframe(layer.rid, KeyframeRequestKind::Pli)
+                            .is_ok()
+                    {
+                        METRICS.sfu_keyframe_request();
+                    }
                 }
             }
         }
@@ -951,33 +1263,57 @@ fn on_event(id: u64, conn: &mut Conn, event: Event, effects: &mut Vec<Effect>) {
             effects.push(Effect::Ice(id, true));
         }
         Event::MediaAdded(e) if e.direction.is_receiving() => {
-            effects.push(Effect::TrackAdded(id, e.mid, e.kind));
+            let rids = e
+                .simulcast
+                .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                .unwrap_or_default();
+            effects.push(Effect::TrackAdded(id, e.mid, e.kind, rids));
         }
         Event::MediaChanged(e) => {
             let known = conn.tracks_in.iter().any(|t| t.mid == e.mid);
             if e.direction.is_receiving() && !known {
                 if let Some(media) = conn.rtc.media(e.mid) {
-                    effects.push(Effect::TrackAdded(id, e.mid, media.kind()));
+                    let rids = match media.rids_rx() {
+                        Rids::Specific(rids) => rids.clone(),
+                        _ => Vec::new(),
+                    };
+                    effects.push(Effect::TrackAdded(id, e.mid, media.kind(), rids));
                 }
             } else if !e.direction.is_receiving() && known {
                 effects.push(Effect::TrackRemoved(id, e.mid));
             }
         }
         Event::MediaData(data) => {
-            if let Some(track) = conn.tracks_in.iter_mut().find(|t| t.mid == data.mid) {
-                if !data.contiguous {
-                    track.wants_keyframe = true;
-                }
-                effects.push(Effect::Data(id, Box::new(data)));
+            let Some(track) = conn.tracks_in.iter_mut().find(|t| t.mid == data.mid) else {
+                return;
+            };
+            let now = Instant::now();
+            if track.kind == MediaKind::Audio
+                && let Some(level) = data.ext_vals.audio_level
+            {
+                conn.speech.level(level, now);
             }
+            let Some(layer) = track.layers.iter_mut().find(|l| l.rid == data.rid) else {
+                // A layer the SDP did not list: not forwarded.
+                return;
+            };
+            layer.last_packet = Some(now);
+            if !data.contiguous {
+                layer.wants_keyframe = true;
+            }
+            if let Some(size) = layers::vp8_size(&data.data) {
+                layer.size = size;
+            }
+            effects.push(Effect::Data(id, Box::new(data)));
         }
         Event::KeyframeRequest(request) => {
             if let Some(track) = conn
                 .tracks_out
                 .iter()
                 .find(|t| t.state == OutState::Open(request.mid))
+                && let Some(rid) = track.current.or(track.target)
             {
-                effects.push(Effect::WantKeyframe(track.origin, track.origin_mid));
+                effects.push(Effect::WantKeyframe(track.origin, track.origin_mid, rid));
             }
         }
         Event::MediaEgressStats(stats) => {

@@ -12,6 +12,7 @@
 //! the other peers of their room. `docs/sfu.md` describes negotiation, limits and ports.
 
 mod engine;
+mod layers;
 mod signal;
 
 use serde_json::Value;
@@ -86,6 +87,8 @@ pub enum MediaEvent {
         address: String,
         published: Vec<PublishedTrack>,
     },
+    /// The room's active speakers changed: addresses, loudest first (empty: nobody).
+    ActiveSpeakers { room: String, speakers: Vec<String> },
     /// What the participant signaled could not be used (malformed or unexpected SDP,
     /// a bad candidate); other peers are not affected.
     Rejected {

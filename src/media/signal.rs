@@ -10,7 +10,13 @@ pub(super) enum ClientSignal {
     Answer(String),
     /// `None`: the end-of-candidates marker (an empty or null candidate).
     Candidate(Option<String>),
+    /// What the client shows of others' video: (address, width, height) in device
+    /// pixels; 0 × 0 is "not shown".
+    Views(Vec<(String, u32, u32)>),
 }
+
+/// Entries one `views` signal may carry.
+pub(super) const MAX_VIEWS: usize = 100;
 
 /// Reads `{description: {type, sdp}}` or `{candidate: {candidate, ...}}` (a bare string
 /// candidate is accepted too); anything else is an error naming what is wrong.
@@ -43,7 +49,34 @@ pub(super) fn parse(data: &Value) -> Result<ClientSignal, String> {
             text.map(|s| s.strip_prefix("a=").unwrap_or(s).to_string()),
         ));
     }
-    Err("data needs a description or a candidate".into())
+    if let Some(views) = data.get("views") {
+        return parse_views(views).map(ClientSignal::Views);
+    }
+    Err("data needs a description, a candidate or views".into())
+}
+
+fn parse_views(views: &Value) -> Result<Vec<(String, u32, u32)>, String> {
+    let Some(list) = views.as_array() else {
+        return Err("views must be an array".into());
+    };
+    if list.len() > MAX_VIEWS {
+        return Err(format!("views has more than {MAX_VIEWS} entries"));
+    }
+    list.iter()
+        .map(|view| {
+            let address = view.get("address").and_then(Value::as_str);
+            let size = |key: &str| {
+                view.get(key)
+                    .and_then(Value::as_u64)
+                    .filter(|&n| n <= 100_000)
+                    .map(|n| n as u32)
+            };
+            match (address, size("width"), size("height")) {
+                (Some(a), Some(w), Some(h)) => Ok((a.to_string(), w, h)),
+                _ => Err("each view needs an address and a width and height (0 to 100000)".into()),
+            }
+        })
+        .collect()
 }
 
 /// The server's SDP for the client, in the same shape.
@@ -58,6 +91,11 @@ pub(super) fn fingerprint(sdp: &str) -> Option<&str> {
     sdp.lines()
         .find_map(|line| line.trim().strip_prefix("a=fingerprint:"))
         .map(str::trim)
+}
+
+/// Tells a publisher which layers of its simulcast video `mid` someone uses.
+pub(super) fn layers(mid: &str, active: &[String]) -> Value {
+    json!({"layers": {"mid": mid, "active": active}})
 }
 
 /// Tells the client that the server dropped its peer connection (`reason` says why): the

@@ -478,6 +478,20 @@ impl Handler<MediaChanged> for RoomActor {
     }
 }
 
+/// The media plane's active speakers for this room.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ActiveSpeakers(Vec<String>);
+
+impl Handler<ActiveSpeakers> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, ActiveSpeakers(speakers): ActiveSpeakers, ctx: &mut Context<Self>) {
+        let effects = self.state.active_speakers(speakers);
+        self.execute(effects, ctx);
+    }
+}
+
 /// A relay found this participant's queue full or closed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -647,6 +661,11 @@ impl RoomHandle {
             address: address.to_string(),
             report,
         });
+    }
+
+    /// The media plane's active speakers for this room, loudest first.
+    pub fn active_speakers(&self, speakers: Vec<String>) {
+        self.addr.do_send(ActiveSpeakers(speakers));
     }
 
     /// Tells one participant that the media plane could not use its `signal`.

@@ -52,6 +52,11 @@ pub enum RoomEvent {
         address: String,
         media: MediaStatus,
     },
+    /// The room's active speakers changed (SFU rooms), loudest first.
+    ActiveSpeakersChanged {
+        room_id: String,
+        speakers: Vec<String>,
+    },
 }
 
 /// Something that follows room events (the admin event hub).
@@ -75,6 +80,7 @@ pub(super) fn count(event: &RoomEvent) {
         | RoomEvent::Passivated(_)
         | RoomEvent::RoomUpdated(_)
         | RoomEvent::ParticipantUpdated { .. }
-        | RoomEvent::ParticipantMediaUpdated { .. } => {}
+        | RoomEvent::ParticipantMediaUpdated { .. }
+        | RoomEvent::ActiveSpeakersChanged { .. } => {}
     }
 }

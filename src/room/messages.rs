@@ -54,6 +54,10 @@ pub enum RoomMessage {
     EndpointExpired {
         ttl_seconds: u64,
     },
+    /// Who is speaking now (SFU rooms), loudest first.
+    ActiveSpeakers {
+        speakers: Vec<String>,
+    },
     /// A `signal` to `sfu` in a room whose media does not go through the media plane.
     SfuUnavailable,
     /// Signaling from the media plane (`signal {from: "sfu", data}`).

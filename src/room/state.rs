@@ -170,6 +170,8 @@ pub struct RoomState {
     /// Whether the service runs a media plane: without one, a `signal` to `sfu` gets
     /// `SFU_UNAVAILABLE` in every room.
     media_plane: bool,
+    /// The active speakers last told (SFU rooms), loudest first.
+    speakers: Vec<String>,
 }
 
 impl RoomState {
@@ -182,6 +184,7 @@ impl RoomState {
         let last_used = clock();
         let mut state = Self {
             media_plane: services.media.is_some(),
+            speakers: Vec::new(),
             record,
             services,
             clock,
@@ -552,6 +555,25 @@ impl RoomState {
                 media,
             });
         }
+        self.done()
+    }
+
+    /// The media plane's active speakers (SFU rooms): when the list of those holding a
+    /// seat changes, everyone hears it (`activeSpeakers`) and observers see it.
+    pub fn active_speakers(&mut self, speakers: Vec<String>) -> Vec<Effect> {
+        let speakers: Vec<String> = speakers
+            .into_iter()
+            .filter(|a| self.index_of(a).is_some())
+            .collect();
+        if !self.is_sfu() || speakers == self.speakers {
+            return self.done();
+        }
+        self.speakers = speakers.clone();
+        self.publish(RoomEvent::ActiveSpeakersChanged {
+            room_id: self.record.id.clone(),
+            speakers: speakers.clone(),
+        });
+        self.broadcast(RoomMessage::ActiveSpeakers { speakers }, None);
         self.done()
     }
 

@@ -101,6 +101,9 @@ pub enum ServerMessage<'a> {
     RoomClosed {
         reason: &'a str,
     },
+    ActiveSpeakers {
+        speakers: &'a [String],
+    },
     /// Signaling from the media plane (`from` is `sfu`).
     Signal {
         from: &'a str,
@@ -175,6 +178,9 @@ pub fn render(message: &RoomMessage, ice: &IceConfig) -> Arc<str> {
         }
         .text(),
         RoomMessage::RoomClosed { reason } => ServerMessage::RoomClosed { reason }.text(),
+        RoomMessage::ActiveSpeakers { speakers } => {
+            ServerMessage::ActiveSpeakers { speakers }.text()
+        }
         RoomMessage::EndpointExpired { ttl_seconds } => {
             ServerMessage::error(&ApiError::endpoint_expired(*ttl_seconds)).text()
         }

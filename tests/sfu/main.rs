@@ -9,6 +9,7 @@ mod support;
 #[allow(dead_code)]
 mod ws;
 
+mod conference;
 mod peer;
 
 use peer::{Peer, Publish};

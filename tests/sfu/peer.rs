@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{Notify, mpsc as tmpsc};
@@ -43,6 +43,22 @@ pub struct Seen {
     pub closed: Option<u16>,
     /// The SDP the server sent: (type, sdp).
     pub descriptions: Vec<(String, String)>,
+    /// Video frames received per stream id, in order.
+    pub video: HashMap<String, Vec<Frame>>,
+    /// What the server said about this client's simulcast layers: the active rids, each time.
+    pub layers_told: Vec<Vec<String>>,
+}
+
+/// A video frame received.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The RTP time (90 kHz, extended).
+    pub time: u64,
+    pub keyframe: bool,
+    /// The layer it came from: `q`, `h` or `f` (simulcast publishers), else `-`.
+    pub layer: char,
+    /// No packet was missing before it.
+    pub contiguous: bool,
 }
 
 impl Seen {
@@ -72,6 +88,8 @@ impl Seen {
 /// What the bridge tells the media thread.
 enum ToMedia {
     Offer,
+    /// The audio level (−dBov) written with each audio frame from now on.
+    Level(i8),
     /// Signals go out through this bridge from now on (after a resume).
     Rewire(tmpsc::UnboundedSender<FromMedia>),
     Signal(Value),
@@ -93,6 +111,10 @@ pub struct Publish {
     /// Once connected, drop every n-th datagram from the server (0: none), as a lossy
     /// network would.
     pub drop_every: usize,
+    /// Video in three simulcast layers (rids q, h, f: 160×90, 320×180, 640×360 keyframes,
+    /// each layer on an RTP time base of its own), pausing the layers the server says
+    /// nobody uses.
+    pub simulcast: bool,
 }
 
 impl Publish {
@@ -101,6 +123,7 @@ impl Publish {
         video: true,
         extra_video: 0,
         drop_every: 0,
+        simulcast: false,
     };
 }
 
@@ -232,6 +255,20 @@ impl Peer {
         self.send(json!({"type": "leave"}));
     }
 
+    /// Sets the audio level sent with each audio frame (RFC 6464: 0 loudest, −127 silence).
+    pub fn speak(&self, level: i8) {
+        let _ = self.to_media.send(ToMedia::Level(level));
+    }
+
+    /// Says what this client shows of others: (address, width, height); 0 × 0 hides.
+    pub fn views(&self, views: &[(&str, u32, u32)]) {
+        let list: Vec<Value> = views
+            .iter()
+            .map(|(a, w, h)| json!({"address": a, "width": w, "height": h}))
+            .collect();
+        self.signal_sfu(json!({ "views": list }));
+    }
+
     /// Stops the media thread (the bridge ends with the socket).
     pub fn stop(&self) {
         let _ = self.to_media.send(ToMedia::Stop);
@@ -262,6 +299,11 @@ async fn bridge(
         tokio::select! {
             incoming = ws.recv_within(forever) => match incoming {
                 Incoming::Text(message) if message["type"] == "signal" && message["from"] == "sfu" => {
+                    if let Some(active) = message["data"]["layers"]["active"].as_array() {
+                        let rids = active.iter().filter_map(|r| r.as_str().map(String::from)).collect();
+                        seen.lock().unwrap().layers_told.push(rids);
+                        changed.notify_waiters();
+                    }
                     if let Some(d) = message["data"].get("description") {
                         seen.lock().unwrap().descriptions.push((
                             d["type"].as_str().unwrap_or_default().to_string(),
@@ -327,6 +369,21 @@ fn media_thread(
     let mut want_keyframe = true;
     let mut frame_no: u32 = 0;
     let mut received: usize = 0;
+    let mut level: Option<i8> = None;
+    let mut layers: Vec<SendLayer> = [
+        ("q", (160, 90), 0),
+        ("h", (320, 180), 1_000_000_000),
+        ("f", (640, 360), 3_000_000_000),
+    ]
+    .into_iter()
+    .map(|(rid, size, base)| SendLayer {
+        rid: Rid::from(rid),
+        size,
+        base,
+        on: true,
+        keyframe: true,
+    })
+    .collect();
     loop {
         // Commands from the bridge.
         loop {
@@ -344,12 +401,19 @@ fn media_thread(
                     }
                     if publish.video {
                         for _ in 0..=publish.extra_video {
+                            let simulcast = publish.simulcast.then(|| {
+                                let mut s = Simulcast::new();
+                                for layer in &layers {
+                                    s.add_send_layer(SimulcastLayer::new(&layer.rid));
+                                }
+                                s
+                            });
                             videos.push(change.add_media(
                                 MediaKind::Video,
                                 Direction::SendOnly,
                                 None,
                                 None,
-                                None,
+                                simulcast,
                             ));
                         }
                     }
@@ -361,7 +425,16 @@ fn media_thread(
                     )));
                 }
                 Ok(ToMedia::Rewire(to)) => out = to,
+                Ok(ToMedia::Level(l)) => level = Some(l),
                 Ok(ToMedia::Signal(data)) => {
+                    if let Some(active) = data["layers"]["active"].as_array() {
+                        for layer in &mut layers {
+                            let on = active.iter().any(|r| r.as_str() == Some(&*layer.rid));
+                            // A layer resumed starts with a keyframe, as a browser's does.
+                            layer.keyframe |= on && !layer.on;
+                            layer.on = on;
+                        }
+                    }
                     let Some(d) = data.get("description") else {
                         continue;
                     };
@@ -400,16 +473,62 @@ fn media_thread(
                 && now >= next_audio
             {
                 next_audio += Duration::from_millis(20);
-                write(
-                    &mut rtc,
-                    mid,
-                    Codec::Opus,
-                    now,
-                    start,
-                    vec![0xfc, 0xff, 0xfe, 0x01],
-                );
+                let pt = rtc.writer(mid).and_then(|w| {
+                    w.payload_params()
+                        .find(|p| p.spec().codec == Codec::Opus)
+                        .map(|p| p.pt())
+                });
+                if let Some(level) = level
+                    && let Some(pt) = pt
+                    && let Some(writer) = rtc.writer(mid)
+                {
+                    let time: MediaTime = (now - start).into();
+                    let _ = writer.audio_level(level, level > -50).write(
+                        pt,
+                        now,
+                        time,
+                        vec![0xfc, 0xff, 0xfe, 0x01],
+                    );
+                } else {
+                    write(
+                        &mut rtc,
+                        mid,
+                        Codec::Opus,
+                        now,
+                        start,
+                        vec![0xfc, 0xff, 0xfe, 0x01],
+                    );
+                }
             }
-            if now >= next_video && !videos.is_empty() {
+            if publish.simulcast && now >= next_video && !videos.is_empty() {
+                next_video += Duration::from_millis(50);
+                frame_no += 1;
+                let mid = videos[0];
+                for layer in &mut layers {
+                    if !layer.on {
+                        continue;
+                    }
+                    let marker = layer.rid.as_bytes()[0];
+                    let frame = if std::mem::take(&mut layer.keyframe) {
+                        vp8_keyframe_of(layer.size, marker)
+                    } else {
+                        vp8_delta(u32::from(marker))
+                    };
+                    let Some(writer) = rtc.writer(mid) else {
+                        continue;
+                    };
+                    let Some(pt) = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .map(|p| p.pt())
+                    else {
+                        continue;
+                    };
+                    let ticks = (now - start).as_micros() as u64 * 90 / 1000 + layer.base;
+                    let time = MediaTime::new(ticks, str0m::media::Frequency::NINETY_KHZ);
+                    let _ = writer.rid(layer.rid).write(pt, now, time, frame);
+                }
+            } else if now >= next_video && !videos.is_empty() {
                 next_video += Duration::from_millis(50);
                 frame_no += 1;
                 let frame = if want_keyframe {
@@ -455,13 +574,32 @@ fn media_thread(
                                 .cloned()
                                 .unwrap_or_default();
                             *s.frames.entry((stream.clone(), kind)).or_default() += 1;
+                            if kind == "video" {
+                                let layer = match data.data.last() {
+                                    Some(b'q') => 'q',
+                                    Some(b'h') => 'h',
+                                    Some(b'f') => 'f',
+                                    _ => '-',
+                                };
+                                s.video.entry(stream.clone()).or_default().push(Frame {
+                                    time: data.time.numer(),
+                                    keyframe: data.is_keyframe(),
+                                    layer,
+                                    contiguous: data.contiguous,
+                                });
+                            }
                             if kind == "video" && data.is_keyframe() {
                                 *s.keyframes.entry(stream).or_default() += 1;
                             }
                         }
-                        Event::KeyframeRequest(_) => {
+                        Event::KeyframeRequest(request) => {
                             s.keyframe_requests += 1;
                             want_keyframe = true;
+                            for layer in &mut layers {
+                                if request.rid.is_none_or(|r| r == layer.rid) {
+                                    layer.keyframe = true;
+                                }
+                            }
                         }
                         _ => continue,
                     }
@@ -520,6 +658,26 @@ fn write(rtc: &mut Rtc, mid: Mid, codec: Codec, now: Instant, start: Instant, da
 fn vp8_keyframe(n: u32) -> Vec<u8> {
     let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0xa0, 0x00, 0x78, 0x00];
     frame.extend(std::iter::repeat_n(n as u8, 200));
+    frame
+}
+
+/// A simulcast layer the client sends: keyframes of `size`, RTP time from `base`.
+struct SendLayer {
+    rid: Rid,
+    size: (u16, u16),
+    base: u64,
+    /// The server did not pause it.
+    on: bool,
+    /// Its next frame is a keyframe.
+    keyframe: bool,
+}
+
+/// A VP8 key frame of `size`, its filler `marker`.
+fn vp8_keyframe_of(size: (u16, u16), marker: u8) -> Vec<u8> {
+    let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+    frame.extend(size.0.to_le_bytes());
+    frame.extend(size.1.to_le_bytes());
+    frame.extend(std::iter::repeat_n(marker, 600));
     frame
 }
 
