@@ -162,7 +162,15 @@ describe('an SFU room of 6 pages with simulcast', () => {
     }, 'the big video at 320 px wide and the thumbnail in a lower layer', { timeout: 20000, interval: 250 });
     console.log(`# page 0 receives the big video (640x360 CSS px) at ${sizes.big.width}x${sizes.big.height}, `
       + `the thumbnail (40x22) at ${sizes.thumb.width}x${sizes.thumb.height} `
-      + `(steady ${Date.now() - started} ms after the views changed)`);
+      + `(so ${steady.at - started} ms after the views changed, and for 2 s after)`);
+    // L2's camera: q for page 0's thumbnail, f for the pages that show it at an unknown size;
+    // nobody uses h, which the server has L2 pause.
+    const layers = await waitUntil(async () => {
+      const now = await pages[2].evaluate(() => window.T.room._sfuConnection().getSenders()
+        .find((s) => s.track?.kind === 'video').getParameters().encodings.map((e) => `${e.rid}:${e.active}`));
+      return { done: now.join(' ') === 'q:true h:false f:true', now };
+    }, 'L2 sending q and f only', { timeout: 5000, interval: 100 });
+    console.log(`# L2's layers: ${layers.now.join(' ')}`);
 
     // The hidden one: no new video packets or frames for 1.5 s, while its audio goes on.
     let since = null;
@@ -190,8 +198,8 @@ describe('an SFU room of 6 pages with simulcast', () => {
     const back = await waitUntil(async () => {
       const h = await statsOf(pages[0], hidden);
       const t = await statsOf(pages[0], thumb);
-      return { done: h.frames > stopped.frames + 5 && t.width === 320, hidden: h, thumb: t };
-    }, 'the hidden video back and the enlarged thumbnail at full size', { timeout: 15000, interval: 250 });
+      return { done: h.frames > stopped.frames + 5 && h.width === 320 && t.width === 320, hidden: h, thumb: t };
+    }, 'the hidden video back and it and the enlarged thumbnail at full size', { timeout: 15000, interval: 250 });
     console.log(`# shown again: L3 at ${back.hidden.width}x${back.hidden.height}, the enlarged thumbnail at ${back.thumb.width}x${back.thumb.height}`);
     // Only the changes went to sfu after that.
     const later = (await pages[0].evaluate(() => window.T.views)).slice(views.length).flat();
