@@ -52,11 +52,16 @@ async function join(room, name) {
     const camera = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 180, frameRate: 10 } });
     const stream = new MediaStream([...destination.stream.getAudioTracks(), ...camera.getVideoTracks()]);
     const result = await T.join(token, n, { mediaStream: stream, simulcast: true });
-    // The last layers the server asked of this page's camera (null: none yet, so all).
+    // The last layers the server asked of this page's camera (null: none yet, so all), and
+    // when each request came (wall clock).
     T.layers = null;
+    T.layerLog = [];
     const onSignal = T.room._onSignal.bind(T.room);
     T.room._onSignal = (from, data) => {
-      if (from === 'sfu' && data?.layers) T.layers = data.layers.active;
+      if (from === 'sfu' && data?.layers) {
+        T.layers = data.layers.active;
+        T.layerLog.push({ at: Date.now(), active: data.layers.active });
+      }
       onSignal(from, data);
     };
     // The speakers as each change came, with the wall clock.
@@ -149,17 +154,19 @@ describe('an SFU room of 6 pages with simulcast', () => {
     }, 'views sent to sfu', { timeout: 5000, interval: 100 });
     console.log(`# views sent by page 0 in ${views.length} message(s)`);
 
-    // The big one at full size and the thumbnail smaller, both still decoding, for 2 s.
+    // The thumbnail in a lower layer than the big one (at most half as wide: layers are a
+    // quarter, half and full size; under CPU load Chrome may scale them all down), both still
+    // decoding, for 2 s.
     let steady = null;
     const sizes = await waitUntil(async () => {
       const b = await statsOf(pages[0], big);
       const t = await statsOf(pages[0], thumb);
-      const ok = b.width === 320 && t.width > 0 && t.width < b.width;
+      const ok = t.width > 0 && t.width * 2 <= b.width;
       if (!ok) steady = null;
       else if (!steady) steady = { b, t, at: Date.now() };
       const done = ok && Date.now() - steady.at >= 2000 && b.frames > steady.b.frames && t.frames > steady.t.frames;
       return { done, big: b, thumb: t };
-    }, 'the big video at 320 px wide and the thumbnail in a lower layer', { timeout: 20000, interval: 250 });
+    }, 'the thumbnail in a lower layer than the big video', { timeout: 30000, interval: 250 });
     console.log(`# page 0 receives the big video (640x360 CSS px) at ${sizes.big.width}x${sizes.big.height}, `
       + `the thumbnail (40x22) at ${sizes.thumb.width}x${sizes.thumb.height} `
       + `(so ${steady.at - started} ms after the views changed, and for 2 s after)`);
@@ -170,7 +177,8 @@ describe('an SFU room of 6 pages with simulcast', () => {
         .find((s) => s.track?.kind === 'video').getParameters().encodings.map((e) => `${e.rid}:${e.active}`));
       return { done: now.join(' ') === 'q:true h:false f:true', now };
     }, 'L2 sending q and f only', { timeout: 5000, interval: 100 });
-    console.log(`# L2's layers: ${layers.now.join(' ')}`);
+    const asked = (await pages[2].evaluate(() => window.T.layerLog)).find((l) => l.at >= started && l.active.includes('q'));
+    console.log(`# L2's layers: ${layers.now.join(' ')} (the server asked L2 for q ${asked ? asked.at - started : '?'} ms after the views changed)`);
 
     // The hidden one: no new video packets or frames for 1.5 s, while its audio goes on.
     let since = null;
@@ -181,13 +189,17 @@ describe('an SFU room of 6 pages with simulcast', () => {
     }, 'no more video of the hidden participant while its audio goes on', { timeout: 15000, interval: 250 });
     console.log(`# the hidden video stopped at ${quiet.hidden.frames} frames; audio packets still rising (${quiet.hidden.audioPackets})`);
 
-    // Page 1 shows nothing: it gets L2 at full size and L3's video still.
+    // Page 1 shows nothing (sizes unknown): it gets L2 in a higher layer than page 0's
+    // thumbnail (the same publisher at the same time, so whatever Chrome's CPU adaptation
+    // does), and L3's video.
     const before = await statsOf(pages[1], hidden);
-    await waitUntil(async () => {
+    const other = await waitUntil(async () => {
       const t = await statsOf(pages[1], thumb);
       const h = await statsOf(pages[1], hidden);
-      return { done: t.width === 320 && h.frames > before.frames + 5, thumb: t, hidden: h };
-    }, 'page 1 to get L2 at full size and L3\'s video', { timeout: 15000, interval: 250 });
+      return { done: t.width >= 2 * sizes.thumb.width && h.frames > before.frames + 5, thumb: t, hidden: h };
+    }, 'page 1 to get L2 in a higher layer, and L3\'s video', { timeout: 15000, interval: 250 });
+    console.log(`# page 1, which shows nothing, receives L2 at ${other.thumb.width}x${other.thumb.height} `
+      + `(page 0's thumbnail: ${(await statsOf(pages[0], thumb)).width} wide)`);
 
     // Shown again, the hidden one's video comes back; the thumbnail made big goes up a layer.
     await pages[0].evaluate(() => {
@@ -198,8 +210,8 @@ describe('an SFU room of 6 pages with simulcast', () => {
     const back = await waitUntil(async () => {
       const h = await statsOf(pages[0], hidden);
       const t = await statsOf(pages[0], thumb);
-      return { done: h.frames > stopped.frames + 5 && h.width === 320 && t.width === 320, hidden: h, thumb: t };
-    }, 'the hidden video back and it and the enlarged thumbnail at full size', { timeout: 15000, interval: 250 });
+      return { done: h.frames > stopped.frames + 5 && t.width >= 2 * sizes.thumb.width, hidden: h, thumb: t };
+    }, 'the hidden video back and the enlarged thumbnail in a higher layer', { timeout: 15000, interval: 250 });
     console.log(`# shown again: L3 at ${back.hidden.width}x${back.hidden.height}, the enlarged thumbnail at ${back.thumb.width}x${back.thumb.height}`);
     // Only the changes went to sfu after that.
     const later = (await pages[0].evaluate(() => window.T.views)).slice(views.length).flat();
