@@ -1,7 +1,7 @@
 //! The media thread: one UDP socket, one loop, every peer's `Rtc` driven until its next
 //! timeout, and frames forwarded from each publisher to the other peers of its room.
 
-use super::layers::{self, LayerInfo, Speech, TsMap, View};
+use super::layers::{self, Downlink, LayerInfo, Speech, TsMap, View, Wish};
 use super::signal::{self, ClientSignal};
 use super::{Command, MediaConfig, MediaEvent, PublishedTrack};
 use crate::metrics::METRICS;
@@ -33,6 +33,10 @@ const TICK: Duration = Duration::from_millis(100);
 const LAYER_STALE: Duration = Duration::from_secs(2);
 /// ... unless it was asked for again this recently (it takes a moment to resume).
 const LAYER_RESUME: Duration = Duration::from_secs(3);
+/// Of a subscriber's estimate, this share is given to video (in percent), less what its
+/// audio takes ([`AUDIO_BITRATE`] per audio track).
+const VIDEO_SHARE: u64 = 90;
+const AUDIO_BITRATE: u64 = 40_000;
 
 type Sink = Box<dyn Fn(MediaEvent) + Send>;
 
@@ -89,6 +93,10 @@ struct Conn {
     nacks: HashMap<Mid, u64>,
     /// Whether the member is speaking, from its audio levels.
     speech: Speech,
+    /// Its downlink estimate, from its receiver reports.
+    downlink: Downlink,
+    /// Bytes sent per sending mid at the last egress statistics.
+    sent: HashMap<Mid, u64>,
 }
 
 /// A track the member publishes.
@@ -113,6 +121,10 @@ struct LayerIn {
     /// Someone uses it (so the publisher sends it), since when.
     used: bool,
     used_since: Option<Instant>,
+    /// What it carries (bits per second), from the ingress statistics; the bytes counted
+    /// at the last statistics.
+    bitrate: u64,
+    bytes_at: Option<(u64, Instant)>,
 }
 
 impl LayerIn {
@@ -125,6 +137,8 @@ impl LayerIn {
             last_packet: None,
             used: true,
             used_since: None,
+            bitrate: 0,
+            bytes_at: None,
         }
     }
 
@@ -142,6 +156,7 @@ impl LayerIn {
             rid: self.rid,
             size: self.size,
             seen,
+            bitrate: self.bitrate,
         }
     }
 }
@@ -268,6 +283,8 @@ impl Conn {
             tracks_out: Vec::new(),
             nacks: HashMap::new(),
             speech: Speech::default(),
+            downlink: Downlink::default(),
+            sent: HashMap::new(),
         }
     }
 
@@ -970,15 +987,18 @@ impl Engine {
         self.tell_speakers(now);
     }
 
-    /// Chooses again the layer of every video member `j` receives, from its views and
-    /// the layers available; a new target is asked a keyframe for.
+    /// Chooses again the layer of every video member `j` receives, from its views, the
+    /// layers available and its downlink estimate ([`layers::allocate`]); a new target is
+    /// asked a keyframe for.
     fn retarget(&mut self, j: usize, now: Instant) {
         let Some(conn) = self.members[j].conn.as_ref() else {
             return;
         };
-        let mut changes = Vec::new();
+        let mut wishes = Vec::new();
+        let mut audio = 0;
         for (k, out) in conn.tracks_out.iter().enumerate() {
             if out.kind != MediaKind::Video {
+                audio += 1;
                 continue;
             }
             let Some(track) = self.track_in(out.origin, out.origin_mid) else {
@@ -989,15 +1009,33 @@ impl Engine {
                 .get(&out.origin_address)
                 .copied()
                 .unwrap_or_default();
-            let target = layers::choose(&track.infos(now), view);
-            if target != out.target {
-                changes.push((k, target));
-            }
+            let layers = track.infos(now);
+            let wanted = layers::choose(&layers, view);
+            wishes.push((
+                k,
+                Wish {
+                    layers,
+                    view,
+                    wanted,
+                    now: out.target,
+                },
+            ));
         }
+        let targets: Vec<Option<Option<Rid>>> = match conn.downlink.estimate() {
+            Some(estimate) => {
+                let budget = (estimate * VIDEO_SHARE / 100).saturating_sub(audio * AUDIO_BITRATE);
+                let list: Vec<Wish> = wishes.iter().map(|(_, w)| w.clone()).collect();
+                layers::allocate(&list, budget)
+            }
+            None => wishes.iter().map(|(_, w)| w.wanted).collect(),
+        };
         let mut wanted = Vec::new();
         let conn = self.members[j].conn.as_mut().expect("checked above");
-        for (k, target) in changes {
-            let out = &mut conn.tracks_out[k];
+        for ((k, _), target) in wishes.iter().zip(targets) {
+            let out = &mut conn.tracks_out[*k];
+            if out.target == target {
+                continue;
+            }
             out.target = target;
             match target {
                 None => out.current = None,
@@ -1316,7 +1354,29 @@ fn on_event(id: u64, conn: &mut Conn, event: Event, effects: &mut Vec<Effect>) {
                 effects.push(Effect::WantKeyframe(track.origin, track.origin_mid, rid));
             }
         }
+        Event::MediaIngressStats(stats) => {
+            if let Some(layer) = conn
+                .tracks_in
+                .iter_mut()
+                .find(|t| t.mid == stats.mid)
+                .and_then(|t| t.layers.iter_mut().find(|l| l.rid == stats.rid))
+            {
+                if let Some((bytes, at)) = layer.bytes_at {
+                    let secs = stats.timestamp.saturating_duration_since(at).as_secs_f64();
+                    let bitrate = stats.bytes.saturating_sub(bytes) as f64 * 8.0 / secs;
+                    // A paused layer keeps the rate it had: what resuming it would cost.
+                    if secs > 0.0 && bitrate >= 1.0 {
+                        layer.bitrate = bitrate as u64;
+                    }
+                }
+                layer.bytes_at = Some((stats.bytes, stats.timestamp));
+            }
+        }
         Event::MediaEgressStats(stats) => {
+            let sent = conn.sent.entry(stats.mid).or_default();
+            let bytes = stats.bytes.saturating_sub(*sent);
+            *sent = stats.bytes;
+            conn.downlink.sample(bytes, stats.loss, stats.timestamp);
             let seen = conn.nacks.entry(stats.mid).or_default();
             if stats.nacks > *seen {
                 METRICS.sfu_nacks(stats.nacks - *seen);

@@ -38,6 +38,8 @@ pub(super) struct LayerInfo {
     /// A packet of it has arrived (a browser sends only the layers its camera is big
     /// enough for).
     pub seen: bool,
+    /// What it carries, in bits per second (0 while unknown).
+    pub bitrate: u64,
 }
 
 /// The layer to forward for `view`, from `layers` (lowest first): `None` forwards nothing.
@@ -60,6 +62,123 @@ pub(super) fn choose(layers: &[LayerInfo], view: View) -> Option<Option<Rid>> {
         w > 0 && w * 4 >= width * 3 && h * 4 >= height * 3
     };
     Some(seen.iter().find(covers).unwrap_or(best).rid)
+}
+
+/// One subscriber's video tracks, as [`allocate`] sees them.
+#[derive(Debug, Clone)]
+pub(super) struct Wish {
+    pub layers: Vec<LayerInfo>,
+    pub view: View,
+    /// The layer its view asks for ([`choose`]).
+    pub wanted: Option<Option<Rid>>,
+    /// The layer it has now (its target), for hysteresis.
+    pub now: Option<Option<Rid>>,
+}
+
+/// Fits the layers a subscriber's views ask for into its downlink estimate: the biggest
+/// videos on screen first (an unknown size counts as biggest), each one the best layer up
+/// to the wanted one that fits what is left, the lowest when none does (videos are thinned,
+/// never stopped, by bandwidth). Going up a layer needs 15 % headroom, so that an estimate
+/// hovering at a layer's rate does not make it flap. Answers each track's layer, in order.
+pub(super) fn allocate(wishes: &[Wish], budget: u64) -> Vec<Option<Option<Rid>>> {
+    let area = |v: View| match v {
+        View::Unknown => u64::MAX,
+        View::Hidden => 0,
+        View::Size(w, h) => u64::from(w) * u64::from(h),
+    };
+    let mut order: Vec<usize> = (0..wishes.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(area(wishes[k].view)));
+    let mut left = budget;
+    let mut result = vec![None; wishes.len()];
+    for k in order {
+        let wish = &wishes[k];
+        let Some(wanted) = wish.wanted else {
+            continue;
+        };
+        let candidates: Vec<&LayerInfo> = wish
+            .layers
+            .iter()
+            .filter(|l| l.seen)
+            .take_while(|l| l.rid != wanted)
+            .chain(wish.layers.iter().filter(|l| l.rid == wanted))
+            .collect();
+        let current = candidates.iter().position(|l| Some(l.rid) == wish.now);
+        let fits = |(i, l): &(usize, &&LayerInfo)| {
+            let cost = if current.is_some_and(|c| *i > c) {
+                l.bitrate + l.bitrate * 15 / 100
+            } else {
+                l.bitrate
+            };
+            cost <= left
+        };
+        let chosen = candidates
+            .iter()
+            .enumerate()
+            .rev()
+            .find(fits)
+            .or_else(|| candidates.iter().enumerate().next())
+            .map(|(_, l)| *l);
+        if let Some(layer) = chosen {
+            left = left.saturating_sub(layer.bitrate);
+            result[k] = Some(layer.rid);
+        } else {
+            result[k] = Some(wanted);
+        }
+    }
+    result
+}
+
+/// A subscriber's downlink estimate, from what the server sent it and the loss its
+/// receiver reports tell (RTCP), in one-second windows: no limit until loss shows; above
+/// 10 % loss the estimate falls to what got through (the sent rate less half the loss);
+/// below 2 % it grows by 8 % a second, at most to 1.5 × what is sent, and past that only
+/// after ten clear seconds (a probe: if the link is still thin, loss brings it back down).
+#[derive(Debug, Default)]
+pub(super) struct Downlink {
+    estimate: Option<u64>,
+    window: Option<(Instant, u64, f32)>,
+    clear_since: Option<Instant>,
+}
+
+/// Above this, an estimate is no limit at all.
+const UNLIMITED: u64 = 50_000_000;
+
+impl Downlink {
+    /// The estimate in bits per second, `None`: no limit known.
+    pub(super) fn estimate(&self) -> Option<u64> {
+        self.estimate
+    }
+
+    /// `bytes` more were sent (since the last sample), and a receiver report said `loss`
+    /// (a fraction), at `now`.
+    pub(super) fn sample(&mut self, bytes: u64, loss: Option<f32>, now: Instant) {
+        let (start, sent, worst) = self.window.get_or_insert((now, 0, 0.0));
+        *sent += bytes;
+        *worst = worst.max(loss.unwrap_or(0.0));
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed < Duration::from_secs(1) {
+            return;
+        }
+        let rate = (*sent as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+        let loss = f64::from(*worst);
+        self.window = Some((now, 0, 0.0));
+        if loss > 0.10 {
+            self.estimate = Some((rate as f64 * (1.0 - 0.5 * loss)).round() as u64);
+            self.clear_since = None;
+        } else if loss < 0.02
+            && let Some(estimate) = self.estimate
+        {
+            let clear = *self.clear_since.get_or_insert(now);
+            let grown = estimate + estimate * 8 / 100;
+            let probing = now.saturating_duration_since(clear) >= Duration::from_secs(10);
+            let next = if probing {
+                grown
+            } else {
+                grown.min((rate + rate / 2).max(estimate))
+            };
+            self.estimate = (next < UNLIMITED).then_some(next);
+        }
+    }
 }
 
 /// Maps the RTP time of the layers forwarded on one outgoing stream onto one timeline:
@@ -179,15 +298,101 @@ mod tests {
             rid: Some(Rid::from(rid)),
             size,
             seen,
+            bitrate: u64::from(size.0) * 1000,
         }
     }
 
+    /// 80, 160 and 320 kbit/s.
     fn three() -> Vec<LayerInfo> {
         vec![
             layer("q", (80, 45), true),
             layer("h", (160, 90), true),
             layer("f", (320, 180), true),
         ]
+    }
+
+    fn wish(view: View, now: &str) -> Wish {
+        let layers = three();
+        Wish {
+            wanted: choose(&layers, view),
+            layers,
+            view,
+            now: Some(Some(Rid::from(now))),
+        }
+    }
+
+    fn rids(list: &[Option<Option<Rid>>]) -> Vec<String> {
+        list.iter()
+            .map(|r| match r {
+                Some(Some(rid)) => rid.to_string(),
+                Some(None) => "-".into(),
+                None => "off".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_downlink_estimate_thins_the_smallest_videos_first() {
+        let big = wish(View::Size(640, 360), "f");
+        let small = wish(View::Size(200, 112), "h");
+        let hidden = wish(View::Hidden, "f");
+        let all = [small.clone(), big.clone(), hidden.clone()];
+        // Room for everything wanted (320 + 160).
+        assert_eq!(rids(&allocate(&all, 1_000_000)), ["h", "f", "off"]);
+        // 400 kbit/s: the big one keeps f, the small one drops to q.
+        assert_eq!(rids(&allocate(&all, 400_000)), ["q", "f", "off"]);
+        // 250: the big one drops to h, the small one to q.
+        assert_eq!(rids(&allocate(&all, 250_000)), ["q", "h", "off"]);
+        // Nothing fits: the lowest layers, never nothing.
+        assert_eq!(rids(&allocate(&all, 10_000)), ["q", "q", "off"]);
+    }
+
+    #[test]
+    fn the_downlink_estimate_falls_with_loss_and_grows_back_slowly() {
+        let start = Instant::now();
+        let s = |n: u64| start + Duration::from_secs(n);
+        let mut link = Downlink::default();
+        // 1 Mbit/s (125 kB a second) without loss: no limit.
+        link.sample(0, None, s(0));
+        link.sample(125_000, Some(0.0), s(1));
+        assert_eq!(link.estimate(), None);
+        // 40 % lost: 1 Mbit/s less 20 %.
+        link.sample(125_000, Some(0.4), s(2));
+        assert_eq!(link.estimate(), Some(800_000));
+        // 5 %: held.
+        link.sample(125_000, Some(0.05), s(3));
+        assert_eq!(link.estimate(), Some(800_000));
+        // Clear at 400 kbit/s sent: it would grow 8 % a second, but not past
+        // 1.5 × 400 = 600, so it stays ...
+        link.sample(50_000, Some(0.0), s(4));
+        assert_eq!(link.estimate(), Some(800_000));
+        for n in 5..14 {
+            link.sample(50_000, None, s(n));
+        }
+        assert_eq!(link.estimate(), Some(800_000));
+        // ... until ten clear seconds: then it grows past it (a probe).
+        link.sample(50_000, None, s(14));
+        assert_eq!(link.estimate(), Some(864_000));
+        // Clear at 600 kbit/s sent, from 500: up to 1.5 × 600 = 900, 8 % at a time.
+        link.sample(125_000, Some(0.5), s(15));
+        assert_eq!(link.estimate(), Some(750_000));
+        link.sample(75_000, None, s(16));
+        assert_eq!(link.estimate(), Some(810_000));
+        link.sample(75_000, None, s(17));
+        assert_eq!(link.estimate(), Some(874_800));
+        link.sample(75_000, None, s(18));
+        assert_eq!(link.estimate(), Some(900_000));
+    }
+
+    #[test]
+    fn going_up_a_layer_needs_headroom_going_down_does_not() {
+        // At h, f (320) needs 368 to come back; at f, 320 keeps it.
+        let at_h = wish(View::Unknown, "h");
+        assert_eq!(rids(&allocate(std::slice::from_ref(&at_h), 340_000)), ["h"]);
+        assert_eq!(rids(&allocate(std::slice::from_ref(&at_h), 370_000)), ["f"]);
+        let at_f = wish(View::Unknown, "f");
+        assert_eq!(rids(&allocate(std::slice::from_ref(&at_f), 330_000)), ["f"]);
+        assert_eq!(rids(&allocate(std::slice::from_ref(&at_f), 300_000)), ["h"]);
     }
 
     #[test]
@@ -235,6 +440,7 @@ mod tests {
             rid: None,
             size: (0, 0),
             seen: true,
+            bitrate: 0,
         }];
         assert_eq!(choose(&plain, View::Size(40, 22)), Some(None));
         assert_eq!(choose(&plain, View::Hidden), None);

@@ -212,3 +212,40 @@ async fn active_speakers_follow_the_audio_levels() {
     assert!(lists.windows(2).all(|w| w[0] != w[1]), "{lists:?}");
     assert_eq!(lists.len(), 4, "{lists:?}");
 }
+
+#[tokio::test]
+async fn a_thin_downlink_gets_a_lower_layer_and_a_wide_one_keeps_the_best() {
+    let app = app().await;
+    let (_, token) = sfu_room(&app).await;
+    let publisher = Peer::join(&app, &token, SIMULCAST).await;
+    let wide = Peer::join(&app, &token, Publish::AV).await;
+    // 600 kbit/s: the best layer (about 960) does not fit, the middle one (320) does.
+    let thin = Peer::join(
+        &app,
+        &token,
+        Publish {
+            downlink_kbps: 600,
+            ..Publish::AV
+        },
+    )
+    .await;
+    receives_layer(&wide, &publisher, 'f').await;
+    receives_layer(&thin, &publisher, 'h').await;
+    // It stays there (no flapping back to f on a link that cannot carry it) ...
+    let frames = thin.snapshot(|s| s.video[&publisher.address].len());
+    thin.wait_for("forty more frames", |s| {
+        s.video[&publisher.address].len() >= frames + 40
+    })
+    .await;
+    thin.snapshot(|s| {
+        let recent = &s.video[&publisher.address][frames..];
+        assert!(
+            recent.iter().all(|f| f.layer != 'f'),
+            "{:?}",
+            recent.iter().map(|f| f.layer).collect::<String>()
+        );
+    });
+    // ... while the wide one keeps the best, and both streams stay continuous.
+    receives_layer(&wide, &publisher, 'f').await;
+    wide.snapshot(|s| assert_continuous(&s.video[&publisher.address]));
+}

@@ -112,9 +112,12 @@ pub struct Publish {
     /// network would.
     pub drop_every: usize,
     /// Video in three simulcast layers (rids q, h, f: 160×90, 320×180, 640×360 keyframes,
-    /// each layer on an RTP time base of its own), pausing the layers the server says
-    /// nobody uses.
+    /// about 100, 320 and 960 kbit/s, each layer on an RTP time base of its own), pausing
+    /// the layers the server says nobody uses.
     pub simulcast: bool,
+    /// A downlink of this many kbit/s (0: unlimited): what arrives faster waits in a
+    /// queue (of at most 300 ms; beyond it, datagrams are dropped), as on a thin link.
+    pub downlink_kbps: u64,
 }
 
 impl Publish {
@@ -124,6 +127,7 @@ impl Publish {
         extra_video: 0,
         drop_every: 0,
         simulcast: false,
+        downlink_kbps: 0,
     };
 }
 
@@ -371,19 +375,24 @@ fn media_thread(
     let mut received: usize = 0;
     let mut level: Option<i8> = None;
     let mut layers: Vec<SendLayer> = [
-        ("q", (160, 90), 0),
-        ("h", (320, 180), 1_000_000_000),
-        ("f", (640, 360), 3_000_000_000),
+        ("q", (160, 90), 0, 600),
+        ("h", (320, 180), 1_000_000_000, 2_000),
+        ("f", (640, 360), 3_000_000_000, 6_000),
     ]
     .into_iter()
-    .map(|(rid, size, base)| SendLayer {
+    .map(|(rid, size, base, bytes)| SendLayer {
         rid: Rid::from(rid),
         size,
         base,
+        bytes,
         on: true,
         keyframe: true,
     })
     .collect();
+    // The thin downlink: datagrams waiting, with when they are through.
+    let mut downlink: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)> =
+        std::collections::VecDeque::new();
+    let mut link_free = start;
     loop {
         // Commands from the bridge.
         loop {
@@ -510,9 +519,9 @@ fn media_thread(
                     }
                     let marker = layer.rid.as_bytes()[0];
                     let frame = if std::mem::take(&mut layer.keyframe) {
-                        vp8_keyframe_of(layer.size, marker)
+                        vp8_keyframe_of(layer.size, marker, layer.bytes * 3)
                     } else {
-                        vp8_delta(u32::from(marker))
+                        vp8_frame_of(marker, layer.bytes)
                     };
                     let Some(writer) = rtc.writer(mid) else {
                         continue;
@@ -616,15 +625,33 @@ fn media_thread(
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(1), Duration::from_millis(5));
         socket.set_read_timeout(Some(wait)).unwrap();
-        if let Ok((n, source)) = socket.recv_from(&mut buf)
-            && let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n])
-            && !(publish.drop_every > 0 && rtc.is_connected() && {
-                received += 1;
-                received.is_multiple_of(publish.drop_every)
-            })
+        if let Ok((n, source)) = socket.recv_from(&mut buf) {
+            if let Some(micros) = (n as u64 * 8 * 1000).checked_div(publish.downlink_kbps) {
+                let now = Instant::now();
+                let start = link_free.max(now);
+                if start.duration_since(now) < Duration::from_millis(300) {
+                    link_free = start + Duration::from_micros(micros);
+                    downlink.push_back((link_free, source, buf[..n].to_vec()));
+                }
+            } else if let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n])
+                && !(publish.drop_every > 0 && rtc.is_connected() && {
+                    received += 1;
+                    received.is_multiple_of(publish.drop_every)
+                })
+            {
+                rtc.handle_input(Input::Receive(Instant::now(), receive))
+                    .expect("client input");
+            }
+        }
+        while downlink
+            .front()
+            .is_some_and(|(at, ..)| *at <= Instant::now())
         {
-            rtc.handle_input(Input::Receive(Instant::now(), receive))
-                .expect("client input");
+            let (_, source, datagram) = downlink.pop_front().expect("checked");
+            if let Ok(receive) = Receive::new(Protocol::Udp, source, local, &datagram) {
+                rtc.handle_input(Input::Receive(Instant::now(), receive))
+                    .expect("client input");
+            }
         }
         rtc.handle_input(Input::Timeout(Instant::now()))
             .expect("client timeout");
@@ -666,18 +693,27 @@ struct SendLayer {
     rid: Rid,
     size: (u16, u16),
     base: u64,
+    /// Bytes of a delta frame (a keyframe is three times as big).
+    bytes: usize,
     /// The server did not pause it.
     on: bool,
     /// Its next frame is a keyframe.
     keyframe: bool,
 }
 
-/// A VP8 key frame of `size`, its filler `marker`.
-fn vp8_keyframe_of(size: (u16, u16), marker: u8) -> Vec<u8> {
+/// A VP8 key frame of `size`, `bytes` long, its filler `marker`.
+fn vp8_keyframe_of(size: (u16, u16), marker: u8, bytes: usize) -> Vec<u8> {
     let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
     frame.extend(size.0.to_le_bytes());
     frame.extend(size.1.to_le_bytes());
-    frame.extend(std::iter::repeat_n(marker, 600));
+    frame.extend(std::iter::repeat_n(marker, bytes));
+    frame
+}
+
+/// A VP8 inter frame `bytes` long, its filler `marker`.
+fn vp8_frame_of(marker: u8, bytes: usize) -> Vec<u8> {
+    let mut frame = vec![0x11, 0x02, 0x00];
+    frame.extend(std::iter::repeat_n(marker, bytes));
     frame
 }
 
