@@ -170,13 +170,19 @@ describe('an SFU room of 6 pages with simulcast', () => {
     console.log(`# page 0 receives the big video (640x360 CSS px) at ${sizes.big.width}x${sizes.big.height}, `
       + `the thumbnail (40x22) at ${sizes.thumb.width}x${sizes.thumb.height} `
       + `(so ${steady.at - started} ms after the views changed, and for 2 s after)`);
-    // L2's camera: q for page 0's thumbnail, f for the pages that show it at an unknown size;
-    // nobody uses h, which the server has L2 pause.
+    // L2's camera sends q (page 0's thumbnail) as the server asked, and exactly the layers it
+    // asked for (typically q and f: the others show L2 at an unknown size, nobody uses h).
     const layers = await waitUntil(async () => {
-      const now = await pages[2].evaluate(() => window.T.room._sfuConnection().getSenders()
-        .find((s) => s.track?.kind === 'video').getParameters().encodings.map((e) => `${e.rid}:${e.active}`));
-      return { done: now.join(' ') === 'q:true h:false f:true', now };
-    }, 'L2 sending q and f only', { timeout: 5000, interval: 100 });
+      const { now, wish } = await pages[2].evaluate(() => {
+        const { T } = window;
+        const encodings = T.room._sfuConnection().getSenders().find((s) => s.track?.kind === 'video').getParameters().encodings;
+        return {
+          now: encodings.map((e) => `${e.rid}:${e.active}`),
+          wish: encodings.map((e) => `${e.rid}:${T.layers?.includes(e.rid) ?? true}`),
+        };
+      });
+      return { done: now[0] === 'q:true' && now.join(' ') === wish.join(' '), now, wish };
+    }, 'L2 sending q, and the layers the server asked for', { timeout: 5000, interval: 100 });
     const asked = (await pages[2].evaluate(() => window.T.layerLog)).find((l) => l.at >= started && l.active.includes('q'));
     console.log(`# L2's layers: ${layers.now.join(' ')} (the server asked L2 for q ${asked ? asked.at - started : '?'} ms after the views changed)`);
 
