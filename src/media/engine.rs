@@ -25,6 +25,8 @@ const MAX_REMOTE_CANDIDATES: usize = 32;
 /// Keyframe requests toward one published track are sent at most this often; requests in
 /// between are merged into the next one.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// Datagrams read in one go before the peers are driven.
+const RECEIVE_BATCH: usize = 64;
 /// How often layers are chosen again, publishers told which layers are used, and active
 /// speakers worked out.
 const TICK: Duration = Duration::from_millis(100);
@@ -353,6 +355,16 @@ impl Engine {
             match self.socket.recv_from(&mut buf) {
                 Ok((n, source)) => {
                     self.guard("datagram", |e| e.receive(&buf[..n], source));
+                    // What else is waiting is read too before the peers are driven again:
+                    // one drive per batch, not per datagram.
+                    let _ = self.socket.set_nonblocking(true);
+                    for _ in 1..RECEIVE_BATCH {
+                        let Ok((n, source)) = self.socket.recv_from(&mut buf) else {
+                            break;
+                        };
+                        self.guard("datagram", |e| e.receive(&buf[..n], source));
+                    }
+                    let _ = self.socket.set_nonblocking(false);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => tracing::debug!(error = %e, "media socket read failed"),
