@@ -12,7 +12,9 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRoom, launchBrowser, openPage, startServer, waitForMedia, waitUntil } from './harness.mjs';
+import {
+  API_KEY, createRoom, launchBrowser, openPage, startServer, waitForMedia, waitUntil,
+} from './harness.mjs';
 
 const PAGES = 6;
 
@@ -94,12 +96,13 @@ function speakersOf(page) {
 describe('an SFU room of 6 pages with simulcast', () => {
   const pages = [];
   const addresses = [];
+  let room;
   after(async () => {
     await Promise.all(pages.map((p) => p.context().close()));
   });
 
   test('every page gets every other\'s media, and publishes its camera in layers q, h, f', async () => {
-    const room = await createRoom(server.url, { name: 'layers', conferenceType: 'SFU' });
+    room = await createRoom(server.url, { name: 'layers', conferenceType: 'SFU' });
     for (let i = 0; i < PAGES; i++) {
       const { page, address } = await join(room, `L${i}`);
       pages.push(page);
@@ -288,6 +291,18 @@ describe('an SFU room of 6 pages with simulcast', () => {
     const two = await speak(1, 0);
     console.log(`# L0 stops and L1 plays: L1 listed after ${Math.min(...two.first)}-${Math.max(...two.first)} ms, `
       + `alone (L0 dropped) after ${Math.min(...two.alone)}-${Math.max(...two.alone)} ms`);
+    // The admin page marks the speaker in the room's participant list, and nobody else.
+    const admin = await (await browser.newContext()).newPage();
+    try {
+      await admin.goto(`${server.url}/admin`);
+      await admin.fill('#signin input[name=key]', API_KEY);
+      await admin.click('#signin button');
+      await admin.click(`#rooms tr[data-id="${room.id}"]`);
+      await admin.waitForSelector(`#participants tr[data-address="${addresses[1]}"] .tag.speaking`, { timeout: 10000 });
+      assert.equal(await admin.locator('#participants .tag.speaking').count(), 1);
+    } finally {
+      await admin.context().close();
+    }
     // Silence: the list empties.
     await pages[1].evaluate(() => window.T.tone(false));
     await waitUntil(async () => {
