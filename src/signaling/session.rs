@@ -212,10 +212,17 @@ impl Socket {
         let errors = match message {
             ClientMessage::Signal { to, data } if to == "sfu" => {
                 // To the room's media plane: `data` as it came (the room answers
-                // `SFU_UNAVAILABLE` where it has none).
-                let data = serde_json::from_str(data.get()).unwrap_or_default();
-                room.signal_to_sfu(from, session, data);
-                Vec::new()
+                // `SFU_UNAVAILABLE` where it has none), charged as one recipient.
+                if !self
+                    .fanout
+                    .allow(fanout_cost(1, data.get().len()), Instant::now())
+                {
+                    vec![fanout_refused]
+                } else {
+                    let data = serde_json::from_str(data.get()).unwrap_or_default();
+                    room.signal_to_sfu(from, session, data);
+                    Vec::new()
+                }
             }
             ClientMessage::Signal { to, data } => {
                 let text = protocol::relayed("signal", from, &data);

@@ -214,3 +214,29 @@ async fn a_media_state_flood_is_charged_for_what_it_fans_out() {
     assert_eq!(later, 1, "the later message, once");
     b.assert_alive().await;
 }
+
+#[tokio::test]
+async fn signals_to_the_media_plane_are_charged_too() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default()
+            .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
+            .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000"),
+    )
+    .await
+    .unwrap();
+    let room = app.new_room(json!({"conferenceType": "SFU"})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    // Views of 20 others, about 1.3 KB each: 30 of them are twice the burst.
+    let views: Vec<Value> = (0..20)
+        .map(|i| json!({"address": format!("PA-{i:036}"), "width": 320, "height": 180}))
+        .collect();
+    let frames: Vec<Value> = (0..30)
+        .map(|_| json!({"type": "signal", "to": "sfu", "data": {"views": views}}))
+        .collect();
+    let refused = flood_and_count_refusals(&mut a, &frames).await;
+    assert!(refused > 0, "no signal to sfu was refused");
+    assert!(refused < frames.len(), "every signal to sfu was refused");
+    a.assert_alive().await;
+}
