@@ -54,6 +54,8 @@ pub(super) struct Engine {
     /// The member whose peer connection is being worked on: the one that loses its
     /// connection if that work panics (see [`Engine::guard`]).
     handling: Option<u64>,
+    /// Member id → index in `members`, rebuilt when members come or go.
+    ids: HashMap<u64, usize>,
     /// The last active speakers told per room.
     speakers: HashMap<String, Vec<String>>,
     next_tick: Instant,
@@ -324,6 +326,7 @@ impl Engine {
             next_id: 0,
             by_addr: HashMap::new(),
             handling: None,
+            ids: HashMap::new(),
             speakers: HashMap::new(),
             next_tick: Instant::now(),
         }
@@ -433,7 +436,17 @@ impl Engine {
     }
 
     fn index_of_id(&self, id: u64) -> Option<usize> {
-        self.members.iter().position(|m| m.id == id)
+        self.ids.get(&id).copied()
+    }
+
+    /// Rebuilds [`Engine::ids`] after members came or went.
+    fn reindex(&mut self) {
+        self.ids = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id, i))
+            .collect();
     }
 
     fn command(&mut self, command: Command) {
@@ -448,18 +461,21 @@ impl Engine {
                         conn: None,
                         views: HashMap::new(),
                     });
+                    self.reindex();
                 }
             }
             Command::Remove { room, address } => {
                 if let Some(i) = self.index(&room, &address) {
                     self.drop_conn(i, None);
                     self.members.remove(i);
+                    self.reindex();
                 }
             }
             Command::RemoveRoom { room } => {
                 while let Some(i) = self.members.iter().position(|m| m.room == room) {
                     self.drop_conn(i, None);
                     self.members.remove(i);
+                    self.reindex();
                 }
             }
             Command::Signal {
