@@ -323,30 +323,33 @@ sfuj = [sc.split(":") for sc in os.environ.get(
 if any(k.startswith("sfujanus.") for k in series):
     w(f"## 7. SFU side by side with Janus videoroom ({duration} s)\n")
     w("One client (bench/sfu_compare.rs, peers and media of bench/sfu_peer.rs) for both: a str0m "
-      "peer connection per participant, each on a thread and a UDP socket of its own on "
-      "127.0.0.1, sending the same synthetic media as §5 with a stamp in every frame (publisher, "
+      "peer connection per participant, each on a thread and a UDP socket of its own, sending the same synthetic media as §5 with a stamp in every frame (publisher, "
       "sequence number, send time). Convene: signaling WebSocket. Janus 1.1 (Debian, the private "
       "configuration of §2): videoroom over the HTTP API, a session per participant kept alive by "
       "its long poll; publishers `join` + `configure` (offer → answer), subscribers `join` with "
       "`streams` (Janus offers) + `start` (answer); full ICE both ways. *fanout N*: one publisher, "
       "N subscribers. *room N*: N participants each publishing and receiving the N−1 others "
       "(Convene: one peer connection each; Janus: a publisher and a subscriber handle each). "
-      "*Forwarded packets/s*: RTP datagrams that reached receivers' sockets. *CPU µs per packet*: "
+      "Everything runs in a network namespace of its own: Janus gathers no candidates on "
+      "loopback interfaces, so it gets a veth end with 127.0.0.2, and the peers bind 127.0.0.2 "
+      "(Convene listens on 127.0.0.1 there). *Forwarded packets/s*: RTP datagrams that reached receivers' sockets. *CPU µs per packet*: "
       "the server process's user+system time over the window ÷ forwarded packets. *Delay*: per "
       "frame, from the publisher's write to the receiver's str0m handing out the whole frame "
       "(one process, one clock; the client's own scheduling on the shared cores is in it). "
       "*Loss*: frames that never reached a receiver's application, after retransmissions. With "
       "1 % loss receivers drop 1 % of the datagrams they receive. A fresh server for every run; "
-      "Convene and Janus back to back for each line pair.\n")
-    w("| scenario | loss | server | forwarded packets/s | CPU µs per packet | delay p50 ms | delay p99 ms | frames lost % | Mbit/s received | video fps per stream | CPU/packet vs Janus (≤ 0.8) | packets/s vs Janus | p50 / p99 vs Janus (≤ 1) |")
-    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+      "Convene and Janus back to back for each line pair. *UDP drops/s*: datagrams the kernel "
+      "dropped for a full socket receive buffer (server's or client's sockets: the case's "
+      "network namespace's /proc/net/snmp), a sign that a process fell behind.\n")
+    w("| scenario | loss | server | forwarded packets/s | CPU µs per packet | delay p50 ms | delay p99 ms | frames lost % | Mbit/s received | video fps per stream | UDP drops/s | CPU/packet vs Janus (≤ 0.8) | packets/s vs Janus | p50 / p99 vs Janus (≤ 1) |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for mode, n in sfuj:
         for loss in (0, 1):
             jk, ck = f"sfujanus.{mode}{n}.{loss}.janus", f"sfujanus.{mode}{n}.{loss}.convene"
             label = f"1 → {n}" if mode == "fanout" else f"room of {n}"
             for k, server in ((jk, "Janus videoroom"), (ck, "Convene")):
                 cells = (f"{fmt(k)} | {fmt(k, 1, 2)} | {fmt(k, 2, 2)} | {fmt(k, 3, 2)} | "
-                         f"{fmt(k, 4, 3)} | {fmt(k, 5, 1)} | {fmt(k, 7, 1)}")
+                         f"{fmt(k, 4, 3)} | {fmt(k, 5, 1)} | {fmt(k, 7, 1)} | {fmt(k, 8)}")
                 if k == jk:
                     w(f"| {label} | {loss} % | {server} | {cells} | 1 | 1 | 1 |")
                     continue

@@ -25,12 +25,15 @@
 //! Waits until every receiver gets audio and a video keyframe from each of its publishers,
 //! plus 1 s, then measures for `seconds` and prints one line: `forwarded_packets_per_second=…
 //! server_cpu_us_per_packet=… delay_p50_ms=… delay_p99_ms=… loss_percent=… receive_mbps=…
-//! published_packets_per_second=… video_fps_per_stream=…`. A forwarded packet is an RTP
-//! datagram (media or retransmission) that reached a receiver's socket, counted before the
-//! client's own loss; the CPU is that of the process BENCH_SERVER_PID (environment) over the
-//! window ÷ forwarded packets. Delay is per media frame (an Opus packet, a whole VP8 frame):
+//! published_packets_per_second=… video_fps_per_stream=… udp_drops_per_second=…`. A
+//! forwarded packet is an RTP datagram (media or retransmission) that reached a receiver's
+//! socket, counted before the client's own loss; the CPU is that of the process
+//! BENCH_SERVER_PID (environment) over the window ÷ forwarded packets. Delay is per media frame (an Opus packet, a whole VP8 frame):
 //! from the publisher's write to the receiver's str0m giving out the frame. Loss is the share
-//! of frames that never reached a receiver's application (after retransmissions).
+//! of frames that never reached a receiver's application (after retransmissions). UDP drops
+//! are datagrams the kernel dropped for a full socket receive buffer (the server's sockets or
+//! the client's: /proc/net/snmp counts the whole network namespace), a sign that a process
+//! did not keep up.
 
 #[path = "measure.rs"]
 #[allow(dead_code)]
@@ -273,6 +276,22 @@ async fn janus_subscriber(
     status
 }
 
+/// UDP datagrams the kernel dropped for a full socket receive buffer so far, in this network
+/// namespace (`Udp: … RcvbufErrors` of /proc/net/snmp; server's and client's sockets alike).
+fn udp_rcvbuf_errors() -> f64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0.0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -326,9 +345,11 @@ async fn main() {
                 let mut all = Vec::new();
                 for i in 0..n {
                     let status = join(publisher_role(i)).await;
-                    wait_for("a participant's connection", &[status.clone()], |s| {
-                        s.connected.load(Ordering::Relaxed)
-                    })
+                    wait_for(
+                        "a participant's connection",
+                        std::slice::from_ref(&status),
+                        |s| s.connected.load(Ordering::Relaxed),
+                    )
                     .await;
                     all.push(status);
                 }
@@ -440,11 +461,13 @@ async fn main() {
     };
     counters.phase.store(MEASURING, Ordering::Relaxed);
     let cpu_before = measure::server_cpu()[0];
+    let drops_before = udp_rcvbuf_errors();
     let before = snapshot(&counters);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let after = snapshot(&counters);
     let cpu_after = measure::server_cpu()[0];
+    let drops_after = udp_rcvbuf_errors();
     let elapsed = start.elapsed().as_secs_f64();
     counters.phase.store(DONE, Ordering::Relaxed);
     // Each receiving peer adds its frames received and expected at its next turn.
@@ -457,7 +480,7 @@ async fn main() {
 
     let forwarded = (after.0 - before.0) as f64;
     println!(
-        "forwarded_packets_per_second={:.0} server_cpu_us_per_packet={:.2} delay_p50_ms={:.2} delay_p99_ms={:.2} loss_percent={:.3} receive_mbps={:.1} published_packets_per_second={:.0} video_fps_per_stream={:.1}",
+        "forwarded_packets_per_second={:.0} server_cpu_us_per_packet={:.2} delay_p50_ms={:.2} delay_p99_ms={:.2} loss_percent={:.3} receive_mbps={:.1} published_packets_per_second={:.0} video_fps_per_stream={:.1} udp_drops_per_second={:.0}",
         forwarded / elapsed,
         if forwarded > 0.0 {
             (cpu_after - cpu_before) / forwarded
@@ -470,6 +493,7 @@ async fn main() {
         (after.3 - before.3) as f64 * 8.0 / elapsed / 1e6,
         (after.1 - before.1) as f64 / elapsed,
         (after.2 - before.2) as f64 / elapsed / (receivers.len() * sources).max(1) as f64,
+        (drops_after - drops_before) / elapsed,
     );
     std::process::exit(0);
 }
