@@ -339,9 +339,9 @@ if any(k.startswith("sfujanus.") for k in series):
       "*Loss*: frames that never reached a receiver's application, after retransmissions. With "
       "1 % loss receivers drop 1 % of the datagrams they receive. A fresh server for every run; "
       "Convene and Janus back to back for each line pair. *UDP drops/s*: datagrams the kernel "
-      "dropped for a full socket receive buffer (server's or client's sockets: the case's "
-      "network namespace's /proc/net/snmp), a sign that a process fell behind.\n")
-    w("| scenario | loss | server | forwarded packets/s | CPU µs per packet | delay p50 ms | delay p99 ms | frames lost % | Mbit/s received | video fps per stream | UDP drops/s | CPU/packet vs Janus (≤ 0.8) | packets/s vs Janus | p50 / p99 vs Janus (≤ 1) |")
+      "dropped for a full socket receive buffer (/proc/net/udp), on the server's sockets + on "
+      "the client's: a process that fell behind.\n")
+    w("| scenario | loss | server | forwarded packets/s | CPU µs per packet | delay p50 ms | delay p99 ms | frames lost % | Mbit/s received | video fps per stream | UDP drops/s (server + client) | CPU/packet vs Janus (≤ 0.8) | packets/s vs Janus | p50 / p99 vs Janus (≤ 1) |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for mode, n in sfuj:
         for loss in (0, 1):
@@ -349,7 +349,7 @@ if any(k.startswith("sfujanus.") for k in series):
             label = f"1 → {n}" if mode == "fanout" else f"room of {n}"
             for k, server in ((jk, "Janus videoroom"), (ck, "Convene")):
                 cells = (f"{fmt(k)} | {fmt(k, 1, 2)} | {fmt(k, 2, 2)} | {fmt(k, 3, 2)} | "
-                         f"{fmt(k, 4, 3)} | {fmt(k, 5, 1)} | {fmt(k, 7, 1)} | {fmt(k, 8)}")
+                         f"{fmt(k, 4, 3)} | {fmt(k, 5, 1)} | {fmt(k, 7, 1)} | {fmt(k, 8)} + {fmt(k, 9)}")
                 if k == jk:
                     w(f"| {label} | {loss} % | {server} | {cells} | 1 | 1 | 1 |")
                     continue

@@ -25,15 +25,16 @@
 //! Waits until every receiver gets audio and a video keyframe from each of its publishers,
 //! plus 1 s, then measures for `seconds` and prints one line: `forwarded_packets_per_second=…
 //! server_cpu_us_per_packet=… delay_p50_ms=… delay_p99_ms=… loss_percent=… receive_mbps=…
-//! published_packets_per_second=… video_fps_per_stream=… udp_drops_per_second=…`. A
+//! published_packets_per_second=… video_fps_per_stream=… server_udp_drops_per_second=…
+//! client_udp_drops_per_second=…`. A
 //! forwarded packet is an RTP datagram (media or retransmission) that reached a receiver's
 //! socket, counted before the client's own loss; the CPU is that of the process
 //! BENCH_SERVER_PID (environment) over the window ÷ forwarded packets. Delay is per media frame (an Opus packet, a whole VP8 frame):
 //! from the publisher's write to the receiver's str0m giving out the frame. Loss is the share
 //! of frames that never reached a receiver's application (after retransmissions). UDP drops
-//! are datagrams the kernel dropped for a full socket receive buffer (the server's sockets or
-//! the client's: /proc/net/snmp counts the whole network namespace), a sign that a process
-//! did not keep up.
+//! are datagrams the kernel dropped for a full socket receive buffer, on the server's sockets
+//! and on the client's (every other socket of the network namespace): a process that did not
+//! keep up.
 
 #[path = "measure.rs"]
 #[allow(dead_code)]
@@ -45,7 +46,7 @@ mod sfu_peer;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sfu_peer::{Counters, DONE, MEASURING, Role, Status, spawn_peer, wait_for};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -276,20 +277,37 @@ async fn janus_subscriber(
     status
 }
 
-/// UDP datagrams the kernel dropped for a full socket receive buffer so far, in this network
-/// namespace (`Udp: … RcvbufErrors` of /proc/net/snmp; server's and client's sockets alike).
-fn udp_rcvbuf_errors() -> f64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0.0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0)
+/// UDP datagrams the kernel dropped so far for a full socket receive buffer, on the sockets
+/// of process `pid` and on every other socket of this network namespace (the client's), from
+/// the `drops` column of /proc/net/udp (sockets matched by inode with /proc/PID/fd).
+fn udp_drops(pid: &str) -> (f64, f64) {
+    let server: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let (mut of_server, mut others) = (0.0, 0.0);
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(inode), Some(drops)) = (fields.get(9), fields.get(12)) else {
+                continue;
+            };
+            let drops: f64 = drops.parse().unwrap_or(0.0);
+            if server.contains(*inode) {
+                of_server += drops;
+            } else {
+                others += drops;
+            }
+        }
+    }
+    (of_server, others)
 }
 
 #[tokio::main]
@@ -461,13 +479,14 @@ async fn main() {
     };
     counters.phase.store(MEASURING, Ordering::Relaxed);
     let cpu_before = measure::server_cpu()[0];
-    let drops_before = udp_rcvbuf_errors();
+    let server_pid = std::env::var("BENCH_SERVER_PID").unwrap_or_default();
+    let drops_before = udp_drops(&server_pid);
     let before = snapshot(&counters);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let after = snapshot(&counters);
     let cpu_after = measure::server_cpu()[0];
-    let drops_after = udp_rcvbuf_errors();
+    let drops_after = udp_drops(&server_pid);
     let elapsed = start.elapsed().as_secs_f64();
     counters.phase.store(DONE, Ordering::Relaxed);
     // Each receiving peer adds its frames received and expected at its next turn.
@@ -480,7 +499,7 @@ async fn main() {
 
     let forwarded = (after.0 - before.0) as f64;
     println!(
-        "forwarded_packets_per_second={:.0} server_cpu_us_per_packet={:.2} delay_p50_ms={:.2} delay_p99_ms={:.2} loss_percent={:.3} receive_mbps={:.1} published_packets_per_second={:.0} video_fps_per_stream={:.1} udp_drops_per_second={:.0}",
+        "forwarded_packets_per_second={:.0} server_cpu_us_per_packet={:.2} delay_p50_ms={:.2} delay_p99_ms={:.2} loss_percent={:.3} receive_mbps={:.1} published_packets_per_second={:.0} video_fps_per_stream={:.1} server_udp_drops_per_second={:.0} client_udp_drops_per_second={:.0}",
         forwarded / elapsed,
         if forwarded > 0.0 {
             (cpu_after - cpu_before) / forwarded
@@ -493,7 +512,8 @@ async fn main() {
         (after.3 - before.3) as f64 * 8.0 / elapsed / 1e6,
         (after.1 - before.1) as f64 / elapsed,
         (after.2 - before.2) as f64 / elapsed / (receivers.len() * sources).max(1) as f64,
-        (drops_after - drops_before) / elapsed,
+        (drops_after.0 - drops_before.0) / elapsed,
+        (drops_after.1 - drops_before.1) / elapsed,
     );
     std::process::exit(0);
 }
