@@ -478,6 +478,7 @@ async fn main() {
         )
     };
     counters.phase.store(MEASURING, Ordering::Relaxed);
+    eprintln!("measuring for {seconds} s");
     let cpu_before = measure::server_cpu()[0];
     let server_pid = std::env::var("BENCH_SERVER_PID").unwrap_or_default();
     let drops_before = udp_drops(&server_pid);
