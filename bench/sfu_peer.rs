@@ -594,8 +594,20 @@ pub async fn wait_for(what: &str, statuses: &[Arc<Status>], ready: impl Fn(&Stat
     while !statuses.iter().all(|s| ready(s)) {
         if Instant::now() >= deadline {
             let n = statuses.iter().filter(|s| ready(s)).count();
+            let late: Vec<String> = statuses
+                .iter()
+                .filter(|s| !ready(s))
+                .map(|s| {
+                    format!(
+                        "connected {}, audio from {}, keyframes from {}",
+                        s.connected.load(Ordering::Relaxed),
+                        s.audio_sources.load(Ordering::Relaxed),
+                        s.keyframe_sources.load(Ordering::Relaxed)
+                    )
+                })
+                .collect();
             panic!(
-                "set-up timed out waiting for {what} ({n} of {} ready)",
+                "set-up timed out waiting for {what} ({n} of {} ready; the others: {late:?})",
                 statuses.len()
             );
         }
