@@ -317,6 +317,55 @@ for n in sfu_counts:
           f"{fmt(k, 3, 1)} | {fmt(k, 4, 1)} |")
 w("")
 
+# --- SFU against Janus ---
+sfuj = [sc.split(":") for sc in os.environ.get(
+    "SFU_JANUS_SCENARIOS", "fanout:50 fanout:100 fanout:200 room:20").split()]
+if any(k.startswith("sfujanus.") for k in series):
+    w(f"## 7. SFU side by side with Janus videoroom ({duration} s)\n")
+    w("One client (bench/sfu_compare.rs, peers and media of bench/sfu_peer.rs) for both: a str0m "
+      "peer connection per participant, each on a thread and a UDP socket of its own, sending the same synthetic media as §5 with a stamp in every frame (publisher, "
+      "sequence number, send time). Convene: signaling WebSocket. Janus 1.1 (Debian, the private "
+      "configuration of §2): videoroom over the HTTP API, a session per participant kept alive by "
+      "its long poll; publishers `join` + `configure` (offer → answer), subscribers `join` with "
+      "`streams` (Janus offers) + `start` (answer); full ICE both ways. *fanout N*: one publisher, "
+      "N subscribers. *room N*: N participants each publishing and receiving the N−1 others "
+      "(Convene: one peer connection each; Janus: a publisher and a subscriber handle each). "
+      "Everything runs in a network namespace of its own: Janus gathers no candidates on "
+      "loopback interfaces, so it gets a veth end with 127.0.0.2, and the peers bind 127.0.0.2 "
+      "(Convene listens on 127.0.0.1 there). *Forwarded packets/s*: RTP datagrams that reached receivers' sockets. *CPU µs per packet*: "
+      "the server process's user+system time over the window ÷ forwarded packets. *Delay*: per "
+      "frame, from the publisher's write to the receiver's str0m handing out the whole frame "
+      "(one process, one clock; the client's own scheduling on the shared cores is in it). "
+      "*Loss*: frames that never reached a receiver's application, after retransmissions. With "
+      "1 % loss receivers drop 1 % of the datagrams they receive. A fresh server for every run; "
+      "Convene and Janus back to back for each line pair. *UDP drops/s*: datagrams the kernel "
+      "dropped for a full socket receive buffer (/proc/net/udp), on the server's sockets + on "
+      "the client's: a process that fell behind.\n")
+    w("| scenario | loss | server | forwarded packets/s | CPU µs per packet | delay p50 ms | delay p99 ms | frames lost % | Mbit/s received | video fps per stream | UDP drops/s (server + client) | CPU/packet vs Janus (≤ 0.8) | packets/s vs Janus | p50 / p99 vs Janus (≤ 1) |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for mode, n in sfuj:
+        for loss in (0, 1):
+            jk, ck = f"sfujanus.{mode}{n}.{loss}.janus", f"sfujanus.{mode}{n}.{loss}.convene"
+            label = f"1 → {n}" if mode == "fanout" else f"room of {n}"
+            for k, server in ((jk, "Janus videoroom"), (ck, "Convene")):
+                cells = (f"{fmt(k)} | {fmt(k, 1, 2)} | {fmt(k, 2, 2)} | {fmt(k, 3, 2)} | "
+                         f"{fmt(k, 4, 3)} | {fmt(k, 5, 1)} | {fmt(k, 7, 1)} | {fmt(k, 8)} + {fmt(k, 9)}")
+                if k == jk:
+                    w(f"| {label} | {loss} % | {server} | {cells} | 1 | 1 | 1 |")
+                    continue
+                cpu_r = ratio(med(ck, 1), med(jk, 1))
+                pps_r = ratio(med(ck), med(jk))
+                p50_r, p99_r = ratio(med(ck, 2), med(jk, 2)), ratio(med(ck, 3), med(jk, 3))
+                g_cpu = track(f"SFU CPU per packet vs Janus, {label}, {loss} % loss", cpu_r, "<=", 0.8)
+                g_pps = r2(pps_r)
+                if loss == 1:
+                    g_pps += f" ({track(f'SFU packets/s at 1 % loss vs Janus, {label}', pps_r, '>=', 1.25)})"
+                g_p50 = track(f"SFU delay p50 vs Janus, {label}, {loss} % loss", p50_r, "<=", 1)
+                g_p99 = track(f"SFU delay p99 vs Janus, {label}, {loss} % loss", p99_r, "<=", 1)
+                w(f"| {label} | {loss} % | {server} | {cells} | {r2(cpu_r)} ({g_cpu}) | {g_pps} | "
+                  f"{r2(p50_r)} ({g_p50}) / {r2(p99_r)} ({g_p99}) |")
+    w("")
+
 # --- Goals ---
 w("## Goals (issue 6)\n")
 w("| goal | ratio | verdict |")
