@@ -32,6 +32,13 @@ async fn flood_and_count_refusals(sender: &mut Client, frames: &[Value]) -> usiz
     }
 }
 
+/// A fan-out budget of 10 kB/s with a 20 kB burst, small enough to flood in a test.
+fn small_budget() -> Options {
+    Options::default()
+        .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
+        .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000")
+}
+
 /// The next `count` messages of `client` are these relayed ones, then comes `marker`:
 /// nothing was delivered twice and the socket was not closed (4016 or otherwise).
 async fn expect_then_marker(client: &mut Client, kind: &str, count: usize, marker: &str) {
@@ -125,10 +132,7 @@ async fn a_to_longer_than_the_room_is_refused_and_one_within_it_delivers_once() 
 async fn a_sender_flooding_everyone_exhausts_its_own_budget_and_the_others_stay() {
     let app = TestApp::spawn_with(
         Backend::Memory,
-        Options::default()
-            .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
-            .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000")
-            .env("CONVENE_SIGNALING_QUEUE_CAPACITY", "8"),
+        small_budget().env("CONVENE_SIGNALING_QUEUE_CAPACITY", "8"),
     )
     .await
     .unwrap();
@@ -161,14 +165,9 @@ async fn a_sender_flooding_everyone_exhausts_its_own_budget_and_the_others_stay(
 
 #[tokio::test]
 async fn a_media_state_flood_is_charged_for_what_it_fans_out() {
-    let app = TestApp::spawn_with(
-        Backend::Memory,
-        Options::default()
-            .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
-            .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000"),
-    )
-    .await
-    .unwrap();
+    let app = TestApp::spawn_with(Backend::Memory, small_budget())
+        .await
+        .unwrap();
     let room = app.new_room(json!({})).await;
     let token = room["token"].as_str().unwrap();
     // A large participantInfo makes every participantUpdated about 4 KB.
@@ -217,14 +216,9 @@ async fn a_media_state_flood_is_charged_for_what_it_fans_out() {
 
 #[tokio::test]
 async fn signals_to_the_media_plane_are_charged_too() {
-    let app = TestApp::spawn_with(
-        Backend::Memory,
-        Options::default()
-            .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
-            .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000"),
-    )
-    .await
-    .unwrap();
+    let app = TestApp::spawn_with(Backend::Memory, small_budget())
+        .await
+        .unwrap();
     let room = app.new_room(json!({"conferenceType": "SFU"})).await;
     let token = room["token"].as_str().unwrap();
     let (mut a, _) = Client::join(&app, token, "A").await;
