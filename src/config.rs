@@ -66,6 +66,8 @@ pub struct Settings {
     pub rtc_udp_port: u16,
     pub rtc_advertise_ip: String,
     pub rtc_advertise_port: u16,
+    pub rtc_udp_buffer_bytes: usize,
+    pub rtc_threads: usize,
     pub rtc_max_tracks_per_participant: usize,
     pub rtc_ice_timeout_ms: u64,
     pub admin_allowed_origins: Vec<String>,
@@ -262,6 +264,10 @@ impl Settings {
             ),
             ("CONVENE_RTC_ICE_TIMEOUT_MS", self.rtc_ice_timeout_ms),
             (
+                "CONVENE_RTC_UDP_BUFFER_BYTES",
+                self.rtc_udp_buffer_bytes as u64,
+            ),
+            (
                 "CONVENE_RTC_MAX_TRACKS_PER_PARTICIPANT",
                 self.rtc_max_tracks_per_participant as u64,
             ),
@@ -296,6 +302,11 @@ impl Settings {
                 "CONVENE_RTC_ADVERTISE_IP: '{}' is not an IP address clients can reach",
                 self.rtc_advertise_ip
             )));
+        }
+        if self.rtc_threads > 256 {
+            return Err(err(
+                "CONVENE_RTC_THREADS: must be between 0 (one per CPU) and 256",
+            ));
         }
         if self.max_body_bytes == 0 {
             return Err(err("CONVENE_MAX_BODY_BYTES: must be at least 1"));
@@ -415,6 +426,10 @@ mod tests {
         assert!(e.0.contains("CONVENE_ROOM_TTL_SECONDS"), "{e}");
         let e = env(&[("CONVENE_RTC_ADVERTISE_IP", "0.0.0.0")]).unwrap_err();
         assert!(e.0.contains("CONVENE_RTC_ADVERTISE_IP"), "{e}");
+        let e = env(&[("CONVENE_RTC_THREADS", "1000")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_RTC_THREADS"), "{e}");
+        let e = env(&[("CONVENE_RTC_UDP_BUFFER_BYTES", "0")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_RTC_UDP_BUFFER_BYTES"), "{e}");
         let e = env(&[("CONVENE_RTC_UDP_PORT", "70000")]).unwrap_err();
         assert!(e.0.contains("rtc_udp_port") || e.0.contains("70000"), "{e}");
         let e = env(&[("CONVENE_RTC_MAX_TRACKS_PER_PARTICIPANT", "0")]).unwrap_err();

@@ -241,6 +241,10 @@ fn start_media(
     config.advertise_port = Some(settings.rtc_advertise_port).filter(|&p| p != 0);
     config.max_tracks_per_participant = settings.rtc_max_tracks_per_participant;
     config.ice_timeout = Duration::from_millis(settings.rtc_ice_timeout_ms);
+    config.udp_buffer_bytes = settings.rtc_udp_buffer_bytes;
+    if settings.rtc_threads > 0 {
+        config.threads = settings.rtc_threads;
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let media = MediaPlane::start(config, move |event| {
         let _ = tx.send(event);

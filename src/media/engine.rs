@@ -5,6 +5,7 @@ use super::layers::{self, Downlink, LayerInfo, Speech, TsMap, View, Wish};
 use super::signal::{self, ClientSignal};
 use super::{Command, MediaConfig, MediaEvent, PublishedTrack};
 use crate::metrics::METRICS;
+use rayon::prelude::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -25,6 +26,8 @@ const MAX_REMOTE_CANDIDATES: usize = 32;
 /// Keyframe requests toward one published track are sent at most this often; requests in
 /// between are merged into the next one.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// Peers polled by one media thread in one go: fewer are not worth handing to another.
+const POLL_CHUNK: usize = 4;
 /// Datagrams read in one go before the peers are driven.
 const RECEIVE_BATCH: usize = 64;
 /// How often layers are chosen again, publishers told which layers are used, and active
@@ -870,26 +873,44 @@ impl Engine {
         }
         self.tick(now);
         self.request_keyframes(now);
-        let mut effects = Vec::new();
         loop {
-            let mut deadline = now + MAX_WAIT;
             for i in 0..self.members.len() {
                 self.handling = Some(self.members[i].id);
                 self.negotiate(i);
-                let member = &mut self.members[i];
-                if let Some(conn) = member.conn.as_mut() {
-                    // Only peers with something new, or whose timeout came, are polled.
-                    if conn.dirty || Instant::now() >= conn.deadline {
+            }
+            self.handling = None;
+            // Polling a peer (packetizing, encrypting and sending what was written to it,
+            // handling its timers) touches that peer alone: the media threads share it out.
+            // Only peers with something new, or whose timeout came, are polled.
+            let (socket, now) = (&self.socket, Instant::now());
+            let effects: Vec<Effect> = self
+                .members
+                .par_iter_mut()
+                .with_min_len(POLL_CHUNK)
+                .flat_map_iter(|member| {
+                    let mut effects = Vec::new();
+                    if let Some(conn) = member.conn.as_mut()
+                        && (conn.dirty || now >= conn.deadline)
+                    {
                         conn.dirty = false;
-                        conn.deadline = poll(member.id, conn, &self.socket, &mut effects);
+                        let id = member.id;
+                        conn.deadline = guarded("poll", || poll(id, conn, socket, &mut effects))
+                            .unwrap_or_else(|| {
+                                effects.push(Effect::Drop(id, "media thread panicked"));
+                                now + MAX_WAIT
+                            });
                     }
-                    deadline = deadline.min(conn.deadline);
-                }
-            }
+                    effects
+                })
+                .collect();
             if effects.is_empty() {
-                return deadline;
+                return self
+                    .members
+                    .iter()
+                    .filter_map(|m| m.conn.as_ref().map(|c| c.deadline))
+                    .fold(now + MAX_WAIT, Instant::min);
             }
-            for effect in effects.drain(..) {
+            for effect in effects {
                 self.handling = None;
                 self.apply(effect);
             }

@@ -6,10 +6,11 @@
 //! ([`MediaPlane::signal`]); it answers through the sink given to [`MediaPlane::start`]
 //! with [`MediaEvent`]s (the server's SDP, connection states, published tracks).
 //!
-//! All peers share one UDP socket. One thread of its own (never the actors' threads) runs
-//! the loop: it reads the socket with a short timeout, takes commands from the handles,
-//! drives every peer's `Rtc` until its next timeout and forwards what publishers send to
-//! the other peers of their room. `docs/sfu.md` describes negotiation, limits and ports.
+//! All peers share one UDP socket. Threads of its own (never the actors' threads) do the
+//! work: one runs the loop (it reads the socket with a short timeout, takes commands from
+//! the handles, forwards what publishers send to the other peers of their room), and the
+//! others help it drive the peers that have something to send (every peer's `Rtc` until
+//! its next timeout). `docs/sfu.md` describes negotiation, limits and ports.
 
 mod engine;
 mod layers;
@@ -37,11 +38,18 @@ pub struct MediaConfig {
     /// or that lost ICE and did not get it back this long after, is dropped from media;
     /// its seat in the room stays.
     pub ice_timeout: Duration,
+    /// Receive and send buffer asked for the UDP socket (the kernel caps it at
+    /// `net.core.rmem_max` / `wmem_max`); the size granted is logged.
+    pub udp_buffer_bytes: usize,
+    /// Threads that share the media work: one runs the loop, the others help poll peers
+    /// (packetize, encrypt, send) when many have something to do at once. At least 1.
+    pub threads: usize,
 }
 
 impl MediaConfig {
     pub const DEFAULT_MAX_TRACKS: usize = 4;
     pub const DEFAULT_ICE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_UDP_BUFFER_BYTES: usize = 4 << 20;
 
     /// Defaults for everything but the bind address.
     pub fn new(udp_bind: SocketAddr) -> Self {
@@ -51,6 +59,8 @@ impl MediaConfig {
             advertise_port: None,
             max_tracks_per_participant: Self::DEFAULT_MAX_TRACKS,
             ice_timeout: Self::DEFAULT_ICE_TIMEOUT,
+            udp_buffer_bytes: Self::DEFAULT_UDP_BUFFER_BYTES,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -146,18 +156,41 @@ impl MediaPlane {
         config: MediaConfig,
         sink: impl Fn(MediaEvent) + Send + 'static,
     ) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind(config.udp_bind)?;
+        let socket = bind_udp(config.udp_bind, config.udp_buffer_bytes)?;
         let bound = socket.local_addr()?;
         let ip = config
             .advertise_ip
             .unwrap_or_else(|| default_advertise_ip(bound.ip()));
         let advertised = SocketAddr::new(ip, config.advertise_port.unwrap_or(bound.port()));
-        tracing::info!(bind = %bound, advertise = %advertised, "media plane listening (UDP)");
+        let buffers = socket2::SockRef::from(&socket);
+        let (receive, send) = (buffers.recv_buffer_size()?, buffers.send_buffer_size()?);
+        tracing::info!(
+            bind = %bound,
+            advertise = %advertised,
+            receive_buffer = receive,
+            send_buffer = send,
+            "media plane listening (UDP)"
+        );
+        // Linux reports twice the size granted (the other half is its bookkeeping).
+        if receive < config.udp_buffer_bytes {
+            tracing::warn!(
+                asked = config.udp_buffer_bytes,
+                granted = receive / 2,
+                "the media socket's receive buffer is smaller than asked: raise \
+                 net.core.rmem_max (and wmem_max) to at least rtc_udp_buffer_bytes"
+            );
+        }
         let (tx, rx) = mpsc::channel();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads.max(1))
+            .thread_name(|i| format!("convene-media-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
         let engine = engine::Engine::new(socket, advertised, config, Box::new(sink));
+        // The loop runs on one of the pool's threads, so the others help it at once.
         std::thread::Builder::new()
             .name("convene-media".into())
-            .spawn(move || engine.run(rx))?;
+            .spawn(move || pool.install(move || engine.run(rx)))?;
         Ok(Self {
             tx,
             local_addr: advertised,
@@ -213,6 +246,19 @@ impl MediaPlane {
     }
 }
 
+/// Binds the media socket with receive and send buffers of (up to) `buffer_bytes`: all
+/// peers share it, so a burst of every publisher's packets must fit in it while the media
+/// thread is busy or not scheduled. The kernel caps the size at `net.core.rmem_max` /
+/// `wmem_max` without failing.
+fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_recv_buffer_size(buffer_bytes)?;
+    socket.set_send_buffer_size(buffer_bytes)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// The address to advertise for a socket bound to `bound`: itself, unless unspecified
 /// (0.0.0.0 or ::), then the first non-loopback address of the machine (found by asking
 /// the kernel for a route; nothing is sent), and loopback when there is none.
@@ -234,6 +280,18 @@ fn default_advertise_ip(bound: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_media_socket_gets_the_buffers_asked_within_the_kernels_cap() {
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(usize::MAX);
+        let granted = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        // Linux doubles what it grants; the default (rmem_default) is about 208 KiB.
+        assert!(granted >= 2 * cap.min(1 << 20), "granted {granted}");
+    }
 
     #[test]
     fn a_specified_bind_address_is_advertised_as_is() {
