@@ -366,6 +366,46 @@ if any(k.startswith("sfujanus.") for k in series):
                   f"{r2(p50_r)} ({g_p50}) / {r2(p99_r)} ({g_p99}) |")
     w("")
 
+# --- SFU capacity against Janus ---
+caps = [sc.split(":") for sc in os.environ.get(
+    "SFU_CAPACITY", "fanout:100,150,200,250,300,400 room:10,15,20,25,30").split()]
+if any(k.startswith("sfucap.") for k in series):
+    w(f"## 7b. SFU capacity against Janus videoroom ({duration} s a step, 1 % loss)\n")
+    w("The client, media and namespace of §7; receivers drop 1 % of the datagrams they receive. "
+      "The number of receivers rises step by step (*fanout N*: one publisher to N; *room N*: N "
+      "participants each publishing to the others), the two servers back to back at each step; "
+      "a server's ramp ends at the first step where more than 1 % of frames are lost (1 % loss "
+      "alone costs about 0.6 %: audio is not retransmitted). *Capacity*: the most packets/s "
+      "forwarded at a step that held; ≥ when the last step held too (the ramp, or the client on "
+      "the same 2 CPUs, ended first).\n")
+    w("| ramp | step | server | forwarded packets/s | frames lost % | CPU µs per packet | delay p50 ms | delay p99 ms | UDP drops/s (server + client) | held |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for mode, steps in caps:
+        best = {}
+        for n in steps.split(","):
+            for target, server in (("convene", "Convene"), ("janus", "Janus videoroom")):
+                k = f"sfucap.{mode}.{n}.{target}"
+                if k not in series:
+                    continue
+                held = med(k, 4) <= 1
+                if held:
+                    best[target] = (max(best.get(target, (0, n))[0], med(k)), n)
+                w(f"| {mode} | {n} | {server} | {fmt(k)} | {fmt(k, 4, 3)} | {fmt(k, 1, 2)} | "
+                  f"{fmt(k, 2, 2)} | {fmt(k, 3, 2)} | {fmt(k, 8)} + {fmt(k, 9)} | "
+                  f"{'yes' if held else '**no**'} |")
+        last = steps.split(",")[-1]
+        def cap(target):
+            if target not in best:
+                return None, "none held"
+            open_ended = best[target][1] == last
+            return best[target][0], ("≥ " if open_ended else "") + f"{best[target][0]:,.0f}"
+        (cv, ct), (jv, jt) = cap("convene"), cap("janus")
+        r = ratio(cv, jv) if cv and jv else float("nan")
+        verdict = track(f"SFU packets/s at 1 % loss (capacity) vs Janus, {mode}", r, ">=", 1.25)
+        w(f"| **{mode}: capacity** | | Convene {ct} · Janus {jt} | ratio {r2(r)} ({verdict}) "
+          f"| | | | | | |")
+    w("")
+
 # --- Goals ---
 w("## Goals (issue 6)\n")
 w("| goal | ratio | verdict |")
