@@ -34,6 +34,7 @@ pub struct Settings {
     pub token_issuer: String,
     pub token_audience: String,
     pub redis_url: String,
+    pub redis_cluster: bool,
     pub redis_key_prefix: String,
     pub store_timeout_ms: u64,
     pub store_startup_timeout_seconds: u64,
@@ -73,6 +74,14 @@ pub struct Settings {
     pub admin_allowed_origins: Vec<String>,
     pub admin_event_log_size: usize,
     pub admin_queue_capacity: usize,
+    pub node_id: String,
+    pub node_http_addr: String,
+    pub node_heartbeat_ms: u64,
+    pub node_ttl_ms: u64,
+    /// Set when `token_secret` was made up at start-up rather than configured (not a
+    /// setting: `main` sets it), so a node that joins others can refuse to run with it.
+    #[serde(skip)]
+    pub token_secret_generated: bool,
 }
 
 /// Secrets never show up in `{:?}` output.
@@ -87,6 +96,8 @@ impl fmt::Debug for Settings {
             )
             .field("token_secret", &"[redacted]")
             .field("redis", &!self.redis_url.is_empty())
+            .field("redis_cluster", &self.redis_cluster)
+            .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -182,8 +193,48 @@ impl Settings {
                 self.token_secret.len()
             )));
         }
-        if !self.redis_url.is_empty() && redis::Client::open(self.redis_url.as_str()).is_err() {
+        let urls = self.redis_urls();
+        if urls.len() > 1 && !self.redis_cluster {
+            return Err(err(
+                "CONVENE_REDIS_URL: several URLs are the seed nodes of a Redis Cluster; set CONVENE_REDIS_CLUSTER=1",
+            ));
+        }
+        if self.redis_cluster && urls.is_empty() {
+            return Err(err(
+                "CONVENE_REDIS_CLUSTER: needs CONVENE_REDIS_URL (one or more cluster nodes)",
+            ));
+        }
+        if urls
+            .iter()
+            .any(|url| redis::Client::open(url.as_str()).is_err())
+        {
             return Err(err("CONVENE_REDIS_URL: not a valid Redis URL"));
+        }
+        if !self.node_id.is_empty()
+            && (self.node_id.len() > 64
+                || !self
+                    .node_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+        {
+            return Err(err(
+                "CONVENE_NODE_ID: 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+            ));
+        }
+        if self.node_http_addr.len() > 255
+            || self
+                .node_http_addr
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(err(
+                "CONVENE_NODE_HTTP_ADDR: an address like 10.0.0.5:8080, without spaces",
+            ));
+        }
+        if self.node_ttl_ms <= self.node_heartbeat_ms {
+            return Err(err(
+                "CONVENE_NODE_TTL_MS: must be more than CONVENE_NODE_HEARTBEAT_MS",
+            ));
         }
         if self.mesh_max_participants < 2 {
             return Err(err("CONVENE_MESH_MAX_PARTICIPANTS: must be at least 2"));
@@ -263,6 +314,8 @@ impl Settings {
                 self.turn_credential_ttl_seconds,
             ),
             ("CONVENE_RTC_ICE_TIMEOUT_MS", self.rtc_ice_timeout_ms),
+            ("CONVENE_NODE_HEARTBEAT_MS", self.node_heartbeat_ms),
+            ("CONVENE_NODE_TTL_MS", self.node_ttl_ms),
             (
                 "CONVENE_RTC_UDP_BUFFER_BYTES",
                 self.rtc_udp_buffer_bytes as u64,
@@ -314,6 +367,11 @@ impl Settings {
         if self.redis_key_prefix.is_empty() {
             return Err(err("CONVENE_REDIS_KEY_PREFIX: must not be empty"));
         }
+        // Braces would make a Redis Cluster hash tag of the prefix, putting every key in
+        // one slot (and breaking the per-room tags).
+        if self.redis_key_prefix.contains(['{', '}']) {
+            return Err(err("CONVENE_REDIS_KEY_PREFIX: must not contain '{' or '}'"));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(err(format!(
                 "CONVENE_LOG_FORMAT: expected text or json, got '{}'",
@@ -337,6 +395,17 @@ impl Settings {
             .map(|a| a.ip())
             .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
         SocketAddr::new(ip, self.rtc_udp_port)
+    }
+
+    /// The Redis URLs of `redis_url` (comma-separated; several only for a cluster's seed
+    /// nodes); none when Redis is not configured.
+    pub fn redis_urls(&self) -> Vec<String> {
+        self.redis_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect()
     }
 
     pub fn store_timeout(&self) -> Duration {
@@ -446,6 +515,54 @@ mod tests {
             let e = env(&[(name, "0")]).unwrap_err();
             assert!(e.0.contains(name), "{e}");
         }
+    }
+
+    #[test]
+    fn node_and_cluster_settings() {
+        let s = env(&[]).unwrap();
+        assert_eq!(s.node_id, "");
+        assert_eq!((s.node_heartbeat_ms, s.node_ttl_ms), (1000, 3000));
+        assert!(!s.redis_cluster && s.redis_urls().is_empty());
+        let s = env(&[
+            ("CONVENE_REDIS_URL", "redis://a:1, redis://b:2"),
+            ("CONVENE_REDIS_CLUSTER", "1"),
+            ("CONVENE_NODE_ID", "node-1.a_b"),
+        ])
+        .unwrap();
+        assert_eq!(s.redis_urls(), ["redis://a:1", "redis://b:2"]);
+        for (pairs, name) in [
+            (
+                &[("CONVENE_REDIS_URL", "redis://a:1,redis://b:2")][..],
+                "CONVENE_REDIS_URL",
+            ),
+            (
+                &[("CONVENE_REDIS_CLUSTER", "1")][..],
+                "CONVENE_REDIS_CLUSTER",
+            ),
+            (&[("CONVENE_NODE_ID", "a b")][..], "CONVENE_NODE_ID"),
+            (&[("CONVENE_NODE_ID", "a|b")][..], "CONVENE_NODE_ID"),
+            (
+                &[("CONVENE_NODE_HTTP_ADDR", "a b:1")][..],
+                "CONVENE_NODE_HTTP_ADDR",
+            ),
+            (
+                &[("CONVENE_NODE_TTL_MS", "1000")][..],
+                "CONVENE_NODE_TTL_MS",
+            ),
+            (
+                &[("CONVENE_NODE_HEARTBEAT_MS", "0")][..],
+                "CONVENE_NODE_HEARTBEAT_MS",
+            ),
+            (
+                &[("CONVENE_REDIS_KEY_PREFIX", "a{b}")][..],
+                "CONVENE_REDIS_KEY_PREFIX",
+            ),
+        ] {
+            let e = env(pairs).unwrap_err();
+            assert!(e.0.contains(name), "{pairs:?}: {e}");
+        }
+        let long = "n".repeat(65);
+        assert!(env(&[("CONVENE_NODE_ID", &long)]).is_err());
     }
 
     #[test]

@@ -38,3 +38,15 @@ pub mod fuzzing {
         crate::api::parse_create_body(content_type, body, mesh_limit)
     }
 }
+
+/// The Redis storage layer's entry points that the storage tests in `tests/storage/` drive
+/// against a private Redis and a private Redis Cluster (the room store, the fenced leases and
+/// the node registry), and nothing else: not an API. It lives here for the reason `fuzzing`
+/// does: only `config`, `startup` and `telemetry` are public.
+#[doc(hidden)]
+pub mod storage {
+    pub use crate::model::{ConferenceType, Cursor, RoomRecord, StoreError};
+    pub use crate::store::{
+        FencedError, Lease, Leases, MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store,
+    };
+}

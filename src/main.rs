@@ -57,6 +57,7 @@ fn generate_missing_secrets(settings: &mut Settings) {
             "no token secret configured (CONVENE_TOKEN_SECRET): generated one; room tokens will not survive a restart"
         );
         settings.token_secret = random_hex(32);
+        settings.token_secret_generated = true;
     }
 }
 

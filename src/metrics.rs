@@ -6,7 +6,8 @@
 //! Gauges of rooms and participants are read from the admin event hub, which holds the live
 //! state, at each scrape. The registry also holds the crate's process collector
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, …, read
-//! from `/proc` on Linux) and `convene_build_info{version}`.
+//! from `/proc` on Linux), `convene_build_info{version}`, `convene_node_info{node_id}` and
+//! `convene_cluster_nodes` (the live nodes in Redis, set by the node heartbeat).
 
 use prometheus::core::Collector;
 use prometheus::process_collector::ProcessCollector;
@@ -48,6 +49,10 @@ pub struct Metrics {
     durations: HistogramVec,
     websockets: IntGaugeVec,
     join_refusals: IntCounterVec,
+    cluster_nodes: IntGauge,
+    node_info: IntGaugeVec,
+    /// A process collector of its own, read for the node registry's CPU share.
+    process: ProcessCollector,
     sfu: SfuMetrics,
     /// `(name, help, type)` of every family, so that one without series yet still shows
     /// its `HELP` and `TYPE` lines.
@@ -162,6 +167,19 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let cluster_nodes = IntGauge::new(
+            "convene_cluster_nodes",
+            "Live nodes registered in Redis, this one included, as of the last heartbeat (1 without Redis).",
+        )
+        .unwrap();
+        let node_info = IntGaugeVec::new(
+            Opts::new(
+                "convene_node_info",
+                "This node; always 1, its id is in the label.",
+            ),
+            &["node_id"],
+        )
+        .unwrap();
         for reason in LEAVE_REASONS {
             leaves.with_label_values(&[reason]);
         }
@@ -183,6 +201,8 @@ impl Metrics {
         register(Box::new(websockets.clone()), "gauge");
         register(Box::new(join_refusals.clone()), "counter");
         register(Box::new(build_info), "gauge");
+        register(Box::new(cluster_nodes.clone()), "gauge");
+        register(Box::new(node_info.clone()), "gauge");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let sfu = SfuMetrics {
@@ -238,6 +258,9 @@ impl Metrics {
             durations,
             websockets,
             join_refusals,
+            cluster_nodes,
+            node_info,
+            process: ProcessCollector::for_self(),
             sfu,
             families,
         }
@@ -275,6 +298,28 @@ impl Metrics {
         let gauge = self.websockets.with_label_values(&[kind]);
         gauge.inc();
         OpenSocket(gauge)
+    }
+
+    /// This node's id, shown as `convene_node_info{node_id}` (set once, at start-up).
+    pub fn node(&self, id: &str) {
+        self.node_info.reset();
+        self.node_info.with_label_values(&[id]).set(1);
+    }
+
+    /// CPU seconds (user and system) the process has used, from `/proc` (`None` where
+    /// there is none).
+    pub fn process_cpu_seconds(&self) -> Option<f64> {
+        self.process
+            .collect()
+            .iter()
+            .find(|f| f.name() == "process_cpu_seconds_total")
+            .and_then(|f| f.get_metric().first())
+            .map(|m| m.get_counter().get_value())
+    }
+
+    /// The live nodes seen at the last heartbeat.
+    pub fn cluster_nodes(&self, n: usize) {
+        self.cluster_nodes.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A media peer connection came up.

@@ -7,13 +7,14 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::heads::HeadGuard;
 use crate::media::{MediaConfig, MediaEvent, MediaPlane};
+use crate::metrics::METRICS;
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
 use crate::room::{MediaReport, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
-use crate::store::{MemoryStore, RedisStore, Store};
+use crate::store::{MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store};
 use crate::telemetry;
-use crate::token::RoomTokens;
+use crate::token::{RoomTokens, secret_fingerprint};
 use crate::wsguard::PendingSockets;
 use actix_http::{HttpService, KeepAlive, Protocol, Request, Response};
 use actix_service::{
@@ -33,6 +34,14 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    node: Node,
+}
+
+/// This node: its id, and with Redis its entry in the registry of live nodes, refreshed by
+/// a heartbeat task and removed at a clean shutdown.
+struct Node {
+    id: String,
+    registry: Option<(Arc<Nodes>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Application {
@@ -40,15 +49,30 @@ impl Application {
     /// server. No room gets an actor here: rooms are activated on first use. Runs inside an
     /// actix system (the registry and room actors live on the current arbiter).
     /// `settings` must carry at least one API key and a token secret.
+    /// With Redis, it also registers this node among the live nodes, after refusing to
+    /// join other nodes whose room tokens it could not verify (see [`check_secret`]).
     pub async fn build(settings: Settings) -> Result<Self, Box<dyn std::error::Error>> {
-        let store: Arc<dyn Store> = if settings.redis_url.is_empty() {
-            Arc::new(MemoryStore::new())
+        let node_id = if settings.node_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
         } else {
-            Arc::new(RedisStore::new(
-                &settings.redis_url,
+            settings.node_id.clone()
+        };
+        METRICS.node(&node_id);
+        METRICS.cluster_nodes(1);
+        let urls = settings.redis_urls();
+        let redis = if urls.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Redis::open(
+                &urls,
+                settings.redis_cluster,
                 &settings.redis_key_prefix,
                 settings.store_timeout(),
-            )?)
+            )?))
+        };
+        let store: Arc<dyn Store> = match &redis {
+            None => Arc::new(MemoryStore::new()),
+            Some(redis) => Arc::new(RedisStore::over(redis.clone())),
         };
         let secret = settings.token_secret.as_bytes();
         let limits = Limits {
@@ -78,6 +102,15 @@ impl Application {
         });
         deliver_media_events(rooms.clone(), media_events);
         wait_for_store(store.as_ref(), &settings).await?;
+        let nodes = redis.map(|redis| {
+            Arc::new(Nodes::new(
+                redis,
+                Duration::from_millis(settings.node_ttl_ms),
+            ))
+        });
+        if let Some(nodes) = &nodes {
+            check_secret(nodes, &settings, &node_id).await?;
+        }
         spawn_sweeper(
             store,
             Duration::from_secs(settings.store_sweep_interval_seconds),
@@ -87,6 +120,27 @@ impl Application {
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let metrics_addr = serve_metrics(&settings, &events, shutdown_rx.clone())?;
+        let registry = match nodes {
+            None => None,
+            Some(nodes) => {
+                let info = node_info(&settings, &node_id, addr);
+                nodes
+                    .register(&info)
+                    .await
+                    .map_err(|e| format!("CONVENE_REDIS_URL: cannot register this node: {e}"))?;
+                tracing::info!(node = %node_id, http = %info.http_addr, media = %info.media_addr, "registered in the node list");
+                if let Ok(live) = nodes.live().await {
+                    METRICS.cluster_nodes(live.len());
+                }
+                let heartbeat = spawn_heartbeat(
+                    nodes.clone(),
+                    info,
+                    events.clone(),
+                    Duration::from_millis(settings.node_heartbeat_ms),
+                );
+                Some((nodes, heartbeat))
+            }
+        };
         let state = web::Data::new(AppState {
             shutdown: shutdown_rx,
             api_keys: ApiKeys::new(&settings.api_keys),
@@ -121,7 +175,16 @@ impl Application {
             server,
             addr,
             metrics_addr,
+            node: Node {
+                id: node_id,
+                registry,
+            },
         })
+    }
+
+    /// This node's id (`node_id`, or the one made up at start-up).
+    pub fn node_id(&self) -> &str {
+        &self.node.id
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -135,8 +198,21 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT; then closes every signaling socket with 1001 (so
     /// SDKs reconnect elsewhere or later), finishes in-flight requests and returns.
+    /// With Redis, it then removes this node from the node list.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some((nodes, heartbeat)) = self.node.registry {
+            // Commands of this thread share one connection, in order: a refresh already
+            // sent runs before the removal.
+            heartbeat.abort();
+            match nodes.remove(&self.node.id).await {
+                Ok(()) => tracing::info!(node = %self.node.id, "removed from the node list"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not leave the node list; the entry expires")
+                }
+            }
+        }
+        served
     }
 }
 
@@ -343,4 +419,139 @@ fn spawn_sweeper(store: Arc<dyn Store>, every: Duration) {
             }
         }
     });
+}
+
+/// Refuses to join other live nodes whose room tokens this node could not verify, or that
+/// could not verify its own: nodes on one Redis must share the token secret (and issuer
+/// and audience), because a client may join a room on any of them. A generated secret is
+/// never shared, so it is refused as soon as another node is registered. An entry of this
+/// node's own id is its previous run's (a restart within `node_ttl_ms`) and is ignored.
+/// Two nodes that start at the same moment may both find the list empty.
+async fn check_secret(
+    nodes: &Nodes,
+    settings: &Settings,
+    node_id: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let others: Vec<NodeInfo> = nodes
+        .live()
+        .await
+        .map_err(|e| format!("CONVENE_REDIS_URL: cannot read the node list: {e}"))?
+        .into_iter()
+        .filter(|n| n.id != node_id)
+        .collect();
+    let Some(first) = others.first() else {
+        return Ok(());
+    };
+    if settings.token_secret_generated {
+        let ids: Vec<&str> = others.iter().map(|n| n.id.as_str()).collect();
+        return Err(format!(
+            "CONVENE_TOKEN_SECRET is not set, and other nodes share this Redis ({}): every node must verify the room tokens of every other, so all need the same configured CONVENE_TOKEN_SECRET; a generated one is refused",
+            ids.join(", ")
+        )
+        .into());
+    }
+    let mine = own_secret_id(settings);
+    if let Some(other) = others.iter().find(|n| n.secret_id != mine) {
+        return Err(format!(
+            "CONVENE_TOKEN_SECRET (with CONVENE_TOKEN_ISSUER and CONVENE_TOKEN_AUDIENCE) differs from that of node {} on this Redis: every node must verify the room tokens of every other",
+            other.id
+        )
+        .into());
+    }
+    tracing::info!(others = others.len(), first = %first.id, "joining other live nodes");
+    Ok(())
+}
+
+fn own_secret_id(settings: &Settings) -> String {
+    secret_fingerprint(
+        settings.token_secret.as_bytes(),
+        &settings.token_issuer,
+        &settings.token_audience,
+    )
+}
+
+/// What this node registers: its addresses, and the load the heartbeat fills in.
+fn node_info(settings: &Settings, id: &str, bound: SocketAddr) -> NodeInfo {
+    let http_ip = routable(bound.ip());
+    let http_addr = if settings.node_http_addr.is_empty() {
+        SocketAddr::new(http_ip, bound.port()).to_string()
+    } else {
+        settings.node_http_addr.clone()
+    };
+    let media_ip = settings
+        .rtc_advertise_ip
+        .parse()
+        .unwrap_or_else(|_| routable(settings.rtc_udp_bind().ip()));
+    let media_port = match settings.rtc_advertise_port {
+        0 => settings.rtc_udp_port,
+        port => port,
+    };
+    NodeInfo {
+        id: id.to_string(),
+        http_addr,
+        media_addr: SocketAddr::new(media_ip, media_port).to_string(),
+        rooms: 0,
+        participants: 0,
+        cpu: 0.0,
+        started_at: now_ms(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        secret_id: own_secret_id(settings),
+    }
+}
+
+/// `ip`, unless unspecified (0.0.0.0 or ::): then the machine's first non-loopback address
+/// (found by asking the kernel for a route; nothing is sent), loopback when there is none.
+fn routable(ip: std::net::IpAddr) -> std::net::IpAddr {
+    if !ip.is_unspecified() {
+        return ip;
+    }
+    let probe = || -> std::io::Result<std::net::IpAddr> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect("192.0.2.1:9")?;
+        Ok(socket.local_addr()?.ip())
+    };
+    match probe() {
+        Ok(ip) if !ip.is_unspecified() && !ip.is_loopback() => ip,
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
+    }
+}
+
+/// Refreshes this node's registration every `every` with its current load (active rooms,
+/// participants, CPU share since the last beat), then reads the live nodes into
+/// `convene_cluster_nodes`. A failed beat is logged and the next one tries again; the
+/// registration lives `node_ttl_ms` after the last one that succeeded.
+fn spawn_heartbeat(
+    nodes: Arc<Nodes>,
+    mut info: NodeInfo,
+    events: Arc<Events>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        let start = tokio::time::Instant::now() + every;
+        let mut interval = tokio::time::interval_at(start, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = (Instant::now(), METRICS.process_cpu_seconds());
+        loop {
+            interval.tick().await;
+            let (mesh, sfu, participants) = events.gauges();
+            info.rooms = (mesh + sfu) as u64;
+            info.participants = participants as u64;
+            let now = (Instant::now(), METRICS.process_cpu_seconds());
+            if let ((then, Some(before)), (at, Some(after))) = (last, now) {
+                let wall = at.duration_since(then).as_secs_f64();
+                if wall > 0.0 {
+                    info.cpu = ((after - before).max(0.0) / wall * 1000.0).round() / 1000.0;
+                }
+            }
+            last = now;
+            if let Err(e) = nodes.register(&info).await {
+                tracing::warn!(error = %e, "node heartbeat failed");
+                continue;
+            }
+            match nodes.live().await {
+                Ok(live) => METRICS.cluster_nodes(live.len()),
+                Err(e) => tracing::warn!(error = %e, "could not read the node list"),
+            }
+        }
+    })
 }

@@ -29,6 +29,24 @@ pub enum TokenError {
     Invalid,
 }
 
+/// A short public fingerprint of a token secret (16 hex digits of an HMAC-SHA256 keyed by
+/// it), which nodes register so that two nodes whose secrets differ can tell without either
+/// secret leaving its node. Nodes with the same secret, issuer and audience verify each
+/// other's room tokens.
+pub fn secret_fingerprint(secret: &[u8], issuer: &str, audience: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
+        .expect("HMAC takes a key of any length");
+    mac.update(b"convene node secret fingerprint\0");
+    mac.update(issuer.as_bytes());
+    mac.update(b"\0");
+    mac.update(audience.as_bytes());
+    mac.finalize().into_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[derive(Clone)]
 pub struct RoomTokens {
     encoding: EncodingKey,
@@ -100,6 +118,22 @@ mod tests {
 
     fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn fingerprints_tell_secrets_apart() {
+        let a = secret_fingerprint(SECRET, "convene", "convene-room");
+        assert_eq!(a, secret_fingerprint(SECRET, "convene", "convene-room"));
+        assert_eq!(a.len(), 16);
+        assert_ne!(
+            a,
+            secret_fingerprint(
+                b"another-secret-another-secret-xx",
+                "convene",
+                "convene-room"
+            )
+        );
+        assert_ne!(a, secret_fingerprint(SECRET, "other", "convene-room"));
     }
 
     #[test]

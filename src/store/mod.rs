@@ -1,10 +1,18 @@
 //! Storage of room records: a trait, an in-memory implementation (the default) and a Redis
 //! one. Redis is the source of truth across restarts; the actors hold the live state.
+//! With Redis, also what several nodes on one Redis share: the registry of live nodes and
+//! fenced room-ownership leases (see `docs/cluster.md`).
 
+mod conn;
+mod lease;
 mod memory;
+mod nodes;
 mod redis;
 
+pub use conn::Redis;
+pub use lease::{FencedError, Lease, Leases};
 pub use memory::MemoryStore;
+pub use nodes::{NodeInfo, Nodes};
 pub use redis::RedisStore;
 
 use crate::model::{Cursor, RoomRecord, StoreError};

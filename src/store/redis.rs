@@ -1,12 +1,14 @@
-//! The Redis store.
+//! The Redis store, on one Redis server or a Redis Cluster.
 //!
-//! Keys, under a configurable prefix `P`:
-//! - `P:room:{id}`: the room's JSON record, expiring when the room does (`PXAT`).
-//! - `P:rooms`: the list index, a sorted set with every score 0 whose members are
+//! Keys, under a configurable prefix `P` (see `conn::Keys`):
+//! - `P:{room:<id>}`: the room's JSON record, expiring when the room does (`PXAT`).
+//! - `P:{rooms}`: the list index, a sorted set with every score 0 whose members are
 //!   `{creationTime:013}|{id}`, so lexicographic order is creation order and a page is one
 //!   `ZREVRANGEBYLEX` with `LIMIT`: O(log N + page), whatever the number of rooms.
-//! - `P:rooms:expiry`: the same members scored by expiry time, so a sweep finds expired
+//! - `P:{rooms}:expiry`: the same members scored by expiry time, so a sweep finds expired
 //!   rooms without scanning and drops them from the index.
+//! - `P:{room:<id>}:lease` and `P:{room:<id>}:fence`: the room's ownership lease and
+//!   fencing number (`super::lease`); a fenced write checks the latter in the same script.
 //!
 //! Every operation is bounded by the configured timeout, so a slow or dead Redis turns
 //! into a [`StoreError`] (and a 503) instead of a hang. A command that timed out may still
@@ -14,48 +16,46 @@
 //! that first compares Redis's clock with a deadline a little before the client's timeout,
 //! and does nothing past it: a write that answered 503 leaves no trace.
 //!
-//! Each thread that uses the store (each HTTP worker, the system thread) has its own
-//! connection manager, made on first use: a command and its answer stay on the thread that
-//! asked, instead of waking the one thread that would otherwise drive a shared connection.
+//! On one server, create and delete are one script each over the record and both indexes.
+//! On a cluster the record (slot of `{room:<id>}`) and the indexes (slot of `{rooms}`) are
+//! written by two scripts: create writes the record first and the index after (a page
+//! never meets a member before its record; an index write that fails removes the record
+//! again, and the room's id was never told anyone), delete removes the record first (the
+//! room is gone from that moment; an index member left behind is dropped by the next page
+//! that meets it, or by the sweep at the room's expiry).
 
+use super::conn::Redis;
+use super::lease::{FencedError, Lease};
 use super::{Cursor, Store, StoreError};
 use crate::metrics::METRICS;
 use crate::model::RoomRecord;
 use async_trait::async_trait;
-use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Expired index members dropped per round trip by the sweep.
 const SWEEP_BATCH: usize = 1000;
 
-/// Tells store instances apart in the per-thread connections.
-static STORES: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// This thread's connection manager of each store, by store id.
-    static CONNECTIONS: RefCell<HashMap<u64, ConnectionManager>> = RefCell::new(HashMap::new());
-}
-
 pub struct RedisStore {
-    id: u64,
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    timeout: Duration,
-    prefix: String,
+    redis: Arc<Redis>,
     scripts: Scripts,
 }
 
 /// The write scripts. Each takes the deadline (ms since the epoch) as `ARGV[1]` and returns
-/// 0 without writing when Redis's clock has passed it.
+/// 0 without writing when Redis's clock has passed it; a fenced one returns -1 without
+/// writing when the room's stored fence is not the one given; 1 when it wrote.
 struct Scripts {
     create: redis::Script,
     update: redis::Script,
+    update_fenced: redis::Script,
     delete: redis::Script,
+    delete_fenced: redis::Script,
+    /// Cluster: the record alone, then the indexes alone.
+    create_record: redis::Script,
+    index_add: redis::Script,
+    delete_record: redis::Script,
+    delete_record_fenced: redis::Script,
+    index_remove: redis::Script,
 }
 
 const PAST_DEADLINE: &str = r"
@@ -65,9 +65,20 @@ if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1])
 end
 ";
 
+/// Refuses the write when the fence key (`KEYS[f]`) does not hold `ARGV[a]`.
+fn fence_check(f: usize, a: usize) -> String {
+    format!("if redis.call('GET', KEYS[{f}]) ~= ARGV[{a}] then return -1 end\n")
+}
+
 impl Scripts {
     fn new() -> Self {
         let guarded = |body: &str| redis::Script::new(&format!("{PAST_DEADLINE}{body}\nreturn 1"));
+        // KEYS: room, index, expiry, lease, fence. ARGV: deadline, member[, fence].
+        let delete = "redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+                 redis.call('ZREM', KEYS[2], ARGV[2])
+                 redis.call('ZREM', KEYS[3], ARGV[2])";
+        // KEYS: room, lease, fence. ARGV: deadline[, fence].
+        let delete_record = "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])";
         Self {
             // KEYS: room, index, expiry. ARGV: deadline, json, expires_at, member.
             create: guarded(
@@ -77,87 +88,79 @@ impl Scripts {
             ),
             // KEYS: room. ARGV: deadline, json, expires_at.
             update: guarded("redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PXAT', ARGV[3])"),
-            // KEYS: room, index, expiry. ARGV: deadline, member.
-            delete: guarded(
-                "redis.call('DEL', KEYS[1])
-                 redis.call('ZREM', KEYS[2], ARGV[2])
-                 redis.call('ZREM', KEYS[3], ARGV[2])",
+            // KEYS: room, fence. ARGV: deadline, json, expires_at, fence.
+            update_fenced: guarded(&format!(
+                "{}redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PXAT', ARGV[3])",
+                fence_check(2, 4)
+            )),
+            delete: guarded(delete),
+            delete_fenced: guarded(&format!("{}{delete}", fence_check(5, 3))),
+            // KEYS: room. ARGV: deadline, json, expires_at.
+            create_record: guarded("redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])"),
+            // KEYS: index, expiry. ARGV: deadline, expires_at, member.
+            index_add: guarded(
+                "redis.call('ZADD', KEYS[1], 0, ARGV[3])
+                 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])",
+            ),
+            delete_record: guarded(delete_record),
+            delete_record_fenced: guarded(&format!("{}{delete_record}", fence_check(3, 2))),
+            // KEYS: index, expiry. ARGV: deadline, member.
+            index_remove: guarded(
+                "redis.call('ZREM', KEYS[1], ARGV[2])
+                 redis.call('ZREM', KEYS[2], ARGV[2])",
             ),
         }
     }
 }
 
+/// What a guarded write script answered.
+enum Written {
+    Done,
+    /// The fence did not match; nothing was written.
+    Stale,
+}
+
 impl RedisStore {
     /// Creates the store without connecting; the first operation connects, and the
-    /// connection manager reconnects by itself after Redis comes back.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        // Made here once only to refuse a bad configuration now rather than on first use.
-        client
-            .get_connection_manager_lazy(config.clone())
-            .map_err(|e| StoreError(e.to_string()))?;
-        Ok(Self {
-            id: STORES.fetch_add(1, Ordering::Relaxed),
+    /// connections reconnect by themselves after Redis comes back. `urls` as
+    /// [`Redis::open`] takes them.
+    pub fn new(
+        urls: &[String],
+        cluster: bool,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        Ok(Self::over(Arc::new(Redis::open(
+            urls, cluster, prefix, timeout,
+        )?)))
+    }
+
+    /// The store over a Redis handle that the leases and the node registry may share.
+    pub fn over(redis: Arc<Redis>) -> Self {
+        Self {
+            redis,
             scripts: Scripts::new(),
-            client,
-            config,
-            timeout,
-            prefix: prefix.to_string(),
-        })
+        }
     }
 
-    /// This thread's connection manager, made (without connecting) on first use.
-    fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        CONNECTIONS.with(|connections| {
-            if let Some(conn) = connections.borrow().get(&self.id) {
-                return Ok(conn.clone());
-            }
-            let conn = self
-                .client
-                .get_connection_manager_lazy(self.config.clone())
-                .map_err(|e| StoreError(e.to_string()))?;
-            connections.borrow_mut().insert(self.id, conn.clone());
-            Ok(conn)
-        })
-    }
-
-    fn room_key(&self, id: &str) -> String {
-        format!("{}:room:{id}", self.prefix)
-    }
-
-    /// The latest Redis time at which a write started now may still run: a little before
-    /// the client gives up, so that a write that runs also answers in time.
-    fn deadline(&self) -> u64 {
-        let timeout = self.timeout.as_millis() as u64;
-        crate::model::now_ms() + timeout - (timeout / 4).min(250)
+    /// The Redis handle, for the leases and the node registry.
+    pub fn redis(&self) -> &Arc<Redis> {
+        &self.redis
     }
 
     /// Runs a guarded write script: the deadline goes first among its arguments.
     async fn write(
         &self,
         script: &redis::Script,
-        keys: &[String],
+        keys: &[&str],
         args: &[String],
-    ) -> Result<(), StoreError> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(key);
-        }
-        invocation.arg(self.deadline());
-        for arg in args {
-            invocation.arg(arg);
-        }
-        let invocation = &invocation;
-        match self
-            .timed(move |mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
-            .await?
-        {
-            1 => Ok(()),
+    ) -> Result<Written, StoreError> {
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(self.redis.deadline().to_string());
+        all.extend_from_slice(args);
+        match self.redis.eval::<i64>(script, keys, &all).await? {
+            1 => Ok(Written::Done),
+            -1 => Ok(Written::Stale),
             _ => {
                 METRICS.store_error();
                 Err(StoreError(
@@ -167,48 +170,14 @@ impl RedisStore {
         }
     }
 
-    fn index_key(&self) -> String {
-        format!("{}:rooms", self.prefix)
-    }
-
-    fn expiry_key(&self) -> String {
-        format!("{}:rooms:expiry", self.prefix)
-    }
-
-    /// Runs `op` on this thread's connection within the timeout. When the connection turned
-    /// out broken (Redis restarted since this thread last used it), the manager reconnects
-    /// and `op` gets one more try within the same time; every operation here may run twice
-    /// (reads, and writes that set or remove the same values).
-    async fn timed<T, F: Future<Output = redis::RedisResult<T>>>(
+    /// A write that is never fenced: `Stale` cannot come back.
+    async fn write_unfenced(
         &self,
-        op: impl Fn(ConnectionManager) -> F,
-    ) -> Result<T, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut outcome = tokio::time::timeout_at(deadline, op(self.conn()?)).await;
-        if let Ok(Err(e)) = &outcome
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
-        {
-            outcome = tokio::time::timeout_at(deadline, op(self.conn()?)).await;
-        }
-        match outcome {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                METRICS.store_error();
-                Err(StoreError(e.to_string()))
-            }
-            Err(_) => {
-                METRICS.store_error();
-                Err(StoreError(format!(
-                    "no answer within {} ms",
-                    self.timeout.as_millis()
-                )))
-            }
-        }
-    }
-
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        self.timed(move |mut conn| async move { cmd.query_async(&mut conn).await })
-            .await
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<(), StoreError> {
+        self.write(script, keys, args).await.map(drop)
     }
 
     /// Reads the records of index members; members whose key has expired are dropped
@@ -219,12 +188,11 @@ impl RedisStore {
         }
         let keys: Vec<String> = members
             .iter()
-            .map(|m| self.room_key(member_id(m)))
+            .map(|m| self.redis.keys.room(member_id(m)))
             .collect();
-        let keys = &keys;
-        let values: Vec<Option<String>> = self
-            .timed(move |mut conn| async move { conn.mget(keys).await })
-            .await?;
+        // On a cluster the client splits the `MGET` by slot and puts the answers back in
+        // order.
+        let values: Vec<Option<String>> = self.redis.query(redis::cmd("MGET").arg(&keys)).await?;
         let mut rooms = Vec::with_capacity(values.len());
         let mut gone = Vec::new();
         for (member, value) in members.iter().zip(values) {
@@ -239,23 +207,117 @@ impl RedisStore {
         Ok(rooms)
     }
 
-    /// Removes members (and their keys) from both indexes.
+    /// Removes members from both indexes, and their rooms' keys (record, lease, fence).
     async fn forget(&self, members: &[String]) -> Result<(), StoreError> {
-        let keys: Vec<String> = members
+        let keys = &self.redis.keys;
+        let room_keys: Vec<String> = members
             .iter()
-            .map(|m| self.room_key(member_id(m)))
+            .map(|m| member_id(m))
+            .flat_map(|id| [keys.room(id), keys.lease(id), keys.fence(id)])
             .collect();
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .zrem(self.index_key(), members)
+            .zrem(keys.index(), members)
             .ignore()
-            .zrem(self.expiry_key(), members)
-            .ignore()
-            .del(keys)
+            .zrem(keys.expiry(), members)
             .ignore();
-        let pipe = &pipe;
-        self.timed(move |mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+        if self.redis.is_cluster() {
+            // A transaction may not span slots: the indexes in one, then a `DEL` that the
+            // client splits by slot.
+            let pipe = &pipe;
+            self.redis
+                .timed(move |mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+                .await?;
+            self.redis.query(redis::cmd("DEL").arg(&room_keys)).await
+        } else {
+            pipe.del(room_keys).ignore();
+            let pipe = &pipe;
+            self.redis
+                .timed(move |mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+                .await
+        }
+    }
+
+    /// Replaces the room's record only if `lease` (of this room) is still the room's last
+    /// one: its fence is the room's stored fence. A stale owner's write is refused with
+    /// [`FencedError::Stale`] and changes nothing. A room already gone stays gone.
+    pub async fn update_fenced(&self, room: &RoomRecord, lease: &Lease) -> Result<(), FencedError> {
+        if lease.room != room.id {
+            return Err(FencedError::stale(lease));
+        }
+        let keys = &self.redis.keys;
+        let written = self
+            .write(
+                &self.scripts.update_fenced,
+                &[&keys.room(&room.id), &keys.fence(&room.id)],
+                &[
+                    to_json(room),
+                    room.expires_at().to_string(),
+                    lease.fence.to_string(),
+                ],
+            )
+            .await?;
+        match written {
+            Written::Done => Ok(()),
+            Written::Stale => Err(FencedError::stale(lease)),
+        }
+    }
+
+    /// Removes the room (record, lease, fence, index entries) only if `lease` is still the
+    /// room's last one, as [`Self::update_fenced`].
+    pub async fn delete_fenced(&self, room: &RoomRecord, lease: &Lease) -> Result<(), FencedError> {
+        if lease.room != room.id {
+            return Err(FencedError::stale(lease));
+        }
+        let keys = &self.redis.keys;
+        let (id, member) = (&room.id, member(room.creation_time, &room.id));
+        let fence = lease.fence.to_string();
+        let written = if self.redis.is_cluster() {
+            self.write(
+                &self.scripts.delete_record_fenced,
+                &[&keys.room(id), &keys.lease(id), &keys.fence(id)],
+                &[fence],
+            )
+            .await?
+        } else {
+            self.write(
+                &self.scripts.delete_fenced,
+                &[
+                    &keys.room(id),
+                    &keys.index(),
+                    &keys.expiry(),
+                    &keys.lease(id),
+                    &keys.fence(id),
+                ],
+                &[member.clone(), fence],
+            )
+            .await?
+        };
+        match written {
+            Written::Stale => Err(FencedError::stale(lease)),
+            Written::Done => {
+                if self.redis.is_cluster() {
+                    self.unindex(&member).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Cluster: drops a deleted room's index entries. The room is gone already, so a
+    /// failure only leaves a member that the next page meeting it (or the sweep) drops.
+    async fn unindex(&self, member: &str) {
+        let keys = &self.redis.keys;
+        if let Err(e) = self
+            .write_unfenced(
+                &self.scripts.index_remove,
+                &[&keys.index(), &keys.expiry()],
+                &[member.to_string()],
+            )
             .await
+        {
+            tracing::warn!(error = %e, "a deleted room's index entry is left for the sweep");
+        }
     }
 }
 
@@ -274,28 +336,60 @@ fn to_json(room: &RoomRecord) -> String {
 #[async_trait]
 impl Store for RedisStore {
     async fn create(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        let keys = [self.room_key(&room.id), self.index_key(), self.expiry_key()];
-        let args = [
-            to_json(room),
-            room.expires_at().to_string(),
-            member(room.creation_time, &room.id),
-        ];
-        self.write(&self.scripts.create, &keys, &args).await
+        let keys = &self.redis.keys;
+        let (json, expires_at) = (to_json(room), room.expires_at().to_string());
+        let member = member(room.creation_time, &room.id);
+        let room_key = keys.room(&room.id);
+        if !self.redis.is_cluster() {
+            return self
+                .write_unfenced(
+                    &self.scripts.create,
+                    &[&room_key, &keys.index(), &keys.expiry()],
+                    &[json, expires_at, member],
+                )
+                .await;
+        }
+        self.write_unfenced(
+            &self.scripts.create_record,
+            &[&room_key],
+            &[json, expires_at.clone()],
+        )
+        .await?;
+        let indexed = self
+            .write_unfenced(
+                &self.scripts.index_add,
+                &[&keys.index(), &keys.expiry()],
+                &[expires_at, member],
+            )
+            .await;
+        if let Err(e) = indexed {
+            // Nobody has heard of the room yet: take the record back, so the 503 leaves no
+            // room behind. Should that fail too, the record is unlisted, its id was never
+            // told anyone, and it expires with the room.
+            if let Err(undo) = self
+                .redis
+                .query::<()>(redis::cmd("DEL").arg(&room_key))
+                .await
+            {
+                tracing::warn!(error = %undo, "an unindexed room record is left to expire");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn update(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        let keys = [self.room_key(&room.id)];
-        self.write(
+        self.write_unfenced(
             &self.scripts.update,
-            &keys,
+            &[&self.redis.keys.room(&room.id)],
             &[to_json(room), room.expires_at().to_string()],
         )
         .await
     }
 
     async fn get(&self, id: &str, now_ms: u64) -> Result<Option<RoomRecord>, StoreError> {
-        let key = self.room_key(id);
-        let value: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+        let key = self.redis.keys.room(id);
+        let value: Option<String> = self.redis.query(redis::cmd("GET").arg(&key)).await?;
         // Redis expires the key at the room's expiry (`PXAT`); the check covers the
         // milliseconds in between, and a value that does not parse is no room.
         Ok(value
@@ -304,13 +398,31 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        let keys = [self.room_key(&room.id), self.index_key(), self.expiry_key()];
-        self.write(
-            &self.scripts.delete,
-            &keys,
-            &[member(room.creation_time, &room.id)],
+        let keys = &self.redis.keys;
+        let (id, member) = (&room.id, member(room.creation_time, &room.id));
+        if !self.redis.is_cluster() {
+            return self
+                .write_unfenced(
+                    &self.scripts.delete,
+                    &[
+                        &keys.room(id),
+                        &keys.index(),
+                        &keys.expiry(),
+                        &keys.lease(id),
+                        &keys.fence(id),
+                    ],
+                    &[member],
+                )
+                .await;
+        }
+        self.write_unfenced(
+            &self.scripts.delete_record,
+            &[&keys.room(id), &keys.lease(id), &keys.fence(id)],
+            &[],
         )
-        .await
+        .await?;
+        self.unindex(&member).await;
+        Ok(())
     }
 
     async fn page(
@@ -327,14 +439,14 @@ impl Store for RedisStore {
         while rooms.len() < limit {
             let want = limit - rooms.len();
             let cmd = redis::cmd("ZREVRANGEBYLEX")
-                .arg(self.index_key())
+                .arg(self.redis.keys.index())
                 .arg(&max)
                 .arg("-")
                 .arg("LIMIT")
                 .arg(0)
                 .arg(want)
                 .to_owned();
-            let members: Vec<String> = self.query(&cmd).await?;
+            let members: Vec<String> = self.redis.query(&cmd).await?;
             let Some(last) = members.last() else { break };
             max = format!("({last}");
             let exhausted = members.len() < want;
@@ -355,14 +467,14 @@ impl Store for RedisStore {
         let mut swept = 0;
         loop {
             let cmd = redis::cmd("ZRANGEBYSCORE")
-                .arg(self.expiry_key())
+                .arg(self.redis.keys.expiry())
                 .arg("-inf")
                 .arg(now_ms)
                 .arg("LIMIT")
                 .arg(0)
                 .arg(SWEEP_BATCH)
                 .to_owned();
-            let members: Vec<String> = self.query(&cmd).await?;
+            let members: Vec<String> = self.redis.query(&cmd).await?;
             if members.is_empty() {
                 return Ok(swept);
             }
@@ -375,7 +487,10 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+        self.redis
+            .query::<String>(&redis::cmd("PING"))
+            .await
+            .map(drop)
     }
 }
 

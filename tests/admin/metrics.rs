@@ -461,3 +461,129 @@ async fn metrics_bind_moves_metrics_to_their_own_listener() {
         .unwrap();
     assert_eq!(post.status(), 405);
 }
+
+#[tokio::test]
+async fn this_node_is_named_and_alone_without_redis() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options::default().env("CONVENE_NODE_ID", "node-x"),
+    )
+    .await
+    .unwrap();
+    let m = scrape(&app).await;
+    assert_eq!(m.types["convene_cluster_nodes"], "gauge");
+    assert_eq!(m.types["convene_node_info"], "gauge");
+    assert_eq!(
+        m.series.get(r#"convene_node_info{node_id="node-x"}"#),
+        Some(&1.0)
+    );
+    assert_eq!(m.get("convene_cluster_nodes"), 1.0);
+    // A node without a configured id gets a UUID.
+    let other = TestApp::spawn(Backend::Memory).await.unwrap();
+    let m = scrape(&other).await;
+    let ids: Vec<&String> = m
+        .series
+        .keys()
+        .filter(|s| s.starts_with("convene_node_info"))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids[0]
+        .trim_start_matches(r#"convene_node_info{node_id=""#)
+        .trim_end_matches(r#""}"#);
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+}
+
+/// The nodes registered in the Redis at `url` (prefix `convene`), by id: each one's JSON.
+fn registered(redis: &RedisServer) -> Vec<serde_json::Value> {
+    let mut conn = redis.conn();
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg("convene:{nodes}")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    ids.iter()
+        .filter_map(|id| {
+            let json: Option<String> = redis::cmd("GET")
+                .arg(format!("convene:{{nodes}}:{id}"))
+                .query(&mut conn)
+                .unwrap();
+            json.map(|j| serde_json::from_str(&j).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn nodes_on_one_redis_see_each_other_and_a_killed_one_goes() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = TestApp::spawn_on(
+        &redis.url(),
+        Options::default().env("CONVENE_NODE_ID", "node-a"),
+    );
+    let mut b = TestApp::spawn_on(
+        &redis.url(),
+        Options::default()
+            .env("CONVENE_NODE_ID", "node-b")
+            .env("CONVENE_NODE_HTTP_ADDR", "b.example:8080")
+            .env("CONVENE_RTC_ADVERTISE_IP", "192.0.2.7")
+            .env("CONVENE_RTC_ADVERTISE_PORT", "40000"),
+    );
+    wait_for(&a, "convene_cluster_nodes", 2.0).await;
+    wait_for(&b, "convene_cluster_nodes", 2.0).await;
+    assert_eq!(
+        scrape(&b)
+            .await
+            .series
+            .get(r#"convene_node_info{node_id="node-b"}"#),
+        Some(&1.0)
+    );
+
+    // What each registered: addresses, load, start, version, the secret's fingerprint.
+    a.new_room(json!({})).await;
+    let nodes = registered(&redis);
+    let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["node-a", "node-b"]);
+    let (na, nb) = (&nodes[0], &nodes[1]);
+    assert_eq!(na["httpAddr"], a.host_port());
+    assert_eq!(nb["httpAddr"], "b.example:8080");
+    assert_eq!(nb["mediaAddr"], "192.0.2.7:40000");
+    assert_eq!(na["version"], env!("CARGO_PKG_VERSION"));
+    assert!(na["startedAt"].as_u64().unwrap() <= now_ms());
+    assert!(na["cpu"].as_f64().unwrap() >= 0.0);
+    assert!(nb["participants"].as_u64().is_some());
+    assert_eq!(na["secretId"], nb["secretId"]);
+    assert_eq!(na["secretId"].as_str().unwrap().len(), 16);
+    // The load follows: node a's new room (active, it has an actor) shows at a heartbeat.
+    assert!(
+        eventually(WAIT, || async {
+            registered(&redis)
+                .iter()
+                .any(|n| n["id"] == "node-a" && n["rooms"] == 1)
+        })
+        .await,
+        "{:?}",
+        registered(&redis)
+    );
+
+    // Killed, node b cannot say goodbye: it disappears once its entry expires.
+    b.kill();
+    wait_for(&a, "convene_cluster_nodes", 1.0).await;
+    let ids: Vec<String> = registered(&redis)
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["node-a"]);
+
+    // Stopped cleanly, node a removes its entry before it exits.
+    let mut a = a;
+    assert_eq!(a.stop().and_then(|s| s.code()), Some(0));
+    assert_eq!(registered(&redis), Vec::<serde_json::Value>::new());
+    let mut conn = redis.conn();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("convene:{nodes}:node-a")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!exists);
+}

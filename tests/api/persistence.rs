@@ -137,3 +137,37 @@ async fn tokens_follow_a_new_secret_after_a_restart() {
     let token = deleted["room"]["token"].as_str().unwrap();
     assert!(jwt_verifies(token, other), "DELETE: {token}");
 }
+
+#[tokio::test]
+async fn rooms_live_on_a_redis_cluster_across_restarts() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let options = Options::default().env("CONVENE_REDIS_CLUSTER", "1");
+    // One seed node is enough for the service to find the others.
+    let mut app = TestApp::spawn_on(&cluster.urls()[1], options.clone());
+    let rooms = create_mixed_rooms(&app).await;
+    let gone = app.new_room(json!({"name": "deleted"})).await;
+    assert_eq!(
+        app.delete_room(gone["id"].as_str().unwrap()).await.status(),
+        200
+    );
+    let list = full_list(&app).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), rooms.len());
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // Every node of the cluster as seeds this time.
+    app.stop();
+    let app = TestApp::spawn_on(&cluster.url_setting(), options);
+    assert_rooms_intact(&app, &rooms, &list).await;
+    assert_eq!(
+        app.get_room(gone["id"].as_str().unwrap()).await.status(),
+        404
+    );
+    for room in &rooms {
+        let id = room["id"].as_str().unwrap();
+        assert_eq!(app.delete_room(id).await.status(), 200, "{id}");
+    }
+    assert_eq!(full_list(&app).await, json!({"data": []}));
+}

@@ -120,3 +120,79 @@ fn unreachable_redis_is_refused_at_start_up() {
     let url = format!("redis://127.0.0.1:{}/", free_port());
     assert_refused("CONVENE_REDIS_URL", &url);
 }
+
+/// Runs a node on `redis` that must refuse to start, and answers its stderr.
+fn assert_refused_beside_another_node(redis: &RedisServer, options: Options) -> String {
+    let exited = run_to_exit(
+        options.env("CONVENE_REDIS_URL", redis.url()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        exited.status.code().is_some_and(|c| c != 0),
+        "exit {:?}\n{}\n{}",
+        exited.status,
+        exited.stdout,
+        exited.stderr
+    );
+    assert!(!exited.stdout.contains("listening on"), "{}", exited.stdout);
+    exited.stderr
+}
+
+#[tokio::test]
+async fn a_generated_token_secret_is_refused_beside_another_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut first = TestApp::spawn_on(
+        &redis.url(),
+        Options::default().env("CONVENE_NODE_ID", "first"),
+    );
+    // No secret configured: a generated one could not verify the first node's tokens.
+    let stderr = assert_refused_beside_another_node(
+        &redis,
+        Options::default().env("CONVENE_TOKEN_SECRET", ""),
+    );
+    assert!(
+        stderr.contains("CONVENE_TOKEN_SECRET is not set") && stderr.contains("first"),
+        "{stderr}"
+    );
+    // Another configured secret is refused too.
+    let stderr = assert_refused_beside_another_node(
+        &redis,
+        Options::default().env(
+            "CONVENE_TOKEN_SECRET",
+            "another-secret-of-at-least-32-bytes!!",
+        ),
+    );
+    assert!(
+        stderr.contains("CONVENE_TOKEN_SECRET") && stderr.contains("node first"),
+        "{stderr}"
+    );
+    // The same secret is welcome: both nodes run.
+    let second = TestApp::spawn_on(
+        &redis.url(),
+        Options::default().env("CONVENE_NODE_ID", "second"),
+    );
+    assert_eq!(second.get_room("RO-none").await.status(), 404);
+    drop(second);
+
+    // Alone on its Redis (the first node stopped and removed itself; the second was
+    // killed, so wait for its entry to expire), a node may generate its secret.
+    assert_eq!(first.stop().and_then(|s| s.code()), Some(0));
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let mut conn = redis.conn();
+            let n: u64 = redis::cmd("EXISTS")
+                .arg("convene:{nodes}:second")
+                .query(&mut conn)
+                .unwrap();
+            n == 0
+        })
+        .await
+    );
+    let alone = TestApp::spawn_on(
+        &redis.url(),
+        Options::default().env("CONVENE_TOKEN_SECRET", ""),
+    );
+    assert_eq!(alone.get_room("RO-none").await.status(), 404);
+}

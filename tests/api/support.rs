@@ -166,6 +166,138 @@ fn signal(pid: u32, name: &str) {
         .status();
 }
 
+/// A private three-master Redis Cluster (no replicas), killed when dropped: three
+/// `redis-server --cluster-enabled yes` in temporary directories, joined by
+/// `redis-cli --cluster create`, answered once every node says `cluster_state:ok`.
+pub struct RedisCluster {
+    children: Vec<Child>,
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts one, or answers `None` (the test skips) when `redis-server` or `redis-cli`
+    /// is missing and `CONVENE_REQUIRE_REDIS` is not `1`.
+    pub fn start() -> Option<Self> {
+        let have_cli = Command::new("redis-cli")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !have_redis_server() || !have_cli {
+            assert!(
+                !redis_required(),
+                "redis-server or redis-cli is not installed and CONVENE_REQUIRE_REDIS=1"
+            );
+            eprintln!("skipped: redis-server or redis-cli is not installed");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("convene-cluster-{}", uuid::Uuid::new_v4()));
+        let mut cluster = Self {
+            children: Vec::new(),
+            ports: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            let port = cluster_port();
+            let dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "5000"])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            cluster.children.push(child);
+            cluster.ports.push(port);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for &port in &cluster.ports {
+            while !ping(port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node on port {port} did not come up"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.ports.iter().all(|&p| cluster_ok(p)) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never reached cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(cluster)
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+
+    /// `CONVENE_REDIS_URL` for it: every node, comma-separated.
+    pub fn url_setting(&self) -> String {
+        self.urls().join(",")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port whose cluster bus port (the port + 10000) exists and is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn ping(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+fn cluster_ok(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+        .is_ok_and(|info| info.contains("cluster_state:ok"))
+}
+
 /// How to start the service under test.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -214,6 +346,12 @@ impl TestApp {
                 Some(Self::launch(Some(redis.url()), Some(redis), options))
             }
         }
+    }
+
+    /// Starts the service on a Redis (or Redis Cluster) that the test started itself and
+    /// owns: `redis_url` as `CONVENE_REDIS_URL` takes it.
+    pub fn spawn_on(redis_url: &str, options: Options) -> Self {
+        Self::launch(Some(redis_url.to_string()), None, options)
     }
 
     /// Starts the service on a private Redis that the test can kill and restart.
@@ -280,6 +418,14 @@ impl TestApp {
             redis,
             redis_url,
             options,
+        }
+    }
+
+    /// Kills the service (SIGKILL): it has no chance to clean anything up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

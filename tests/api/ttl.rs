@@ -66,12 +66,12 @@ both_stores!(rooms_expire, ttl_options(), |app: TestApp| async move {
 fn redis_traces(app: &TestApp, id: &str) -> Vec<String> {
     let mut conn = app.redis.as_ref().unwrap().conn();
     let mut traces = Vec::new();
-    let key = format!("convene:room:{id}");
+    let key = format!("convene:{{room:{id}}}");
     let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut conn).unwrap();
     if exists {
         traces.push(key);
     }
-    for index in ["convene:rooms", "convene:rooms:expiry"] {
+    for index in ["convene:{rooms}", "convene:{rooms}:expiry"] {
         let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(index)
             .arg(0)
@@ -100,20 +100,20 @@ async fn expired_rooms_leave_nothing_in_redis() {
     assert_eq!(
         redis_traces(&app, &id),
         [
-            format!("convene:room:{id}"),
-            format!("convene:rooms {member}"),
-            format!("convene:rooms:expiry {member}"),
+            format!("convene:{{room:{id}}}"),
+            format!("convene:{{rooms}} {member}"),
+            format!("convene:{{rooms}}:expiry {member}"),
         ]
     );
     // The key expires by itself when the room does.
     let mut conn = app.redis.as_ref().unwrap().conn();
     let expire_at: i64 = redis::cmd("PEXPIRETIME")
-        .arg(format!("convene:room:{id}"))
+        .arg(format!("convene:{{room:{id}}}"))
         .query(&mut conn)
         .unwrap();
     assert_eq!(expire_at, (created + 2000) as i64);
     let score: f64 = redis::cmd("ZSCORE")
-        .arg("convene:rooms:expiry")
+        .arg("convene:{rooms}:expiry")
         .arg(&member)
         .query(&mut conn)
         .unwrap();
@@ -149,10 +149,10 @@ async fn expired_rooms_do_not_come_back_after_a_restart() {
         let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap();
         keys
     };
-    assert_eq!(keys(format!("*:room:{id}")).len(), 1);
+    assert_eq!(keys(format!("*{{room:{id}}}")).len(), 1);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            keys(format!("*:room:{id}")).is_empty()
+            keys(format!("*{{room:{id}}}")).is_empty()
         })
         .await,
         "the room's key outlived its expiry"

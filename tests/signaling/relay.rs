@@ -199,7 +199,7 @@ async fn auto_upgrade(backend: Backend) {
             .rev()
             .find(|(k, _)| k == "CONVENE_REDIS_KEY_PREFIX")
             .map_or("convene".to_string(), |(_, v)| v.clone());
-        let key = format!("{prefix}:room:{id}");
+        let key = format!("{prefix}:{{room:{id}}}");
         let stored = eventually(Duration::from_secs(5), || {
             let mut conn = app.redis_conn();
             let key = key.clone();
