@@ -26,8 +26,9 @@ const MAX_REMOTE_CANDIDATES: usize = 32;
 /// Keyframe requests toward one published track are sent at most this often; requests in
 /// between are merged into the next one.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
-/// Peers polled by one media thread in one go: fewer are not worth handing to another.
-const POLL_CHUNK: usize = 4;
+/// Peers polled by one media thread in one go: fewer are not worth waking another thread
+/// for (a room of 20 is polled by one; a room of 200, or many rooms, by all).
+const POLL_CHUNK: usize = 16;
 /// Datagrams read in one go before the peers are driven.
 const RECEIVE_BATCH: usize = 64;
 /// How often layers are chosen again, publishers told which layers are used, and active
@@ -375,16 +376,7 @@ impl Engine {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => tracing::debug!(error = %e, "media socket read failed"),
             }
-            let now = Instant::now();
-            for i in 0..self.members.len() {
-                if self.members[i]
-                    .conn
-                    .as_ref()
-                    .is_some_and(|c| now >= c.deadline)
-                {
-                    self.guard("timeout", |e| e.input(i, Input::Timeout(now)));
-                }
-            }
+            // Peers whose timeout came are handled in the next drive, with the polling.
         }
     }
 
@@ -894,11 +886,22 @@ impl Engine {
                     {
                         conn.dirty = false;
                         let id = member.id;
-                        conn.deadline = guarded("poll", || poll(id, conn, socket, &mut effects))
-                            .unwrap_or_else(|| {
-                                effects.push(Effect::Drop(id, "media thread panicked"));
-                                now + MAX_WAIT
-                            });
+                        conn.deadline = guarded("poll", || {
+                            // Its timers (RTCP, NACK, ICE, stats) first, when due.
+                            if now >= conn.deadline
+                                && conn.rtc.is_alive()
+                                && let Err(e) = conn.rtc.handle_input(Input::Timeout(now))
+                            {
+                                tracing::debug!(error = %e, "media timeout failed");
+                                effects.push(Effect::Drop(id, "input failed"));
+                                return now + MAX_WAIT;
+                            }
+                            poll(id, conn, socket, &mut effects)
+                        })
+                        .unwrap_or_else(|| {
+                            effects.push(Effect::Drop(id, "media thread panicked"));
+                            now + MAX_WAIT
+                        });
                     }
                     effects
                 })

@@ -149,18 +149,24 @@ impl Downlink {
         self.estimate
     }
 
-    /// `bytes` more were sent (since the last sample), and a receiver report said `loss`
-    /// (a fraction), at `now`.
+    /// `bytes` more were sent on one stream (since its last sample), and the subscriber's
+    /// receiver report for that stream said `loss` (a fraction), at `now`. The loss of a
+    /// window is the streams' losses weighted by what each carried: one packet lost of a
+    /// thumbnail's 15 a second is not 6 % loss of the whole downlink.
     pub(super) fn sample(&mut self, bytes: u64, loss: Option<f32>, now: Instant) {
-        let (start, sent, worst) = self.window.get_or_insert((now, 0, 0.0));
+        let (start, sent, lost) = self.window.get_or_insert((now, 0, 0.0));
         *sent += bytes;
-        *worst = worst.max(loss.unwrap_or(0.0));
+        *lost += bytes as f32 * loss.unwrap_or(0.0).clamp(0.0, 1.0);
         let elapsed = now.saturating_duration_since(*start);
         if elapsed < Duration::from_secs(1) {
             return;
         }
         let rate = (*sent as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
-        let loss = f64::from(*worst);
+        let loss = if *sent == 0 {
+            0.0
+        } else {
+            f64::from(*lost) / *sent as f64
+        };
         self.window = Some((now, 0, 0.0));
         if loss > 0.10 {
             self.estimate = Some((rate as f64 * (1.0 - 0.5 * loss)).round() as u64);
@@ -382,6 +388,23 @@ mod tests {
         assert_eq!(link.estimate(), Some(874_800));
         link.sample(75_000, None, s(18));
         assert_eq!(link.estimate(), Some(900_000));
+    }
+
+    #[test]
+    fn the_downlink_loss_is_weighted_by_what_each_stream_carried() {
+        let start = Instant::now();
+        let s = |n: u64| start + Duration::from_millis(n);
+        let mut link = Downlink::default();
+        link.sample(0, None, s(0));
+        // One packet of a thumbnail's 16 lost (6 %), none of a big video's: the downlink
+        // lost 0.25 %, no reason to cut.
+        link.sample(120_000, Some(0.0), s(500));
+        link.sample(5_000, Some(0.0625), s(1000));
+        assert_eq!(link.estimate(), None);
+        // The big video losing 40 % is a thin link.
+        link.sample(120_000, Some(0.4), s(1500));
+        link.sample(5_000, Some(0.0), s(2000));
+        assert!(link.estimate().is_some_and(|e| e < 1_000_000));
     }
 
     #[test]
