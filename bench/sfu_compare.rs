@@ -335,12 +335,16 @@ async fn main() {
     let publisher_count = if room_mode { n } else { 1 };
     let publisher_role = |i: usize| Role {
         publishes: Some(i as u32),
+        simulcast: false,
+        speaks: true,
         offers: true,
         receives: room_mode && target == "convene",
         loss_percent: if room_mode { loss } else { 0.0 },
     };
     let receiver_role = Role {
         publishes: None,
+        simulcast: false,
+        speaks: false,
         offers: target == "convene",
         receives: true,
         loss_percent: loss,
