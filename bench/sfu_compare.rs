@@ -551,9 +551,12 @@ const LARGE: (u32, u32) = (1280, 720);
 const THUMBNAIL: (u32, u32) = (320, 180);
 /// Participants 0 to SPEAKERS − 1 send audio; the others are muted.
 const SPEAKERS: usize = 3;
-/// After every receiver gets what it shows, this long before the window: layer switches
-/// (each on a keyframe of the new layer) and pauses settle.
-const WARMUP: Duration = Duration::from_secs(3);
+/// After every receiver gets what it shows, this long before the window (unless the
+/// environment's BENCH_WARMUP_SECONDS says otherwise): layer switches (each on a keyframe of
+/// the new layer) and pauses settle, and the downlink estimates that the loss of the joins
+/// cut grow back (8 % a second, beyond 1.5 × the rate sent only after 10 clear seconds; with
+/// 3 s, the 0 % run of a room of 50 got 81 % of its frames at the expected layer).
+const WARMUP: Duration = Duration::from_secs(15);
 
 /// What participant `i` of a conference of `n` shows of participant `j`: its size, or
 /// `None` (hidden: 0 × 0). Participant 0 is the speaker, shown large by everyone (and
@@ -681,7 +684,11 @@ async fn conference(base: String, key: &str, n: usize, seconds: f64, loss: f64) 
     .await;
     let setup_seconds = setup.elapsed().as_secs_f64();
     eprintln!("set up in {setup_seconds:.1} s; warming up");
-    tokio::time::sleep(WARMUP).await;
+    let warmup = std::env::var("BENCH_WARMUP_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(WARMUP, Duration::from_secs_f64);
+    tokio::time::sleep(warmup).await;
 
     let snapshot = |c: &Counters| {
         (

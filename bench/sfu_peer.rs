@@ -131,7 +131,8 @@ pub struct Counters {
     /// loss are recorded while MEASURING.
     pub phase: AtomicU8,
     /// Frames received in the window, and frames expected (per track, from the first to the
-    /// last sequence number received in the window); added by each peer when the window ends.
+    /// last sequence number received in the window, per run of a simulcast layer); added by
+    /// each peer when the window ends.
     pub frames_received: AtomicU64,
     pub frames_expected: AtomicU64,
     /// Peers that have added theirs.
@@ -292,9 +293,23 @@ pub fn description(kind: &str, sdp: String) -> Value {
 /// One received track (a publisher's audio, or a layer of its video) in the measured window.
 #[derive(Default)]
 struct Track {
+    /// The first and last sequence numbers of its current run of frames.
     first: Option<u32>,
     last: u32,
     received: u64,
+    /// Frames expected in its earlier runs (a layer forwarded, then another, then it again:
+    /// the frames in between were not forwarded, not lost).
+    done: u64,
+}
+
+impl Track {
+    /// Frames expected: from the first to the last sequence number of each run.
+    fn expected(&self) -> u64 {
+        self.done
+            + self
+                .first
+                .map_or(0, |first| u64::from(self.last.wrapping_sub(first)) + 1)
+    }
 }
 
 /// What a receiving peer keeps of the tracks it receives.
@@ -304,6 +319,8 @@ struct Received {
     tracks: HashMap<(u32, bool, u8), Track>,
     /// (publisher, video) whose first frame (audio) or first keyframe (video) has arrived.
     started: std::collections::HashSet<(u32, bool)>,
+    /// The layer of each publisher's last video frame in the window.
+    layer_now: HashMap<u32, u8>,
 }
 
 impl Received {
@@ -329,11 +346,24 @@ impl Received {
         if counters.phase.load(Ordering::Relaxed) != MEASURING {
             return;
         }
+        let switched = video
+            && self
+                .layer_now
+                .insert(source, layer)
+                .is_some_and(|l| l != layer);
         let track = self.tracks.entry((source, video, layer)).or_default();
+        if switched && track.first.is_some() {
+            // Back to this layer after another: a new run.
+            track.done = track.expected();
+            track.first = None;
+        }
         let delay = (epoch().elapsed().as_micros() as u64).saturating_sub(sent);
         let bucket = ((delay / BUCKET_US) as usize).min(BUCKETS - 1);
         counters.delays[bucket].fetch_add(1, Ordering::Relaxed);
-        let first = *track.first.get_or_insert(seq);
+        if track.first.is_none() {
+            (track.first, track.last) = (Some(seq), seq);
+        }
+        let first = track.first.unwrap_or(seq);
         // Frames from before the window (a late retransmission) are not counted.
         if seq.wrapping_sub(first) < u32::MAX / 2 {
             track.received += 1;
@@ -348,8 +378,8 @@ impl Received {
         let (mut received, mut expected) = (0, 0);
         let mut results = Vec::new();
         for (&(source, video, layer), track) in &self.tracks {
-            if let Some(first) = track.first {
-                let n = u64::from(track.last.wrapping_sub(first)) + 1;
+            if track.first.is_some() || track.done > 0 {
+                let n = track.expected();
                 received += track.received;
                 expected += n;
                 results.push(TrackResult {
