@@ -406,6 +406,43 @@ if any(k.startswith("sfucap.") for k in series):
           f"| | | | | | |")
     w("")
 
+# --- A conference with simulcast (issue 13) ---
+conf_sizes = os.environ.get("SFU_CONFERENCE_SIZES", "50").split()
+if any(k.startswith("sfuconf.") for k in series):
+    w(f"## 7c. A conference with simulcast: one SFU room, every participant publishing and subscribing ({duration} s)\n")
+    w("bench_sfu_compare's `conference N` against Convene (Janus's videoroom has no layer "
+      "selection driven by element sizes, so no comparison): N str0m peers, each publishing VP8 "
+      "in three simulcast layers (q 320×180 15 fps ~142 kbit/s, h 640×360 30 fps ~451 kbit/s, "
+      "f 1280×720 30 fps ~1.37 Mbit/s, a keyframe every 3 s, on a PLI of that layer and on "
+      "resume), honouring the server's `layers` (paused layers are not sent); 3 participants "
+      "send Opus (20 ms, with an audio level of speech), the others are muted. Each shows one "
+      "speaker at 1280×720 (participant 0; participant 0 shows participant 1), 8 thumbnails at "
+      "320×180 (the next 8 participants) and nobody else (0×0), told in `views` as they join. "
+      "After every receiver has what it shows, plus 15 s (layer switches, and the downlink "
+      "estimates cut by the loss of the joins growing back), the window is measured. *At layer*: "
+      "video frames received from shown publishers that are of the layer the view asks for "
+      "(f for the large one, q for thumbnails), all pairs and the worst (subscriber, publisher) "
+      "pair. *Lost*: video frames that never reached the receiver's application, all pairs and "
+      "the worst. *Hidden frames*: video frames received from publishers not shown (goal 0). "
+      "*Published fps q/h/f*: frames the publishers wrote per layer, all together. CPU in % of "
+      "one core; the client (every peer) shares the same 2 CPUs with the server. *Set-up*: "
+      "joins one after the other until every receiver has what it shows; *largest SDP*: the "
+      "largest signaling message a peer sent (Convene refuses one over "
+      "`signaling_max_frame_bytes`, 256 KiB by default).\n")
+    w("| participants | loss | forwarded packets/s | server CPU µs per packet | server CPU % | client CPU % | at layer % (worst pair) | video lost % (worst pair) | audio lost % | pairs without video | hidden frames | Mbit/s per subscriber | fps large / thumbnail | published packets/s | published fps q / h / f | delay p50 / p99 ms | UDP drops/s (server + client) | set-up s | largest SDP bytes |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in conf_sizes:
+        for loss in (0, 1):
+            k = f"sfuconf.{n}.{loss}"
+            if k not in series:
+                continue
+            w(f"| {n} | {loss} % | {fmt(k)} | {fmt(k, 1, 2)} | {fmt(k, 2)} | {fmt(k, 3)} | "
+              f"{fmt(k, 9, 2)} ({fmt(k, 10, 1)}) | {fmt(k, 6, 3)} ({fmt(k, 7, 2)}) | {fmt(k, 8, 3)} | "
+              f"{fmt(k, 11)} | {fmt(k, 12)} | {fmt(k, 13, 2)} | {fmt(k, 14, 1)} / {fmt(k, 15, 1)} | "
+              f"{fmt(k, 16)} | {fmt(k, 17)} / {fmt(k, 18)} / {fmt(k, 19)} | {fmt(k, 4, 2)} / {fmt(k, 5, 2)} | "
+              f"{fmt(k, 20)} + {fmt(k, 21)} | {fmt(k, 22, 1)} | {fmt(k, 23)} |")
+    w("")
+
 # --- Goals ---
 w("## Goals (issue 6)\n")
 w("| goal | ratio | verdict |")

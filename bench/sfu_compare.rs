@@ -1,10 +1,17 @@
 //! SFU side by side: the same str0m peers and the same stamped synthetic media
 //! (bench/sfu_peer.rs) against Convene's SFU or Janus's videoroom plugin, on 127.0.0.1.
 //!
-//! `bench_sfu_compare <convene|janus> <http://addr> <api-key|-> <fanout|room> <n> <seconds> <loss-percent>`
+//! `bench_sfu_compare <convene|janus> <http://addr> <api-key|-> <fanout|room|conference> <n> <seconds> <loss-percent>`
 //!
 //! - `fanout N`: one publisher (Opus 50 packets/s, VP8 30 fps) and N subscribers.
 //! - `room N`: N participants, each publishing and receiving the N−1 others.
+//! - `conference N` (Convene only): N participants, each publishing simulcast video (q, h,
+//!   f: 320×180, 640×360, 1280×720) and receiving the others, 3 of them speaking (the others
+//!   muted), each showing one speaker large, 8 thumbnails and nobody else (`views`); see
+//!   [`conference`] for what it measures and prints. Janus's videoroom is left out: it has
+//!   simulcast and a per-subscriber `substream`, but chosen by each subscriber's explicit
+//!   request (no element sizes, no pausing of unused layers at the publisher), so the same
+//!   views would measure the client's choice rather than the server's.
 //!
 //! Convene: a room created over REST, every participant one peer connection negotiated over
 //! the signaling WebSocket (`signal {to: "sfu"}`), as bench/sfu_load.rs does; in a room of N
@@ -45,7 +52,9 @@ mod sfu_peer;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sfu_peer::{Counters, DONE, MEASURING, Role, Status, spawn_peer, wait_for};
+use sfu_peer::{
+    Counters, DONE, Joined, LAYERS, MEASURING, Role, Status, convene_join, spawn_peer, wait_for,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -315,7 +324,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, target, base, key, mode, n, seconds, loss] = &args[..] else {
         eprintln!(
-            "usage: bench_sfu_compare <convene|janus> <http://addr> <api-key|-> <fanout|room> <n> <seconds> <loss-percent>"
+            "usage: bench_sfu_compare <convene|janus> <http://addr> <api-key|-> <fanout|room|conference> <n> <seconds> <loss-percent>"
         );
         std::process::exit(2);
     };
@@ -325,7 +334,19 @@ async fn main() {
     let room_mode = match mode.as_str() {
         "fanout" => false,
         "room" => true,
-        other => panic!("mode {other}: fanout or room"),
+        "conference" if target == "convene" => {
+            conference(
+                base.trim_end_matches('/').to_string(),
+                key,
+                n,
+                seconds,
+                loss,
+            )
+            .await;
+            std::process::exit(0);
+        }
+        "conference" => panic!("conference: Convene only (see the module's documentation)"),
+        other => panic!("mode {other}: fanout, room or conference"),
     };
     let base = base.trim_end_matches('/').to_string();
     let http = reqwest::Client::new();
@@ -335,12 +356,16 @@ async fn main() {
     let publisher_count = if room_mode { n } else { 1 };
     let publisher_role = |i: usize| Role {
         publishes: Some(i as u32),
+        simulcast: false,
+        speaks: true,
         offers: true,
         receives: room_mode && target == "convene",
         loss_percent: if room_mode { loss } else { 0.0 },
     };
     let receiver_role = Role {
         publishes: None,
+        simulcast: false,
+        speaks: false,
         offers: target == "convene",
         receives: true,
         loss_percent: loss,
@@ -517,4 +542,266 @@ async fn main() {
         (drops_after.1 - drops_before.1) / elapsed,
     );
     std::process::exit(0);
+}
+
+/// Thumbnails each participant of a conference shows (besides the speaker, large).
+const THUMBNAILS: usize = 8;
+/// The speaker's size and a thumbnail's, in device pixels.
+const LARGE: (u32, u32) = (1280, 720);
+const THUMBNAIL: (u32, u32) = (320, 180);
+/// Participants 0 to SPEAKERS − 1 send audio; the others are muted.
+const SPEAKERS: usize = 3;
+/// After every receiver gets what it shows, this long before the window (unless the
+/// environment's BENCH_WARMUP_SECONDS says otherwise): layer switches (each on a keyframe of
+/// the new layer) and pauses settle, and the downlink estimates that the loss of the joins
+/// cut grow back (8 % a second, beyond 1.5 × the rate sent only after 10 clear seconds; with
+/// 3 s, the 0 % run of a room of 50 got 81 % of its frames at the expected layer).
+const WARMUP: Duration = Duration::from_secs(15);
+
+/// What participant `i` of a conference of `n` shows of participant `j`: its size, or
+/// `None` (hidden: 0 × 0). Participant 0 is the speaker, shown large by everyone (and
+/// participant 0 shows participant 1 large); participant `i` shows the next
+/// [`THUMBNAILS`] participants after it (mod `n`, skipping itself and its large one) as
+/// thumbnails; everyone else is hidden, as on a gallery's first page.
+fn gallery(n: usize, i: usize, j: usize) -> Option<(u32, u32)> {
+    let large = usize::from(i == 0);
+    if j == i {
+        return None;
+    }
+    if j == large {
+        return Some(LARGE);
+    }
+    (1..n)
+        .map(|d| (i + d) % n)
+        .filter(|&k| k != large)
+        .take(THUMBNAILS)
+        .any(|k| k == j)
+        .then_some(THUMBNAIL)
+}
+
+/// The stamp layer (1–3) a view of `size` asks for: the smallest layer of [`LAYERS`] that
+/// covers it within a quarter (the server's rule, docs/sfu.md), else the best.
+fn layer_for((width, height): (u32, u32)) -> u8 {
+    let k = LAYERS
+        .iter()
+        .position(|l| u32::from(l.width) * 4 >= width * 3 && u32::from(l.height) * 4 >= height * 3)
+        .unwrap_or(LAYERS.len() - 1);
+    k as u8 + 1
+}
+
+/// `{views: […]}` of participant `i` for the participants `others` (number, address).
+fn views(n: usize, i: usize, others: &[(usize, &str)]) -> Value {
+    let list: Vec<Value> = others
+        .iter()
+        .map(|&(j, address)| {
+            let (width, height) = gallery(n, i, j).unwrap_or((0, 0));
+            json!({"address": address, "width": width, "height": height})
+        })
+        .collect();
+    json!({ "views": list })
+}
+
+/// CPU time of this process (the client: every peer), in µs.
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) * 10_000.0
+}
+
+/// The conference scenario (Convene only): `n` participants in one SFU room, each publishing
+/// simulcast video (layers q, h, f of [`LAYERS`]) and receiving the others; [`SPEAKERS`] of
+/// them send audio, the others are muted. Each tells the server what it shows
+/// ([`gallery`]): the speaker large, [`THUMBNAILS`] thumbnails, everyone else hidden; views
+/// are sent as participants join (each new one's views of those before it, and theirs of
+/// it), so no one ever receives a video it does not show. They join one after the other,
+/// each once the one before is connected; once every receiver has keyframes from as many
+/// publishers as it shows, and audio from the speakers, plus [`WARMUP`], the window of
+/// `seconds` is measured. Prints one line of `key=value`.
+async fn conference(base: String, key: &str, n: usize, seconds: f64, loss: f64) {
+    assert!(
+        n > THUMBNAILS + 1,
+        "a conference needs more than {} participants",
+        THUMBNAILS + 1
+    );
+    let http = reqwest::Client::new();
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ws_url = format!("{}/api/realtime/signaling", base.replacen("http", "ws", 1));
+    let token = sfu_peer::convene_room(&http, &base, key).await;
+    let setup = Instant::now();
+    let mut joined: Vec<Joined> = Vec::new();
+    for k in 0..n {
+        let role = Role {
+            publishes: Some(k as u32),
+            simulcast: true,
+            speaks: k < SPEAKERS,
+            offers: true,
+            receives: true,
+            loss_percent: loss,
+        };
+        let peer = convene_join(
+            ws_url.clone(),
+            token.clone(),
+            role,
+            counters.clone(),
+            stop.clone(),
+        )
+        .await;
+        if k > 0 {
+            let before: Vec<(usize, &str)> = joined
+                .iter()
+                .enumerate()
+                .map(|(j, p)| (j, p.address.as_str()))
+                .collect();
+            let _ = peer.to_sfu.send(views(n, k, &before));
+        }
+        for (i, p) in joined.iter().enumerate() {
+            let _ = p.to_sfu.send(views(n, i, &[(k, peer.address.as_str())]));
+        }
+        wait_for(
+            "a participant's connection",
+            std::slice::from_ref(&peer.status),
+            |s| s.connected.load(Ordering::Relaxed),
+        )
+        .await;
+        joined.push(peer);
+    }
+    let statuses: Vec<Arc<Status>> = joined.iter().map(|p| p.status.clone()).collect();
+    let shown = THUMBNAILS + 1;
+    wait_for(
+        "every receiver's audio and the videos it shows",
+        &statuses,
+        |s| {
+            s.connected.load(Ordering::Relaxed)
+                && s.keyframe_sources.load(Ordering::Relaxed) >= shown
+                && s.audio_sources.load(Ordering::Relaxed) >= SPEAKERS - 1
+        },
+    )
+    .await;
+    let setup_seconds = setup.elapsed().as_secs_f64();
+    eprintln!("set up in {setup_seconds:.1} s; warming up");
+    let warmup = std::env::var("BENCH_WARMUP_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(WARMUP, Duration::from_secs_f64);
+    tokio::time::sleep(warmup).await;
+
+    let snapshot = |c: &Counters| {
+        (
+            c.rtp_in.load(Ordering::Relaxed),
+            c.rtp_out.load(Ordering::Relaxed),
+            c.rtp_bytes_in.load(Ordering::Relaxed),
+            c.frames_out.each_ref().map(|f| f.load(Ordering::Relaxed)),
+        )
+    };
+    counters.phase.store(MEASURING, Ordering::Relaxed);
+    eprintln!("measuring for {seconds} s");
+    let server_pid = std::env::var("BENCH_SERVER_PID").unwrap_or_default();
+    let (cpu_before, client_before) = (measure::server_cpu()[0], own_cpu());
+    let drops_before = udp_drops(&server_pid);
+    let before = snapshot(&counters);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let after = snapshot(&counters);
+    let (cpu_after, client_after) = (measure::server_cpu()[0], own_cpu());
+    let drops_after = udp_drops(&server_pid);
+    let elapsed = start.elapsed().as_secs_f64();
+    counters.phase.store(DONE, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counters.flushed.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    // Per (receiver, publisher): video frames received per stamp layer, and expected.
+    let mut video: HashMap<(usize, usize), [(u64, u64); 4]> = HashMap::new();
+    let (mut audio_received, mut audio_expected) = (0u64, 0u64);
+    for t in counters.tracks.lock().unwrap().iter() {
+        let Some(receiver) = t.receiver else { continue };
+        if t.video {
+            let entry = video
+                .entry((receiver as usize, t.source as usize))
+                .or_default();
+            entry[usize::from(t.layer.min(3))].0 += t.received;
+            entry[usize::from(t.layer.min(3))].1 += t.expected;
+        } else {
+            audio_received += t.received;
+            audio_expected += t.expected;
+        }
+    }
+    let (mut at_layer, mut frames, mut received, mut expected, mut hidden) = (0, 0, 0, 0, 0);
+    let (mut worst_layer, mut worst_loss, mut without) = (100.0f64, 0.0f64, 0);
+    let (mut large_frames, mut large_pairs, mut thumb_frames, mut thumb_pairs) = (0, 0, 0, 0);
+    for i in 0..n {
+        for j in (0..n).filter(|&j| j != i) {
+            let layers = video.get(&(i, j)).copied().unwrap_or_default();
+            let got: u64 = layers.iter().map(|l| l.0).sum();
+            let Some(size) = gallery(n, i, j) else {
+                hidden += got;
+                continue;
+            };
+            let wanted = usize::from(layer_for(size));
+            let exp: u64 = layers.iter().map(|l| l.1).sum();
+            if got == 0 {
+                without += 1;
+                continue;
+            }
+            at_layer += layers[wanted].0;
+            frames += got;
+            received += got;
+            expected += exp;
+            worst_layer = worst_layer.min(100.0 * layers[wanted].0 as f64 / got as f64);
+            worst_loss = worst_loss.max(100.0 * exp.saturating_sub(got) as f64 / exp as f64);
+            if size == LARGE {
+                (large_frames, large_pairs) = (large_frames + layers[wanted].0, large_pairs + 1);
+            } else {
+                (thumb_frames, thumb_pairs) = (thumb_frames + layers[wanted].0, thumb_pairs + 1);
+            }
+        }
+    }
+    let percent = |part: u64, whole: u64| {
+        if whole > 0 {
+            100.0 * part as f64 / whole as f64
+        } else {
+            f64::NAN
+        }
+    };
+    let fps = |frames: u64, pairs: u64| frames as f64 / elapsed / pairs.max(1) as f64;
+    let forwarded = (after.0 - before.0) as f64;
+    let published_fps = |k: usize| (after.3[k] - before.3[k]) as f64 / elapsed;
+    println!(
+        "forwarded_packets_per_second={:.0} server_cpu_us_per_packet={:.2} server_cpu_percent={:.0} client_cpu_percent={:.0} delay_p50_ms={:.2} delay_p99_ms={:.2} video_loss_percent={:.3} video_loss_worst_pair_percent={:.2} audio_loss_percent={:.3} expected_layer_percent={:.2} expected_layer_worst_pair_percent={:.1} pairs_without_video={} hidden_frames={} mbps_per_subscriber={:.2} fps_large={:.1} fps_thumbnail={:.1} published_packets_per_second={:.0} published_fps_q={:.0} published_fps_h={:.0} published_fps_f={:.0} server_udp_drops_per_second={:.0} client_udp_drops_per_second={:.0} setup_seconds={:.1} largest_signal_bytes={}",
+        forwarded / elapsed,
+        if forwarded > 0.0 {
+            (cpu_after - cpu_before) / forwarded
+        } else {
+            f64::NAN
+        },
+        (cpu_after - cpu_before) / elapsed / 1e4,
+        (client_after - client_before) / elapsed / 1e4,
+        counters.delay_ms(0.5),
+        counters.delay_ms(0.99),
+        100.0 - percent(received, expected),
+        worst_loss,
+        100.0 - percent(audio_received, audio_expected),
+        percent(at_layer, frames),
+        worst_layer,
+        without,
+        hidden,
+        (after.2 - before.2) as f64 * 8.0 / elapsed / 1e6 / n as f64,
+        fps(large_frames, large_pairs),
+        fps(thumb_frames, thumb_pairs),
+        (after.1 - before.1) as f64 / elapsed,
+        published_fps(1),
+        published_fps(2),
+        published_fps(3),
+        (drops_after.0 - drops_before.0) / elapsed,
+        (drops_after.1 - drops_before.1) / elapsed,
+        setup_seconds,
+        sfu_peer::LARGEST_SIGNAL.load(Ordering::Relaxed),
+    );
 }

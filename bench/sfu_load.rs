@@ -69,6 +69,8 @@ async fn main() {
         token.clone(),
         Role {
             publishes: Some(0),
+            simulcast: false,
+            speaks: true,
             offers: true,
             receives: false,
             loss_percent: 0.0,
@@ -88,6 +90,8 @@ async fn main() {
                 token.clone(),
                 Role {
                     publishes: None,
+                    simulcast: false,
+                    speaks: false,
                     offers: true,
                     receives: true,
                     loss_percent: loss,
