@@ -78,6 +78,7 @@ pub struct Settings {
     pub node_http_addr: String,
     pub node_heartbeat_ms: u64,
     pub node_ttl_ms: u64,
+    pub room_lease_ms: u64,
     /// Set when `token_secret` was made up at start-up rather than configured (not a
     /// setting: `main` sets it), so a node that joins others can refuse to run with it.
     #[serde(skip)]
@@ -236,6 +237,9 @@ impl Settings {
                 "CONVENE_NODE_TTL_MS: must be more than CONVENE_NODE_HEARTBEAT_MS",
             ));
         }
+        if self.room_lease_ms < 300 {
+            return Err(err("CONVENE_ROOM_LEASE_MS: must be at least 300"));
+        }
         if self.mesh_max_participants < 2 {
             return Err(err("CONVENE_MESH_MAX_PARTICIPANTS: must be at least 2"));
         }
@@ -316,6 +320,7 @@ impl Settings {
             ("CONVENE_RTC_ICE_TIMEOUT_MS", self.rtc_ice_timeout_ms),
             ("CONVENE_NODE_HEARTBEAT_MS", self.node_heartbeat_ms),
             ("CONVENE_NODE_TTL_MS", self.node_ttl_ms),
+            ("CONVENE_ROOM_LEASE_MS", self.room_lease_ms),
             (
                 "CONVENE_RTC_UDP_BUFFER_BYTES",
                 self.rtc_udp_buffer_bytes as u64,

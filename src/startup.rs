@@ -10,9 +10,9 @@ use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::metrics::METRICS;
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
-use crate::room::{MediaReport, RoomServices, Rooms};
+use crate::room::{MediaReport, Ownership, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
-use crate::store::{MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store};
+use crate::store::{Leases, MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store};
 use crate::telemetry;
 use crate::token::{RoomTokens, secret_fingerprint};
 use crate::wsguard::PendingSockets;
@@ -35,6 +35,7 @@ pub struct Application {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     node: Node,
+    rooms: Rooms,
 }
 
 /// This node: its id, and with Redis its entry in the registry of live nodes, refreshed by
@@ -88,6 +89,21 @@ impl Application {
         // The SFU's media plane, on a thread of its own; its events reach participants
         // through their rooms (see `deliver_media_events`).
         let (media, media_events) = start_media(&settings)?;
+        let nodes = redis.as_ref().map(|redis| {
+            Arc::new(Nodes::new(
+                redis.clone(),
+                Duration::from_millis(settings.node_ttl_ms),
+            ))
+        });
+        let lease_time = Duration::from_millis(settings.room_lease_ms);
+        let ownership = redis.as_ref().zip(nodes.as_ref()).map(|(redis, nodes)| {
+            Arc::new(Ownership {
+                leases: Leases::new(redis.clone(), &node_id, lease_time),
+                store: Arc::new(RedisStore::over(redis.clone())),
+                nodes: nodes.clone(),
+                lease_time,
+            })
+        });
         let rooms = Rooms::start(RoomServices {
             limits,
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
@@ -99,15 +115,10 @@ impl Application {
             store: store.clone(),
             observers: vec![events.clone()],
             media: Some(media),
+            ownership,
         });
         deliver_media_events(rooms.clone(), media_events);
         wait_for_store(store.as_ref(), &settings).await?;
-        let nodes = redis.map(|redis| {
-            Arc::new(Nodes::new(
-                redis,
-                Duration::from_millis(settings.node_ttl_ms),
-            ))
-        });
         if let Some(nodes) = &nodes {
             check_secret(nodes, &settings, &node_id).await?;
         }
@@ -145,7 +156,7 @@ impl Application {
             shutdown: shutdown_rx,
             api_keys: ApiKeys::new(&settings.api_keys),
             page_tokens: PageTokens::new(secret),
-            rooms,
+            rooms: rooms.clone(),
             events,
             signaling,
             pending: PendingSockets::new(
@@ -179,6 +190,7 @@ impl Application {
                 id: node_id,
                 registry,
             },
+            rooms,
         })
     }
 
@@ -202,6 +214,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         if let Some((nodes, heartbeat)) = self.node.registry {
+            // The rooms' leases go first, so other nodes (or this one restarted) take the
+            // rooms at once rather than after the lease time.
+            self.rooms.release_leases(Duration::from_secs(2)).await;
             // Commands of this thread share one connection, in order: a refresh already
             // sent runs before the removal.
             heartbeat.abort();
