@@ -292,12 +292,20 @@ impl RoomActor {
                 Effect::PersistNow => self.persist(ctx),
                 Effect::RemoveFromStore => {
                     if !self.lost {
+                        // Spawned apart from the actor, which stops right after.
+                        let id = self.state.record().id.clone();
                         let deleting = self.write_delete(self.state.record().clone());
-                        ctx.spawn(deleting.into_actor(self).map(|written, act, ctx| {
-                            if let Err(e) = written {
-                                act.write_failed(e, "remove an expired room", ctx);
+                        actix::spawn(async move {
+                            match deleting.await {
+                                Ok(()) => {}
+                                Err(WriteError::Stale) => {
+                                    tracing::warn!(room = %id, "an expired room's removal was refused: another node owns it now")
+                                }
+                                Err(WriteError::Store(e)) => {
+                                    tracing::warn!(room = %id, error = %e, "could not remove an expired room")
+                                }
                             }
-                        }));
+                        });
                     }
                 }
                 Effect::Publish(event) => self.services.publish(&event),
