@@ -201,3 +201,52 @@ async fn a_paused_owner_finds_its_room_taken_and_stops_it_without_writing() {
     assert_eq!(call(&a, Method::GET, &path).await, on_b);
     assert_eq!(stored(&redis, &id), before);
 }
+
+#[tokio::test]
+async fn an_owners_write_refused_as_stale_stops_the_room() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // A long lease: no renewal comes before the write below.
+    let a = node(&redis, "a", 60_000);
+    let room = a.new_room(json!({"name": "stolen"})).await;
+    let id = room["id"].as_str().unwrap().to_string();
+    assert_eq!(holder(&redis, &id), Some((1, "a".to_string())));
+    // Another node takes the room behind A's back, as after an expiry: the fence rises.
+    let mut conn = redis.conn();
+    let fence: u64 = redis::cmd("INCR")
+        .arg(format!("convene:{{room:{id}}}:fence"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(fence, 2);
+    let () = redis::cmd("SET")
+        .arg(format!("convene:{{room:{id}}}:lease"))
+        .arg("2|ghost")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut conn)
+        .unwrap();
+    let before = stored(&redis, &id);
+
+    // A join changes the participant count: A's write of it is refused, and A stops the
+    // room at once, closing the socket.
+    let (mut p, _) = Client::join(&a, room["token"].as_str().unwrap(), "P").await;
+    assert_eq!(p.expect_close(1001).await, "room moved to another node");
+    assert!(
+        eventually(DEADLINE, || async {
+            a.log_text().contains("a write was refused as stale")
+        })
+        .await,
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(stored(&redis, &id), before, "A wrote nothing");
+    // A does not start the room again: its owner (not a live node) cannot be reached.
+    let (status, body) = call(&a, Method::GET, &format!("/api/realtime/room/{id}")).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (503, &json!("BASE-00020")),
+        "{body}"
+    );
+    assert_eq!(holder(&redis, &id), Some((2, "ghost".to_string())));
+}
