@@ -6,6 +6,7 @@
 
 use crate::auth::API_KEY_HEADER;
 use crate::error::ApiError;
+use crate::metrics::METRICS;
 use crate::model::{Owner, RoomError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
@@ -45,9 +46,13 @@ pub async fn or_forward<T>(
 
 /// The owner's answer to `req`, or 503 `BASE-00020` when it cannot be had.
 async fn forward(req: &HttpRequest, owner: &Owner) -> Result<HttpResponse, ApiError> {
-    try_forward(req, owner)
-        .await
-        .ok_or_else(|| ApiError::owner_unavailable(&owner.node))
+    let answer = try_forward(req, owner).await;
+    METRICS.forwarded(if answer.is_some() {
+        "answered"
+    } else {
+        "unavailable"
+    });
+    answer.ok_or_else(|| ApiError::owner_unavailable(&owner.node))
 }
 
 async fn try_forward(req: &HttpRequest, owner: &Owner) -> Option<HttpResponse> {

@@ -212,6 +212,7 @@ impl RoomActor {
             return;
         }
         self.lost = true;
+        METRICS.room_lost();
         let id = self.state.record().id.clone();
         tracing::warn!(room = %id, fence = self.lease.as_ref().map(|l| l.fence), "room stopped on this node: {why}");
         for (_, link) in self.links.drain() {

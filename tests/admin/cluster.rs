@@ -52,6 +52,22 @@ async fn call(app: &TestApp, method: Method, path: &str) -> (u16, Value) {
     (status, body)
 }
 
+/// The value of one series on the node's `/metrics` (0 when absent).
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 fn signal(app: &TestApp, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -115,6 +131,12 @@ async fn every_node_answers_for_a_room_owned_by_one() {
     assert_eq!(delete_again.0, 400);
     assert_eq!(call(&b, Method::DELETE, &path).await, delete_again);
     assert_eq!(holder(&redis, id), None);
+    // B sent on the fetch, the list and the kick; a deleted room is nobody's, and every
+    // node answers for it from the store.
+    let answered = r#"convene_forwarded_requests_total{outcome="answered"}"#;
+    assert_eq!(metric(&b, answered).await, 3.0);
+    assert_eq!(metric(&c, answered).await, 4.0);
+    assert_eq!(metric(&a, answered).await, 0.0);
 }
 
 #[tokio::test]
@@ -249,4 +271,13 @@ async fn an_owners_write_refused_as_stale_stops_the_room() {
         "{body}"
     );
     assert_eq!(holder(&redis, &id), Some((2, "ghost".to_string())));
+    assert_eq!(metric(&a, "convene_rooms_lost_total").await, 1.0);
+    assert_eq!(
+        metric(
+            &a,
+            r#"convene_forwarded_requests_total{outcome="unavailable"}"#
+        )
+        .await,
+        1.0
+    );
 }
