@@ -527,6 +527,7 @@ mod tests {
         let s = env(&[]).unwrap();
         assert_eq!(s.node_id, "");
         assert_eq!((s.node_heartbeat_ms, s.node_ttl_ms), (1000, 3000));
+        assert_eq!(s.room_lease_ms, 5000);
         assert!(!s.redis_cluster && s.redis_urls().is_empty());
         let s = env(&[
             ("CONVENE_REDIS_URL", "redis://a:1, redis://b:2"),

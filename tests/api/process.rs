@@ -110,6 +110,7 @@ fn invalid_configuration_is_refused() {
         ("CONVENE_LOG_FORMAT", "xml"),
         ("CONVENE_REDIS_URL", "http://not-redis"),
         ("CONVENE_REQUEST_BODY_TIMEOUT_SECONDS", "0"),
+        ("CONVENE_ROOM_LEASE_MS", "100"),
     ] {
         assert_refused(name, value);
     }
