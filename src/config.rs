@@ -79,6 +79,9 @@ pub struct Settings {
     pub node_heartbeat_ms: u64,
     pub node_ttl_ms: u64,
     pub room_lease_ms: u64,
+    /// Several nodes share the rooms of one Redis: room leases, fenced writes, forwarding
+    /// (`docs/cluster.md`). Off: one node, rooms served from memory through a Redis outage.
+    pub cluster: bool,
     /// Set when `token_secret` was made up at start-up rather than configured (not a
     /// setting: `main` sets it), so a node that joins others can refuse to run with it.
     #[serde(skip)]
@@ -98,6 +101,7 @@ impl fmt::Debug for Settings {
             .field("token_secret", &"[redacted]")
             .field("redis", &!self.redis_url.is_empty())
             .field("redis_cluster", &self.redis_cluster)
+            .field("cluster", &self.cluster)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
@@ -203,6 +207,16 @@ impl Settings {
         if self.redis_cluster && urls.is_empty() {
             return Err(err(
                 "CONVENE_REDIS_CLUSTER: needs CONVENE_REDIS_URL (one or more cluster nodes)",
+            ));
+        }
+        if self.cluster && urls.is_empty() {
+            return Err(err(
+                "CONVENE_CLUSTER: needs CONVENE_REDIS_URL (the nodes of a cluster share one Redis); a single node runs without CONVENE_CLUSTER",
+            ));
+        }
+        if self.cluster && self.token_secret.is_empty() {
+            return Err(err(
+                "CONVENE_CLUSTER: needs CONVENE_TOKEN_SECRET (the same on every node, at least 32 bytes); a generated one is refused in a cluster",
             ));
         }
         if urls
@@ -529,6 +543,27 @@ mod tests {
         assert_eq!((s.node_heartbeat_ms, s.node_ttl_ms), (1000, 3000));
         assert_eq!(s.room_lease_ms, 5000);
         assert!(!s.redis_cluster && s.redis_urls().is_empty());
+        assert!(!s.cluster, "one node by default");
+        let secret = ("CONVENE_TOKEN_SECRET", "a-secret-of-at-least-32-bytes-long");
+        let redis = ("CONVENE_REDIS_URL", "redis://a:1");
+        assert!(
+            env(&[("CONVENE_CLUSTER", "1"), redis, secret])
+                .unwrap()
+                .cluster
+        );
+        // A Redis Cluster as the store does not make the nodes a cluster.
+        assert!(
+            !env(&[redis, ("CONVENE_REDIS_CLUSTER", "1")])
+                .unwrap()
+                .cluster
+        );
+        for pairs in [
+            &[("CONVENE_CLUSTER", "1"), secret][..],
+            &[("CONVENE_CLUSTER", "1"), redis][..],
+        ] {
+            let e = env(pairs).unwrap_err();
+            assert!(e.0.starts_with("CONVENE_CLUSTER: needs"), "{pairs:?}: {e}");
+        }
         let s = env(&[
             ("CONVENE_REDIS_URL", "redis://a:1, redis://b:2"),
             ("CONVENE_REDIS_CLUSTER", "1"),

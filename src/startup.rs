@@ -50,8 +50,9 @@ impl Application {
     /// server. No room gets an actor here: rooms are activated on first use. Runs inside an
     /// actix system (the registry and room actors live on the current arbiter).
     /// `settings` must carry at least one API key and a token secret.
-    /// With Redis, it also registers this node among the live nodes, after refusing to
-    /// join other nodes whose room tokens it could not verify (see [`check_secret`]).
+    /// With Redis, it also registers this node among the live nodes; with `cluster`, after
+    /// refusing to join other nodes whose room tokens it could not verify (see
+    /// [`check_secret`]), and with room leases (see `room::ownership`).
     pub async fn build(settings: Settings) -> Result<Self, Box<dyn std::error::Error>> {
         let node_id = if settings.node_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -96,7 +97,13 @@ impl Application {
             ))
         });
         let lease_time = Duration::from_millis(settings.room_lease_ms);
-        let ownership = redis.as_ref().zip(nodes.as_ref()).map(|(redis, nodes)| {
+        // Leases, fenced writes and forwarding only in a cluster: a single node keeps
+        // serving its active rooms from memory through a Redis outage of any length.
+        let owning = redis
+            .as_ref()
+            .zip(nodes.as_ref())
+            .filter(|_| settings.cluster);
+        let ownership = owning.map(|(redis, nodes)| {
             Arc::new(Ownership {
                 leases: Leases::new(redis.clone(), &node_id, lease_time),
                 store: Arc::new(RedisStore::over(redis.clone())),
@@ -119,7 +126,7 @@ impl Application {
         });
         deliver_media_events(rooms.clone(), media_events);
         wait_for_store(store.as_ref(), &settings).await?;
-        if let Some(nodes) = &nodes {
+        if let Some(nodes) = nodes.as_ref().filter(|_| settings.cluster) {
             check_secret(nodes, &settings, &node_id).await?;
         }
         spawn_sweeper(
@@ -436,10 +443,10 @@ fn spawn_sweeper(store: Arc<dyn Store>, every: Duration) {
     });
 }
 
-/// Refuses to join other live nodes whose room tokens this node could not verify, or that
-/// could not verify its own: nodes on one Redis must share the token secret (and issuer
-/// and audience), because a client may join a room on any of them. A generated secret is
-/// never shared, so it is refused as soon as another node is registered. An entry of this
+/// In a cluster, refuses a generated token secret (never shared; the settings refuse it
+/// already), and refuses to join other live nodes whose room tokens this node could not
+/// verify, or that could not verify its own: the nodes of a cluster must share the token
+/// secret (and issuer and audience), because a client may join a room on any of them. An entry of this
 /// node's own id is its previous run's (a restart within `node_ttl_ms`) and is ignored.
 /// Two nodes that start at the same moment may both find the list empty.
 async fn check_secret(
@@ -447,6 +454,9 @@ async fn check_secret(
     settings: &Settings,
     node_id: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    if settings.token_secret_generated {
+        return Err("CONVENE_CLUSTER: needs CONVENE_TOKEN_SECRET (the same on every node); a generated one is refused in a cluster".into());
+    }
     let others: Vec<NodeInfo> = nodes
         .live()
         .await
@@ -457,14 +467,6 @@ async fn check_secret(
     let Some(first) = others.first() else {
         return Ok(());
     };
-    if settings.token_secret_generated {
-        let ids: Vec<&str> = others.iter().map(|n| n.id.as_str()).collect();
-        return Err(format!(
-            "CONVENE_TOKEN_SECRET is not set, and other nodes share this Redis ({}): every node must verify the room tokens of every other, so all need the same configured CONVENE_TOKEN_SECRET; a generated one is refused",
-            ids.join(", ")
-        )
-        .into());
-    }
     let mine = own_secret_id(settings);
     if let Some(other) = others.iter().find(|n| n.secret_id != mine) {
         return Err(format!(

@@ -42,7 +42,8 @@ pub struct RoomServices {
     pub observers: Vec<Arc<dyn RoomObserver>>,
     /// The SFU's media plane (`None`: SFU rooms answer `SFU_UNAVAILABLE`).
     pub media: Option<MediaPlane>,
-    /// With Redis: room leases, fenced writes and the node list (one owner per room).
+    /// With `cluster` (and Redis): room leases, fenced writes and the node list (one owner
+    /// per room).
     pub ownership: Option<Arc<Ownership>>,
 }
 

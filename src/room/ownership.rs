@@ -1,7 +1,7 @@
-//! One owner per room (with Redis): a room's actor runs only on the node that holds the
+//! One owner per room (with `cluster`): a room's actor runs only on the node that holds the
 //! room's lease. The registry claims the lease before it starts an actor; the actor renews
 //! it every third of the lease time and writes the room only through the fenced calls, and
-//! stops at once when a renewal fails or a write is refused as stale. Without Redis there
+//! stops at once when a renewal fails or a write is refused as stale. Without `cluster` there
 //! is no `Ownership`, and rooms behave as on a single node.
 
 use crate::model::{Owner, RoomRecord, StoreError};

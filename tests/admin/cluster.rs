@@ -1,6 +1,6 @@
-//! One owner per room on several nodes (`docs/cluster.md`): node processes on one private
-//! Redis; a room's actor runs on the node holding its lease, and the REST calls of a room
-//! made on another node are forwarded to the owner.
+//! One owner per room on several nodes (`docs/cluster.md`): node processes with
+//! `CONVENE_CLUSTER=1` on one private Redis; a room's actor runs on the node holding its
+//! lease, and the REST calls of a room made on another node are forwarded to the owner.
 
 use crate::support::*;
 use crate::ws::Client;
@@ -15,6 +15,7 @@ fn node(redis: &RedisServer, id: &str, lease_ms: u64) -> TestApp {
     TestApp::spawn_on(
         &redis.url(),
         Options::default()
+            .env("CONVENE_CLUSTER", 1)
             .env("CONVENE_NODE_ID", id)
             .env("CONVENE_ROOM_LEASE_MS", lease_ms),
     )
