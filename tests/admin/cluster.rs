@@ -1,6 +1,8 @@
 //! One owner per room on several nodes (`docs/cluster.md`): node processes with
 //! `CONVENE_CLUSTER=1` on one private Redis; a room's actor runs on the node holding its
 //! lease, and the REST calls of a room made on another node are forwarded to the owner.
+//! Without `cluster` (one node, the default) there are no leases: a Redis outage longer
+//! than the lease time leaves the node's rooms and sockets as they were.
 
 use crate::support::*;
 use crate::ws::Client;
@@ -281,4 +283,32 @@ async fn an_owners_write_refused_as_stale_stops_the_room() {
         .await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn a_single_node_keeps_its_rooms_through_a_redis_outage_longer_than_the_lease() {
+    // The default (no `cluster`), with the shortest lease time: no lease is taken at all.
+    let Some(app) =
+        TestApp::spawn_with_own_redis(Options::default().env("CONVENE_ROOM_LEASE_MS", 300)).await
+    else {
+        return;
+    };
+    let redis = app.redis.as_ref().unwrap();
+    let room = app.new_room(json!({"name": "alone"})).await;
+    let id = room["id"].as_str().unwrap().to_string();
+    let (mut p, _) = Client::join(&app, room["token"].as_str().unwrap(), "P").await;
+    assert_eq!(holder(redis, &id), None, "no lease without cluster");
+
+    // Redis is away for ten lease times: the socket stays open, the room is served.
+    redis.freeze();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    p.assert_alive().await;
+    let path = format!("/api/realtime/room/{id}");
+    assert_eq!(call(&app, Method::GET, &path).await.0, 200);
+    redis.thaw();
+    p.assert_alive().await;
+    assert_eq!(call(&app, Method::GET, &path).await.0, 200);
+    assert_eq!(holder(redis, &id), None);
+    assert_eq!(metric(&app, "convene_rooms_lost_total").await, 0.0);
+    assert!(!app.log_text().contains("room stopped on this node"));
 }

@@ -21,13 +21,6 @@ async fn assert_unavailable(res: reqwest::Response) {
     .await;
 }
 
-/// A room lease longer than the outages here: an owner that cannot renew its lease for
-/// the whole lease time stops its rooms (another node may own them by then), so with the
-/// default lease (5 s) the rooms of a longer outage are no longer served from memory.
-fn outlasting_the_outage() -> Options {
-    Options::default().env("CONVENE_ROOM_LEASE_MS", 60_000)
-}
-
 /// Sends the request and asserts a 503 `BASE-00020` that came within 2 s.
 async fn assert_unavailable_in_time(req: reqwest::RequestBuilder, what: &str) {
     let started = Instant::now();
@@ -132,7 +125,7 @@ async fn assert_recovered(app: &TestApp, a: &Value, b: &Value) {
 
 #[tokio::test]
 async fn killed_redis() {
-    let Some(mut app) = TestApp::spawn_with_own_redis(outlasting_the_outage()).await else {
+    let Some(mut app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;
     };
     let a = app.new_room(json!({"name": "a"})).await;
@@ -159,7 +152,7 @@ async fn killed_redis() {
 
 #[tokio::test]
 async fn frozen_redis() {
-    let Some(app) = TestApp::spawn_with_own_redis(outlasting_the_outage()).await else {
+    let Some(app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;
     };
     let a = app.new_room(json!({"name": "a"})).await;
@@ -178,7 +171,7 @@ async fn frozen_redis() {
 
 #[tokio::test]
 async fn a_503_leaves_no_trace_once_redis_thaws() {
-    let Some(mut app) = TestApp::spawn_with_own_redis(outlasting_the_outage()).await else {
+    let Some(mut app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;
     };
     let a = app.new_room(json!({"name": "a"})).await;
