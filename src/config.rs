@@ -78,6 +78,10 @@ pub struct Settings {
     pub node_http_addr: String,
     pub node_heartbeat_ms: u64,
     pub node_ttl_ms: u64,
+    pub room_lease_ms: u64,
+    /// Several nodes share the rooms of one Redis: room leases, fenced writes, forwarding
+    /// (`docs/cluster.md`). Off: one node, rooms served from memory through a Redis outage.
+    pub cluster: bool,
     /// Set when `token_secret` was made up at start-up rather than configured (not a
     /// setting: `main` sets it), so a node that joins others can refuse to run with it.
     #[serde(skip)]
@@ -97,6 +101,7 @@ impl fmt::Debug for Settings {
             .field("token_secret", &"[redacted]")
             .field("redis", &!self.redis_url.is_empty())
             .field("redis_cluster", &self.redis_cluster)
+            .field("cluster", &self.cluster)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
@@ -204,6 +209,16 @@ impl Settings {
                 "CONVENE_REDIS_CLUSTER: needs CONVENE_REDIS_URL (one or more cluster nodes)",
             ));
         }
+        if self.cluster && urls.is_empty() {
+            return Err(err(
+                "CONVENE_CLUSTER: needs CONVENE_REDIS_URL (the nodes of a cluster share one Redis); a single node runs without CONVENE_CLUSTER",
+            ));
+        }
+        if self.cluster && self.token_secret.is_empty() {
+            return Err(err(
+                "CONVENE_CLUSTER: needs CONVENE_TOKEN_SECRET (the same on every node, at least 32 bytes); a generated one is refused in a cluster",
+            ));
+        }
         if urls
             .iter()
             .any(|url| redis::Client::open(url.as_str()).is_err())
@@ -235,6 +250,9 @@ impl Settings {
             return Err(err(
                 "CONVENE_NODE_TTL_MS: must be more than CONVENE_NODE_HEARTBEAT_MS",
             ));
+        }
+        if self.room_lease_ms < 300 {
+            return Err(err("CONVENE_ROOM_LEASE_MS: must be at least 300"));
         }
         if self.mesh_max_participants < 2 {
             return Err(err("CONVENE_MESH_MAX_PARTICIPANTS: must be at least 2"));
@@ -316,6 +334,7 @@ impl Settings {
             ("CONVENE_RTC_ICE_TIMEOUT_MS", self.rtc_ice_timeout_ms),
             ("CONVENE_NODE_HEARTBEAT_MS", self.node_heartbeat_ms),
             ("CONVENE_NODE_TTL_MS", self.node_ttl_ms),
+            ("CONVENE_ROOM_LEASE_MS", self.room_lease_ms),
             (
                 "CONVENE_RTC_UDP_BUFFER_BYTES",
                 self.rtc_udp_buffer_bytes as u64,
@@ -522,7 +541,29 @@ mod tests {
         let s = env(&[]).unwrap();
         assert_eq!(s.node_id, "");
         assert_eq!((s.node_heartbeat_ms, s.node_ttl_ms), (1000, 3000));
+        assert_eq!(s.room_lease_ms, 5000);
         assert!(!s.redis_cluster && s.redis_urls().is_empty());
+        assert!(!s.cluster, "one node by default");
+        let secret = ("CONVENE_TOKEN_SECRET", "a-secret-of-at-least-32-bytes-long");
+        let redis = ("CONVENE_REDIS_URL", "redis://a:1");
+        assert!(
+            env(&[("CONVENE_CLUSTER", "1"), redis, secret])
+                .unwrap()
+                .cluster
+        );
+        // A Redis Cluster as the store does not make the nodes a cluster.
+        assert!(
+            !env(&[redis, ("CONVENE_REDIS_CLUSTER", "1")])
+                .unwrap()
+                .cluster
+        );
+        for pairs in [
+            &[("CONVENE_CLUSTER", "1"), secret][..],
+            &[("CONVENE_CLUSTER", "1"), redis][..],
+        ] {
+            let e = env(pairs).unwrap_err();
+            assert!(e.0.starts_with("CONVENE_CLUSTER: needs"), "{pairs:?}: {e}");
+        }
         let s = env(&[
             ("CONVENE_REDIS_URL", "redis://a:1, redis://b:2"),
             ("CONVENE_REDIS_CLUSTER", "1"),

@@ -374,16 +374,24 @@ impl From<RoomError> for ApiError {
         match e {
             RoomError::NotFound(id) => ApiError::room_not_found(&id),
             RoomError::Store(e) => e.into(),
+            RoomError::Elsewhere(owner) => ApiError::owner_unavailable(&owner.node),
         }
     }
 }
 
 impl ApiError {
+    /// The room's owner (another node) could not be reached: 503 `BASE-00020`, logged.
+    pub fn owner_unavailable(node: &str) -> Self {
+        tracing::warn!(owner = %node, "the node that owns the room could not be reached");
+        ApiError::service_unavailable()
+    }
+
     /// A failed delete: 400 `REALTIME-00004` for a missing room, as published.
     pub fn from_delete(e: RoomError) -> Self {
         match e {
             RoomError::NotFound(id) => ApiError::room_does_not_exist(&id),
             RoomError::Store(e) => e.into(),
+            RoomError::Elsewhere(owner) => ApiError::owner_unavailable(&owner.node),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Metrics {
     join_refusals: IntCounterVec,
     cluster_nodes: IntGauge,
     node_info: IntGaugeVec,
+    forwards: IntCounterVec,
+    rooms_lost: IntCounter,
     /// A process collector of its own, read for the node registry's CPU share.
     process: ProcessCollector,
     sfu: SfuMetrics,
@@ -203,6 +205,21 @@ impl Metrics {
         register(Box::new(build_info), "gauge");
         register(Box::new(cluster_nodes.clone()), "gauge");
         register(Box::new(node_info.clone()), "gauge");
+        let forwards = IntCounterVec::new(
+            Opts::new(
+                "convene_forwarded_requests_total",
+                "REST requests for rooms owned by another node, sent on to the owner.",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        let rooms_lost = IntCounter::new(
+            "convene_rooms_lost_total",
+            "Room actors stopped because this node lost the room's lease.",
+        )
+        .unwrap();
+        register(Box::new(forwards.clone()), "counter");
+        register(Box::new(rooms_lost.clone()), "counter");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let sfu = SfuMetrics {
@@ -260,6 +277,8 @@ impl Metrics {
             join_refusals,
             cluster_nodes,
             node_info,
+            forwards,
+            rooms_lost,
             process: ProcessCollector::for_self(),
             sfu,
             families,
@@ -280,6 +299,16 @@ impl Metrics {
 
     pub fn relayed(&self, messages: u64) {
         self.relayed.inc_by(messages);
+    }
+
+    /// A REST request forwarded to a room's owner: `outcome` is `answered` (whatever the
+    /// owner's status) or `unavailable` (503 here).
+    pub fn forwarded(&self, outcome: &str) {
+        self.forwards.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn room_lost(&self) {
+        self.rooms_lost.inc();
     }
 
     pub fn store_error(&self) {

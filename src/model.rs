@@ -208,6 +208,16 @@ pub enum RoomError {
     NotFound(String),
     /// The store failed or did not answer in time.
     Store(StoreError),
+    /// Another node owns the room (holds its lease): the request belongs there.
+    Elsewhere(Owner),
+}
+
+/// The node that holds a room's lease, and where its HTTP API is; `http_addr` is `None`
+/// when that node is not in the list of live nodes (its lease has not expired yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    pub http_addr: Option<String>,
 }
 
 impl From<StoreError> for RoomError {

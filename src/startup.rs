@@ -10,9 +10,9 @@ use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::metrics::METRICS;
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
-use crate::room::{MediaReport, RoomServices, Rooms};
+use crate::room::{MediaReport, Ownership, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
-use crate::store::{MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store};
+use crate::store::{Leases, MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store};
 use crate::telemetry;
 use crate::token::{RoomTokens, secret_fingerprint};
 use crate::wsguard::PendingSockets;
@@ -35,6 +35,7 @@ pub struct Application {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     node: Node,
+    rooms: Rooms,
 }
 
 /// This node: its id, and with Redis its entry in the registry of live nodes, refreshed by
@@ -49,8 +50,9 @@ impl Application {
     /// server. No room gets an actor here: rooms are activated on first use. Runs inside an
     /// actix system (the registry and room actors live on the current arbiter).
     /// `settings` must carry at least one API key and a token secret.
-    /// With Redis, it also registers this node among the live nodes, after refusing to
-    /// join other nodes whose room tokens it could not verify (see [`check_secret`]).
+    /// With Redis, it also registers this node among the live nodes; with `cluster`, after
+    /// refusing to join other nodes whose room tokens it could not verify (see
+    /// [`check_secret`]), and with room leases (see `room::ownership`).
     pub async fn build(settings: Settings) -> Result<Self, Box<dyn std::error::Error>> {
         let node_id = if settings.node_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -88,6 +90,27 @@ impl Application {
         // The SFU's media plane, on a thread of its own; its events reach participants
         // through their rooms (see `deliver_media_events`).
         let (media, media_events) = start_media(&settings)?;
+        let nodes = redis.as_ref().map(|redis| {
+            Arc::new(Nodes::new(
+                redis.clone(),
+                Duration::from_millis(settings.node_ttl_ms),
+            ))
+        });
+        let lease_time = Duration::from_millis(settings.room_lease_ms);
+        // Leases, fenced writes and forwarding only in a cluster: a single node keeps
+        // serving its active rooms from memory through a Redis outage of any length.
+        let owning = redis
+            .as_ref()
+            .zip(nodes.as_ref())
+            .filter(|_| settings.cluster);
+        let ownership = owning.map(|(redis, nodes)| {
+            Arc::new(Ownership {
+                leases: Leases::new(redis.clone(), &node_id, lease_time),
+                store: Arc::new(RedisStore::over(redis.clone())),
+                nodes: nodes.clone(),
+                lease_time,
+            })
+        });
         let rooms = Rooms::start(RoomServices {
             limits,
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
@@ -99,16 +122,11 @@ impl Application {
             store: store.clone(),
             observers: vec![events.clone()],
             media: Some(media),
+            ownership,
         });
         deliver_media_events(rooms.clone(), media_events);
         wait_for_store(store.as_ref(), &settings).await?;
-        let nodes = redis.map(|redis| {
-            Arc::new(Nodes::new(
-                redis,
-                Duration::from_millis(settings.node_ttl_ms),
-            ))
-        });
-        if let Some(nodes) = &nodes {
+        if let Some(nodes) = nodes.as_ref().filter(|_| settings.cluster) {
             check_secret(nodes, &settings, &node_id).await?;
         }
         spawn_sweeper(
@@ -145,7 +163,7 @@ impl Application {
             shutdown: shutdown_rx,
             api_keys: ApiKeys::new(&settings.api_keys),
             page_tokens: PageTokens::new(secret),
-            rooms,
+            rooms: rooms.clone(),
             events,
             signaling,
             pending: PendingSockets::new(
@@ -179,6 +197,7 @@ impl Application {
                 id: node_id,
                 registry,
             },
+            rooms,
         })
     }
 
@@ -202,6 +221,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         if let Some((nodes, heartbeat)) = self.node.registry {
+            // The rooms' leases go first, so other nodes (or this one restarted) take the
+            // rooms at once rather than after the lease time.
+            self.rooms.release_leases(Duration::from_secs(2)).await;
             // Commands of this thread share one connection, in order: a refresh already
             // sent runs before the removal.
             heartbeat.abort();
@@ -421,10 +443,10 @@ fn spawn_sweeper(store: Arc<dyn Store>, every: Duration) {
     });
 }
 
-/// Refuses to join other live nodes whose room tokens this node could not verify, or that
-/// could not verify its own: nodes on one Redis must share the token secret (and issuer
-/// and audience), because a client may join a room on any of them. A generated secret is
-/// never shared, so it is refused as soon as another node is registered. An entry of this
+/// In a cluster, refuses a generated token secret (never shared; the settings refuse it
+/// already), and refuses to join other live nodes whose room tokens this node could not
+/// verify, or that could not verify its own: the nodes of a cluster must share the token
+/// secret (and issuer and audience), because a client may join a room on any of them. An entry of this
 /// node's own id is its previous run's (a restart within `node_ttl_ms`) and is ignored.
 /// Two nodes that start at the same moment may both find the list empty.
 async fn check_secret(
@@ -432,6 +454,9 @@ async fn check_secret(
     settings: &Settings,
     node_id: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    if settings.token_secret_generated {
+        return Err("CONVENE_CLUSTER: needs CONVENE_TOKEN_SECRET (the same on every node); a generated one is refused in a cluster".into());
+    }
     let others: Vec<NodeInfo> = nodes
         .live()
         .await
@@ -442,14 +467,6 @@ async fn check_secret(
     let Some(first) = others.first() else {
         return Ok(());
     };
-    if settings.token_secret_generated {
-        let ids: Vec<&str> = others.iter().map(|n| n.id.as_str()).collect();
-        return Err(format!(
-            "CONVENE_TOKEN_SECRET is not set, and other nodes share this Redis ({}): every node must verify the room tokens of every other, so all need the same configured CONVENE_TOKEN_SECRET; a generated one is refused",
-            ids.join(", ")
-        )
-        .into());
-    }
     let mine = own_secret_id(settings);
     if let Some(other) = others.iter().find(|n| n.secret_id != mine) {
         return Err(format!(

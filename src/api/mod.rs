@@ -2,6 +2,7 @@
 
 mod admin_stream;
 mod assets;
+mod forward;
 mod health;
 mod participants;
 mod rooms;

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::Authorized;
+use super::forward::or_forward;
 use crate::error::ApiError;
 use crate::model::{ConferenceType, NewRoom, RoomRecord, RoomView};
 use actix_web::http::header;
@@ -33,10 +34,14 @@ pub async fn create(
 /// `GET /api/realtime/room/{id}`
 pub async fn fetch(
     _: Authorized,
+    req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let room = state.rooms.fetch(&id).await?;
+    let room = match or_forward(&req, state.rooms.fetch(&id).await).await {
+        Ok(room) => room?,
+        Err(forwarded) => return forwarded,
+    };
     Ok(HttpResponse::Ok()
         .content_type(header::ContentType::json())
         .body(room))
@@ -84,22 +89,24 @@ pub struct DeleteQuery {
 /// `DELETE /api/realtime/room?id=`
 pub async fn delete_by_query(
     _: Authorized,
+    req: HttpRequest,
     query: web::Query<DeleteQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     match query.id.as_deref() {
         None | Some("") => Err(ApiError::parameter_missing("id")),
-        Some(id) => delete(&state, id).await,
+        Some(id) => delete(&req, &state, id).await,
     }
 }
 
 /// `DELETE /api/realtime/room/{id}`: the same answers as the query form.
 pub async fn delete_by_path(
     _: Authorized,
+    req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    delete(&state, &id).await
+    delete(&req, &state, &id).await
 }
 
 /// `DELETE /api/realtime/room/`: the path form with an empty id.
@@ -107,12 +114,11 @@ pub async fn delete_without_id(_: Authorized) -> Result<HttpResponse, ApiError> 
     Err(ApiError::parameter_missing("id"))
 }
 
-async fn delete(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
-    let room = state
-        .rooms
-        .delete(id)
-        .await
-        .map_err(ApiError::from_delete)?;
+async fn delete(req: &HttpRequest, state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
+    let room = match or_forward(req, state.rooms.delete(id).await).await {
+        Ok(room) => room.map_err(ApiError::from_delete)?,
+        Err(forwarded) => return forwarded,
+    };
     Ok(room_envelope(state, &room))
 }
 

@@ -16,17 +16,20 @@
 
 use super::RoomServices;
 use super::events::RoomEvent;
-use super::messages::{JoinRequest, Notice, Outbound, RoomMessage};
+use super::messages::{Closing, JoinRequest, Notice, Outbound, RoomMessage};
+use super::ownership::WriteError;
 use super::registry::{Registry, RoomGone};
 use super::state::{Effect, MediaCommand, MediaReport, ParticipantState, RoomState, TimerId};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::model::{ConferenceType, JoinRefused, Limits, RoomRecord, StoreError, now_ms};
+use crate::store::Lease;
 use actix::prelude::*;
 use actix_web::web::Bytes;
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How long participant-count changes are gathered before one store write.
@@ -100,6 +103,12 @@ pub(super) struct RoomActor {
     persist_scheduled: bool,
     /// Which of the room's successive actors this is (see `RoomGone`).
     generation: u64,
+    /// With Redis, this node's lease of the room: every write is fenced by it.
+    lease: Option<Lease>,
+    /// When the lease was last taken or renewed.
+    renewed: Instant,
+    /// The lease is lost (a renewal refused, a write stale): nothing more is written.
+    lost: bool,
 }
 
 impl RoomActor {
@@ -110,6 +119,7 @@ impl RoomActor {
         snapshot: Snapshot,
         peers: Peers,
         generation: u64,
+        lease: Option<Lease>,
     ) -> Self {
         let (state, starting) = RoomState::new(record, services.clone(), Arc::new(now_ms));
         Self {
@@ -124,6 +134,106 @@ impl RoomActor {
             timers: HashMap::new(),
             persist_scheduled: false,
             generation,
+            lease,
+            renewed: Instant::now(),
+            lost: false,
+        }
+    }
+
+    /// Replaces the room's stored record: fenced by the lease when the room has one.
+    fn write_update(&self, record: RoomRecord) -> BoxFuture<'static, Result<(), WriteError>> {
+        let services = self.services.clone();
+        let lease = self.lease.clone();
+        Box::pin(async move {
+            match (&services.ownership, lease) {
+                (Some(owning), Some(lease)) => owning.update(&record, &lease).await,
+                _ => services
+                    .store
+                    .update(&record)
+                    .await
+                    .map_err(WriteError::Store),
+            }
+        })
+    }
+
+    /// Removes the room from the store: fenced by the lease when the room has one.
+    fn write_delete(&self, record: Arc<RoomRecord>) -> BoxFuture<'static, Result<(), WriteError>> {
+        let services = self.services.clone();
+        let lease = self.lease.clone();
+        Box::pin(async move {
+            match (&services.ownership, lease) {
+                (Some(owning), Some(lease)) => owning.delete(&record, &lease).await,
+                _ => services
+                    .store
+                    .delete(&record)
+                    .await
+                    .map_err(WriteError::Store),
+            }
+        })
+    }
+
+    /// Renews the lease; a refused renewal, or none for the whole lease time, loses the
+    /// room.
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let (Some(owning), Some(lease)) = (self.services.ownership.clone(), self.lease.clone())
+        else {
+            return;
+        };
+        if self.lost {
+            return;
+        }
+        let asked = Instant::now();
+        ctx.spawn(
+            async move { owning.leases.renew(&lease).await }
+                .into_actor(self)
+                .map(move |renewed, act, ctx| match renewed {
+                    Ok(true) => act.renewed = asked,
+                    Ok(false) => act.lose("its lease renewal was refused", ctx),
+                    Err(e) => {
+                        tracing::warn!(room = %act.state.record().id, error = %e, "could not renew a room's lease");
+                        let lease_time = act
+                            .services
+                            .ownership
+                            .as_ref()
+                            .map_or(Duration::MAX, |o| o.lease_time);
+                        if act.renewed.elapsed() >= lease_time {
+                            act.lose("its lease was not renewed within the lease time", ctx);
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// The room's lease is lost (another node may own the room now): closes every socket,
+    /// writes nothing more, and stops at once. Not a rule of the room: the state is dropped
+    /// with the actor, and the room's next owner starts from the store.
+    fn lose(&mut self, why: &str, ctx: &mut Context<Self>) {
+        if self.lost {
+            return;
+        }
+        self.lost = true;
+        METRICS.room_lost();
+        let id = self.state.record().id.clone();
+        tracing::warn!(room = %id, fence = self.lease.as_ref().map(|l| l.fence), "room stopped on this node: {why}");
+        for (_, link) in self.links.drain() {
+            let _ = link.tx.try_send(Outbound::Close(Closing::OwnerLost));
+        }
+        self.peers().clear();
+        self.set_snapshot(None);
+        if let Some(media) = &self.services.media {
+            media.remove_room(&id);
+        }
+        self.services.publish(&RoomEvent::Passivated(id));
+        ctx.stop();
+    }
+
+    /// What a failed write means: a stale one loses the room.
+    fn write_failed(&mut self, e: WriteError, what: &str, ctx: &mut Context<Self>) {
+        match e {
+            WriteError::Stale => self.lose("a write was refused as stale", ctx),
+            WriteError::Store(e) => {
+                tracing::warn!(room = %self.state.record().id, error = %e, "could not {what}")
+            }
         }
     }
 
@@ -182,13 +292,22 @@ impl RoomActor {
                 Effect::PersistSoon => self.persist_soon(ctx),
                 Effect::PersistNow => self.persist(ctx),
                 Effect::RemoveFromStore => {
-                    let (store, record) =
-                        (self.services.store.clone(), self.state.record().clone());
-                    actix::spawn(async move {
-                        if let Err(e) = store.delete(&record).await {
-                            tracing::warn!(room = %record.id, error = %e, "could not remove an expired room");
-                        }
-                    });
+                    if !self.lost {
+                        // Spawned apart from the actor, which stops right after.
+                        let id = self.state.record().id.clone();
+                        let deleting = self.write_delete(self.state.record().clone());
+                        actix::spawn(async move {
+                            match deleting.await {
+                                Ok(()) => {}
+                                Err(WriteError::Stale) => {
+                                    tracing::warn!(room = %id, "an expired room's removal was refused: another node owns it now")
+                                }
+                                Err(WriteError::Store(e)) => {
+                                    tracing::warn!(room = %id, error = %e, "could not remove an expired room")
+                                }
+                            }
+                        });
+                    }
                 }
                 Effect::Publish(event) => self.services.publish(&event),
                 Effect::PublishSnapshot => {
@@ -231,16 +350,15 @@ impl RoomActor {
 
     /// Writes the record to the store in the background; the room never waits for it.
     fn persist(&self, ctx: &mut Context<Self>) {
-        let store = self.services.store.clone();
-        let record = self.state.stored_record();
-        ctx.spawn(
-            async move {
-                if let Err(e) = store.update(&record).await {
-                    tracing::warn!(room = %record.id, error = %e, "could not persist a room change");
-                }
+        if self.lost {
+            return;
+        }
+        let writing = self.write_update(self.state.stored_record());
+        ctx.spawn(writing.into_actor(self).map(|written, act, ctx| {
+            if let Err(e) = written {
+                act.write_failed(e, "persist a room change", ctx);
             }
-            .into_actor(self),
-        );
+        }));
     }
 
     /// Writes the record of an idle room (nobody seated: participant count 0, and whatever
@@ -248,11 +366,23 @@ impl RoomActor {
     /// has it, so the room's next actor starts from it. `ctx.wait` holds the mailbox
     /// meanwhile; a message that arrives then is dropped when the actor stops, and the
     /// `Rooms` method that sent it retries through activation.
+    /// With a lease, the lease is released after the write, before the actor stops.
     fn passivate(&mut self, ctx: &mut Context<Self>) {
-        let store = self.services.store.clone();
-        let record = self.state.stored_record();
+        if self.lost {
+            return;
+        }
+        let writing = self.write_update(self.state.stored_record());
+        let releasing = self.services.ownership.clone().zip(self.lease.clone());
         ctx.wait(
-            async move { store.update(&record).await }
+            async move {
+                writing.await?;
+                if let Some((owning, lease)) = releasing
+                    && let Err(e) = owning.leases.release(&lease).await
+                {
+                    tracing::warn!(room = %lease.room, error = %e, "could not release a room's lease (it expires)");
+                }
+                Ok(())
+            }
                 .into_actor(self)
                 .map(|written, act, ctx| match written {
                     Ok(()) => {
@@ -261,7 +391,8 @@ impl RoomActor {
                         act.services.publish(&RoomEvent::Passivated(id));
                         ctx.stop();
                     }
-                    Err(e) => {
+                    Err(WriteError::Stale) => act.lose("a write was refused as stale", ctx),
+                    Err(WriteError::Store(e)) => {
                         tracing::warn!(room = %act.state.record().id, error = %e, "could not passivate a room");
                         let effects = act.state.passivation_failed();
                         act.execute(effects, ctx);
@@ -286,6 +417,9 @@ impl Actor for RoomActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let (Some(owning), Some(_)) = (&self.services.ownership, &self.lease) {
+            ctx.run_interval(owning.renew_every(), |act, ctx| act.renew(ctx));
+        }
         let effects = std::mem::take(&mut self.starting);
         self.execute(effects, ctx);
     }
@@ -324,18 +458,61 @@ impl Handler<Delete> for RoomActor {
     type Result = AtomicResponse<Self, Result<Arc<RoomRecord>, StoreError>>;
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
-        let (store, record) = (self.services.store.clone(), self.state.record().clone());
+        let record = self.state.record().clone();
+        let deleting = self.write_delete(record.clone());
+        let lost = self.lost;
         AtomicResponse::new(Box::pin(
-            async move { store.delete(&record).await.map(|()| record) }
-                .into_actor(self)
-                .map(|result, act, ctx| {
-                    if result.is_ok() {
-                        let effects = act.state.delete_confirmed();
-                        act.execute(effects, ctx);
-                    }
-                    result
-                }),
+            async move {
+                if lost {
+                    return Err(WriteError::Stale);
+                }
+                deleting.await.map(|()| record)
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| match result {
+                Ok(record) => {
+                    let effects = act.state.delete_confirmed();
+                    act.execute(effects, ctx);
+                    Ok(record)
+                }
+                Err(WriteError::Stale) => {
+                    act.lose("a write was refused as stale", ctx);
+                    Err(StoreError(
+                        "the room's ownership moved to another node".into(),
+                    ))
+                }
+                Err(WriteError::Store(e)) => Err(e),
+            }),
         ))
+    }
+}
+
+/// Stops the actor at a clean shutdown, releasing its lease: nothing more is written.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Surrender;
+
+impl Handler<Surrender> for RoomActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Surrender, _: &mut Context<Self>) -> Self::Result {
+        let releasing = if self.lost {
+            None
+        } else {
+            self.services.ownership.clone().zip(self.lease.clone())
+        };
+        self.lost = true;
+        Box::pin(
+            async move {
+                if let Some((owning, lease)) = releasing
+                    && let Err(e) = owning.leases.release(&lease).await
+                {
+                    tracing::warn!(room = %lease.room, error = %e, "could not release a room's lease (it expires)");
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
     }
 }
 
@@ -581,6 +758,11 @@ impl RoomHandle {
             Some(Some(link)) if link.session == session => relay(&peers),
             _ => T::default(),
         }
+    }
+
+    /// Stops the room's actor and releases its lease (a clean shutdown).
+    pub async fn surrender(&self) {
+        let _ = self.addr.send(Surrender).await;
     }
 
     /// The room's record; `None` once the room is gone.

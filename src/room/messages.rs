@@ -83,6 +83,8 @@ pub enum Closing {
     EndpointExpired,
     RoomDeleted,
     RoomExpired,
+    /// This node lost the room's lease: another node owns the room now.
+    OwnerLost,
 }
 
 /// A room message shared by all its recipients, rendered once by the first one.

@@ -6,12 +6,14 @@
 mod actor;
 mod events;
 mod messages;
+mod ownership;
 mod registry;
 mod state;
 
 pub use actor::RoomHandle;
 pub use events::{RoomEvent, RoomObserver};
 pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
+pub use ownership::Ownership;
 pub use registry::Rooms;
 pub use state::{MediaReport, MediaStatus, ParticipantState};
 
@@ -40,6 +42,9 @@ pub struct RoomServices {
     pub observers: Vec<Arc<dyn RoomObserver>>,
     /// The SFU's media plane (`None`: SFU rooms answer `SFU_UNAVAILABLE`).
     pub media: Option<MediaPlane>,
+    /// With `cluster` (and Redis): room leases, fenced writes and the node list (one owner
+    /// per room).
+    pub ownership: Option<Arc<Ownership>>,
 }
 
 impl RoomServices {

@@ -17,16 +17,20 @@ use super::RoomServices;
 use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
 use super::events::RoomEvent;
 use super::messages::{JoinRequest, Outbound};
+use super::ownership::Claim;
 use super::state::ParticipantState;
 use crate::model::{
-    ConferenceType, Cursor, JoinRefused, Limits, NewRoom, RoomError, RoomRecord, StoreError, now_ms,
+    ConferenceType, Cursor, JoinRefused, Limits, NewRoom, Owner, RoomError, RoomRecord, StoreError,
+    now_ms,
 };
+use crate::store::Lease;
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// An active room: its actor, and the record and the seats it publishes. `generation`
@@ -51,9 +55,26 @@ impl Entry {
 /// Active rooms by id. Written only by the registry actor.
 type Directory = Arc<RwLock<HashMap<String, Entry>>>;
 
-/// What an activation answers: the room's handle, `None` when the store has no such room
-/// (never created, deleted, or expired).
-type Activated = Result<Option<RoomHandle>, StoreError>;
+/// Where a room's actor runs.
+#[derive(Clone)]
+enum Located {
+    /// On this node.
+    Here(RoomHandle),
+    /// On another node, which holds the room's lease.
+    Elsewhere(Owner),
+}
+
+/// What an activation answers: where the room runs, `None` when the store has no such
+/// room (never created, deleted, or expired).
+type Activated = Result<Option<Located>, StoreError>;
+
+/// A stored room as an activation found it.
+enum Found {
+    Gone,
+    /// The record, with this node's lease of it when there are leases.
+    Record(RoomRecord, Option<Lease>),
+    Elsewhere(Owner),
+}
 
 pub struct Registry {
     rooms: Directory,
@@ -87,6 +108,7 @@ impl Registry {
         &mut self,
         record: Arc<RoomRecord>,
         activated: bool,
+        lease: Option<Lease>,
         ctx: &mut Context<Self>,
     ) -> RoomHandle {
         if let Some(handle) = self.live(&record.id) {
@@ -105,6 +127,7 @@ impl Registry {
             snapshot.clone(),
             peers.clone(),
             generation,
+            lease,
         );
         let addr = actor.start();
         let handle = RoomHandle::new(addr.clone(), peers.clone(), snapshot.clone());
@@ -142,19 +165,19 @@ impl Actor for Registry {
 /// Starts the actor of a room just created (and written to the store).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Register(Arc<RoomRecord>);
+struct Register(Arc<RoomRecord>, Option<Lease>);
 
 impl Handler<Register> for Registry {
     type Result = ();
 
-    fn handle(&mut self, Register(record): Register, ctx: &mut Context<Self>) {
-        self.start_room(record, false, ctx);
+    fn handle(&mut self, Register(record, lease): Register, ctx: &mut Context<Self>) {
+        self.start_room(record, false, lease, ctx);
     }
 }
 
 /// Finds a room's actor, starting it from the stored record when it has none.
 #[derive(Message)]
-#[rtype(result = "Result<Option<RoomHandle>, StoreError>")]
+#[rtype(result = "Result<Option<Located>, StoreError>")]
 struct Activate(String);
 
 impl Handler<Activate> for Registry {
@@ -162,7 +185,7 @@ impl Handler<Activate> for Registry {
 
     fn handle(&mut self, Activate(id): Activate, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(handle) = self.live(&id) {
-            return Box::pin(async move { Ok(Some(handle)) });
+            return Box::pin(async move { Ok(Some(Located::Here(handle))) });
         }
         let (tx, rx) = oneshot::channel();
         match self.loading.entry(id.clone()) {
@@ -170,20 +193,23 @@ impl Handler<Activate> for Registry {
             Slot::Occupied(mut waiting) => waiting.get_mut().push(tx),
             Slot::Vacant(slot) => {
                 slot.insert(vec![tx]);
-                let store = self.services.store.clone();
+                let services = self.services.clone();
                 let key = id.clone();
                 // Spawned, not awaited: the registry goes on with other rooms meanwhile.
                 ctx.spawn(
-                    async move { store.get(&key, now_ms()).await }
+                    async move { find(&services, &key).await }
                         .into_actor(self)
                         .map(move |stored, act, ctx| {
                             let answer = match stored {
-                                Ok(Some(record)) => {
+                                Ok(Found::Record(record, lease)) => {
                                     let record = act.activated_record(record);
-                                    Ok(Some(act.start_room(record, true, ctx)))
+                                    Ok(Some(Located::Here(
+                                        act.start_room(record, true, lease, ctx),
+                                    )))
                                 }
                                 // Created since the read began: its actor runs now.
-                                Ok(None) => Ok(act.live(&id)),
+                                Ok(Found::Gone) => Ok(act.live(&id).map(Located::Here)),
+                                Ok(Found::Elsewhere(owner)) => Ok(Some(Located::Elsewhere(owner))),
                                 Err(e) => Err(e),
                             };
                             for waiter in act.loading.remove(&id).unwrap_or_default() {
@@ -195,6 +221,30 @@ impl Handler<Activate> for Registry {
         }
         // A dropped sender means the registry is stopping: no room then.
         Box::pin(async move { rx.await.unwrap_or(Ok(None)) })
+    }
+}
+
+/// Reads a room for its activation. With leases, a stored room is claimed: this node takes
+/// its lease (and reads the record again, as the previous owner last wrote it), or learns
+/// which node holds it. A room that is not stored is never claimed (no fence is made up
+/// for an id that names nothing).
+async fn find(services: &RoomServices, id: &str) -> Result<Found, StoreError> {
+    let Some(record) = services.store.get(id, now_ms()).await? else {
+        return Ok(Found::Gone);
+    };
+    let Some(owning) = &services.ownership else {
+        return Ok(Found::Record(record, None));
+    };
+    match owning.claim(id).await? {
+        Claim::Elsewhere(owner) => Ok(Found::Elsewhere(owner)),
+        Claim::Mine(lease) => match owning.get(id, now_ms()).await? {
+            Some(record) => Ok(Found::Record(record, Some(lease))),
+            None => {
+                // Deleted meanwhile (which removed the lease too) or expired.
+                let _ = owning.leases.release(&lease).await;
+                Ok(Found::Gone)
+            }
+        },
     }
 }
 
@@ -264,8 +314,24 @@ impl Rooms {
     }
 
     async fn register(&self, record: Arc<RoomRecord>) {
+        let lease = match &self.services.ownership {
+            None => None,
+            // A new room: nobody holds its lease, so this node takes it.
+            Some(owning) => match owning.claim(&record.id).await {
+                Ok(Claim::Mine(lease)) => Some(lease),
+                Ok(Claim::Elsewhere(owner)) => {
+                    tracing::warn!(room = %record.id, owner = %owner.node, "a new room is owned by another node");
+                    return;
+                }
+                Err(e) => {
+                    // Stored all the same: the room's first use activates it.
+                    tracing::warn!(room = %record.id, error = %e, "could not take a new room's lease");
+                    return;
+                }
+            },
+        };
         // The registry lives as long as the system; a failed send means it is shutting down.
-        let _ = self.registry.send(Register(record)).await;
+        let _ = self.registry.send(Register(record, lease)).await;
     }
 
     /// Creates a room: written to the store first, so a 200 means the room is stored.
@@ -309,13 +375,16 @@ impl Rooms {
     }
 
     /// The handle of a room's actor, activated from the store when the room has none;
-    /// `None` when there is no such room.
-    pub async fn get(&self, id: &str) -> Result<Option<RoomHandle>, StoreError> {
+    /// `None` when there is no such room, `Elsewhere` when another node owns it.
+    async fn get(&self, id: &str) -> Result<Option<RoomHandle>, RoomError> {
         if let Some(handle) = self.active(id) {
             return Ok(Some(handle));
         }
         match self.registry.send(Activate(id.to_string())).await {
-            Ok(activated) => activated,
+            Ok(Ok(Some(Located::Here(handle)))) => Ok(Some(handle)),
+            Ok(Ok(Some(Located::Elsewhere(owner)))) => Err(RoomError::Elsewhere(owner)),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => Err(e.into()),
             // The registry has stopped: the service is shutting down.
             Err(_) => Ok(None),
         }
@@ -325,7 +394,7 @@ impl Rooms {
     /// before it handled the message. A handle taken just before the actor passivated
     /// finds it stopped, so that case goes through activation once more; a room deleted
     /// or expired meanwhile is no longer in the store, and answers `None`.
-    async fn with_room<T, F, Fut>(&self, id: &str, op: F) -> Result<Option<T>, StoreError>
+    async fn with_room<T, F, Fut>(&self, id: &str, op: F) -> Result<Option<T>, RoomError>
     where
         F: Fn(RoomHandle) -> Fut,
         Fut: Future<Output = Option<T>>,
@@ -435,9 +504,23 @@ impl Rooms {
             Ok(Some(joined)) => joined,
             Ok(None) => Err(JoinRefused::Gone),
             Err(e) => {
-                tracing::warn!(room = %id, error = %e, "could not activate a room for a join");
+                tracing::warn!(room = %id, error = ?e, "could not activate a room for a join");
                 Err(JoinRefused::Unavailable)
             }
+        }
+    }
+
+    /// Stops every active room's actor and releases its lease (at a clean shutdown),
+    /// waiting at most `timeout`; a lease not released expires.
+    pub async fn release_leases(&self, timeout: Duration) {
+        let rooms: Vec<RoomHandle> = self
+            .directory()
+            .values()
+            .filter_map(Entry::handle)
+            .collect();
+        let released = futures_util::future::join_all(rooms.iter().map(RoomHandle::surrender));
+        if tokio::time::timeout(timeout, released).await.is_err() {
+            tracing::warn!("some room leases were not released in time; they expire");
         }
     }
 

@@ -817,6 +817,7 @@ mod tests {
             store: Arc::new(MemoryStore::new()),
             observers: Vec::new(),
             media: None,
+            ownership: None,
         });
         let (token, token_expires_at) = tokens().issue("RO-1", "nonce", T0 / 1000, 3600);
         let record = Arc::new(RoomRecord {

@@ -201,6 +201,7 @@ pub fn closing(closing: Closing) -> (u16, &'static str) {
         Closing::EndpointExpired => (close::ENDPOINT_EXPIRED, "endpoint expired"),
         Closing::RoomDeleted => (close::ROOM_DELETED, "room closed"),
         Closing::RoomExpired => (close::ROOM_EXPIRED, "room closed"),
+        Closing::OwnerLost => (close::GOING_AWAY, "room moved to another node"),
     }
 }
 

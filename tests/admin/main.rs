@@ -5,6 +5,7 @@
 mod support;
 
 mod activation;
+mod cluster;
 mod events;
 mod limits;
 mod metrics;

@@ -110,6 +110,7 @@ fn invalid_configuration_is_refused() {
         ("CONVENE_LOG_FORMAT", "xml"),
         ("CONVENE_REDIS_URL", "http://not-redis"),
         ("CONVENE_REQUEST_BODY_TIMEOUT_SECONDS", "0"),
+        ("CONVENE_ROOM_LEASE_MS", "100"),
     ] {
         assert_refused(name, value);
     }
@@ -138,28 +139,48 @@ fn assert_refused_beside_another_node(redis: &RedisServer, options: Options) -> 
     exited.stderr
 }
 
+#[test]
+fn cluster_without_redis_or_a_token_secret_is_refused_at_start_up() {
+    // No Redis: the nodes of a cluster have nothing to share.
+    let exited = run_to_exit(
+        Options::default().env("CONVENE_CLUSTER", 1),
+        Duration::from_secs(30),
+    );
+    assert!(exited.status.code().is_some_and(|c| c != 0), "{exited:?}");
+    assert!(
+        exited.stderr.contains("CONVENE_CLUSTER") && exited.stderr.contains("CONVENE_REDIS_URL"),
+        "{}",
+        exited.stderr
+    );
+    assert!(!exited.stdout.contains("listening on"), "{}", exited.stdout);
+    // No configured token secret: a generated one is never shared.
+    let exited = run_to_exit(
+        Options::default()
+            .env("CONVENE_CLUSTER", 1)
+            .env("CONVENE_REDIS_URL", "redis://127.0.0.1:1/")
+            .env("CONVENE_TOKEN_SECRET", ""),
+        Duration::from_secs(30),
+    );
+    assert!(exited.status.code().is_some_and(|c| c != 0), "{exited:?}");
+    assert!(
+        exited.stderr.contains("CONVENE_CLUSTER") && exited.stderr.contains("CONVENE_TOKEN_SECRET"),
+        "{}",
+        exited.stderr
+    );
+    assert!(!exited.stdout.contains("listening on"), "{}", exited.stdout);
+}
+
 #[tokio::test]
-async fn a_generated_token_secret_is_refused_beside_another_node() {
+async fn another_token_secret_is_refused_beside_a_cluster_node() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let mut first = TestApp::spawn_on(
-        &redis.url(),
-        Options::default().env("CONVENE_NODE_ID", "first"),
-    );
-    // No secret configured: a generated one could not verify the first node's tokens.
+    let cluster = || Options::default().env("CONVENE_CLUSTER", 1);
+    let _first = TestApp::spawn_on(&redis.url(), cluster().env("CONVENE_NODE_ID", "first"));
+    // Another configured secret could not verify the first node's tokens.
     let stderr = assert_refused_beside_another_node(
         &redis,
-        Options::default().env("CONVENE_TOKEN_SECRET", ""),
-    );
-    assert!(
-        stderr.contains("CONVENE_TOKEN_SECRET is not set") && stderr.contains("first"),
-        "{stderr}"
-    );
-    // Another configured secret is refused too.
-    let stderr = assert_refused_beside_another_node(
-        &redis,
-        Options::default().env(
+        cluster().env(
             "CONVENE_TOKEN_SECRET",
             "another-secret-of-at-least-32-bytes!!",
         ),
@@ -169,30 +190,36 @@ async fn a_generated_token_secret_is_refused_beside_another_node() {
         "{stderr}"
     );
     // The same secret is welcome: both nodes run.
-    let second = TestApp::spawn_on(
-        &redis.url(),
-        Options::default().env("CONVENE_NODE_ID", "second"),
-    );
+    let second = TestApp::spawn_on(&redis.url(), cluster().env("CONVENE_NODE_ID", "second"));
     assert_eq!(second.get_room("RO-none").await.status(), 404);
-    drop(second);
+}
 
-    // Alone on its Redis (the first node stopped and removed itself; the second was
-    // killed, so wait for its entry to expire), a node may generate its secret.
-    assert_eq!(first.stop().and_then(|s| s.code()), Some(0));
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            let mut conn = redis.conn();
-            let n: u64 = redis::cmd("EXISTS")
-                .arg("convene:{nodes}:second")
-                .query(&mut conn)
-                .unwrap();
-            n == 0
-        })
-        .await
-    );
-    let alone = TestApp::spawn_on(
-        &redis.url(),
-        Options::default().env("CONVENE_TOKEN_SECRET", ""),
-    );
-    assert_eq!(alone.get_room("RO-none").await.status(), 404);
+/// Without `cluster` (the default) nothing of a cluster is enforced: two nodes on one Redis
+/// both run with generated secrets, and neither takes a room lease. They register in the
+/// node list all the same (docs/cluster.md).
+#[tokio::test]
+async fn without_cluster_two_nodes_with_generated_secrets_both_run() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let alone = || Options::default().env("CONVENE_TOKEN_SECRET", "");
+    let first = TestApp::spawn_on(&redis.url(), alone().env("CONVENE_NODE_ID", "first"));
+    let second = TestApp::spawn_on(&redis.url(), alone().env("CONVENE_NODE_ID", "second"));
+    let room = first.new_room(json!({"name": "no lease"})).await;
+    let id = room["id"].as_str().unwrap();
+    assert_eq!(json_ok(first.get_room(id).await).await["id"], json!(id));
+    assert_eq!(second.get_room("RO-none").await.status(), 404);
+    let mut conn = redis.conn();
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg("convene:*:lease")
+        .query(&mut conn)
+        .unwrap();
+    assert!(leases.is_empty(), "{leases:?}");
+    for node in ["first", "second"] {
+        let n: u64 = redis::cmd("EXISTS")
+            .arg(format!("convene:{{nodes}}:{node}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(n, 1, "{node} is registered");
+    }
 }

@@ -1,0 +1,98 @@
+//! Requests for a room that another node owns (holds its lease) go to that node: the same
+//! method, path, query and API key, to its registered `httpAddr`, and its answer comes back
+//! as it is (status, body, `Content-Type`). A forwarded request carries
+//! [`FORWARDED_HEADER`]; a node that gets one for a room it does not own either answers
+//! 503 instead of forwarding again, so two nodes that disagree never bounce a request.
+
+use crate::auth::API_KEY_HEADER;
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::model::{Owner, RoomError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Marks a request forwarded by another node.
+pub const FORWARDED_HEADER: &str = "x-convene-forwarded";
+
+/// How long a forward may take, connection included.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client without TLS always builds")
+    })
+}
+
+/// Forwards `req` when `result` says another node owns the room; otherwise hands `result`
+/// back. `Ok` is the owner's answer, or 503 when the owner could not be reached.
+pub async fn or_forward<T>(
+    req: &HttpRequest,
+    result: Result<T, RoomError>,
+) -> Result<Result<T, RoomError>, Result<HttpResponse, ApiError>> {
+    match result {
+        Err(RoomError::Elsewhere(owner)) => Err(forward(req, &owner).await),
+        other => Ok(other),
+    }
+}
+
+/// The owner's answer to `req`, or 503 `BASE-00020` when it cannot be had.
+async fn forward(req: &HttpRequest, owner: &Owner) -> Result<HttpResponse, ApiError> {
+    let answer = try_forward(req, owner).await;
+    METRICS.forwarded(if answer.is_some() {
+        "answered"
+    } else {
+        "unavailable"
+    });
+    answer.ok_or_else(|| ApiError::owner_unavailable(&owner.node))
+}
+
+async fn try_forward(req: &HttpRequest, owner: &Owner) -> Option<HttpResponse> {
+    if req.headers().contains_key(FORWARDED_HEADER) {
+        tracing::warn!(owner = %owner.node, "a forwarded request found its room owned elsewhere");
+        return None;
+    }
+    let addr = owner.http_addr.as_deref()?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path(), |p| p.as_str());
+    let url = format!("http://{addr}{path}");
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).ok()?;
+    let mut request = client().request(method, &url).header(FORWARDED_HEADER, "1");
+    if let Some(key) = req.headers().get(API_KEY_HEADER) {
+        request = request.header(API_KEY_HEADER, key.as_bytes());
+    }
+    let answer = match request.send().await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!(owner = %owner.node, url = %url, error = %e, "could not forward a request to the room's owner");
+            return None;
+        }
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).ok()?;
+    let content_type = answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let body = match answer.bytes().await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(owner = %owner.node, url = %url, error = %e, "the room's owner did not finish its answer");
+            return None;
+        }
+    };
+    let mut response = HttpResponse::build(status);
+    if let Some(content_type) = content_type {
+        response.insert_header((CONTENT_TYPE, content_type));
+    }
+    Some(response.body(body))
+}
