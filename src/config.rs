@@ -79,6 +79,10 @@ pub struct Settings {
     pub node_heartbeat_ms: u64,
     pub node_ttl_ms: u64,
     pub room_lease_ms: u64,
+    /// With `cluster`, the most active rooms and seated participants this node takes (0: no
+    /// limit); a node at either takes no more rooms (`docs/cluster.md`, "Placement").
+    pub node_max_rooms: u64,
+    pub node_max_participants: u64,
     /// Several nodes share the rooms of one Redis: room leases, fenced writes, forwarding
     /// (`docs/cluster.md`). Off: one node, rooms served from memory through a Redis outage.
     pub cluster: bool,

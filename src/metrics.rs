@@ -53,6 +53,7 @@ pub struct Metrics {
     node_info: IntGaugeVec,
     forwards: IntCounterVec,
     rooms_lost: IntCounter,
+    placed: IntCounterVec,
     /// A process collector of its own, read for the node registry's CPU share.
     process: ProcessCollector,
     sfu: SfuMetrics,
@@ -220,6 +221,15 @@ impl Metrics {
         .unwrap();
         register(Box::new(forwards.clone()), "counter");
         register(Box::new(rooms_lost.clone()), "counter");
+        let placed = IntCounterVec::new(
+            Opts::new(
+                "convene_rooms_placed_elsewhere_total",
+                "Rooms created here and placed on a less-loaded node, by whether it started them.",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        register(Box::new(placed.clone()), "counter");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let sfu = SfuMetrics {
@@ -279,6 +289,7 @@ impl Metrics {
             node_info,
             forwards,
             rooms_lost,
+            placed,
             process: ProcessCollector::for_self(),
             sfu,
             families,
@@ -305,6 +316,13 @@ impl Metrics {
     /// owner's status) or `unavailable` (503 here).
     pub fn forwarded(&self, outcome: &str) {
         self.forwards.with_label_values(&[outcome]).inc();
+    }
+
+    /// A room created here was sent to another node: `outcome` is `started` (that node
+    /// started it) or `refused` (it did not, or could not be reached: the next node in
+    /// line is asked; after the last, the room is stored and its first use starts it).
+    pub fn placed_elsewhere(&self, outcome: &str) {
+        self.placed.with_label_values(&[outcome]).inc();
     }
 
     pub fn room_lost(&self) {

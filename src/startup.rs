@@ -10,7 +10,7 @@ use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::metrics::METRICS;
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
-use crate::room::{MediaReport, Ownership, RoomServices, Rooms};
+use crate::room::{LoadNow, MediaReport, Ownership, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
 use crate::store::{Leases, MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store};
 use crate::telemetry;
@@ -109,6 +109,9 @@ impl Application {
                 store: Arc::new(RedisStore::over(redis.clone())),
                 nodes: nodes.clone(),
                 lease_time,
+                max_rooms: settings.node_max_rooms,
+                max_participants: settings.node_max_participants,
+                load: load_of(events.clone()),
             })
         });
         let rooms = Rooms::start(RoomServices {
@@ -487,6 +490,14 @@ fn own_secret_id(settings: &Settings) -> String {
     )
 }
 
+/// This node's load as the admin hub counts it, live: (active rooms, participants).
+fn load_of(events: Arc<Events>) -> LoadNow {
+    Box::new(move || {
+        let (mesh, sfu, participants) = events.gauges();
+        ((mesh + sfu) as u64, participants as u64)
+    })
+}
+
 /// What this node registers: its addresses, and the load the heartbeat fills in.
 fn node_info(settings: &Settings, id: &str, bound: SocketAddr) -> NodeInfo {
     let http_ip = routable(bound.ip());
@@ -513,6 +524,8 @@ fn node_info(settings: &Settings, id: &str, bound: SocketAddr) -> NodeInfo {
         started_at: now_ms(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         secret_id: own_secret_id(settings),
+        max_rooms: settings.node_max_rooms,
+        max_participants: settings.node_max_participants,
     }
 }
 

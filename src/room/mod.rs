@@ -13,7 +13,7 @@ mod state;
 pub use actor::RoomHandle;
 pub use events::{RoomEvent, RoomObserver};
 pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
-pub use ownership::Ownership;
+pub use ownership::{LoadNow, Ownership};
 pub use registry::Rooms;
 pub use state::{MediaReport, MediaStatus, ParticipantState};
 
