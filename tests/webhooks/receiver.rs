@@ -8,6 +8,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,6 +40,8 @@ struct State {
     /// Answers for the next requests, then `then` for all others.
     planned: VecDeque<Answer>,
     then: Option<Answer>,
+    /// How long the receiver takes to answer (after it recorded the request).
+    delay: Duration,
 }
 
 #[derive(Clone)]
@@ -66,6 +69,12 @@ impl Receiver {
         let mut state = self.state.lock().unwrap();
         state.planned = planned.iter().copied().collect();
         state.then = Some(then);
+    }
+
+    /// Makes every answer come `delay` after the request was recorded (a slow receiver,
+    /// which has the event before the sender knows).
+    pub fn slow(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -115,7 +124,7 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) {
         let verified = headers
             .get("convene-signature")
             .is_some_and(|header| verify(header, &body));
-        let answer = {
+        let (answer, delay) = {
             let mut state = state.lock().unwrap();
             let answer = match state.planned.pop_front() {
                 Some(answer) => answer,
@@ -128,8 +137,11 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) {
                 verified,
                 answer,
             });
-            answer
+            (answer, state.delay)
         };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let response: &[u8] = match answer {
             Answer::Ok => b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
             Answer::Fail => b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
