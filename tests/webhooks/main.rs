@@ -558,3 +558,47 @@ async fn with_redis_events_wait_through_a_redis_outage_and_go_out_in_order() {
     );
     assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 4.0);
 }
+
+#[tokio::test]
+async fn on_a_redis_cluster_the_outbox_keeps_events_across_a_kill() {
+    let Some(cluster) = RedisCluster::start() else {
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let receiver = Receiver::start().await;
+    receiver.plan(&[], Answer::Fail);
+    let options = hooks(&receiver).env("CONVENE_REDIS_CLUSTER", "1");
+    let mut app = TestApp::spawn_on(&cluster.url_setting(), options.clone());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            app.new_room(json!({})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(app.delete_room(&ids[0]).await.status(), 200);
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_queued_total").await == 4.0
+        })
+        .await
+    );
+    app.kill();
+    receiver.plan(&[], Answer::Ok);
+    let app = TestApp::spawn_on(&cluster.url_setting(), options);
+    assert!(
+        eventually(DEADLINE, || async {
+            distinct_ids(&receiver.delivered()).len() == 4
+        })
+        .await
+    );
+    let delivered = receiver.delivered();
+    assert_eq!(
+        first_deliveries(&delivered, &ids[0]),
+        ["roomStarted", "roomFinished"]
+    );
+    assert_eq!(first_deliveries(&delivered, &ids[2]), ["roomStarted"]);
+    drop(app);
+}
