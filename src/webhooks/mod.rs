@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// The longest wait between two tries of one event.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -36,6 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const READ_BATCH: usize = 500;
 /// Events appended to the outbox at once.
 const APPEND_BATCH: usize = 200;
+/// Requests in flight to one URL at once (one per room at most); other rooms wait their turn.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// What the dispatcher needs from the settings.
 #[derive(Clone)]
@@ -112,6 +114,7 @@ impl Webhooks {
                     outbox: outbox.clone(),
                     state: Mutex::new(TargetState::default()),
                     appended: Notify::new(),
+                    in_flight: Semaphore::new(MAX_IN_FLIGHT),
                 })
             })
             .collect();
@@ -167,6 +170,8 @@ struct Target {
     state: Mutex<TargetState>,
     /// Woken when this node appended to the outbox, so the reader reads at once.
     appended: Notify,
+    /// Caps the requests in flight to this URL (`MAX_IN_FLIGHT`).
+    in_flight: Semaphore,
 }
 
 #[derive(Default)]
@@ -293,6 +298,11 @@ impl Target {
 
     /// One signed POST of an event; `Ok` for a 2xx answer.
     async fn attempt(&self, event: &WebhookEvent) -> Result<(), String> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| "the dispatcher stopped".to_string())?;
         let timestamp = now_ms() / 1000;
         let answer = self
             .client

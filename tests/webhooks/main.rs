@@ -602,3 +602,31 @@ async fn on_a_redis_cluster_the_outbox_keeps_events_across_a_kill() {
     assert_eq!(first_deliveries(&delivered, &ids[2]), ["roomStarted"]);
     drop(app);
 }
+
+#[tokio::test]
+async fn without_redis_events_beyond_the_queue_limit_are_dropped_and_counted() {
+    let receiver = Receiver::start().await;
+    receiver.plan(&[], Answer::Hang);
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        hooks(&receiver).env("CONVENE_WEBHOOK_QUEUE_LIMIT", 2),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        app.new_room(json!({})).await;
+    }
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_dropped_total{reason=\"overflow\"}").await == 3.0
+        })
+        .await
+    );
+    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 2.0);
+    receiver.plan(&[], Answer::Ok);
+    assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 2 }).await);
+    assert!(
+        app.log_text()
+            .contains("webhook event dropped: the queue is full")
+    );
+}
