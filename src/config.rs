@@ -86,6 +86,18 @@ pub struct Settings {
     /// Several nodes share the rooms of one Redis: room leases, fenced writes, forwarding
     /// (`docs/cluster.md`). Off: one node, rooms served from memory through a Redis outage.
     pub cluster: bool,
+    /// Where room events are POSTed (`docs/webhooks.md`); empty: no webhooks.
+    pub webhook_urls: Vec<String>,
+    /// The HMAC-SHA256 key of webhook signatures; required with `webhook_urls`.
+    pub webhook_secret: String,
+    /// How long one webhook request may take before it counts as failed.
+    pub webhook_timeout_ms: u64,
+    /// How long an event is retried (from the time it happened) before it is dropped.
+    pub webhook_retry_seconds: u64,
+    /// The first retry's delay; each next one doubles, up to five minutes.
+    pub webhook_backoff_ms: u64,
+    /// Events a node holds in memory per webhook URL (queued, or read ahead from Redis).
+    pub webhook_queue_limit: usize,
     /// Set when `token_secret` was made up at start-up rather than configured (not a
     /// setting: `main` sets it), so a node that joins others can refuse to run with it.
     #[serde(skip)]
@@ -107,6 +119,8 @@ impl fmt::Debug for Settings {
             .field("redis_cluster", &self.redis_cluster)
             .field("cluster", &self.cluster)
             .field("node_id", &self.node_id)
+            .field("webhook_urls", &self.webhook_urls.len())
+            .field("webhook_secret", &"[redacted]")
             .finish_non_exhaustive()
     }
 }
@@ -355,6 +369,13 @@ impl Settings {
                 "CONVENE_ADMIN_QUEUE_CAPACITY",
                 self.admin_queue_capacity as u64,
             ),
+            ("CONVENE_WEBHOOK_TIMEOUT_MS", self.webhook_timeout_ms),
+            ("CONVENE_WEBHOOK_RETRY_SECONDS", self.webhook_retry_seconds),
+            ("CONVENE_WEBHOOK_BACKOFF_MS", self.webhook_backoff_ms),
+            (
+                "CONVENE_WEBHOOK_QUEUE_LIMIT",
+                self.webhook_queue_limit as u64,
+            ),
         ] {
             // Ten years bounds every lifetime, so millisecond arithmetic never overflows.
             if v == 0 || v > 10 * 365 * 86400 {
@@ -395,6 +416,7 @@ impl Settings {
         if self.redis_key_prefix.contains(['{', '}']) {
             return Err(err("CONVENE_REDIS_KEY_PREFIX: must not contain '{' or '}'"));
         }
+        self.validate_webhooks()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(err(format!(
                 "CONVENE_LOG_FORMAT: expected text or json, got '{}'",
@@ -403,6 +425,36 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| err(format!("CONVENE_LOG_LEVEL: {e}")))?;
+        Ok(())
+    }
+
+    /// Webhook URLs are plain `http://` URLs (the build has no TLS client), named once
+    /// each; with any of them a secret of at least 16 bytes is required.
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        for (i, url) in self.webhook_urls.iter().enumerate() {
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if parsed.scheme() == "http" && parsed.host().is_some() => {}
+                Ok(parsed) if parsed.scheme() == "https" => {
+                    return Err(err(format!(
+                        "CONVENE_WEBHOOK_URLS: '{url}': https is not supported by this build (no TLS client); use an http:// URL, for example of a TLS-terminating proxy"
+                    )));
+                }
+                _ => {
+                    return Err(err(format!(
+                        "CONVENE_WEBHOOK_URLS: '{url}' is not an http:// URL"
+                    )));
+                }
+            }
+            if self.webhook_urls[..i].contains(url) {
+                return Err(err(format!("CONVENE_WEBHOOK_URLS: '{url}' is named twice")));
+            }
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.len() < 16 {
+            return Err(err(format!(
+                "CONVENE_WEBHOOK_SECRET: needed with CONVENE_WEBHOOK_URLS, at least 16 bytes, got {}",
+                self.webhook_secret.len()
+            )));
+        }
         Ok(())
     }
 
@@ -608,6 +660,39 @@ mod tests {
         }
         let long = "n".repeat(65);
         assert!(env(&[("CONVENE_NODE_ID", &long)]).is_err());
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let s = env(&[]).unwrap();
+        assert!(s.webhook_urls.is_empty() && s.webhook_secret.is_empty());
+        assert_eq!(s.webhook_retry_seconds, 86400);
+        let url = ("CONVENE_WEBHOOK_URLS", "http://a:1/hook, http://b/x");
+        let secret = ("CONVENE_WEBHOOK_SECRET", "sixteen-bytes-ok");
+        assert_eq!(
+            env(&[url, secret]).unwrap().webhook_urls,
+            ["http://a:1/hook", "http://b/x"]
+        );
+        for pairs in [&[url][..], &[url, ("CONVENE_WEBHOOK_SECRET", "short")][..]] {
+            let e = env(pairs).unwrap_err();
+            assert!(
+                e.0.starts_with("CONVENE_WEBHOOK_SECRET: needed"),
+                "{pairs:?}: {e}"
+            );
+        }
+        for bad in [
+            "https://a/x",
+            "ftp://a/x",
+            "nothing",
+            "http://a/x,http://a/x",
+        ] {
+            let e = env(&[("CONVENE_WEBHOOK_URLS", bad), secret]).unwrap_err();
+            assert!(e.0.starts_with("CONVENE_WEBHOOK_URLS: "), "{bad}: {e}");
+        }
+        let e = env(&[("CONVENE_WEBHOOK_RETRY_SECONDS", "0")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_WEBHOOK_RETRY_SECONDS"), "{e}");
+        let debug = format!("{:?}", env(&[url, secret]).unwrap());
+        assert!(!debug.contains("sixteen"), "{debug}");
     }
 
     #[test]
