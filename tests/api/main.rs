@@ -12,7 +12,11 @@ mod fetch;
 mod heads;
 mod http;
 mod list;
+mod openapi;
 mod persistence;
 mod process;
 mod rooms;
 mod ttl;
+#[path = "../support/ws.rs"]
+#[allow(dead_code)]
+mod ws;
