@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod bodies;
+mod cli;
 mod create;
 mod delete;
 mod faults;
