@@ -100,13 +100,17 @@ async fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log_level, settings.json_logs());
+    let json = settings.json_logs();
+    telemetry::init(&settings.log_level, json);
     generate_missing_secrets(&mut settings);
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("start-up failed: {e}");
-            eprintln!("convene: start-up failed: {e}");
+            // In JSON mode every line is JSON: the log line above says it all.
+            if !json {
+                eprintln!("convene: start-up failed: {e}");
+            }
             return ExitCode::FAILURE;
         }
     };

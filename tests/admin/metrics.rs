@@ -460,6 +460,7 @@ async fn metrics_bind_moves_metrics_to_their_own_listener() {
         .await
         .unwrap();
     assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET");
 }
 
 #[tokio::test]

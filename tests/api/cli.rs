@@ -230,3 +230,33 @@ async fn json_log_mode_writes_only_json_lines_the_generated_key_included() {
     // The key is in its own line only.
     assert_eq!(lines.iter().filter(|l| l.contains(&key)).count(), 1);
 }
+
+/// A start-up that fails in JSON log mode says why in a JSON line too, and writes nothing
+/// that is not JSON (no text line on stderr).
+#[test]
+fn a_failed_start_up_in_json_log_mode_is_reported_in_json() {
+    let exited = run(
+        &[],
+        Options::default()
+            .env("CONVENE_LOG_FORMAT", "json")
+            .env(
+                "CONVENE_REDIS_URL",
+                format!("redis://127.0.0.1:{}/", free_port()),
+            )
+            .env("CONVENE_STORE_STARTUP_TIMEOUT_SECONDS", 1),
+    );
+    assert_eq!(exited.status.code(), Some(1), "{exited:?}");
+    assert_eq!(exited.stderr, "");
+    let lines: Vec<Value> = exited
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["message"].as_str().is_some_and(
+                |m| m.starts_with("start-up failed") && m.contains("CONVENE_REDIS_URL")
+            )),
+        "{lines:#?}"
+    );
+}
