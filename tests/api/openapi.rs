@@ -225,6 +225,21 @@ async fn conforms(doc: &Value, method: &str, path: &str, res: Response) -> (u16,
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
+    for (name, header) in described["headers"].as_object().into_iter().flatten() {
+        let header = resolve(doc, header);
+        match res.headers().get(name.as_str()) {
+            Some(value) => assert_valid(
+                doc,
+                &header["schema"],
+                &json!(value.to_str().unwrap()),
+                &format!("{method} {path} {status} header {name}"),
+            ),
+            None => assert!(
+                header["required"] != true,
+                "{method} {path} {status}: no {name} header"
+            ),
+        }
+    }
     let text = res.text().await.unwrap();
     let Some(content) = described.get("content").and_then(Value::as_object) else {
         assert!(
