@@ -1,10 +1,11 @@
 //! The browser SDK, the demo page and the admin page, compiled into the binary so that the service serves
 //! them with nothing else installed.
 
+use actix_web::http::Method;
 use actix_web::http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, HeaderValue,
 };
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, Route, web};
 
 /// A file of `web/`, with its media type.
 struct Asset {
@@ -46,14 +47,15 @@ fn serve_sdk(asset: &Asset) -> HttpResponse {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
+    let get = |path: &str, route: Route| super::routes_of(path, vec![(Method::GET, route)]);
+    cfg.service(get(
         "/sdk/convene.js",
-        web::get().to(|| async { serve_sdk(&SDK) }),
-    )
-    .route(
+        web::to(|| async { serve_sdk(&SDK) }),
+    ))
+    .service(get(
         "/sdk/convene.d.ts",
-        web::get().to(|| async { serve_sdk(&SDK_TYPES) }),
-    )
-    .route("/demo", web::get().to(|| async { serve(&DEMO) }))
-    .route("/admin", web::get().to(|| async { serve(&ADMIN) }));
+        web::to(|| async { serve_sdk(&SDK_TYPES) }),
+    ))
+    .service(get("/demo", web::to(|| async { serve(&DEMO) })))
+    .service(get("/admin", web::to(|| async { serve(&ADMIN) })));
 }
