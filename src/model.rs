@@ -199,6 +199,9 @@ pub enum JoinRefused {
     Full { max: u32 },
     /// The room has no actor and could not be activated: the store failed.
     Unavailable,
+    /// Another node owns the room: the join belongs there (with `cluster`, the node that
+    /// got the socket bridges it to the owner).
+    Elsewhere(Owner),
 }
 
 /// What a room operation on a room named by id can fail with.

@@ -503,6 +503,7 @@ impl Rooms {
         match joined {
             Ok(Some(joined)) => joined,
             Ok(None) => Err(JoinRefused::Gone),
+            Err(RoomError::Elsewhere(owner)) => Err(JoinRefused::Elsewhere(owner)),
             Err(e) => {
                 tracing::warn!(room = %id, error = ?e, "could not activate a room for a join");
                 Err(JoinRefused::Unavailable)

@@ -3,12 +3,14 @@
 //! With Redis, also what several nodes on one Redis share: the registry of live nodes and
 //! fenced room-ownership leases (see `docs/cluster.md`).
 
+mod bus;
 mod conn;
 mod lease;
 mod memory;
 mod nodes;
 mod redis;
 
+pub use bus::{Bus, BusEvent};
 pub use conn::Redis;
 pub use lease::{FencedError, Lease, Leases};
 pub use memory::MemoryStore;
