@@ -326,7 +326,7 @@ async fn a_mesh_to_sfu_upgrade_is_seen_by_participants_on_every_node() {
 }
 
 #[tokio::test]
-async fn bridged_sockets_close_with_1001_when_the_owner_is_killed_and_rejoin_after_takeover() {
+async fn when_the_owner_is_killed_everyone_resumes_through_the_other_nodes_with_the_same_address() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
@@ -334,12 +334,33 @@ async fn bridged_sockets_close_with_1001_when_the_owner_is_killed_and_rejoin_aft
     let room = a.new_room(json!({"name": "orphaned"})).await;
     let id = room["id"].as_str().unwrap();
     let token = room["token"].as_str().unwrap();
-    let (mut clients, _) = join_all(&[&b, &c], token).await;
+    // One participant on the owner itself, one bridged through B, one through C.
+    let mut clients: Vec<Client> = Vec::new();
+    let mut seats: Vec<(String, String)> = Vec::new();
+    for node in [&a, &b, &c] {
+        let (client, joined) = Client::join(node, token, "P").await;
+        for earlier in clients.iter_mut() {
+            earlier.expect("participantJoined").await;
+        }
+        let address = joined["address"].as_str().unwrap().to_string();
+        seats.push((address, joined["resumeToken"].as_str().unwrap().to_string()));
+        clients.push(client);
+    }
+    // The owner has stored the three seats (what a resume on another node needs).
+    let stored = || async {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("convene:{{room:{id}}}:seats"))
+            .query(&mut redis.conn())
+            .unwrap();
+        value.is_some_and(|v| serde_json::from_str::<Vec<Value>>(&v).unwrap().len() == 3)
+    };
+    assert!(eventually(Duration::from_secs(10), stored).await);
 
     let killed = Instant::now();
     a.kill();
+    let mut clients = clients.split_off(1);
     // B and C find A gone (from the node list, or a message nobody received) and close
-    // their bridged sockets with "going away", so that the clients join again.
+    // their bridged sockets with "going away", so that the clients resume.
     for client in clients.iter_mut() {
         assert_eq!(
             client.expect_close(1001).await,
@@ -347,19 +368,23 @@ async fn bridged_sockets_close_with_1001_when_the_owner_is_killed_and_rejoin_aft
         );
     }
     let closed = killed.elapsed();
-    // Joining again works once A's lease expired: the first join after that takes the room
-    // over (here or on the other node, whichever asked first) and the other is bridged.
-    let mut rejoined = Vec::new();
-    for node in [&b, &c] {
+    // Every participant resumes through B or C (the one that was on A too): refused with
+    // 1001 while A's lease lasts; the first resume after it expired takes the room over
+    // with the three seats, and every resume gets its own address back.
+    let mut resumed = Vec::new();
+    for (i, (address, resume)) in seats.iter().enumerate() {
+        let node = if i % 2 == 0 { &b } else { &c };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut client = Client::connect(node).await;
             client
-                .send(json!({"type": "join", "token": token, "name": "again"}))
+                .send(json!({"type": "join", "token": token, "resume": resume}))
                 .await;
             match client.next().await {
                 Incoming::Text(m) if m["type"] == "joined" => {
-                    rejoined.push((client, m));
+                    assert_eq!(m["address"], address.as_str(), "{m}");
+                    assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m}");
+                    resumed.push(client);
                     break;
                 }
                 // A's lease still holds: refused for now, "going away".
@@ -369,26 +394,20 @@ async fn bridged_sockets_close_with_1001_when_the_owner_is_killed_and_rejoin_aft
                 }
                 Incoming::Closed(code, reason) => assert_eq!(code, 1001, "{reason}"),
             }
-            assert!(Instant::now() < deadline, "never joined again");
+            assert!(Instant::now() < deadline, "never resumed");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     eprintln!(
-        "owner killed: bridged sockets closed after {closed:?}, everyone joined again after {:?}",
+        "owner killed: bridged sockets closed after {closed:?}, all three resumed (same addresses) after {:?}",
         killed.elapsed()
     );
     let owner = holder(&redis, id).unwrap();
     assert!(owner == "b" || owner == "c", "{owner}");
-    let (mut first, _) = rejoined.remove(0);
-    let (mut second, joined) = rejoined.remove(0);
-    first.expect("participantJoined").await;
-    let to = joined["address"].as_str().unwrap();
-    first
-        .send(json!({"type": "signal", "to": to, "data": "after"}))
-        .await;
-    assert_eq!(second.expect("signal").await["data"], "after");
+    // Nobody saw anyone leave or join: the first thing each socket gets is a relay.
+    let addresses: Vec<String> = seats.into_iter().map(|(address, _)| address).collect();
+    relays_work(&mut resumed, &addresses, "after").await;
 }
-
 #[tokio::test]
 async fn without_cluster_relays_never_touch_redis() {
     let Some(app) = TestApp::spawn_with_own_redis(Options::default()).await else {
