@@ -17,7 +17,7 @@
 
 use super::SignalingConfig;
 use super::protocol::{ServerMessage, close};
-use super::session::{self, Frames, RateLimiter, Wire};
+use super::session::{self, Frames, RateLimiter, Reattach, Wire};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::model::Owner;
@@ -164,6 +164,7 @@ impl Bridge {
                 actix_web::rt::spawn(session::serve(
                     wire,
                     Frames::Bridged(rx),
+                    Vec::new(),
                     self.rooms.clone(),
                     self.config.clone(),
                     self.shutdown.clone(),
@@ -265,8 +266,11 @@ impl Bridge {
     }
 
     /// Serves a socket of this node whose room `room` is owned by `owner`: opens the link,
-    /// hands the owner the socket's `join` frame and then every text frame, and writes what
-    /// the owner says, until either side closes or the link is dropped.
+    /// hands the owner the client's first frames (`start`: its `join`, and what followed
+    /// it already) and then every text frame, and writes what the owner says, until either
+    /// side closes or the link is dropped. A link dropped because the owner is gone, once
+    /// the participant had its seat, is not the end: the socket waits until the room can
+    /// have a new owner and is handed back ([`Reattach`]) to resume its seat there.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn edge(
         self: Arc<Self>,
@@ -274,10 +278,10 @@ impl Bridge {
         mut frames: AggregatedMessageStream,
         owner: Owner,
         room: String,
-        join: String,
+        start: Vec<String>,
         config: Arc<SignalingConfig>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> Option<Reattach> {
         let _open = METRICS.socket_opened("signaling");
         METRICS.bridge_link("edge");
         let link = session::next_session();
@@ -292,8 +296,19 @@ impl Bridge {
                 why: why.clone(),
             },
         );
-        self.send(&to, link, Body::Open { room }).await;
-        self.send(&to, link, Body::Frame { text: join }).await;
+        // The room token of the `join`, and the seat's resume token once the owner said
+        // `joined`: what a resume elsewhere needs.
+        let join = start
+            .first()
+            .and_then(|join| serde_json::from_str::<serde_json::Value>(join).ok())
+            .unwrap_or_default();
+        let token = join["token"].as_str().map(str::to_string);
+        let mut resume = join["resume"].as_str().map(str::to_string);
+        self.send(&to, link, Body::Open { room: room.clone() })
+            .await;
+        for text in start {
+            self.send(&to, link, Body::Frame { text }).await;
+        }
         let mut limiter = RateLimiter::new(config.rate_per_second, config.rate_burst);
         let mut heartbeat = tokio::time::interval(config.ping_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -307,6 +322,12 @@ impl Bridge {
                 }
                 said = rx.recv() => match said {
                     Some(FromOwner::Text(text)) => {
+                        if text.starts_with(r#"{"type":"joined""#) {
+                            resume = serde_json::from_str::<serde_json::Value>(&text)
+                                .ok()
+                                .and_then(|m| m["resumeToken"].as_str().map(str::to_string))
+                                .or(resume);
+                        }
                         if ws.text(text).await.is_err() {
                             break (None, String::new(), true);
                         }
@@ -317,6 +338,15 @@ impl Bridge {
                             .get()
                             .cloned()
                             .unwrap_or((close::GOING_AWAY, LOST.to_string()));
+                        if reason == LOST
+                            && let (Some(token), Some(resume)) = (&token, &resume)
+                        {
+                            self.edges().remove(&link);
+                            let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
+                            return self
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .await;
+                        }
                         break (Some(code), reason, true);
                     }
                 },
@@ -368,14 +398,88 @@ impl Bridge {
             self.send(&to, link, Body::Gone).await;
         }
         if let Some(code) = code {
-            let _ = ws
-                .close(Some(CloseReason {
-                    code: CloseCode::Other(code),
-                    description: Some(reason),
-                }))
-                .await;
+            close_ws(ws, code, reason).await;
+        }
+        None
+    }
+
+    /// A bridged socket whose link to `owner` was dropped: keeps the socket (answering
+    /// pings, keeping the client's text frames, at most a queue's worth) until the room's
+    /// lease is free or held by a live node (`owner` again, when only the bus broke), then
+    /// hands the socket back with a resume of its seat first. Closed with 1001 when that
+    /// takes longer than the resume grace.
+    #[allow(clippy::too_many_arguments)]
+    async fn reattach(
+        &self,
+        mut ws: Session,
+        mut frames: AggregatedMessageStream,
+        room: &str,
+        owner: &str,
+        join: String,
+        config: &SignalingConfig,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Reattach> {
+        let Some(owning) = self.rooms.services().ownership.clone() else {
+            close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
+            return None;
+        };
+        METRICS.bridge_link("reattached");
+        tracing::info!(%room, node = %owner, "bridge to the room's owner lost: waiting to resume a bridged seat");
+        let mut first = vec![join];
+        let deadline = tokio::time::sleep(config.resume_grace);
+        tokio::pin!(deadline);
+        let every = Duration::from_millis(250);
+        let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    close_ws(ws, close::GOING_AWAY, "server shutting down".into()).await;
+                    return None;
+                }
+                _ = &mut deadline => {
+                    close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
+                    return None;
+                }
+                frame = frames.recv() => match frame {
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        if first.len() > config.queue_capacity {
+                            close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
+                            return None;
+                        }
+                        first.push(text.to_string());
+                    }
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        let _ = ws.pong(&bytes).await;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_))) => {}
+                    // The client went: the seat waits for its resume on the new owner.
+                    _ => return None,
+                },
+                _ = look.tick() => {
+                    let free = match owning.leases.holder(room).await {
+                        Ok(None) => true,
+                        Ok(Some(lease)) => match owning.nodes.live().await {
+                            Ok(live) => live.iter().any(|n| n.id == lease.node),
+                            Err(_) => false,
+                        },
+                        Err(_) => false,
+                    };
+                    if free {
+                        return Some(Reattach { ws, frames, first });
+                    }
+                }
+            }
         }
     }
+}
+
+async fn close_ws(ws: Session, code: u16, reason: String) {
+    let _ = ws
+        .close(Some(CloseReason {
+            code: CloseCode::Other(code),
+            description: Some(reason),
+        }))
+        .await;
 }
 
 /// The owner's side of a bridged socket: what its session writes goes back over the bus.

@@ -120,6 +120,16 @@ enum End {
     Bridge(Owner, String, String),
 }
 
+/// A socket of this node whose bridge lost the room's owner, handed back to be served
+/// again (its seat resumed wherever the room lives now): the client's frames that
+/// `first` holds (a `join` with the seat's resume token, then what the client sent while
+/// the room had no owner) come before the socket's next ones.
+pub(super) struct Reattach {
+    pub ws: Session,
+    pub frames: AggregatedMessageStream,
+    pub first: Vec<String>,
+}
+
 pub async fn run(
     ws: Session,
     frames: AggregatedMessageStream,
@@ -129,16 +139,30 @@ pub async fn run(
     pending: PendingSlot,
     bridge: Option<Arc<Bridge>>,
 ) {
-    serve(
+    let mut again = serve(
         Wire::Ws(ws),
         Frames::Ws(frames),
-        rooms,
-        config,
-        shutdown,
+        Vec::new(),
+        rooms.clone(),
+        config.clone(),
+        shutdown.clone(),
         Some(pending),
-        bridge,
+        bridge.clone(),
     )
-    .await
+    .await;
+    while let Some(Reattach { ws, frames, first }) = again {
+        again = serve(
+            Wire::Ws(ws),
+            Frames::Ws(frames),
+            first,
+            rooms.clone(),
+            config.clone(),
+            shutdown.clone(),
+            None,
+            bridge.clone(),
+        )
+        .await;
+    }
 }
 
 /// A new session id (unique on this node).
@@ -149,15 +173,19 @@ pub(super) fn next_session() -> u64 {
 /// The session of a socket of this node (`Wire::Ws`), or, on a room's owner, of a socket
 /// bridged from another node (`Wire::Bridged`: the bridging node keeps the socket's
 /// heartbeat, frame size limit and message rate; this side runs everything else).
+/// `first`: frames of the client to handle before the socket's next ones (a re-attached
+/// socket's). Answers a socket of this node to serve again (see [`Reattach`]).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     ws: Wire,
     mut frames: Frames,
+    first: Vec<String>,
     rooms: Rooms,
     config: Arc<SignalingConfig>,
     mut shutdown: watch::Receiver<bool>,
     pending: Option<PendingSlot>,
     bridge: Option<Arc<Bridge>>,
-) {
+) -> Option<Reattach> {
     let bridged = matches!(ws, Wire::Bridged(_));
     let _open = METRICS.socket_opened(if bridged { "bridged" } else { "signaling" });
     let limiter = if bridged {
@@ -183,7 +211,20 @@ pub(super) async fn serve(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
+    // The frames a re-attached socket's client sent before (its resume first); what is
+    // left of them when the socket is bridged goes to the owner after its `join`.
+    let mut first = first.into_iter();
+    let mut early = None;
+    for text in first.by_ref() {
+        if let Some(end) = socket.handle(&text).await {
+            early = Some(end);
+            break;
+        }
+    }
     let end = loop {
+        if let Some(end) = early.take() {
+            break end;
+        }
         let joined = socket.member.is_some();
         tokio::select! {
             _ = shutdown.changed() => break End::CloseDropped(close::GOING_AWAY, "server shutting down".into()),
@@ -267,10 +308,11 @@ pub(super) async fn serve(
                 unreachable!("only a socket of this node is bridged")
             };
             drop(_open);
-            bridge
-                .edge(ws, frames, owner, room, join, config, shutdown)
+            let mut start = vec![join];
+            start.extend(first);
+            return bridge
+                .edge(ws, frames, owner, room, start, config, shutdown)
                 .await;
-            return;
         }
     };
     if dropped && let Some(member) = &socket.member {
@@ -279,6 +321,7 @@ pub(super) async fn serve(
     if let Some(code) = code {
         socket.ws.close(code, reason).await;
     }
+    None
 }
 
 /// The next message the room queued for this participant; never, before `join`.
