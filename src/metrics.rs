@@ -225,7 +225,7 @@ impl Metrics {
         let bridge_links = IntCounterVec::new(
             Opts::new(
                 "convene_bridge_links_total",
-                "Signaling sockets bridged between nodes: `edge` (a socket of this node bridged to the room's owner), `hosted` (another node's socket served here).",
+                "Signaling sockets bridged between nodes: `edge` (a socket of this node bridged to the room's owner), `hosted` (another node's socket served here), `reattached` (a bridged socket whose owner was lost, resuming its seat on the next owner).",
             ),
             &["side"],
         )
