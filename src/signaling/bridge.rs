@@ -143,8 +143,20 @@ impl Bridge {
                     Ok(envelope) => self.receive(envelope),
                     Err(e) => tracing::warn!(error = %e, "an unreadable message on the bus"),
                 },
-                BusEvent::Broken => self.drop_links(|_| true),
-                BusEvent::Undelivered(node) => self.drop_links(|n| n == node),
+                BusEvent::Broken => {
+                    // The edges of the hosted links may not know: they are told (once the
+                    // bus works again) to re-attach their sockets.
+                    for (node, link) in self.drop_links(|_| true) {
+                        let body = Body::Close {
+                            code: close::GOING_AWAY,
+                            reason: LOST.to_string(),
+                        };
+                        self.send(&node, link, body).await;
+                    }
+                }
+                BusEvent::Undelivered(node) => {
+                    self.drop_links(|n| n == node);
+                }
             }
         }
     }
@@ -219,13 +231,18 @@ impl Bridge {
         }
     }
 
-    /// Drops every link with a node that `gone` names: edge sockets close with 1001, the
-    /// sessions of hosted ones end as dropped sockets.
-    fn drop_links(&self, gone: impl Fn(&str) -> bool) {
+    /// Drops every link with a node that `gone` names: edge sockets re-attach or close
+    /// with 1001, the sessions of hosted ones end as dropped sockets. Answers the hosted
+    /// links dropped.
+    fn drop_links(&self, gone: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
         let mut dropped = 0;
-        self.hosted().retain(|(node, _), _| {
-            let keep = !gone(node);
-            dropped += usize::from(!keep);
+        let mut hosted = Vec::new();
+        self.hosted().retain(|key, _| {
+            let keep = !gone(&key.0);
+            if !keep {
+                hosted.push(key.clone());
+                dropped += 1;
+            }
             keep
         });
         self.edges().retain(|_, edge| {
@@ -240,6 +257,7 @@ impl Bridge {
             tracing::warn!(links = dropped, "bridged sockets dropped");
             METRICS.bridge_dropped(dropped);
         }
+        hosted
     }
 
     /// Drops the links of nodes that left the live node list.
@@ -332,7 +350,19 @@ impl Bridge {
                             break (None, String::new(), true);
                         }
                     }
-                    Some(FromOwner::Close(code, reason)) => break (Some(code), reason, false),
+                    Some(FromOwner::Close(code, reason)) => {
+                        // The owner lost the link (its bus broke): re-attach, as below.
+                        if reason == LOST
+                            && let (Some(token), Some(resume)) = (&token, &resume)
+                        {
+                            self.edges().remove(&link);
+                            let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
+                            return self
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .await;
+                        }
+                        break (Some(code), reason, false);
+                    }
                     None => {
                         let (code, reason) = why
                             .get()

@@ -443,3 +443,35 @@ async fn six_sockets_on_three_nodes_relay_on_a_redis_cluster() {
         4.0
     );
 }
+
+#[tokio::test]
+async fn when_the_bus_breaks_bridged_sockets_are_re_attached_with_their_address() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "cut"})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut clients, addresses) = join_all(&[&a, &b, &c], token).await;
+
+    // Every node's subscription is cut: messages may have been lost either way, so each
+    // bridged link is dropped, and B and C resume their seats on A again.
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(killed, 3, "one subscription per node");
+    for (client, address) in clients.iter_mut().zip(&addresses).skip(1) {
+        let joined = client.expect("joined").await;
+        assert_eq!(joined["address"], address.as_str(), "{joined}");
+    }
+    // Nobody saw anyone leave, and relays work as before.
+    relays_work(&mut clients, &addresses, "again").await;
+    assert_eq!(
+        holder(&redis, room["id"].as_str().unwrap()).as_deref(),
+        Some("a")
+    );
+    assert!(metric(&b, r#"convene_bridge_links_total{side="reattached"}"#).await >= 1.0);
+}
