@@ -408,7 +408,11 @@ async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address(
     assert!(owner == "b" || owner == "c", "{owner}");
     // Nobody saw anyone leave or join: the first thing each socket gets is a relay.
     let addresses: Vec<String> = seats.into_iter().map(|(address, _)| address).collect();
-    relays_work(&mut resumed, &addresses, "after").await;
+    let relayed = std::panic::AssertUnwindSafe(relays_work(&mut resumed, &addresses, "after"));
+    if let Err(panic) = futures_util::FutureExt::catch_unwind(relayed).await {
+        eprintln!("B:\n{}\nC:\n{}", b.log_text(), c.log_text());
+        std::panic::resume_unwind(panic);
+    }
 }
 #[tokio::test]
 async fn without_cluster_relays_never_touch_redis() {
