@@ -401,7 +401,7 @@ impl ApiError {
             JoinRefused::Token => ApiError::room_token_invalid(),
             JoinRefused::Gone => ApiError::room_does_not_exist(room_id),
             JoinRefused::Full { max } => ApiError::room_full(room_id, *max),
-            JoinRefused::Unavailable => ApiError::service_unavailable(),
+            JoinRefused::Unavailable | JoinRefused::Elsewhere(_) => ApiError::service_unavailable(),
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct Metrics {
     forwards: IntCounterVec,
     rooms_lost: IntCounter,
     placed: IntCounterVec,
+    bridge_links: IntCounterVec,
+    bridge_dropped: IntCounter,
     /// A process collector of its own, read for the node registry's CPU share.
     process: ProcessCollector,
     sfu: SfuMetrics,
@@ -243,6 +245,21 @@ impl Metrics {
         )
         .unwrap();
         register(Box::new(placed.clone()), "counter");
+        let bridge_links = IntCounterVec::new(
+            Opts::new(
+                "convene_bridge_links_total",
+                "Signaling sockets bridged between nodes: `edge` (a socket of this node bridged to the room's owner), `hosted` (another node's socket served here), `reattached` (a bridged socket whose owner was lost, resuming its seat on the next owner).",
+            ),
+            &["side"],
+        )
+        .unwrap();
+        let bridge_dropped = IntCounter::new(
+            "convene_bridge_links_dropped_total",
+            "Bridged sockets dropped because the bus broke or the other node is gone.",
+        )
+        .unwrap();
+        register(Box::new(bridge_links.clone()), "counter");
+        register(Box::new(bridge_dropped.clone()), "counter");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let sfu = SfuMetrics {
@@ -332,6 +349,8 @@ impl Metrics {
             forwards,
             rooms_lost,
             placed,
+            bridge_links,
+            bridge_dropped,
             process: ProcessCollector::for_self(),
             sfu,
             webhooks,
@@ -370,6 +389,15 @@ impl Metrics {
 
     pub fn room_lost(&self) {
         self.rooms_lost.inc();
+    }
+
+    /// A socket bridged between nodes, on `side` (`edge` or `hosted`).
+    pub fn bridge_link(&self, side: &str) {
+        self.bridge_links.with_label_values(&[side]).inc();
+    }
+
+    pub fn bridge_dropped(&self, links: usize) {
+        self.bridge_dropped.inc_by(links as u64);
     }
 
     pub fn store_error(&self) {

@@ -147,7 +147,7 @@ pub struct NewRoom {
 }
 
 /// A participant as the protocol shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Participant {
     pub address: String,
@@ -158,6 +158,15 @@ pub struct Participant {
     pub audio: bool,
     pub video: bool,
     pub joined_at: u64,
+}
+
+/// A seat as its room's owner keeps it in the store (with `cluster`), so that another node
+/// taking the room over can give it back to its participant's resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seat {
+    pub participant: Participant,
+    pub resume_token: String,
 }
 
 /// A position in the newest-first order of rooms: the last room of a page.
@@ -199,6 +208,9 @@ pub enum JoinRefused {
     Full { max: u32 },
     /// The room has no actor and could not be activated: the store failed.
     Unavailable,
+    /// Another node owns the room: the join belongs there (with `cluster`, the node that
+    /// got the socket bridges it to the owner).
+    Elsewhere(Owner),
 }
 
 /// What a room operation on a room named by id can fail with.

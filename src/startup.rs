@@ -13,7 +13,8 @@ use crate::paging::PageTokens;
 use crate::room::RoomObserver;
 use crate::room::{LoadNow, MediaReport, Ownership, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
-use crate::store::{Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Store};
+use crate::signaling::bridge::Bridge;
+use crate::store::{Bus, Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Store};
 use crate::telemetry;
 use crate::token::{RoomTokens, secret_fingerprint};
 use crate::webhooks::{Durable, WebhookConfig, Webhooks};
@@ -147,6 +148,30 @@ impl Application {
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let metrics_addr = serve_metrics(&settings, &events, shutdown_rx.clone())?;
+        // The signal relay between nodes: subscribed before this node is in the node list,
+        // so that no other node bridges a socket here before it listens.
+        let bridge = match nodes.as_ref().filter(|_| settings.cluster) {
+            None => None,
+            Some(nodes) => {
+                let (bus, bus_events) = Bus::start(
+                    &urls,
+                    &settings.redis_key_prefix,
+                    &node_id,
+                    settings.store_timeout(),
+                )
+                .await
+                .map_err(|e| format!("CONVENE_REDIS_URL: cannot start the bus: {e}"))?;
+                Some(Bridge::start(
+                    bus,
+                    bus_events,
+                    rooms.clone(),
+                    signaling.clone(),
+                    shutdown_rx.clone(),
+                    Some(nodes.clone()),
+                    Duration::from_millis(settings.node_heartbeat_ms),
+                ))
+            }
+        };
         let registry = match nodes {
             None => None,
             Some(nodes) => {
@@ -180,6 +205,7 @@ impl Application {
                 settings.signaling_max_pending_sockets_per_ip,
             ),
             settings: settings.clone(),
+            bridge,
         });
         let app = move || {
             App::new()

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::paging::PageTokens;
 use crate::room::Rooms;
 use crate::signaling::SignalingConfig;
+use crate::signaling::bridge::Bridge;
 use crate::wsguard::PendingSockets;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Sockets that have not joined (signaling) or authenticated (admin stream) yet.
     pub pending: PendingSockets,
+    /// With `cluster`: the signal relay to rooms owned by other nodes.
+    pub bridge: Option<Arc<Bridge>>,
 }
 
 /// Extractor: the request carries a valid API key. Put it first among a handler's

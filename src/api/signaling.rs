@@ -34,6 +34,7 @@ pub async fn connect(
         state.signaling.clone(),
         state.shutdown.clone(),
         pending,
+        state.bridge.clone(),
     ));
     Ok(response)
 }

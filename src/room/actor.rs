@@ -22,7 +22,7 @@ use super::registry::{Registry, RoomGone};
 use super::state::{Effect, MediaCommand, MediaReport, ParticipantState, RoomState, TimerId};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::model::{ConferenceType, JoinRefused, Limits, RoomRecord, StoreError, now_ms};
+use crate::model::{ConferenceType, JoinRefused, Limits, RoomRecord, Seat, StoreError, now_ms};
 use crate::store::Lease;
 use actix::prelude::*;
 use actix_web::web::Bytes;
@@ -112,6 +112,7 @@ pub(super) struct RoomActor {
 }
 
 impl RoomActor {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         record: Arc<RoomRecord>,
         services: Arc<RoomServices>,
@@ -120,8 +121,12 @@ impl RoomActor {
         peers: Peers,
         generation: u64,
         lease: Option<Lease>,
+        seats: Vec<Seat>,
     ) -> Self {
-        let (state, starting) = RoomState::new(record, services.clone(), Arc::new(now_ms));
+        let (mut state, mut starting) = RoomState::new(record, services.clone(), Arc::new(now_ms));
+        if !seats.is_empty() {
+            starting.extend(state.restore(seats));
+        }
         Self {
             state,
             starting,
@@ -140,13 +145,18 @@ impl RoomActor {
         }
     }
 
-    /// Replaces the room's stored record: fenced by the lease when the room has one.
+    /// Replaces the room's stored record: fenced by the lease when the room has one, and
+    /// then with its seats (which a node taking the room over gives back).
     fn write_update(&self, record: RoomRecord) -> BoxFuture<'static, Result<(), WriteError>> {
         let services = self.services.clone();
         let lease = self.lease.clone();
+        let seats = self.state.seats();
         Box::pin(async move {
             match (&services.ownership, lease) {
-                (Some(owning), Some(lease)) => owning.update(&record, &lease).await,
+                (Some(owning), Some(lease)) => {
+                    owning.update(&record, &lease).await?;
+                    owning.save_seats(&record, &seats, &lease).await
+                }
                 _ => services
                     .store
                     .update(&record)

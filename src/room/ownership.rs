@@ -4,7 +4,7 @@
 //! stops at once when a renewal fails or a write is refused as stale. Without `cluster` there
 //! is no `Ownership`, and rooms behave as on a single node.
 
-use crate::model::{Owner, RoomRecord, StoreError};
+use crate::model::{Owner, RoomRecord, Seat, StoreError};
 use crate::store::{FencedError, Lease, Leases, NodeInfo, Nodes, RedisStore, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,6 +193,22 @@ impl Ownership {
 
     pub async fn update(&self, room: &RoomRecord, lease: &Lease) -> Result<(), WriteError> {
         Ok(self.store.update_fenced(room, lease).await?)
+    }
+
+    /// Writes the room's seats, fenced like the record, so that a node taking the room
+    /// over gives them back to their participants' resumes.
+    pub async fn save_seats(
+        &self,
+        room: &RoomRecord,
+        seats: &[Seat],
+        lease: &Lease,
+    ) -> Result<(), WriteError> {
+        Ok(self.store.save_seats_fenced(room, seats, lease).await?)
+    }
+
+    /// The seats the room's previous owner last wrote.
+    pub async fn seats(&self, id: &str) -> Result<Vec<Seat>, StoreError> {
+        self.store.seats(id).await
     }
 
     pub async fn delete(&self, room: &RoomRecord, lease: &Lease) -> Result<(), WriteError> {

@@ -20,8 +20,8 @@ use super::messages::{JoinRequest, Outbound};
 use super::ownership::{Claim, Placement};
 use super::state::ParticipantState;
 use crate::model::{
-    ConferenceType, Cursor, JoinRefused, Limits, NewRoom, Owner, RoomError, RoomRecord, StoreError,
-    now_ms,
+    ConferenceType, Cursor, JoinRefused, Limits, NewRoom, Owner, RoomError, RoomRecord, Seat,
+    StoreError, now_ms,
 };
 use crate::store::Lease;
 use actix::prelude::*;
@@ -71,8 +71,9 @@ type Activated = Result<Option<Located>, StoreError>;
 /// A stored room as an activation found it.
 enum Found {
     Gone,
-    /// The record, with this node's lease of it when there are leases.
-    Record(RoomRecord, Option<Lease>),
+    /// The record, with this node's lease of it when there are leases, and the seats its
+    /// previous owner stored (a takeover).
+    Record(Box<RoomRecord>, Option<Lease>, Vec<Seat>),
     Elsewhere(Owner),
 }
 
@@ -109,6 +110,7 @@ impl Registry {
         record: Arc<RoomRecord>,
         activated: bool,
         lease: Option<Lease>,
+        seats: Vec<Seat>,
         ctx: &mut Context<Self>,
     ) -> RoomHandle {
         if let Some(handle) = self.live(&record.id) {
@@ -128,6 +130,7 @@ impl Registry {
             peers.clone(),
             generation,
             lease,
+            seats,
         );
         let addr = actor.start();
         let handle = RoomHandle::new(addr.clone(), peers.clone(), snapshot.clone());
@@ -171,7 +174,7 @@ impl Handler<Register> for Registry {
     type Result = ();
 
     fn handle(&mut self, Register(record, lease): Register, ctx: &mut Context<Self>) {
-        self.start_room(record, false, lease, ctx);
+        self.start_room(record, false, lease, Vec::new(), ctx);
     }
 }
 
@@ -201,10 +204,10 @@ impl Handler<Activate> for Registry {
                         .into_actor(self)
                         .map(move |stored, act, ctx| {
                             let answer = match stored {
-                                Ok(Found::Record(record, lease)) => {
-                                    let record = act.activated_record(record);
+                                Ok(Found::Record(record, lease, seats)) => {
+                                    let record = act.activated_record(*record);
                                     Ok(Some(Located::Here(
-                                        act.start_room(record, true, lease, ctx),
+                                        act.start_room(record, true, lease, seats, ctx),
                                     )))
                                 }
                                 // Created since the read began: its actor runs now.
@@ -233,12 +236,20 @@ async fn find(services: &RoomServices, id: &str) -> Result<Found, StoreError> {
         return Ok(Found::Gone);
     };
     let Some(owning) = &services.ownership else {
-        return Ok(Found::Record(record, None));
+        return Ok(Found::Record(Box::new(record), None, Vec::new()));
     };
     match owning.claim(id).await? {
         Claim::Elsewhere(owner) => Ok(Found::Elsewhere(owner)),
         Claim::Mine(lease) => match owning.get(id, now_ms()).await? {
-            Some(record) => Ok(Found::Record(record, Some(lease))),
+            Some(record) => {
+                // What the previous owner stored of its seats, if it died with some: a
+                // failed read starts the room empty, as before seats were stored.
+                let seats = owning.seats(id).await.unwrap_or_else(|e| {
+                    tracing::warn!(room = %id, error = %e, "could not read a room's seats");
+                    Vec::new()
+                });
+                Ok(Found::Record(Box::new(record), Some(lease), seats))
+            }
             None => {
                 // Deleted meanwhile (which removed the lease too) or expired.
                 let _ = owning.leases.release(&lease).await;
@@ -527,6 +538,7 @@ impl Rooms {
         match joined {
             Ok(Some(joined)) => joined,
             Ok(None) => Err(JoinRefused::Gone),
+            Err(RoomError::Elsewhere(owner)) => Err(JoinRefused::Elsewhere(owner)),
             Err(e) => {
                 tracing::warn!(room = %id, error = ?e, "could not activate a room for a join");
                 Err(JoinRefused::Unavailable)

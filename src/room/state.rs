@@ -9,7 +9,7 @@ use super::RoomServices;
 use super::events::RoomEvent;
 use super::messages::{Closing, JoinRequest, Notice, RoomInfo, RoomMessage};
 use crate::media::PublishedTrack;
-use crate::model::{ConferenceType, JoinRefused, Participant, RoomRecord};
+use crate::model::{ConferenceType, JoinRefused, Participant, RoomRecord, Seat};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -210,6 +210,68 @@ impl RoomState {
             participant_count: self.members.len() as u32,
             ..(*self.record).clone()
         }
+    }
+
+    /// The seats as the store keeps them (with `cluster`), in join order.
+    pub fn seats(&self) -> Vec<Seat> {
+        self.members
+            .iter()
+            .map(|m| Seat {
+                participant: m.participant.clone(),
+                resume_token: m.resume_token.clone(),
+            })
+            .collect()
+    }
+
+    /// Gives back the seats that the room's previous owner stored (a takeover): each waits
+    /// for its participant's resume, as after a dropped socket (the resume grace starts
+    /// now), and keeps its address, `joinedAt` and endpoint expiry. Nobody is told: the
+    /// participants were not told of a leave either, and learn of each other again in their
+    /// `joined` on resume.
+    pub fn restore(&mut self, seats: Vec<Seat>) -> Vec<Effect> {
+        let now = self.now();
+        for Seat {
+            participant,
+            resume_token,
+        } in seats
+        {
+            let address = participant.address.clone();
+            if self.index_of(&address).is_some()
+                || self.members.len() as u32 >= self.max_participants()
+            {
+                continue;
+            }
+            let ttl = self.record.endpoint_ttl_seconds.saturating_mul(1000);
+            let left = (participant.joined_at.saturating_add(ttl)).saturating_sub(now);
+            let expiry = self.start_timer(
+                Duration::from_millis(left),
+                Timer::Endpoint(address.clone()),
+            );
+            let grace = self.start_timer(self.services.resume_grace, Timer::Grace(address.clone()));
+            self.out.push(Effect::SeatUnlinked {
+                address: address.clone(),
+            });
+            self.members.push(Member {
+                participant: participant.clone(),
+                resume_token,
+                session: None,
+                grace: Some(grace),
+                expiry,
+                media: None,
+            });
+            self.media(MediaCommand::Add {
+                address: address.clone(),
+            });
+            tracing::info!(room = %self.record.id, %address, "seat restored after a takeover");
+            self.publish(RoomEvent::ParticipantJoined {
+                room_id: self.record.id.clone(),
+                participant,
+            });
+        }
+        if !self.members.is_empty() {
+            self.out.push(Effect::PersistSoon);
+        }
+        self.done()
     }
 
     /// The participants, in join order.
@@ -1618,5 +1680,50 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(room.state.participants()[0].media, None);
+    }
+
+    #[test]
+    fn seats_given_back_after_a_takeover_wait_for_their_resume_and_keep_their_address() {
+        let mut old = room(None);
+        let (first, first_token, _) = old.joined(1);
+        let (second, _, _) = old.joined(2);
+        let seats = old.state.seats();
+        assert_eq!(seats.len(), 2);
+        assert_eq!(seats[0].resume_token, first_token);
+
+        // Another node's actor of the same room, 10 s later, from the stored seats.
+        let mut new = room(None);
+        new.set_time(T0 + 10_000);
+        let effects = new.state.restore(seats.clone());
+        // Nobody is told anything; both seats wait for a resume (grace and endpoint timers).
+        assert!(sent(&effects, &first).is_empty() && sent(&effects, &second).is_empty());
+        let timers = started(&effects);
+        assert_eq!(timers.len(), 4);
+        assert!(timers.contains(&(timers[0].0, Duration::from_millis(3_600_000 - 10_000))));
+        assert!(timers.iter().any(|&(_, after)| after == GRACE));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::SeatUnlinked { address } if *address == first)
+        ));
+        assert!(has(&effects, |e| matches!(e, Effect::PersistSoon)));
+        assert_eq!(new.state.participants().len(), 2);
+        assert!(new.state.participants().iter().all(|p| !p.connected));
+        // Restoring again adds nothing; a full room takes no more than its seats.
+        assert!(started(&new.state.restore(seats)).is_empty());
+
+        // The resume keeps the address, and the resumed participant sees the other seat.
+        let (result, effects) = new.join(7, Some(&first_token));
+        assert_eq!(result, Ok(first.clone()));
+        let Some(RoomMessage::Joined { participants, .. }) =
+            sent(&effects, &first).first().cloned()
+        else {
+            panic!("no joined: {effects:?}")
+        };
+        assert_eq!(participants.len(), 1);
+        assert_eq!(participants[0].address, second);
+        assert!(
+            sent(&effects, &second).is_empty(),
+            "nobody sees a join or a leave"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! participants and holds each one's queue sender. The wire format is in [`protocol`] and
 //! `docs/signaling.md`.
 
+pub mod bridge;
 pub mod protocol;
 pub mod session;
 

@@ -2,13 +2,16 @@
 //! bounded outbound queue, the heartbeat, the join deadline and server shutdown.
 
 use super::SignalingConfig;
+use super::bridge::{Bridge, BridgeOut};
 use super::protocol::{self, ClientMessage, ServerMessage, close};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::model::{JoinRefused, Participant};
+use crate::model::{JoinRefused, Owner, Participant};
 use crate::room::{JoinRequest, Outbound, RoomHandle, Rooms};
 use crate::wsguard::{PendingSlot, is_too_big};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -26,8 +29,70 @@ struct Membership {
     update_bytes: usize,
 }
 
+/// Where a session's frames go: a WebSocket of this node, or (on a room's owner) a socket
+/// of another node bridged over the bus.
+pub(super) enum Wire {
+    Ws(Session),
+    Bridged(BridgeOut),
+}
+
+impl Wire {
+    async fn text(&mut self, text: &str) -> Result<(), ()> {
+        match self {
+            Wire::Ws(ws) => ws.text(text).await.map_err(drop),
+            Wire::Bridged(out) => out.text(text).await,
+        }
+    }
+
+    async fn ping(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        match self {
+            Wire::Ws(ws) => ws.ping(bytes).await.map_err(drop),
+            Wire::Bridged(_) => Ok(()),
+        }
+    }
+
+    async fn pong(&mut self, bytes: &[u8]) {
+        if let Wire::Ws(ws) = self {
+            let _ = ws.pong(bytes).await;
+        }
+    }
+
+    async fn close(self, code: u16, reason: String) {
+        match self {
+            Wire::Ws(ws) => {
+                let _ = ws
+                    .close(Some(CloseReason {
+                        code: CloseCode::Other(code),
+                        description: Some(reason),
+                    }))
+                    .await;
+            }
+            Wire::Bridged(out) => out.close(code, reason).await,
+        }
+    }
+}
+
+/// Where a session's frames come from: a WebSocket, or the bus (a bridged socket's text
+/// frames; the end of the channel is the end of the socket).
+pub(super) enum Frames {
+    Ws(AggregatedMessageStream),
+    Bridged(mpsc::Receiver<String>),
+}
+
+impl Frames {
+    async fn recv(&mut self) -> Option<Result<AggregatedMessage, ProtocolError>> {
+        match self {
+            Frames::Ws(frames) => frames.recv().await,
+            Frames::Bridged(rx) => rx
+                .recv()
+                .await
+                .map(|text| Ok(AggregatedMessage::Text(text.into()))),
+        }
+    }
+}
+
 struct Socket {
-    ws: Session,
+    ws: Wire,
     id: u64,
     rooms: Rooms,
     config: Arc<SignalingConfig>,
@@ -37,6 +102,9 @@ struct Socket {
     pending: Option<PendingSlot>,
     /// Bytes of relayed fan-out (size times recipients) this socket may still cause.
     fanout: ByteBudget,
+    /// With `cluster`: the bridge to rooms owned by other nodes (`None` for a session that
+    /// is itself bridged: a socket is bridged once, by the node it reached).
+    bridge: Option<Arc<Bridge>>,
 }
 
 /// How the socket ends.
@@ -47,26 +115,95 @@ enum End {
     Close(u16, String),
     /// Close with this code, and tell the room the participant's socket is gone.
     CloseDropped(u16, String),
+    /// The room is owned by another node: bridge the socket there, starting with this
+    /// `join` frame.
+    Bridge(Owner, String, String),
+}
+
+/// A socket of this node whose bridge lost the room's owner, handed back to be served
+/// again (its seat resumed wherever the room lives now): the client's frames that
+/// `first` holds (a `join` with the seat's resume token, then what the client sent while
+/// the room had no owner) come before the socket's next ones.
+pub(super) struct Reattach {
+    pub ws: Session,
+    pub frames: AggregatedMessageStream,
+    pub first: Vec<String>,
 }
 
 pub async fn run(
     ws: Session,
-    mut frames: AggregatedMessageStream,
+    frames: AggregatedMessageStream,
+    rooms: Rooms,
+    config: Arc<SignalingConfig>,
+    shutdown: watch::Receiver<bool>,
+    pending: PendingSlot,
+    bridge: Option<Arc<Bridge>>,
+) {
+    let mut again = serve(
+        Wire::Ws(ws),
+        Frames::Ws(frames),
+        Vec::new(),
+        rooms.clone(),
+        config.clone(),
+        shutdown.clone(),
+        Some(pending),
+        bridge.clone(),
+    )
+    .await;
+    while let Some(Reattach { ws, frames, first }) = again {
+        again = serve(
+            Wire::Ws(ws),
+            Frames::Ws(frames),
+            first,
+            rooms.clone(),
+            config.clone(),
+            shutdown.clone(),
+            None,
+            bridge.clone(),
+        )
+        .await;
+    }
+}
+
+/// A new session id (unique on this node).
+pub(super) fn next_session() -> u64 {
+    SESSIONS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The session of a socket of this node (`Wire::Ws`), or, on a room's owner, of a socket
+/// bridged from another node (`Wire::Bridged`: the bridging node keeps the socket's
+/// heartbeat, frame size limit and message rate; this side runs everything else).
+/// `first`: frames of the client to handle before the socket's next ones (a re-attached
+/// socket's). Answers a socket of this node to serve again (see [`Reattach`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn serve(
+    ws: Wire,
+    mut frames: Frames,
+    first: Vec<String>,
     rooms: Rooms,
     config: Arc<SignalingConfig>,
     mut shutdown: watch::Receiver<bool>,
-    pending: PendingSlot,
-) {
-    let _open = METRICS.socket_opened("signaling");
+    pending: Option<PendingSlot>,
+    bridge: Option<Arc<Bridge>>,
+) -> Option<Reattach> {
+    let bridged = matches!(ws, Wire::Bridged(_));
+    let _open = METRICS.socket_opened(if bridged { "bridged" } else { "signaling" });
+    let limiter = if bridged {
+        // The bridging node limits the client's rate; frames may arrive here in bursts.
+        RateLimiter::new(u32::MAX, u32::MAX)
+    } else {
+        RateLimiter::new(config.rate_per_second, config.rate_burst)
+    };
     let mut socket = Socket {
         ws,
-        id: SESSIONS.fetch_add(1, Ordering::Relaxed),
-        limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
+        id: next_session(),
+        limiter,
         fanout: ByteBudget::new(config.fanout_bytes_per_second, config.fanout_burst_bytes),
         rooms,
         config: config.clone(),
         member: None,
-        pending: Some(pending),
+        pending,
+        bridge,
     };
     let join_deadline = tokio::time::sleep(config.join_timeout);
     tokio::pin!(join_deadline);
@@ -74,19 +211,32 @@ pub async fn run(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
+    // The frames a re-attached socket's client sent before (its resume first); what is
+    // left of them when the socket is bridged goes to the owner after its `join`.
+    let mut first = first.into_iter();
+    let mut early = None;
+    for text in first.by_ref() {
+        if let Some(end) = socket.handle(&text).await {
+            early = Some(end);
+            break;
+        }
+    }
     let end = loop {
+        if let Some(end) = early.take() {
+            break end;
+        }
         let joined = socket.member.is_some();
         tokio::select! {
             _ = shutdown.changed() => break End::CloseDropped(close::GOING_AWAY, "server shutting down".into()),
             out = next_outbound(&mut socket.member) => match out {
                 Some(Outbound::Text(text)) => {
-                    if socket.ws.text(&*text).await.is_err() {
+                    if socket.ws.text(&text).await.is_err() {
                         break End::Dropped;
                     }
                 }
                 Some(Outbound::Notice(notice)) => {
                     let text = notice.text(|message| protocol::render(message, &config.ice));
-                    if socket.ws.text(&*text).await.is_err() {
+                    if socket.ws.text(&text).await.is_err() {
                         break End::Dropped;
                     }
                 }
@@ -113,7 +263,7 @@ pub async fn run(
                     }
                     Some(Err(_)) => break End::CloseDropped(close::PROTOCOL, "unreadable frame".into()),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        let _ = socket.ws.pong(&bytes).await;
+                        socket.ws.pong(&bytes).await;
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
                     Some(Ok(AggregatedMessage::Binary(_))) => {
@@ -133,7 +283,7 @@ pub async fn run(
             _ = &mut join_deadline, if !joined => {
                 break End::Close(close::JOIN_TIMEOUT, "no join in time".into());
             }
-            _ = heartbeat.tick() => {
+            _ = heartbeat.tick(), if !bridged => {
                 if last_heard.elapsed() > config.client_timeout {
                     break End::CloseDropped(close::HEARTBEAT_TIMEOUT, "client timed out".into());
                 }
@@ -151,19 +301,27 @@ pub async fn run(
         End::Dropped => (None, String::new(), true),
         End::Close(code, reason) => (Some(code), reason, false),
         End::CloseDropped(code, reason) => (Some(code), reason, true),
+        End::Bridge(owner, room, join) => {
+            let (Wire::Ws(ws), Frames::Ws(frames), Some(bridge)) =
+                (socket.ws, frames, socket.bridge)
+            else {
+                unreachable!("only a socket of this node is bridged")
+            };
+            drop(_open);
+            let mut start = vec![join];
+            start.extend(first);
+            return bridge
+                .edge(ws, frames, owner, room, start, config, shutdown)
+                .await;
+        }
     };
     if dropped && let Some(member) = &socket.member {
         member.room.disconnected(&member.address, socket.id);
     }
     if let Some(code) = code {
-        let _ = socket
-            .ws
-            .close(Some(CloseReason {
-                code: CloseCode::Other(code),
-                description: Some(reason),
-            }))
-            .await;
+        socket.ws.close(code, reason).await;
     }
+    None
 }
 
 /// The next message the room queued for this participant; never, before `join`.
@@ -176,7 +334,7 @@ async fn next_outbound(member: &mut Option<Membership>) -> Option<Outbound> {
 
 impl Socket {
     async fn send_error(&mut self, error: &ApiError) {
-        let _ = self.ws.text(&*ServerMessage::error(error).text()).await;
+        let _ = self.ws.text(&ServerMessage::error(error).text()).await;
     }
 
     /// Handles one text frame; answers how the socket ends, if it does.
@@ -189,7 +347,7 @@ impl Socket {
             }
         };
         if let ClientMessage::Ping = message {
-            let _ = self.ws.text(&*ServerMessage::Pong.text()).await;
+            let _ = self.ws.text(&ServerMessage::Pong.text()).await;
             return None;
         }
         if let ClientMessage::Join(request) = message {
@@ -197,7 +355,7 @@ impl Socket {
                 self.send_error(&ApiError::already_joined()).await;
                 return None;
             }
-            return self.join(request).await;
+            return self.join(request, text).await;
         }
         let Some(member) = &self.member else {
             self.send_error(&ApiError::not_joined()).await;
@@ -281,7 +439,7 @@ impl Socket {
         None
     }
 
-    async fn join(&mut self, request: JoinRequest) -> Option<End> {
+    async fn join(&mut self, request: JoinRequest, text: &str) -> Option<End> {
         let services = self.rooms.services().clone();
         let claims = match services.tokens.verify(&request.token) {
             Ok(claims) => claims,
@@ -307,6 +465,14 @@ impl Socket {
                 self.pending = None;
                 None
             }
+            // Owned by a live node: this node bridges the socket there (the owner checks
+            // the token's nonce and decides the join).
+            Err(JoinRefused::Elsewhere(owner))
+                if self.bridge.is_some() && owner.http_addr.is_some() =>
+            {
+                self.pending = None;
+                Some(End::Bridge(owner, claims.sub, text.to_string()))
+            }
             Err(refused) => Some(self.refuse(&claims.sub, refused).await),
         }
     }
@@ -318,9 +484,11 @@ impl Socket {
             JoinRefused::Token => (close::INVALID_TOKEN, "token"),
             JoinRefused::Gone => (close::ROOM_NOT_FOUND, "gone"),
             JoinRefused::Full { .. } => (close::ROOM_FULL, "full"),
-            // The store failed while activating the room: "going away", so the client
-            // tries again later.
-            JoinRefused::Unavailable => (close::GOING_AWAY, "unavailable"),
+            // The store failed while activating the room, or its owner cannot be reached:
+            // "going away", so the client tries again later.
+            JoinRefused::Unavailable | JoinRefused::Elsewhere(_) => {
+                (close::GOING_AWAY, "unavailable")
+            }
         };
         METRICS.join_refused(reason);
         let error = ApiError::from_join_refused(room_id, &refused);
@@ -401,7 +569,7 @@ impl ByteBudget {
 }
 
 /// A token bucket: `burst` messages at once, refilled at `per_second`.
-struct RateLimiter {
+pub(super) struct RateLimiter {
     per_second: f64,
     burst: f64,
     tokens: f64,
@@ -409,7 +577,7 @@ struct RateLimiter {
 }
 
 impl RateLimiter {
-    fn new(per_second: u32, burst: u32) -> Self {
+    pub(super) fn new(per_second: u32, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             per_second: f64::from(per_second),
@@ -419,7 +587,7 @@ impl RateLimiter {
         }
     }
 
-    fn allow(&mut self, now: Instant) -> bool {
+    pub(super) fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);

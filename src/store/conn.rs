@@ -261,6 +261,12 @@ impl Keys {
         format!("{}:{{room:{id}}}:fence", self.prefix)
     }
 
+    /// `P:{room:<id>}:seats`: the room's seats as its owner last wrote them (with
+    /// `cluster`), expiring with the room.
+    pub(crate) fn seats(&self, id: &str) -> String {
+        format!("{}:{{room:{id}}}:seats", self.prefix)
+    }
+
     /// `P:{rooms}`: the list index.
     pub(crate) fn index(&self) -> String {
         format!("{}:{{rooms}}", self.prefix)
@@ -310,6 +316,7 @@ mod tests {
             let tag = hash_tag(&keys.room(id)).to_string();
             assert_eq!(hash_tag(&keys.lease(id)), tag, "{id}");
             assert_eq!(hash_tag(&keys.fence(id)), tag, "{id}");
+            assert_eq!(hash_tag(&keys.seats(id)), tag, "{id}");
         }
         assert_eq!(hash_tag(&keys.index()), hash_tag(&keys.expiry()));
         assert_eq!(hash_tag(&keys.nodes()), hash_tag(&keys.node("n1")));

@@ -4,6 +4,7 @@
 //! fenced room-ownership leases (see `docs/cluster.md`), and the webhook outbox
 //! (`docs/webhooks.md`).
 
+mod bus;
 mod conn;
 mod lease;
 mod memory;
@@ -11,6 +12,7 @@ mod nodes;
 mod outbox;
 mod redis;
 
+pub use bus::{Bus, BusEvent};
 pub use conn::Redis;
 pub use lease::{FencedError, Lease, Leases};
 pub use memory::MemoryStore;

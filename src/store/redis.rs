@@ -28,7 +28,7 @@ use super::conn::Redis;
 use super::lease::{FencedError, Lease};
 use super::{Cursor, Store, StoreError};
 use crate::metrics::METRICS;
-use crate::model::RoomRecord;
+use crate::model::{RoomRecord, Seat};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,7 @@ struct Scripts {
     create: redis::Script,
     update: redis::Script,
     update_fenced: redis::Script,
+    seats_fenced: redis::Script,
     delete: redis::Script,
     delete_fenced: redis::Script,
     /// Cluster: the record alone, then the indexes alone.
@@ -91,6 +92,12 @@ impl Scripts {
             // KEYS: room, fence. ARGV: deadline, json, expires_at, fence.
             update_fenced: guarded(&format!(
                 "{}redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PXAT', ARGV[3])",
+                fence_check(2, 4)
+            )),
+            // KEYS: seats, fence. ARGV: deadline, json (empty: no seats), expires_at, fence.
+            seats_fenced: guarded(&format!(
+                "{}if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+                 else redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3]) end",
                 fence_check(2, 4)
             )),
             delete: guarded(delete),
@@ -261,6 +268,48 @@ impl RedisStore {
             Written::Done => Ok(()),
             Written::Stale => Err(FencedError::stale(lease)),
         }
+    }
+
+    /// Writes the room's seats (removes them when there are none) only if `lease` is still
+    /// the room's last one, as [`Self::update_fenced`]; they expire with the room.
+    pub async fn save_seats_fenced(
+        &self,
+        room: &RoomRecord,
+        seats: &[Seat],
+        lease: &Lease,
+    ) -> Result<(), FencedError> {
+        if lease.room != room.id {
+            return Err(FencedError::stale(lease));
+        }
+        let keys = &self.redis.keys;
+        let json = if seats.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(seats).expect("seats always serialize")
+        };
+        let written = self
+            .write(
+                &self.scripts.seats_fenced,
+                &[&keys.seats(&room.id), &keys.fence(&room.id)],
+                &[json, room.expires_at().to_string(), lease.fence.to_string()],
+            )
+            .await?;
+        match written {
+            Written::Done => Ok(()),
+            Written::Stale => Err(FencedError::stale(lease)),
+        }
+    }
+
+    /// The room's seats as its owner last wrote them; none when there are none (or they
+    /// cannot be read back).
+    pub async fn seats(&self, id: &str) -> Result<Vec<Seat>, StoreError> {
+        let value: Option<String> = self
+            .redis
+            .query(redis::cmd("GET").arg(self.redis.keys.seats(id)))
+            .await?;
+        Ok(value
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default())
     }
 
     /// Removes the room (record, lease, fence, index entries) only if `lease` is still the

@@ -5,6 +5,7 @@
 mod support;
 
 mod activation;
+mod bridge;
 mod cluster;
 mod events;
 mod limits;

@@ -810,3 +810,48 @@ async fn a_mesh_room_shows_no_media_state() {
     let snap = in_snapshot(&app, id, address).await.unwrap();
     assert!(snap.get("media").is_none(), "{snap}");
 }
+
+/// A free UDP port on 127.0.0.1.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn media_of_a_room_runs_on_its_owner_for_participants_bridged_from_other_nodes() {
+    // Three nodes on one private Redis (`docs/cluster.md`): the room is owned by A, the
+    // two participants' sockets reach B and C, which bridge them to A.
+    let Some(redis) = support::RedisServer::start() else {
+        return;
+    };
+    let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
+    let node = |id: &str, port: u16| {
+        TestApp::spawn_on(
+            &redis.url(),
+            Options::default()
+                .env("CONVENE_CLUSTER", 1)
+                .env("CONVENE_NODE_ID", id)
+                .env("CONVENE_RTC_UDP_PORT", port),
+        )
+    };
+    let (a, b, c) = (
+        node("a", ports[0]),
+        node("b", ports[1]),
+        node("c", ports[2]),
+    );
+    let (_, token) = sfu_room(&a).await;
+    let p = Peer::join(&b, &token, Publish::AV).await;
+    let q = Peer::join(&c, &token, Publish::AV).await;
+    for (peer, other) in [(&p, &q), (&q, &p)] {
+        peer.wait_for("connected", |s| s.connected).await;
+        receives_from(peer, other).await;
+        assert!(peer.snapshot(|s| s.errors().is_empty()));
+        // The server's side is A's media plane: its candidates carry A's port.
+        let sdp = peer.snapshot(|s| s.descriptions[0].1.clone());
+        let media = peer::candidate_addr(&sdp).expect("a server candidate");
+        assert_eq!(media.port(), ports[0], "{sdp}");
+    }
+}

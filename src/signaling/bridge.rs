@@ -1,0 +1,574 @@
+//! The signal relay between nodes (with `cluster`; see `docs/cluster.md`). A signaling socket
+//! whose room another node owns is bridged to that owner over the bus (`store::Bus`, Redis
+//! pub/sub): the node that holds the socket (the *edge*) verifies the token, keeps the
+//! socket's heartbeat, frame size limit and message rate, and passes every text frame to
+//! the owner; the owner runs an ordinary signaling session for it (`session::serve` with a
+//! `Wire::Bridged`), whose participant queue the room's actor fills like any other, and
+//! whose frames go back over the bus. So the owner's room actor decides everything (seats,
+//! relays, the MESH→SFU upgrade, the media plane), exactly as for its own sockets.
+//!
+//! A bridged socket is a *link*: the edge's session id, under the edge's node id. What
+//! breaks a link: the bus (a lost subscription or a failed publish: messages may be lost,
+//! so every link goes), a message that found nobody subscribed (that node is gone: its
+//! links go), the other node missing from the live node list, a clean close on either
+//! side. The edge closes its socket with 1001 (the client resumes or joins again); the
+//! owner's session ends as a dropped socket (the seat waits `signaling_resume_grace_ms` for
+//! a resume).
+
+use super::SignalingConfig;
+use super::protocol::{ServerMessage, close};
+use super::session::{self, Frames, RateLimiter, Reattach, Wire};
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::model::Owner;
+use crate::room::Rooms;
+use crate::store::{Bus, BusEvent, Nodes};
+use crate::wsguard::is_too_big;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// How many client frames may wait for the owner's session of one link.
+const FRAMES: usize = 256;
+
+/// Why an edge socket closes when its link is dropped (1001 unless said otherwise).
+const LOST: &str = "bridge to the room's node lost";
+
+/// One message on the bus.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// The sending node.
+    node: String,
+    /// The socket: its session id on the edge node.
+    link: u64,
+    #[serde(flatten)]
+    body: Body,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+enum Body {
+    /// Edge → owner: a socket of room `room` is bridged to you (its `join` follows).
+    Open { room: String },
+    /// Edge → owner: a text frame of the client.
+    Frame { text: String },
+    /// Edge → owner: the socket is gone (a resume may follow).
+    Gone,
+    /// Owner → edge: a text frame for the client.
+    Out { text: String },
+    /// Owner → edge: close the socket with this code.
+    Close { code: u16, reason: String },
+}
+
+/// What the owner says to an edge socket.
+enum FromOwner {
+    Text(String),
+    Close(u16, String),
+}
+
+/// An edge socket's link: the owner it is bridged to, the sender of what the owner says,
+/// and why the link was dropped (read by the socket when its queue ends).
+struct EdgeLink {
+    owner: String,
+    tx: mpsc::Sender<FromOwner>,
+    why: Arc<OnceLock<(u16, String)>>,
+}
+
+pub struct Bridge {
+    bus: Bus,
+    rooms: Rooms,
+    config: Arc<SignalingConfig>,
+    shutdown: watch::Receiver<bool>,
+    /// Owner side: sockets of other nodes bridged to this node, by (node, link): the
+    /// sender of their frames to the session that serves them here.
+    hosted: Mutex<HashMap<(String, u64), mpsc::Sender<String>>>,
+    /// Edge side: this node's sockets bridged to other nodes, by link.
+    edges: Mutex<HashMap<u64, EdgeLink>>,
+}
+
+impl Bridge {
+    /// Starts the bridge over `bus` (whose events it reads from now on); with `nodes`,
+    /// every `check_every` it drops the links of nodes no longer in the live node list.
+    pub fn start(
+        bus: Bus,
+        events: mpsc::Receiver<BusEvent>,
+        rooms: Rooms,
+        config: Arc<SignalingConfig>,
+        shutdown: watch::Receiver<bool>,
+        nodes: Option<Arc<Nodes>>,
+        check_every: Duration,
+    ) -> Arc<Self> {
+        let bridge = Arc::new(Self {
+            bus,
+            rooms,
+            config,
+            shutdown,
+            hosted: Mutex::default(),
+            edges: Mutex::default(),
+        });
+        // On this thread's local set: the sessions it starts for hosted links hold actix
+        // handles, which stay on the thread that made them.
+        actix_web::rt::spawn(bridge.clone().dispatch(events));
+        if let Some(nodes) = nodes {
+            actix_web::rt::spawn(bridge.clone().watch_nodes(nodes, check_every));
+        }
+        bridge
+    }
+
+    fn hosted(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), mpsc::Sender<String>>> {
+        self.hosted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn edges(&self) -> std::sync::MutexGuard<'_, HashMap<u64, EdgeLink>> {
+        self.edges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn send(&self, to: &str, link: u64, body: Body) -> bool {
+        let envelope = Envelope {
+            node: self.bus.node().to_string(),
+            link,
+            body,
+        };
+        let payload = serde_json::to_vec(&envelope).expect("an envelope always serializes");
+        self.bus.send(to, payload).await
+    }
+
+    async fn dispatch(self: Arc<Self>, mut events: mpsc::Receiver<BusEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                BusEvent::Message(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
+                    Ok(envelope) => self.receive(envelope),
+                    Err(e) => tracing::warn!(error = %e, "an unreadable message on the bus"),
+                },
+                BusEvent::Broken => {
+                    // The edges of the hosted links may not know: they are told (once the
+                    // bus works again) to re-attach their sockets.
+                    for (node, link) in self.drop_links(|_| true) {
+                        let body = Body::Close {
+                            code: close::GOING_AWAY,
+                            reason: LOST.to_string(),
+                        };
+                        self.send(&node, link, body).await;
+                    }
+                }
+                BusEvent::Undelivered(node) => {
+                    self.drop_links(|n| n == node);
+                }
+            }
+        }
+    }
+
+    fn receive(self: &Arc<Self>, Envelope { node, link, body }: Envelope) {
+        match body {
+            Body::Open { room } => {
+                let (tx, rx) = mpsc::channel(FRAMES);
+                self.hosted().insert((node.clone(), link), tx);
+                tracing::debug!(%room, %node, link, "a socket bridged from another node");
+                METRICS.bridge_link("hosted");
+                let wire = Wire::Bridged(BridgeOut {
+                    bridge: self.clone(),
+                    node,
+                    link,
+                });
+                actix_web::rt::spawn(session::serve(
+                    wire,
+                    Frames::Bridged(rx),
+                    Vec::new(),
+                    self.rooms.clone(),
+                    self.config.clone(),
+                    self.shutdown.clone(),
+                    None,
+                    None,
+                ));
+            }
+            Body::Frame { text } => {
+                let key = (node, link);
+                let mut hosted = self.hosted();
+                if let Some(tx) = hosted.get(&key)
+                    && tx.try_send(text).is_err()
+                {
+                    // The session here is behind by a whole queue: the link goes.
+                    hosted.remove(&key);
+                    drop(hosted);
+                    let bridge = self.clone();
+                    tokio::spawn(async move {
+                        let (node, link) = key;
+                        let reason = "too slow: bridged frames queue full".to_string();
+                        let body = Body::Close {
+                            code: close::TOO_SLOW,
+                            reason,
+                        };
+                        bridge.send(&node, link, body).await;
+                    });
+                }
+            }
+            Body::Gone => {
+                // Dropping the sender ends the session as a dropped socket.
+                self.hosted().remove(&(node, link));
+            }
+            Body::Out { text } => self.to_edge(&node, link, FromOwner::Text(text)),
+            Body::Close { code, reason } => {
+                self.to_edge(&node, link, FromOwner::Close(code, reason))
+            }
+        }
+    }
+
+    /// Hands what the owner said to the edge socket of `link`; a socket whose queue is full
+    /// is closed as too slow, as a socket of the owner would be.
+    fn to_edge(&self, owner: &str, link: u64, message: FromOwner) {
+        let mut edges = self.edges();
+        let Some(edge) = edges.get(&link).filter(|e| e.owner == owner) else {
+            return;
+        };
+        if edge.tx.try_send(message).is_err() {
+            let _ = edge
+                .why
+                .set((close::TOO_SLOW, "too slow: outbound queue full".to_string()));
+            edges.remove(&link);
+        }
+    }
+
+    /// Drops every link with a node that `gone` names: edge sockets re-attach or close
+    /// with 1001, the sessions of hosted ones end as dropped sockets. Answers the hosted
+    /// links dropped.
+    fn drop_links(&self, gone: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
+        let mut dropped = 0;
+        let mut hosted = Vec::new();
+        self.hosted().retain(|key, _| {
+            let keep = !gone(&key.0);
+            if !keep {
+                hosted.push(key.clone());
+                dropped += 1;
+            }
+            keep
+        });
+        self.edges().retain(|_, edge| {
+            let keep = !gone(&edge.owner);
+            if !keep {
+                let _ = edge.why.set((close::GOING_AWAY, LOST.to_string()));
+                dropped += 1;
+            }
+            keep
+        });
+        if dropped > 0 {
+            tracing::warn!(links = dropped, "bridged sockets dropped");
+            METRICS.bridge_dropped(dropped);
+        }
+        hosted
+    }
+
+    /// Drops the links of nodes that left the live node list.
+    async fn watch_nodes(self: Arc<Self>, nodes: Arc<Nodes>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let linked = {
+                let mut linked: HashSet<String> =
+                    self.hosted().keys().map(|(node, _)| node.clone()).collect();
+                linked.extend(self.edges().values().map(|e| e.owner.clone()));
+                linked
+            };
+            if linked.is_empty() {
+                continue;
+            }
+            // A failed read proves nothing: the next tick looks again.
+            if let Ok(live) = nodes.live().await {
+                let live: HashSet<String> = live.into_iter().map(|n| n.id).collect();
+                self.drop_links(|node| linked.contains(node) && !live.contains(node));
+            }
+        }
+    }
+
+    /// Serves a socket of this node whose room `room` is owned by `owner`: opens the link,
+    /// hands the owner the client's first frames (`start`: its `join`, and what followed
+    /// it already) and then every text frame, and writes what the owner says, until either
+    /// side closes or the link is dropped. A link dropped because the owner is gone, once
+    /// the participant had its seat, is not the end: the socket waits until the room can
+    /// have a new owner and is handed back ([`Reattach`]) to resume its seat there.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn edge(
+        self: Arc<Self>,
+        mut ws: Session,
+        mut frames: AggregatedMessageStream,
+        owner: Owner,
+        room: String,
+        start: Vec<String>,
+        config: Arc<SignalingConfig>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Option<Reattach> {
+        let _open = METRICS.socket_opened("signaling");
+        METRICS.bridge_link("edge");
+        let link = session::next_session();
+        let to = owner.node;
+        let (tx, mut rx) = mpsc::channel(config.queue_capacity.max(1));
+        let why = Arc::new(OnceLock::new());
+        self.edges().insert(
+            link,
+            EdgeLink {
+                owner: to.clone(),
+                tx,
+                why: why.clone(),
+            },
+        );
+        // The room token of the `join`, and the seat's resume token once the owner said
+        // `joined`: what a resume elsewhere needs.
+        let join = start
+            .first()
+            .and_then(|join| serde_json::from_str::<serde_json::Value>(join).ok())
+            .unwrap_or_default();
+        let token = join["token"].as_str().map(str::to_string);
+        let mut resume = join["resume"].as_str().map(str::to_string);
+        self.send(&to, link, Body::Open { room: room.clone() })
+            .await;
+        for text in start {
+            self.send(&to, link, Body::Frame { text }).await;
+        }
+        let mut limiter = RateLimiter::new(config.rate_per_second, config.rate_burst);
+        let mut heartbeat = tokio::time::interval(config.ping_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        // How the socket ends: the close to send (none when the connection is gone), and
+        // whether the owner must hear that the socket is gone.
+        let (code, reason, tell_owner): (Option<u16>, String, bool) = loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    break (Some(close::GOING_AWAY), "server shutting down".into(), true)
+                }
+                said = rx.recv() => match said {
+                    Some(FromOwner::Text(text)) => {
+                        if text.starts_with(r#"{"type":"joined""#) {
+                            resume = serde_json::from_str::<serde_json::Value>(&text)
+                                .ok()
+                                .and_then(|m| m["resumeToken"].as_str().map(str::to_string))
+                                .or(resume);
+                        }
+                        if ws.text(text).await.is_err() {
+                            break (None, String::new(), true);
+                        }
+                    }
+                    Some(FromOwner::Close(code, reason)) => {
+                        // The owner lost the link (its bus broke): re-attach, as below.
+                        if reason == LOST
+                            && let (Some(token), Some(resume)) = (&token, &resume)
+                        {
+                            self.edges().remove(&link);
+                            let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
+                            return self
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .await;
+                        }
+                        break (Some(code), reason, false);
+                    }
+                    None => {
+                        let (code, reason) = why
+                            .get()
+                            .cloned()
+                            .unwrap_or((close::GOING_AWAY, LOST.to_string()));
+                        if reason == LOST
+                            && let (Some(token), Some(resume)) = (&token, &resume)
+                        {
+                            self.edges().remove(&link);
+                            let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
+                            return self
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .await;
+                        }
+                        break (Some(code), reason, true);
+                    }
+                },
+                frame = frames.recv() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        None => break (None, String::new(), true),
+                        Some(Ok(AggregatedMessage::Close(reason))) => {
+                            let code = reason.map_or(close::NORMAL, |r| u16::from(r.code));
+                            break (Some(code), String::new(), true);
+                        }
+                        Some(Err(e)) if is_too_big(&e) => {
+                            let limit = config.max_frame_bytes;
+                            let error = ApiError::payload_too_large(limit);
+                            let _ = ws.text(&*ServerMessage::error(&error).text()).await;
+                            break (Some(close::TOO_BIG), format!("frame larger than {limit} bytes"), true);
+                        }
+                        Some(Err(_)) => break (Some(close::PROTOCOL), "unreadable frame".into(), true),
+                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                            let _ = ws.pong(&bytes).await;
+                        }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            let error = ApiError::invalid_message();
+                            let _ = ws.text(&*ServerMessage::error(&error).text()).await;
+                        }
+                        Some(Ok(AggregatedMessage::Text(text))) => {
+                            if !limiter.allow(Instant::now()) {
+                                let error = ApiError::too_many_messages(config.rate_per_second);
+                                let _ = ws.text(&*ServerMessage::error(&error).text()).await;
+                                break (Some(close::POLICY), "too many messages".into(), true);
+                            }
+                            self.send(&to, link, Body::Frame { text: text.to_string() }).await;
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > config.client_timeout {
+                        break (Some(close::HEARTBEAT_TIMEOUT), "client timed out".into(), true);
+                    }
+                    if ws.ping(b"").await.is_err() {
+                        break (None, String::new(), true);
+                    }
+                }
+            }
+        };
+        self.edges().remove(&link);
+        if tell_owner {
+            self.send(&to, link, Body::Gone).await;
+        }
+        if let Some(code) = code {
+            close_ws(ws, code, reason).await;
+        }
+        None
+    }
+
+    /// A bridged socket whose link to `owner` was dropped: keeps the socket (answering
+    /// pings, keeping the client's text frames, at most a queue's worth) until the room's
+    /// lease is free or held by a live node (`owner` again, when only the bus broke), then
+    /// hands the socket back with a resume of its seat first. Closed with 1001 when that
+    /// takes longer than the resume grace.
+    #[allow(clippy::too_many_arguments)]
+    async fn reattach(
+        &self,
+        mut ws: Session,
+        mut frames: AggregatedMessageStream,
+        room: &str,
+        owner: &str,
+        join: String,
+        config: &SignalingConfig,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Reattach> {
+        let Some(owning) = self.rooms.services().ownership.clone() else {
+            close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
+            return None;
+        };
+        METRICS.bridge_link("reattached");
+        tracing::info!(%room, node = %owner, "bridge to the room's owner lost: waiting to resume a bridged seat");
+        let mut first = vec![join];
+        let deadline = tokio::time::sleep(config.resume_grace);
+        tokio::pin!(deadline);
+        let every = Duration::from_millis(250);
+        let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    close_ws(ws, close::GOING_AWAY, "server shutting down".into()).await;
+                    return None;
+                }
+                _ = &mut deadline => {
+                    close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
+                    return None;
+                }
+                frame = frames.recv() => match frame {
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        if first.len() > config.queue_capacity {
+                            close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
+                            return None;
+                        }
+                        first.push(text.to_string());
+                    }
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        let _ = ws.pong(&bytes).await;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_))) => {}
+                    // The client went: the seat waits for its resume on the new owner.
+                    _ => return None,
+                },
+                _ = look.tick() => {
+                    let free = match owning.leases.holder(room).await {
+                        Ok(None) => true,
+                        Ok(Some(lease)) => match owning.nodes.live().await {
+                            Ok(live) => live.iter().any(|n| n.id == lease.node),
+                            Err(_) => false,
+                        },
+                        Err(_) => false,
+                    };
+                    if free {
+                        return Some(Reattach { ws, frames, first });
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn close_ws(ws: Session, code: u16, reason: String) {
+    let _ = ws
+        .close(Some(CloseReason {
+            code: CloseCode::Other(code),
+            description: Some(reason),
+        }))
+        .await;
+}
+
+/// The owner's side of a bridged socket: what its session writes goes back over the bus.
+/// Dropped when the session ends, which forgets the link here.
+pub(super) struct BridgeOut {
+    bridge: Arc<Bridge>,
+    node: String,
+    link: u64,
+}
+
+impl BridgeOut {
+    pub(super) async fn text(&mut self, text: &str) -> Result<(), ()> {
+        let body = Body::Out {
+            text: text.to_string(),
+        };
+        if self.bridge.send(&self.node, self.link, body).await {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    pub(super) async fn close(self, code: u16, reason: String) {
+        self.bridge
+            .send(&self.node, self.link, Body::Close { code, reason })
+            .await;
+    }
+}
+
+impl Drop for BridgeOut {
+    fn drop(&mut self) {
+        self.bridge
+            .hosted()
+            .remove(&(std::mem::take(&mut self.node), self.link));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_read_back_as_written() {
+        let envelope = Envelope {
+            node: "a".into(),
+            link: 7,
+            body: Body::Frame {
+                text: r#"{"type":"ping"}"#.into(),
+            },
+        };
+        let bytes = serde_json::to_vec(&envelope).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"node":"a","link":7,"t":"frame","text":"{\"type\":\"ping\"}"}"#
+        );
+        let back: Envelope = serde_json::from_slice(&bytes).unwrap();
+        assert!(matches!(back.body, Body::Frame { text } if text == r#"{"type":"ping"}"#));
+        let gone: Envelope =
+            serde_json::from_slice(br#"{"node":"b","link":1,"t":"gone"}"#).unwrap();
+        assert!(matches!(gone.body, Body::Gone));
+    }
+}

@@ -1,0 +1,481 @@
+//! The signal relay between nodes (`docs/cluster.md`, "Signaling on any node"): node
+//! processes with `CONVENE_CLUSTER=1` on one private Redis (or a private Redis Cluster); a
+//! signaling socket that reaches a node which does not own its room is bridged to the
+//! owner over Redis pub/sub, and the owner's room decides everything.
+
+use crate::support::*;
+use crate::ws::{Client, Incoming};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// A cluster node (a lease of 1.5 s unless `options` say otherwise).
+fn node_on(url: &str, id: &str, options: Options) -> TestApp {
+    let mut all = Options::default()
+        .env("CONVENE_CLUSTER", 1)
+        .env("CONVENE_NODE_ID", id)
+        .env("CONVENE_ROOM_LEASE_MS", 1500);
+    all.env.extend(options.env);
+    TestApp::spawn_on(url, all)
+}
+
+fn three_nodes(url: &str, options: Options) -> [TestApp; 3] {
+    [
+        node_on(url, "a", options.clone()),
+        node_on(url, "b", options.clone()),
+        node_on(url, "c", options),
+    ]
+}
+
+/// The room's lease holder as stored, `None` while nobody holds it.
+fn holder(redis: &RedisServer, id: &str) -> Option<String> {
+    let value: Option<String> = redis::cmd("GET")
+        .arg(format!("convene:{{room:{id}}}:lease"))
+        .query(&mut redis.conn())
+        .unwrap();
+    Some(value?.split_once('|').unwrap().1.to_string())
+}
+
+/// The value of one series on the node's `/metrics` (0 when absent).
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// How many `PUBLISH` commands the Redis at `port` has run.
+fn publishes(port: u16) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(
+            &mut redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        )
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// Joins one participant per node in `nodes`, in order; every earlier participant sees
+/// each later one arrive. Answers the clients and their addresses.
+async fn join_all(nodes: &[&TestApp], token: &str) -> (Vec<Client>, Vec<String>) {
+    let mut clients: Vec<Client> = Vec::new();
+    let mut addresses = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (c, joined) = Client::join(node, token, &format!("P{i}")).await;
+        assert_eq!(
+            joined["participants"].as_array().unwrap().len(),
+            i,
+            "{joined}"
+        );
+        let address = joined["address"].as_str().unwrap().to_string();
+        for earlier in clients.iter_mut() {
+            let seen = earlier.expect("participantJoined").await;
+            assert_eq!(seen["participant"]["address"], address.as_str());
+        }
+        addresses.push(address);
+        clients.push(c);
+    }
+    (clients, addresses)
+}
+
+/// Every participant signals the next one (in a ring) and each receives exactly that, from
+/// the right sender; then the last one's broadcast `message` reaches every other one.
+async fn relays_work(clients: &mut [Client], addresses: &[String], tag: &str) {
+    let n = clients.len();
+    for i in 0..n {
+        let to = &addresses[(i + 1) % n];
+        clients[i]
+            .send(json!({"type": "signal", "to": to, "data": {"sdp": format!("{tag}-{i}")}}))
+            .await;
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let from = (i + n - 1) % n;
+        let signal = client.expect("signal").await;
+        assert_eq!(signal["from"], addresses[from].as_str(), "{signal}");
+        assert_eq!(signal["data"]["sdp"], format!("{tag}-{from}"));
+    }
+    clients[n - 1]
+        .send(json!({"type": "message", "data": {"hello": tag}}))
+        .await;
+    for client in clients.iter_mut().take(n - 1) {
+        let message = client.expect("message").await;
+        assert_eq!(message["from"], addresses[n - 1].as_str());
+        assert_eq!(message["data"]["hello"], tag);
+    }
+    for client in clients.iter_mut() {
+        client.assert_alive().await;
+    }
+}
+
+#[tokio::test]
+async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "bridged"})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    assert_eq!(holder(&redis, id).as_deref(), Some("a"));
+
+    let (mut clients, addresses) = join_all(&[&a, &b, &c, &a, &b, &c], token).await;
+    relays_work(&mut clients, &addresses, "six").await;
+    // A signal to nobody is refused by the owner, and the error comes back over the bridge.
+    clients[1]
+        .send(json!({"type": "signal", "to": "PA-nobody", "data": 1}))
+        .await;
+    clients[1]
+        .expect_error("REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST"))
+        .await;
+
+    // Seats are the owner's: every node lists the six, in join order.
+    let path = format!("/api/realtime/room/{id}/participants");
+    for node in [&a, &b, &c] {
+        let listed: Value = node
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, addresses);
+    }
+    // One owner all along; B and C each bridged their two sockets to A.
+    assert_eq!(holder(&redis, id).as_deref(), Some("a"));
+    let edge = r#"convene_bridge_links_total{side="edge"}"#;
+    let hosted = r#"convene_bridge_links_total{side="hosted"}"#;
+    assert_eq!(metric(&a, hosted).await, 4.0);
+    assert_eq!(metric(&a, edge).await, 0.0);
+    for node in [&b, &c] {
+        assert_eq!(metric(node, edge).await, 2.0);
+        assert_eq!(metric(node, hosted).await, 0.0);
+    }
+
+    // A participant on C leaves: everyone, on every node, sees it go.
+    clients[5].send(json!({"type": "leave"})).await;
+    assert_eq!(clients[5].expect_close(1000).await, "left");
+    for client in clients.iter_mut().take(5) {
+        let left = client.expect("participantLeft").await;
+        assert_eq!(left["address"], addresses[5].as_str());
+    }
+
+    // A participant bridged through B loses its connection and resumes on C: same
+    // address, nobody sees it leave, and relays to and from it work again.
+    let mut clients: Vec<Client> = clients.into_iter().take(5).collect();
+    let mut addresses: Vec<String> = addresses.into_iter().take(5).collect();
+    let (d, joined) = Client::join(&b, token, "D").await;
+    for client in clients.iter_mut() {
+        client.expect("participantJoined").await;
+    }
+    let address = joined["address"].as_str().unwrap().to_string();
+    d.drop_connection();
+    let resume = json!({"type": "join", "token": token, "resume": joined["resumeToken"]});
+    let (d, resumed) = Client::join_with(&c, resume).await;
+    assert_eq!(resumed["address"], address.as_str());
+    clients.push(d);
+    addresses.push(address);
+    // No `participantLeft` nor `participantJoined` for it: the relays below see the next
+    // message each socket gets.
+    relays_work(&mut clients, &addresses, "resumed").await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let seats = 40;
+    let nodes = three_nodes(
+        &redis.url(),
+        Options::default()
+            .env("CONVENE_SFU_MAX_PARTICIPANTS", seats)
+            .env("CONVENE_ROOM_LEASE_MS", 5000),
+    );
+    let room = nodes[1]
+        .new_room(json!({"name": "crowded", "conferenceType": "SFU"}))
+        .await;
+    assert_eq!(room["maxParticipants"], seats);
+    let (id, token) = (
+        room["id"].as_str().unwrap().to_string(),
+        room["token"].as_str().unwrap().to_string(),
+    );
+    let joins = (0..50).map(|i| {
+        let node = &nodes[i % 3];
+        let token = token.clone();
+        async move {
+            let mut c = Client::connect(node).await;
+            c.send(json!({"type": "join", "token": token, "name": format!("P{i}")}))
+                .await;
+            match c.next().await {
+                Incoming::Text(m) if m["type"] == "joined" => Ok((c, m)),
+                Incoming::Text(m) => {
+                    assert_eq!(m["type"], "error", "{m}");
+                    assert_eq!(m["id"], "CONFERENCE_ROOM_FULL", "{m}");
+                    Err(c.expect_close(4009).await)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let outcomes = futures_util::future::join_all(joins).await;
+    let joined: Vec<_> = outcomes.into_iter().filter_map(Result::ok).collect();
+    assert_eq!(
+        joined.len(),
+        seats,
+        "{}",
+        nodes
+            .iter()
+            .map(|n| n.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let mut addresses: Vec<&str> = joined
+        .iter()
+        .map(|(_, m)| m["address"].as_str().unwrap())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), seats, "every seat is its own");
+    for node in &nodes {
+        let listed: Value = node
+            .request(
+                Method::GET,
+                &format!("/api/realtime/room/{id}/participants"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["data"].as_array().unwrap().len(), seats);
+        let fetched: Value = node
+            .request(Method::GET, &format!("/api/realtime/room/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(fetched["maxParticipants"], seats);
+    }
+    // One owner all along: B never lost the room.
+    assert_eq!(holder(&redis, &id).as_deref(), Some("b"));
+    assert_eq!(metric(&nodes[1], "convene_rooms_lost_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_mesh_to_sfu_upgrade_is_seen_by_participants_on_every_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = c
+        .new_room(json!({"name": "growing", "autoUpgradeParticipantCount": 3}))
+        .await;
+    assert_eq!(room["conferenceType"], "MESH");
+    let token = room["token"].as_str().unwrap();
+    let (mut p1, _) = Client::join(&a, token, "P1").await;
+    let (mut p2, _) = Client::join(&b, token, "P2").await;
+    p1.expect("participantJoined").await;
+    let (mut p3, joined) = Client::join(&a, token, "P3").await;
+    assert_eq!(joined["room"]["conferenceType"], "MESH");
+    p1.expect("participantJoined").await;
+    p2.expect("participantJoined").await;
+    for p in [&mut p1, &mut p2, &mut p3] {
+        let changed = p.expect("conferenceTypeChanged").await;
+        assert_eq!(changed["conferenceType"], "SFU", "{changed}");
+        assert_eq!(changed["participantCount"], 3);
+    }
+    // Exactly one upgrade, seen once by everyone: the next message each sees is a pong.
+    for p in [&mut p1, &mut p2, &mut p3] {
+        p.assert_alive().await;
+    }
+    let id = room["id"].as_str().unwrap();
+    for node in [&a, &b, &c] {
+        let fetched: Value = node
+            .request(Method::GET, &format!("/api/realtime/room/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(fetched["conferenceType"], "SFU");
+    }
+}
+
+#[tokio::test]
+async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "orphaned"})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    // One participant on the owner itself, one bridged through B, one through C.
+    let mut clients: Vec<Client> = Vec::new();
+    let mut seats: Vec<(String, String)> = Vec::new();
+    for node in [&a, &b, &c] {
+        let (client, joined) = Client::join(node, token, "P").await;
+        for earlier in clients.iter_mut() {
+            earlier.expect("participantJoined").await;
+        }
+        let address = joined["address"].as_str().unwrap().to_string();
+        seats.push((address, joined["resumeToken"].as_str().unwrap().to_string()));
+        clients.push(client);
+    }
+    // The owner has stored the three seats (what a resume on another node needs).
+    let stored = || async {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("convene:{{room:{id}}}:seats"))
+            .query(&mut redis.conn())
+            .unwrap();
+        value.is_some_and(|v| serde_json::from_str::<Vec<Value>>(&v).unwrap().len() == 3)
+    };
+    assert!(eventually(Duration::from_secs(10), stored).await);
+
+    let killed = Instant::now();
+    a.kill();
+    let mut bridged = clients.split_off(1);
+    // The participant whose socket was on A resumes through B: refused with 1001 while A's
+    // lease lasts; the first resume after it expired takes the room over with the three
+    // seats, and gets its own address back.
+    let (address, resume) = &seats[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let on_a = loop {
+        let mut client = Client::connect(&b).await;
+        client
+            .send(json!({"type": "join", "token": token, "resume": resume}))
+            .await;
+        match client.next().await {
+            Incoming::Text(m) if m["type"] == "joined" => {
+                assert_eq!(m["address"], address.as_str(), "{m}");
+                assert_eq!(m["participants"].as_array().unwrap().len(), 2, "{m}");
+                break client;
+            }
+            // A's lease still holds: refused for now, "going away".
+            Incoming::Text(m) => {
+                assert_eq!(m["code"], "BASE-00020", "{m}");
+                assert_eq!(client.expect_close(1001).await, "service_unavailable");
+            }
+            Incoming::Closed(code, reason) => assert_eq!(code, 1001, "{reason}"),
+        }
+        assert!(Instant::now() < deadline, "never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let resumed = killed.elapsed();
+    // The participants bridged through B and C keep their sockets: those nodes find A gone
+    // and resume their seats on the new owner themselves; the client sees `joined` again,
+    // with its own address.
+    for (client, (address, _)) in bridged.iter_mut().zip(&seats[1..]) {
+        let joined = client.expect("joined").await;
+        assert_eq!(joined["address"], address.as_str(), "{joined}");
+        assert_eq!(
+            joined["participants"].as_array().unwrap().len(),
+            2,
+            "{joined}"
+        );
+    }
+    eprintln!(
+        "owner killed: the participant on it resumed after {resumed:?}, the bridged ones were re-attached after {:?} (same addresses)",
+        killed.elapsed()
+    );
+    let mut resumed = vec![on_a];
+    resumed.append(&mut bridged);
+    let owner = holder(&redis, id).unwrap();
+    assert!(owner == "b" || owner == "c", "{owner}");
+    // Nobody saw anyone leave or join: the first thing each socket gets is a relay.
+    let addresses: Vec<String> = seats.into_iter().map(|(address, _)| address).collect();
+    let relayed = std::panic::AssertUnwindSafe(relays_work(&mut resumed, &addresses, "after"));
+    if let Err(panic) = futures_util::FutureExt::catch_unwind(relayed).await {
+        eprintln!("B:\n{}\nC:\n{}", b.log_text(), c.log_text());
+        std::panic::resume_unwind(panic);
+    }
+}
+#[tokio::test]
+async fn without_cluster_relays_never_touch_redis() {
+    let Some(app) = TestApp::spawn_with_own_redis(Options::default()).await else {
+        return;
+    };
+    let port = app.redis.as_ref().unwrap().port;
+    let room = app.new_room(json!({})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut clients, addresses) = join_all(&[&app, &app, &app], token).await;
+    relays_work(&mut clients, &addresses, "alone").await;
+    assert_eq!(publishes(port), 0);
+    assert_eq!(
+        metric(&app, r#"convene_bridge_links_total{side="edge"}"#).await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn six_sockets_on_three_nodes_relay_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let options = Options::default().env("CONVENE_REDIS_CLUSTER", 1);
+    let [a, b, c] = three_nodes(&cluster.url_setting(), options);
+    let room = b.new_room(json!({"name": "sharded"})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut clients, addresses) = join_all(&[&a, &b, &c, &a, &b, &c], token).await;
+    relays_work(&mut clients, &addresses, "cluster").await;
+    assert_eq!(
+        metric(&b, r#"convene_bridge_links_total{side="hosted"}"#).await,
+        4.0
+    );
+}
+
+#[tokio::test]
+async fn when_the_bus_breaks_bridged_sockets_are_re_attached_with_their_address() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "cut"})).await;
+    let token = room["token"].as_str().unwrap();
+    let (mut clients, addresses) = join_all(&[&a, &b, &c], token).await;
+
+    // Every node's subscription is cut: messages may have been lost either way, so each
+    // bridged link is dropped, and B and C resume their seats on A again.
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(killed, 3, "one subscription per node");
+    for (client, address) in clients.iter_mut().zip(&addresses).skip(1) {
+        let joined = client.expect("joined").await;
+        assert_eq!(joined["address"], address.as_str(), "{joined}");
+    }
+    // Nobody saw anyone leave, and relays work as before.
+    relays_work(&mut clients, &addresses, "again").await;
+    assert_eq!(
+        holder(&redis, room["id"].as_str().unwrap()).as_deref(),
+        Some("a")
+    );
+    assert!(metric(&b, r#"convene_bridge_links_total{side="reattached"}"#).await >= 1.0);
+}
