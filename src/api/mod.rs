@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, and the answers for anything that matches no route.
 
+mod access;
 mod admin_stream;
 mod assets;
 mod forward;
@@ -91,6 +92,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(rooms::fetch),
             web::delete().to(rooms::delete_by_path),
         ],
+    ))
+    .service(resource(
+        "/api/realtime/room/{id}/token",
+        vec![web::post().to(access::issue)],
+    ))
+    .service(resource(
+        "/api/realtime/room/{id}/token/rotate",
+        vec![web::post().to(access::rotate)],
     ))
     .service(resource(
         "/api/realtime/room/{id}/participants",

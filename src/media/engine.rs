@@ -73,6 +73,10 @@ struct Member {
     conn: Option<Conn>,
     /// What this member shows of each other's video (its `views` signal), by address.
     views: HashMap<String, View>,
+    /// Its token lets it publish (otherwise its send tracks are refused) and subscribe
+    /// (otherwise nothing is forwarded to it).
+    can_publish: bool,
+    can_subscribe: bool,
 }
 
 struct Conn {
@@ -446,7 +450,12 @@ impl Engine {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Add { room, address } => {
+            Command::Add {
+                room,
+                address,
+                can_publish,
+                can_subscribe,
+            } => {
                 if self.index(&room, &address).is_none() {
                     self.next_id += 1;
                     self.members.push(Member {
@@ -455,6 +464,8 @@ impl Engine {
                         address,
                         conn: None,
                         views: HashMap::new(),
+                        can_publish,
+                        can_subscribe,
                     });
                     self.reindex();
                 }
@@ -558,7 +569,13 @@ impl Engine {
     /// server is pending, a client offer is ignored (the server is the impolite side of
     /// perfect negotiation: the client rolls back and answers the server's offer).
     fn offer(&mut self, i: usize, sdp: &str) {
-        let (sdp, refused) = signal::limit_tracks(sdp, self.config.max_tracks_per_participant);
+        // A member that may not publish has every send track refused.
+        let allowed = if self.members[i].can_publish {
+            self.config.max_tracks_per_participant
+        } else {
+            0
+        };
+        let (sdp, refused) = signal::limit_tracks(sdp, allowed);
         let offer = match SdpOffer::from_sdp_string(&sdp) {
             Ok(offer) => offer,
             Err(e) => return self.reject(i, format!("malformed SDP offer: {e}")),
@@ -594,10 +611,15 @@ impl Engine {
         if fresh {
             let mut conn = Conn::new(self.advertised, Instant::now());
             conn.fingerprint = fingerprint;
-            // Everything the others already publish is offered once this offer is answered.
+            // Everything the others already publish is offered once this offer is answered
+            // (nothing, to a member that may not subscribe).
             let (id, room) = (self.members[i].id, self.members[i].room.clone());
             let now = Instant::now();
-            for other in self.members.iter().filter(|m| m.id != id && m.room == room) {
+            let others = self
+                .members
+                .iter()
+                .filter(|m| m.id != id && m.room == room && self.members[i].can_subscribe);
+            for other in others {
                 for track in other.conn.iter().flat_map(|c| c.tracks_in.iter()) {
                     conn.tracks_out.push(TrackOut::new(other, track, now));
                 }
@@ -747,7 +769,11 @@ impl Engine {
     }
 
     fn track_added(&mut self, i: usize, mid: Mid, kind: MediaKind, rids: Vec<Rid>) {
-        let limit = self.config.max_tracks_per_participant;
+        let limit = if self.members[i].can_publish {
+            self.config.max_tracks_per_participant
+        } else {
+            0
+        };
         let member = &mut self.members[i];
         let Some(conn) = member.conn.as_mut() else {
             return;
@@ -771,7 +797,7 @@ impl Engine {
             .as_ref()
             .and_then(|c| c.tracks_in.last())
             .expect("pushed above");
-        for other in others {
+        for other in others.into_iter().filter(|m| m.can_subscribe) {
             if let Some(conn) = other.conn.as_mut() {
                 conn.tracks_out.push(TrackOut::new(publisher, track, now));
             }
@@ -1480,6 +1506,8 @@ mod tests {
             Command::Add {
                 room: "R".into(),
                 address: address.into(),
+                can_publish: true,
+                can_subscribe: true,
             },
             Command::Signal {
                 room: "R".into(),
