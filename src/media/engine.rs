@@ -1519,6 +1519,59 @@ mod tests {
         }
     }
 
+    /// The SDP of the server's answer to `address`, if it got one.
+    fn answer_sdp(events: &[MediaEvent], address: &str) -> Option<String> {
+        events.iter().find_map(|e| match e {
+            MediaEvent::Signal { to, data, .. }
+                if to == address && data["description"]["type"] == "answer" =>
+            {
+                data["description"]["sdp"].as_str().map(str::to_string)
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_member_that_may_not_publish_has_its_send_tracks_answered_inactive() {
+        let (mut engine, events) = engine();
+        for (address, can_publish) in [("P", true), ("V", false)] {
+            for command in [
+                Command::Add {
+                    room: "R".into(),
+                    address: address.into(),
+                    can_publish,
+                    can_subscribe: true,
+                },
+                Command::Signal {
+                    room: "R".into(),
+                    address: address.into(),
+                    data: client_offer(),
+                },
+            ] {
+                assert!(engine.guard("command", |e| e.command(command)).is_some());
+            }
+        }
+        let events = events.lock().unwrap();
+        let audio_direction = |sdp: &str| {
+            sdp.split("m=")
+                .find(|section| section.starts_with("audio"))
+                .and_then(|section| {
+                    section.lines().find(|l| {
+                        matches!(
+                            *l,
+                            "a=recvonly" | "a=sendonly" | "a=sendrecv" | "a=inactive"
+                        )
+                    })
+                })
+                .map(str::to_string)
+        };
+        let publisher = answer_sdp(&events, "P").expect("P is answered");
+        assert_eq!(audio_direction(&publisher).as_deref(), Some("a=recvonly"));
+        // The viewer's offer is answered too (it may still receive), its track refused.
+        let viewer = answer_sdp(&events, "V").expect("V is answered");
+        assert_eq!(audio_direction(&viewer).as_deref(), Some("a=inactive"));
+    }
+
     fn answered(events: &[MediaEvent], address: &str) -> bool {
         events.iter().any(|e| {
             matches!(e, MediaEvent::Signal { to, data, .. }
