@@ -1572,6 +1572,52 @@ mod tests {
         assert_eq!(audio_direction(&viewer).as_deref(), Some("a=inactive"));
     }
 
+    /// Adds `address` to room R with these permissions, and has it offer.
+    fn join_as(engine: &mut Engine, address: &str, can_publish: bool, can_subscribe: bool) {
+        for command in [
+            Command::Add {
+                room: "R".into(),
+                address: address.into(),
+                can_publish,
+                can_subscribe,
+            },
+            Command::Signal {
+                room: "R".into(),
+                address: address.into(),
+                data: client_offer(),
+            },
+        ] {
+            assert!(engine.guard("command", |e| e.command(command)).is_some());
+        }
+    }
+
+    fn tracks_out(engine: &Engine, address: &str) -> usize {
+        let i = engine.index("R", address).unwrap();
+        engine.members[i].conn.as_ref().unwrap().tracks_out.len()
+    }
+
+    #[test]
+    fn nothing_is_forwarded_to_a_member_that_may_not_subscribe() {
+        let (mut engine, _events) = engine();
+        join_as(&mut engine, "P", true, true);
+        join_as(&mut engine, "S", true, true);
+        join_as(&mut engine, "N", true, false);
+        let p = engine.index("R", "P").unwrap();
+        engine.track_added(p, Mid::from("0"), MediaKind::Audio, Vec::new());
+        assert_eq!(tracks_out(&engine, "S"), 1);
+        assert_eq!(tracks_out(&engine, "N"), 0);
+        // Those who come later: the same.
+        join_as(&mut engine, "S2", true, true);
+        join_as(&mut engine, "N2", true, false);
+        assert_eq!(tracks_out(&engine, "S2"), 1);
+        assert_eq!(tracks_out(&engine, "N2"), 0);
+        // A member that may not publish publishes nothing, even when told of a track.
+        join_as(&mut engine, "V", false, true);
+        let v = engine.index("R", "V").unwrap();
+        engine.track_added(v, Mid::from("0"), MediaKind::Audio, Vec::new());
+        assert_eq!(tracks_out(&engine, "S"), 1, "nothing of V's");
+    }
+
     fn answered(events: &[MediaEvent], address: &str) -> bool {
         events.iter().any(|e| {
             matches!(e, MediaEvent::Signal { to, data, .. }
