@@ -84,6 +84,16 @@ codes! {
     TooManyPendingConnections => (StatusCode::SERVICE_UNAVAILABLE, "REALTIME-00018", Some("TOO_MANY_PENDING_CONNECTIONS")),
     /// Signaling: the media server could not use a `signal` sent to `sfu`.
     SfuSignalRejected => (StatusCode::BAD_REQUEST, "REALTIME-00020", Some("SFU_SIGNAL_REJECTED")),
+    /// Signaling: `join` with a participant token whose identity is banned from the room.
+    ParticipantBanned => (StatusCode::FORBIDDEN, "REALTIME-00031", Some("PARTICIPANT_BANNED")),
+    /// Signaling: `join` with a room token of before the room token's last rotation.
+    RoomTokenRotated => (StatusCode::BAD_REQUEST, "REALTIME-00032", Some("ROOM_TOKEN_ROTATED")),
+    /// Signaling: media from a participant whose token withholds `canPublish`.
+    PublishForbidden => (StatusCode::FORBIDDEN, "REALTIME-00033", Some("PUBLISH_FORBIDDEN")),
+    /// Signaling: a `message` from a participant whose token withholds `canSendMessages`.
+    MessageForbidden => (StatusCode::FORBIDDEN, "REALTIME-00034", Some("MESSAGE_FORBIDDEN")),
+    /// Remove a participant with a ban: the participant joined without an identity.
+    ParticipantWithoutIdentity => (StatusCode::CONFLICT, "REALTIME-00035", Some("PARTICIPANT_WITHOUT_IDENTITY")),
 }
 
 impl Code {
@@ -326,6 +336,46 @@ impl ApiError {
         )
     }
 
+    /// `join` of a banned identity; `until` in milliseconds since the epoch.
+    pub fn participant_banned(identity: &str, room_id: &str, until: u64) -> Self {
+        Self::new(
+            Code::ParticipantBanned,
+            format!(
+                "The identity ::= [{identity}] is banned from the conference room with id ::= [{room_id}] until ::= [{until}]."
+            ),
+        )
+    }
+
+    pub fn room_token_rotated() -> Self {
+        Self::new(
+            Code::RoomTokenRotated,
+            "The room token was rotated: fetch the room for its current token.",
+        )
+    }
+
+    pub fn publish_forbidden() -> Self {
+        Self::new(
+            Code::PublishForbidden,
+            "This participant may not publish media (canPublish is false).",
+        )
+    }
+
+    pub fn message_forbidden() -> Self {
+        Self::new(
+            Code::MessageForbidden,
+            "This participant may not send messages (canSendMessages is false).",
+        )
+    }
+
+    pub fn participant_without_identity(address: &str) -> Self {
+        Self::new(
+            Code::ParticipantWithoutIdentity,
+            format!(
+                "The participant with address ::= [{address}] joined without an identity and cannot be banned; rotate the room token instead."
+            ),
+        )
+    }
+
     /// A signaling message that is not a JSON object.
     pub fn invalid_message() -> Self {
         Self::new(
@@ -399,6 +449,10 @@ impl ApiError {
     pub fn from_join_refused(room_id: &str, refused: &JoinRefused) -> Self {
         match refused {
             JoinRefused::Token => ApiError::room_token_invalid(),
+            JoinRefused::Rotated => ApiError::room_token_rotated(),
+            JoinRefused::Banned { identity, until } => {
+                ApiError::participant_banned(identity, room_id, *until)
+            }
             JoinRefused::Gone => ApiError::room_does_not_exist(room_id),
             JoinRefused::Full { max } => ApiError::room_full(room_id, *max),
             JoinRefused::Unavailable | JoinRefused::Elsewhere(_) => ApiError::service_unavailable(),

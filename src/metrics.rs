@@ -23,11 +23,21 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// Reasons a participant leaves; each is shown from the start (at 0).
-const LEAVE_REASONS: [&str; 5] = ["left", "kicked", "disconnected", "roomClosed", "expired"];
+/// `replaced`: a newer join of the same identity took its place.
+const LEAVE_REASONS: [&str; 6] = [
+    "left",
+    "kicked",
+    "disconnected",
+    "roomClosed",
+    "expired",
+    "replaced",
+];
 
 /// Why a join is refused: a token that does not verify (or is stale), a room that does not
-/// exist (any more), a full room.
-pub(crate) const REFUSAL_REASONS: [&str; 4] = ["token", "gone", "full", "unavailable"];
+/// exist (any more), a full room, a store that failed, a room token of before a rotation,
+/// a banned identity.
+pub(crate) const REFUSAL_REASONS: [&str; 6] =
+    ["token", "gone", "full", "unavailable", "rotated", "banned"];
 
 /// Kinds of WebSocket connection counted by `convene_websocket_connections`.
 pub(crate) const SOCKET_KINDS: [&str; 2] = ["signaling", "admin"];

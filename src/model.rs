@@ -2,9 +2,10 @@
 //! shows it, a participant as rooms hold it, list cursors, and the domain errors that the
 //! layers below `api` return (mapped to the published table in `src/error.rs`).
 
-use crate::token::RoomTokens;
+use crate::token::{Permissions, RoomTokens};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// MESH (peer to peer, the default) or SFU (through the server).
@@ -63,6 +64,37 @@ pub struct RoomRecord {
     pub token: String,
     pub token_expires_at: u64,
     pub participant_count: u32,
+    /// Who may join: the room token's generation and the banned identities. Stored with
+    /// the record (absent in records written before it existed).
+    #[serde(default, skip_serializing_if = "RoomAccess::is_default")]
+    pub access: RoomAccess,
+}
+
+/// What decides, beyond the nonce, whether a token may take a seat in a room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomAccess {
+    /// The generation of the room token: a room token of an older one is refused for new
+    /// joins (the token was rotated).
+    #[serde(default)]
+    pub token_generation: u32,
+    /// Banned identities, with the end of each ban (milliseconds since the epoch; a ban
+    /// until the room ends holds the room's expiry).
+    #[serde(default)]
+    pub bans: BTreeMap<String, u64>,
+}
+
+impl RoomAccess {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The end of `identity`'s ban, if it is banned at `now_ms`.
+    pub fn banned_until(&self, identity: &str, now_ms: u64) -> Option<u64> {
+        self.bans
+            .get(identity)
+            .copied()
+            .filter(|&until| until > now_ms)
+    }
 }
 
 impl RoomRecord {
@@ -82,11 +114,12 @@ impl RoomRecord {
         now_ms / 1000 + margin >= self.token_expires_at
     }
 
-    /// Replaces the token with a fresh one.
+    /// Replaces the token with a fresh one (of the room's token generation).
     pub fn refresh_token(&mut self, tokens: &RoomTokens, now_ms: u64) {
-        let (token, exp) = tokens.issue(
+        let (token, exp) = tokens.issue_generation(
             &self.id,
             &self.nonce,
+            self.access.token_generation,
             now_ms / 1000,
             self.room_token_ttl_seconds,
         );
@@ -151,6 +184,9 @@ pub struct NewRoom {
 #[serde(rename_all = "camelCase")]
 pub struct Participant {
     pub address: String,
+    /// The identity of its participant token; absent for a join with the room token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,6 +194,17 @@ pub struct Participant {
     pub audio: bool,
     pub video: bool,
     pub joined_at: u64,
+    /// What its participant token grants; absent for a join with the room token (which
+    /// grants everything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+}
+
+impl Participant {
+    /// What the participant may do (everything, without a participant token).
+    pub fn may(&self) -> Permissions {
+        self.permissions.unwrap_or_default()
+    }
 }
 
 /// A seat as its room's owner keeps it in the store (with `cluster`), so that another node
@@ -202,6 +249,10 @@ impl std::error::Error for StoreError {}
 pub enum JoinRefused {
     /// The token is not one of this room's.
     Token,
+    /// A room token of an older generation: the room token was rotated since.
+    Rotated,
+    /// The token's identity is banned from the room until then (ms since the epoch).
+    Banned { identity: String, until: u64 },
     /// The room is gone.
     Gone,
     /// No seat left.

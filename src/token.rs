@@ -6,10 +6,61 @@
 //! audience are set and checked, and a `nbf` ("not before"), when a token carries one, is
 //! honoured: a token is refused until that time.
 
+//!
+//! Two kinds of token share these claims. The room token (made with the room, shown in
+//! its `token` field) names nobody: whoever holds it joins anonymously. It carries the
+//! room's token generation (`gen`, absent for generation 0): rotating the room token bumps
+//! the room's generation, so the older room tokens stop working for new joins. A
+//! participant token (issued for one `identity` by `POST …/room/{id}/token`) also carries
+//! that identity, optionally a name and `participantInfo`, and its [`Permissions`]; it
+//! does not depend on the generation (ban the identity instead).
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// The claims of a room token.
+/// What a participant may do in its room. Every permission is granted unless a participant
+/// token withholds it; a room token grants them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permissions {
+    /// Send media: in SFU rooms the server refuses its send tracks; in MESH rooms signaling
+    /// refuses to relay its SDP that would send media.
+    pub can_publish: bool,
+    /// Receive media: in SFU rooms the server forwards nothing to it.
+    pub can_subscribe: bool,
+    /// Send `message` frames.
+    pub can_send_messages: bool,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Self {
+            can_publish: true,
+            can_subscribe: true,
+            can_send_messages: true,
+        }
+    }
+}
+
+/// Who a participant token lets join, and as what.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub identity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_info: Option<Value>,
+    #[serde(default)]
+    pub permissions: Permissions,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The claims of a room or participant token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomClaims {
     pub iss: String,
@@ -20,6 +71,12 @@ pub struct RoomClaims {
     pub nonce: String,
     pub iat: u64,
     pub exp: u64,
+    /// A room token's generation (see the module docs); 0 when absent.
+    #[serde(rename = "gen", default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// A participant token's grant; `None` in a room token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
 }
 
 /// Why a token was refused.
@@ -78,14 +135,55 @@ impl RoomTokens {
 
     /// Issues a token for the room, valid for `ttl_seconds` from `now` (seconds since the epoch).
     pub fn issue(&self, room_id: &str, nonce: &str, now: u64, ttl_seconds: u64) -> (String, u64) {
-        let claims = RoomClaims {
+        self.issue_generation(room_id, nonce, 0, now, ttl_seconds)
+    }
+
+    /// Issues a room token of the room's token generation `generation`.
+    pub fn issue_generation(
+        &self,
+        room_id: &str,
+        nonce: &str,
+        generation: u32,
+        now: u64,
+        ttl_seconds: u64,
+    ) -> (String, u64) {
+        self.sign(self.claims(room_id, nonce, generation, None, now, ttl_seconds))
+    }
+
+    /// Issues a participant token: joins room `room_id` (of nonce `nonce`) as `grant`.
+    pub fn issue_participant(
+        &self,
+        room_id: &str,
+        nonce: &str,
+        grant: Grant,
+        now: u64,
+        ttl_seconds: u64,
+    ) -> (String, u64) {
+        self.sign(self.claims(room_id, nonce, 0, Some(grant), now, ttl_seconds))
+    }
+
+    fn claims(
+        &self,
+        room_id: &str,
+        nonce: &str,
+        generation: u32,
+        grant: Option<Grant>,
+        now: u64,
+        ttl_seconds: u64,
+    ) -> RoomClaims {
+        RoomClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: room_id.to_string(),
             nonce: nonce.to_string(),
             iat: now,
             exp: now + ttl_seconds,
-        };
+            generation,
+            grant,
+        }
+    }
+
+    fn sign(&self, claims: RoomClaims) -> (String, u64) {
         // Signing an HMAC over serializable claims cannot fail.
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing of room claims");
@@ -143,6 +241,41 @@ mod tests {
         assert_eq!(claims.sub, "RO-1");
         assert_eq!(claims.nonce, "n1");
         assert_eq!(claims.exp, exp);
+    }
+
+    #[test]
+    fn generations_and_grants_survive_the_round_trip() {
+        let (token, _) = tokens().issue_generation("RO-1", "n1", 3, now(), 60);
+        let claims = tokens().verify(&token).unwrap();
+        assert_eq!((claims.generation, claims.grant), (3, None));
+        // A token of generation 0 says nothing of it (as tokens before rotation existed).
+        let (token, _) = tokens().issue("RO-1", "n1", now(), 60);
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert!(claims.get("gen").is_none(), "{claims}");
+
+        let grant = Grant {
+            identity: "alice".into(),
+            name: Some("Alice".into()),
+            participant_info: Some(serde_json::json!({"team": "red"})),
+            permissions: Permissions {
+                can_publish: false,
+                ..Permissions::default()
+            },
+        };
+        let (token, exp) = tokens().issue_participant("RO-1", "n1", grant.clone(), now(), 90);
+        let claims = tokens().verify(&token).unwrap();
+        assert_eq!(claims.grant, Some(grant));
+        assert_eq!(claims.exp, exp);
+        assert_eq!(claims.generation, 0);
+    }
+
+    #[test]
+    fn a_grant_without_permissions_grants_them_all() {
+        let grant: Grant = serde_json::from_value(serde_json::json!({"identity": "bob"})).unwrap();
+        assert_eq!(grant.permissions, Permissions::default());
+        assert!(grant.permissions.can_publish && grant.permissions.can_subscribe);
     }
 
     #[test]

@@ -55,6 +55,8 @@ enum Wire<'a> {
         seq: u64,
         room_id: &'a str,
         address: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: Option<&'a str>,
         reason: &'a str,
     },
     ParticipantMediaUpdated {
@@ -248,6 +250,7 @@ impl Events {
             RoomEvent::ParticipantLeft {
                 room_id,
                 address,
+                identity,
                 reason,
             } => {
                 if let Some(live) = state.rooms.get_mut(room_id) {
@@ -258,6 +261,7 @@ impl Events {
                     seq,
                     room_id,
                     address,
+                    identity: identity.as_deref(),
                     reason,
                 }
             }
@@ -387,6 +391,7 @@ mod tests {
             token: "t".into(),
             token_expires_at: 0,
             participant_count: 0,
+            access: Default::default(),
         })
     }
 
@@ -412,17 +417,66 @@ mod tests {
         assert!(early.live.try_recv().is_err());
     }
     #[test]
+    fn identities_are_shown_in_joins_snapshots_and_leaves() {
+        let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
+        hub.on_event(&RoomEvent::Activated(record("RO-i", ConferenceType::Mesh)));
+        let mut live = hub.subscribe(None);
+        let participant = Participant {
+            address: "PA-1".into(),
+            identity: Some("alice".into()),
+            name: None,
+            participant_info: None,
+            audio: true,
+            video: true,
+            joined_at: 5,
+            permissions: Some(crate::token::Permissions {
+                can_publish: false,
+                ..Default::default()
+            }),
+        };
+        hub.on_event(&RoomEvent::ParticipantJoined {
+            room_id: "RO-i".into(),
+            participant,
+        });
+        let event: serde_json::Value =
+            serde_json::from_str(&live.live.try_recv().unwrap()).unwrap();
+        assert_eq!(event["participant"]["identity"], "alice", "{event}");
+        assert_eq!(
+            event["participant"]["permissions"],
+            serde_json::json!({"canPublish": false, "canSubscribe": true, "canSendMessages": true})
+        );
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&hub.subscribe(None).backlog[0]).unwrap();
+        assert_eq!(snapshot["rooms"][0]["participants"][0]["identity"], "alice");
+        hub.on_event(&RoomEvent::ParticipantLeft {
+            room_id: "RO-i".into(),
+            address: "PA-1".into(),
+            identity: Some("alice".into()),
+            reason: "kicked",
+        });
+        let event: serde_json::Value =
+            serde_json::from_str(&live.live.try_recv().unwrap()).unwrap();
+        assert_eq!(
+            event,
+            serde_json::json!({"type": "participantLeft", "seq": 2, "roomId": "RO-i",
+                               "address": "PA-1", "identity": "alice", "reason": "kicked"})
+        );
+    }
+
+    #[test]
     fn media_updates_reach_the_snapshot_and_survive_participant_updates() {
         use crate::media::PublishedTrack;
         let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
         hub.on_event(&RoomEvent::Activated(record("RO-s", ConferenceType::Sfu)));
         let participant = Participant {
             address: "PA-1".into(),
+            identity: None,
             name: None,
             participant_info: None,
             audio: true,
             video: true,
             joined_at: 5,
+            permissions: None,
         };
         hub.on_event(&RoomEvent::ParticipantJoined {
             room_id: "RO-s".into(),

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, and the answers for anything that matches no route.
 
+mod access;
 mod admin_stream;
 mod assets;
 mod forward;
@@ -97,6 +98,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             (Method::GET, web::to(rooms::fetch)),
             (Method::DELETE, web::to(rooms::delete_by_path)),
         ],
+    ))
+    .service(resource(
+        "/api/realtime/room/{id}/token",
+        vec![(Method::POST, web::to(access::issue))],
+    ))
+    .service(resource(
+        "/api/realtime/room/{id}/token/rotate",
+        vec![(Method::POST, web::to(access::rotate))],
     ))
     .service(resource(
         "/api/realtime/room/{id}/participants",

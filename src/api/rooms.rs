@@ -128,7 +128,7 @@ async fn delete(req: &HttpRequest, state: &AppState, id: &str) -> Result<HttpRes
 }
 
 /// `{"room": {...}}`, as POST and DELETE answer.
-fn room_envelope(state: &AppState, room: &RoomRecord) -> HttpResponse {
+pub(super) fn room_envelope(state: &AppState, room: &RoomRecord) -> HttpResponse {
     #[derive(Serialize)]
     struct Envelope<'a> {
         room: RoomView<'a>,
@@ -148,7 +148,7 @@ struct ListBody<'a> {
 
 /// Reads the whole body, refusing more than `limit` bytes (413) without reading it all. A
 /// body cut by its deadline or a shutdown (`crate::body`) answers 408 or 503.
-async fn read_body(
+pub(super) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -174,7 +174,7 @@ async fn read_body(
 
 /// Applies the contract's media-type rules and parses the body into a JSON object.
 /// No body at all (with a JSON content type, or with none) is an empty object.
-fn json_object(req: &HttpRequest, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn json_object(req: &HttpRequest, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -258,7 +258,7 @@ fn new_room(fields: &Map<String, Value>, mesh_limit: u32) -> Result<NewRoom, Api
 
 /// A whole number written as text, within `min..=max`: `BASE-00016` when it is not a whole
 /// number, `BASE-00015` when it is one outside the range (however large or negative).
-fn whole_number(name: &str, raw: &str, min: u64, max: u64) -> Result<u64, ApiError> {
+pub(super) fn whole_number(name: &str, raw: &str, min: u64, max: u64) -> Result<u64, ApiError> {
     let digits = raw.strip_prefix(['-', '+']).unwrap_or(raw);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::invalid_value(name));
@@ -270,7 +270,7 @@ fn whole_number(name: &str, raw: &str, min: u64, max: u64) -> Result<u64, ApiErr
 }
 
 /// The same for a JSON number: `4` and `4.0` are whole, `2.5` is not.
-fn json_whole_number(
+pub(super) fn json_whole_number(
     name: &str,
     n: &serde_json::Number,
     min: u64,

@@ -73,6 +73,10 @@ struct Member {
     conn: Option<Conn>,
     /// What this member shows of each other's video (its `views` signal), by address.
     views: HashMap<String, View>,
+    /// Its token lets it publish (otherwise its send tracks are refused) and subscribe
+    /// (otherwise nothing is forwarded to it).
+    can_publish: bool,
+    can_subscribe: bool,
 }
 
 struct Conn {
@@ -446,7 +450,12 @@ impl Engine {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Add { room, address } => {
+            Command::Add {
+                room,
+                address,
+                can_publish,
+                can_subscribe,
+            } => {
                 if self.index(&room, &address).is_none() {
                     self.next_id += 1;
                     self.members.push(Member {
@@ -455,6 +464,8 @@ impl Engine {
                         address,
                         conn: None,
                         views: HashMap::new(),
+                        can_publish,
+                        can_subscribe,
                     });
                     self.reindex();
                 }
@@ -558,7 +569,13 @@ impl Engine {
     /// server is pending, a client offer is ignored (the server is the impolite side of
     /// perfect negotiation: the client rolls back and answers the server's offer).
     fn offer(&mut self, i: usize, sdp: &str) {
-        let (sdp, refused) = signal::limit_tracks(sdp, self.config.max_tracks_per_participant);
+        // A member that may not publish has every send track refused.
+        let allowed = if self.members[i].can_publish {
+            self.config.max_tracks_per_participant
+        } else {
+            0
+        };
+        let (sdp, refused) = signal::limit_tracks(sdp, allowed);
         let offer = match SdpOffer::from_sdp_string(&sdp) {
             Ok(offer) => offer,
             Err(e) => return self.reject(i, format!("malformed SDP offer: {e}")),
@@ -594,10 +611,15 @@ impl Engine {
         if fresh {
             let mut conn = Conn::new(self.advertised, Instant::now());
             conn.fingerprint = fingerprint;
-            // Everything the others already publish is offered once this offer is answered.
+            // Everything the others already publish is offered once this offer is answered
+            // (nothing, to a member that may not subscribe).
             let (id, room) = (self.members[i].id, self.members[i].room.clone());
             let now = Instant::now();
-            for other in self.members.iter().filter(|m| m.id != id && m.room == room) {
+            let others = self
+                .members
+                .iter()
+                .filter(|m| m.id != id && m.room == room && self.members[i].can_subscribe);
+            for other in others {
                 for track in other.conn.iter().flat_map(|c| c.tracks_in.iter()) {
                     conn.tracks_out.push(TrackOut::new(other, track, now));
                 }
@@ -747,7 +769,11 @@ impl Engine {
     }
 
     fn track_added(&mut self, i: usize, mid: Mid, kind: MediaKind, rids: Vec<Rid>) {
-        let limit = self.config.max_tracks_per_participant;
+        let limit = if self.members[i].can_publish {
+            self.config.max_tracks_per_participant
+        } else {
+            0
+        };
         let member = &mut self.members[i];
         let Some(conn) = member.conn.as_mut() else {
             return;
@@ -771,7 +797,7 @@ impl Engine {
             .as_ref()
             .and_then(|c| c.tracks_in.last())
             .expect("pushed above");
-        for other in others {
+        for other in others.into_iter().filter(|m| m.can_subscribe) {
             if let Some(conn) = other.conn.as_mut() {
                 conn.tracks_out.push(TrackOut::new(publisher, track, now));
             }
@@ -1480,6 +1506,8 @@ mod tests {
             Command::Add {
                 room: "R".into(),
                 address: address.into(),
+                can_publish: true,
+                can_subscribe: true,
             },
             Command::Signal {
                 room: "R".into(),
@@ -1489,6 +1517,105 @@ mod tests {
         ] {
             assert!(engine.guard("command", |e| e.command(command)).is_some());
         }
+    }
+
+    /// The SDP of the server's answer to `address`, if it got one.
+    fn answer_sdp(events: &[MediaEvent], address: &str) -> Option<String> {
+        events.iter().find_map(|e| match e {
+            MediaEvent::Signal { to, data, .. }
+                if to == address && data["description"]["type"] == "answer" =>
+            {
+                data["description"]["sdp"].as_str().map(str::to_string)
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_member_that_may_not_publish_has_its_send_tracks_answered_inactive() {
+        let (mut engine, events) = engine();
+        for (address, can_publish) in [("P", true), ("V", false)] {
+            for command in [
+                Command::Add {
+                    room: "R".into(),
+                    address: address.into(),
+                    can_publish,
+                    can_subscribe: true,
+                },
+                Command::Signal {
+                    room: "R".into(),
+                    address: address.into(),
+                    data: client_offer(),
+                },
+            ] {
+                assert!(engine.guard("command", |e| e.command(command)).is_some());
+            }
+        }
+        let events = events.lock().unwrap();
+        let audio_direction = |sdp: &str| {
+            sdp.split("m=")
+                .find(|section| section.starts_with("audio"))
+                .and_then(|section| {
+                    section.lines().find(|l| {
+                        matches!(
+                            *l,
+                            "a=recvonly" | "a=sendonly" | "a=sendrecv" | "a=inactive"
+                        )
+                    })
+                })
+                .map(str::to_string)
+        };
+        let publisher = answer_sdp(&events, "P").expect("P is answered");
+        assert_eq!(audio_direction(&publisher).as_deref(), Some("a=recvonly"));
+        // The viewer's offer is answered too (it may still receive), its track refused.
+        let viewer = answer_sdp(&events, "V").expect("V is answered");
+        assert_eq!(audio_direction(&viewer).as_deref(), Some("a=inactive"));
+    }
+
+    /// Adds `address` to room R with these permissions, and has it offer.
+    fn join_as(engine: &mut Engine, address: &str, can_publish: bool, can_subscribe: bool) {
+        for command in [
+            Command::Add {
+                room: "R".into(),
+                address: address.into(),
+                can_publish,
+                can_subscribe,
+            },
+            Command::Signal {
+                room: "R".into(),
+                address: address.into(),
+                data: client_offer(),
+            },
+        ] {
+            assert!(engine.guard("command", |e| e.command(command)).is_some());
+        }
+    }
+
+    fn tracks_out(engine: &Engine, address: &str) -> usize {
+        let i = engine.index("R", address).unwrap();
+        engine.members[i].conn.as_ref().unwrap().tracks_out.len()
+    }
+
+    #[test]
+    fn nothing_is_forwarded_to_a_member_that_may_not_subscribe() {
+        let (mut engine, _events) = engine();
+        join_as(&mut engine, "P", true, true);
+        join_as(&mut engine, "S", true, true);
+        join_as(&mut engine, "N", true, false);
+        let p = engine.index("R", "P").unwrap();
+        engine.track_added(p, Mid::from("0"), MediaKind::Audio, Vec::new());
+        assert_eq!(tracks_out(&engine, "S"), 1);
+        assert_eq!(tracks_out(&engine, "N"), 0);
+        // Those who come later: the same.
+        join_as(&mut engine, "S2", true, true);
+        join_as(&mut engine, "N2", true, false);
+        assert_eq!(tracks_out(&engine, "S2"), 1);
+        assert_eq!(tracks_out(&engine, "N2"), 0);
+        // A member that may not publish publishes nothing, even when told of a track.
+        join_as(&mut engine, "V", false, true);
+        let v = engine.index("R", "V").unwrap();
+        engine.track_added(v, Mid::from("0"), MediaKind::Audio, Vec::new());
+        assert_eq!(tracks_out(&engine, "S"), 1, "nothing of V's");
     }
 
     fn answered(events: &[MediaEvent], address: &str) -> bool {

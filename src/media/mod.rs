@@ -114,6 +114,8 @@ enum Command {
     Add {
         room: String,
         address: String,
+        can_publish: bool,
+        can_subscribe: bool,
     },
     Remove {
         room: String,
@@ -197,11 +199,21 @@ impl MediaPlane {
         })
     }
 
-    /// The participant takes part in the room's media (it may now signal).
-    pub fn add_participant(&self, room: &str, address: &str) {
+    /// The participant takes part in the room's media (it may now signal). Without
+    /// `can_publish`, every send track of its offers is answered `inactive` (nothing it
+    /// sends is taken); without `can_subscribe`, nothing is forwarded to it.
+    pub fn add_participant(
+        &self,
+        room: &str,
+        address: &str,
+        can_publish: bool,
+        can_subscribe: bool,
+    ) {
         self.send(Command::Add {
             room: room.into(),
             address: address.into(),
+            can_publish,
+            can_subscribe,
         });
     }
 

@@ -19,7 +19,9 @@ use super::events::RoomEvent;
 use super::messages::{Closing, JoinRequest, Notice, Outbound, RoomMessage};
 use super::ownership::WriteError;
 use super::registry::{Registry, RoomGone};
-use super::state::{Effect, MediaCommand, MediaReport, ParticipantState, RoomState, TimerId};
+use super::state::{
+    Ban, Effect, Kicked, MediaCommand, MediaReport, ParticipantState, RoomState, TimerId,
+};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::model::{ConferenceType, JoinRefused, Limits, RoomRecord, Seat, StoreError, now_ms};
@@ -338,7 +340,11 @@ impl RoomActor {
         };
         let room = &self.state.record().id;
         match command {
-            MediaCommand::Add { address } => media.add_participant(room, &address),
+            MediaCommand::Add {
+                address,
+                can_publish,
+                can_subscribe,
+            } => media.add_participant(room, &address, can_publish, can_subscribe),
             MediaCommand::Remove { address } => media.remove_participant(room, &address),
             MediaCommand::RemoveRoom => media.remove_room(room),
             MediaCommand::Signal { address, data } => media.signal(room, &address, data),
@@ -607,18 +613,72 @@ impl Handler<ListParticipants> for RoomActor {
     }
 }
 
-/// Removes a participant on an admin's request.
+/// Removes a participant on an admin's request, banning its identity with a `Ban`: the
+/// ban is written to the store before the answer.
 #[derive(Message)]
-#[rtype(result = "Option<ParticipantState>")]
-struct Kick(String);
+#[rtype(result = "Result<Kicked, StoreError>")]
+struct Kick(String, Option<Ban>);
 
 impl Handler<Kick> for RoomActor {
-    type Result = Option<ParticipantState>;
+    type Result = AtomicResponse<Self, Result<Kicked, StoreError>>;
 
-    fn handle(&mut self, Kick(address): Kick, ctx: &mut Context<Self>) -> Self::Result {
-        let (state, effects) = self.state.kick(&address);
+    fn handle(&mut self, Kick(address, ban): Kick, ctx: &mut Context<Self>) -> Self::Result {
+        let (kicked, effects) = self.state.kick(&address, ban);
         self.execute(effects, ctx);
-        state
+        let write = ban.is_some() && matches!(kicked, Kicked::Removed { .. });
+        self.written_then(write, kicked)
+    }
+}
+
+/// Rotates the room token; the new record is written to the store before the answer.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<RoomRecord>, StoreError>")]
+struct RotateToken;
+
+impl Handler<RotateToken> for RoomActor {
+    type Result = AtomicResponse<Self, Result<Arc<RoomRecord>, StoreError>>;
+
+    fn handle(&mut self, _: RotateToken, ctx: &mut Context<Self>) -> Self::Result {
+        let (record, effects) = self.state.rotate_token();
+        self.execute(effects, ctx);
+        self.written_then(true, record)
+    }
+}
+
+impl RoomActor {
+    /// Answers `value` once the room's record is in the store (at once without `write`),
+    /// holding the room's other messages meanwhile. A failed write answers the store's
+    /// error (the change holds on this actor; the store gets it with the next write); a
+    /// stale one loses the room.
+    fn written_then<T: Send + 'static>(
+        &mut self,
+        write: bool,
+        value: T,
+    ) -> AtomicResponse<Self, Result<T, StoreError>> {
+        let writing = (write && !self.lost).then(|| self.write_update(self.state.stored_record()));
+        let lost = write && self.lost;
+        AtomicResponse::new(Box::pin(
+            async move {
+                if lost {
+                    return Err(WriteError::Stale);
+                }
+                match writing {
+                    Some(writing) => writing.await,
+                    None => Ok(()),
+                }
+            }
+            .into_actor(self)
+            .map(move |written, act, ctx| match written {
+                Ok(()) => Ok(value),
+                Err(WriteError::Stale) => {
+                    act.lose("a write was refused as stale", ctx);
+                    Err(StoreError(
+                        "the room's ownership moved to another node".into(),
+                    ))
+                }
+                Err(WriteError::Store(e)) => Err(e),
+            }),
+        ))
     }
 }
 
@@ -933,12 +993,18 @@ impl RoomHandle {
         self.addr.send(ListParticipants).await.ok()
     }
 
-    /// Removes a participant; `Ok(None)` when there is no such participant, `Err` when
-    /// the room is gone.
-    pub async fn kick(&self, address: &str) -> Result<Option<ParticipantState>, ()> {
-        self.addr
-            .send(Kick(address.to_string()))
-            .await
-            .map_err(drop)
+    /// Removes a participant (banning its identity with `ban`); `None` when the room is
+    /// gone.
+    pub async fn kick(
+        &self,
+        address: &str,
+        ban: Option<Ban>,
+    ) -> Option<Result<Kicked, StoreError>> {
+        self.addr.send(Kick(address.to_string(), ban)).await.ok()
+    }
+
+    /// Rotates the room token; `None` when the room is gone.
+    pub async fn rotate_token(&self) -> Option<Result<Arc<RoomRecord>, StoreError>> {
+        self.addr.send(RotateToken).await.ok()
     }
 }

@@ -43,6 +43,8 @@ pub enum RoomEvent {
     ParticipantLeft {
         room_id: String,
         address: String,
+        /// The identity of its participant token (`None`: it joined with the room token).
+        identity: Option<String>,
         reason: &'static str,
     },
     /// The media plane reported a change of a participant's media connection or of the

@@ -3,6 +3,7 @@
 //! the sender's session and pass through here as ready text.
 
 use crate::model::{ConferenceType, Participant};
+use crate::token::{Grant, Permissions};
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 
@@ -15,6 +16,11 @@ pub struct JoinRequest {
     pub audio: bool,
     pub video: bool,
     pub resume: Option<String>,
+    /// The grant of a participant token (`None` for a room token); set by signaling
+    /// from the verified token, never from the frame.
+    pub grant: Option<Box<Grant>>,
+    /// The generation of a room token (see `crate::token`); set from the verified token.
+    pub token_generation: u32,
 }
 
 /// The room as a joining participant sees it.
@@ -32,6 +38,9 @@ pub enum RoomMessage {
     /// To a participant that joined or resumed: its seat, the room and the others.
     Joined {
         address: String,
+        /// Its participant token's identity and permissions (`None`: the room token).
+        identity: Option<String>,
+        permissions: Option<Permissions>,
         room: RoomInfo,
         participants: Vec<Participant>,
         resume_token: String,
@@ -77,6 +86,8 @@ pub enum Closing {
     Left,
     /// Another socket resumed the participant.
     Replaced,
+    /// A newer join of the same identity took the participant's place.
+    IdentityRejoined,
     /// An admin removed the participant.
     Kicked,
     /// The participant stayed longer than `endpointTTLSeconds`.

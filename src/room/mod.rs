@@ -16,7 +16,7 @@ pub use events::{RoomEvent, RoomObserver};
 pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
 pub use ownership::{LoadNow, Ownership};
 pub use registry::Rooms;
-pub use state::{MediaReport, MediaStatus, ParticipantState};
+pub use state::{Ban, Kicked, MediaReport, MediaStatus, ParticipantState};
 
 use crate::media::MediaPlane;
 use crate::model::Limits;

@@ -18,12 +18,13 @@ use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snaps
 use super::events::RoomEvent;
 use super::messages::{JoinRequest, Outbound};
 use super::ownership::{Claim, Placement};
-use super::state::ParticipantState;
+use super::state::{Ban, Kicked, ParticipantState};
 use crate::model::{
     ConferenceType, Cursor, JoinRefused, Limits, NewRoom, Owner, RoomError, RoomRecord, Seat,
     StoreError, now_ms,
 };
 use crate::store::Lease;
+use crate::token::Grant;
 use actix::prelude::*;
 use actix_web::web::Bytes;
 use std::collections::HashMap;
@@ -388,6 +389,7 @@ impl Rooms {
             token,
             token_expires_at,
             participant_count: 0,
+            access: Default::default(),
         });
         s.store.create(&record).await?;
         s.publish(&RoomEvent::RoomCreated(record.clone()));
@@ -500,16 +502,64 @@ impl Rooms {
             .ok_or_else(|| RoomError::NotFound(id.to_string()))
     }
 
-    /// Removes a participant on an admin's request: `None` when the room has no such
-    /// participant; `NotFound` when there is no room.
+    /// Removes a participant on an admin's request, banning its identity with `ban`;
+    /// `NotFound` when there is no room, `Store` when the ban could not be written.
     pub async fn kick(
         &self,
         id: &str,
         address: &str,
-    ) -> Result<Option<ParticipantState>, RoomError> {
-        self.with_room(id, |room| async move { room.kick(address).await.ok() })
+        ban: Option<Ban>,
+    ) -> Result<Kicked, RoomError> {
+        match self
+            .with_room(id, |room| async move { room.kick(address, ban).await })
             .await?
-            .ok_or_else(|| RoomError::NotFound(id.to_string()))
+        {
+            Some(kicked) => Ok(kicked?),
+            None => Err(RoomError::NotFound(id.to_string())),
+        }
+    }
+
+    /// Rotates a room's token (see `RoomState::rotate_token`): answers the record with
+    /// the new token once the store has it.
+    pub async fn rotate_token(&self, id: &str) -> Result<Arc<RoomRecord>, RoomError> {
+        match self
+            .with_room(id, |room| async move { room.rotate_token().await })
+            .await?
+        {
+            Some(record) => Ok(record?),
+            None => Err(RoomError::NotFound(id.to_string())),
+        }
+    }
+
+    /// Issues a participant token of room `id` for `grant`, valid for `ttl_seconds`:
+    /// the token and its expiry (seconds since the epoch). `NotFound` when there is no
+    /// room. It needs only the room's nonce, which never changes: from the active room's
+    /// snapshot, or else read from the store (the room is not activated, and another
+    /// node's room needs no forward).
+    pub async fn participant_token(
+        &self,
+        id: &str,
+        grant: Grant,
+        ttl_seconds: u64,
+    ) -> Result<(String, u64), RoomError> {
+        let now = now_ms();
+        let record = match self.snapshot(id, now) {
+            Some(published) => published.record.clone(),
+            None => Arc::new(
+                self.services
+                    .store
+                    .get(id, now)
+                    .await?
+                    .ok_or_else(|| RoomError::NotFound(id.to_string()))?,
+            ),
+        };
+        Ok(self.services.tokens.issue_participant(
+            &record.id,
+            &record.nonce,
+            grant,
+            now / 1000,
+            ttl_seconds,
+        ))
     }
 
     /// Takes a seat (or resumes one) in room `id` for a socket; answers the room's handle

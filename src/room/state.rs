@@ -95,8 +95,14 @@ pub enum Effect {
 /// What an SFU room tells the media plane about its participants.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaCommand {
-    /// `address` takes part in the room's media (it may now negotiate with `sfu`).
-    Add { address: String },
+    /// `address` takes part in the room's media (it may now negotiate with `sfu`), with
+    /// what its token lets it do: without `can_publish` its send tracks are refused,
+    /// without `can_subscribe` nothing is forwarded to it.
+    Add {
+        address: String,
+        can_publish: bool,
+        can_subscribe: bool,
+    },
     /// `address` is gone: nothing is forwarded from or to it any more.
     Remove { address: String },
     /// The room is gone, with everyone in it.
@@ -128,6 +134,31 @@ pub struct MediaStatus {
     pub connected: bool,
     /// The tracks it publishes, in the order they came.
     pub tracks: Vec<PublishedTrack>,
+}
+
+/// How long a kick's ban holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ban {
+    /// Until the room ends.
+    RoomEnd,
+    /// This many seconds (at most until the room ends).
+    Seconds(u64),
+}
+
+/// What an admin's removal of a participant came to.
+#[derive(Debug, Clone)]
+pub enum Kicked {
+    /// Removed: the participant as it was, and the end of its identity's ban (ms since
+    /// the epoch) when one was asked.
+    Removed {
+        participant: Box<ParticipantState>,
+        banned_until: Option<u64>,
+    },
+    /// No participant has that address.
+    Missing,
+    /// A ban was asked for a participant that joined with the room token (it has no
+    /// identity to ban): nothing was done.
+    WithoutIdentity,
 }
 
 /// What the media plane reports about one participant.
@@ -259,8 +290,11 @@ impl RoomState {
                 expiry,
                 media: None,
             });
+            let may = participant.may();
             self.media(MediaCommand::Add {
                 address: address.clone(),
+                can_publish: may.can_publish,
+                can_subscribe: may.can_subscribe,
             });
             tracing::info!(room = %self.record.id, %address, "seat restored after a takeover");
             self.publish(RoomEvent::ParticipantJoined {
@@ -419,9 +453,15 @@ impl RoomState {
         if nonce != self.record.nonce {
             return Err(JoinRefused::Token);
         }
-        // A resume within the grace period: same address, and nobody sees a leave.
+        let identity = request.grant.as_ref().map(|g| g.identity.clone());
+        // A resume within the grace period: same address, and nobody sees a leave. It
+        // needs a token of the same identity (or, for an anonymous seat, a room token of
+        // any generation: those inside stay when the room token is rotated).
         if let Some(token) = &request.resume
-            && let Some(i) = self.members.iter().position(|m| &m.resume_token == token)
+            && let Some(i) = self
+                .members
+                .iter()
+                .position(|m| &m.resume_token == token && m.participant.identity == identity)
         {
             let address = self.members[i].participant.address.clone();
             if let Some(old) = self.members[i].session {
@@ -447,6 +487,32 @@ impl RoomState {
             });
             return Ok(address);
         }
+        let now = self.now();
+        match &identity {
+            // A room token: only the current generation takes a new seat.
+            None if request.token_generation != self.record.access.token_generation => {
+                return Err(JoinRefused::Rotated);
+            }
+            None => {}
+            Some(identity) => {
+                if let Some(until) = self.record.access.banned_until(identity, now) {
+                    return Err(JoinRefused::Banned {
+                        identity: identity.clone(),
+                        until,
+                    });
+                }
+                // A second join of the same identity takes the place of the first.
+                if let Some(i) = self
+                    .members
+                    .iter()
+                    .position(|m| m.participant.identity.as_ref() == Some(identity))
+                {
+                    self.close(i, Closing::IdentityRejoined);
+                    self.members[i].session = None;
+                    self.remove(i, "replaced");
+                }
+            }
+        }
         let max = self.max_participants();
         if self.members.len() as u32 >= max {
             return Err(JoinRefused::Full { max });
@@ -456,14 +522,26 @@ impl RoomState {
             Duration::from_secs(self.record.endpoint_ttl_seconds),
             Timer::Endpoint(address.clone()),
         );
+        // A participant token's name and participantInfo win over the join's own.
+        let (name, participant_info, permissions) = match request.grant {
+            Some(grant) => (
+                grant.name.or(request.name),
+                grant.participant_info.or(request.participant_info),
+                Some(grant.permissions),
+            ),
+            None => (request.name, request.participant_info, None),
+        };
         let participant = Participant {
             address: address.clone(),
-            name: request.name,
-            participant_info: request.participant_info,
+            identity,
+            name,
+            participant_info,
             audio: request.audio,
             video: request.video,
-            joined_at: self.now(),
+            joined_at: now,
+            permissions,
         };
+        let may = participant.may();
         self.out.push(Effect::SeatLinked {
             address: address.clone(),
             session,
@@ -480,6 +558,8 @@ impl RoomState {
         // peer connection: it is told as `Resumed`, above).
         self.media(MediaCommand::Add {
             address: address.clone(),
+            can_publish: may.can_publish,
+            can_subscribe: may.can_subscribe,
         });
         tracing::info!(room = %self.record.id, %address, "participant joined");
         self.send_joined(self.members.len() - 1);
@@ -499,6 +579,8 @@ impl RoomState {
         let address = &member.participant.address;
         let message = RoomMessage::Joined {
             address: address.clone(),
+            identity: member.participant.identity.clone(),
+            permissions: member.participant.permissions,
             room: RoomInfo {
                 id: self.record.id.clone(),
                 name: self.record.name.clone(),
@@ -535,8 +617,13 @@ impl RoomState {
         tracing::info!(room = %record.id, participants = count, "room upgraded to SFU");
         // From the upgrade on, everyone present takes part in the room's media.
         for i in 0..self.members.len() {
-            let address = self.members[i].participant.address.clone();
-            self.media(MediaCommand::Add { address });
+            let participant = &self.members[i].participant;
+            let (address, may) = (participant.address.clone(), participant.may());
+            self.media(MediaCommand::Add {
+                address,
+                can_publish: may.can_publish,
+                can_subscribe: may.can_subscribe,
+            });
         }
         self.out.push(Effect::PublishSnapshot);
         self.publish(RoomEvent::RoomUpgraded(self.record.clone()));
@@ -668,17 +755,59 @@ impl RoomState {
 
     /// Removes a participant on an admin's request: it gets `roomClosed {reason: "kicked"}`
     /// and its socket closes, its resume token dies with its seat, the others see it leave.
-    pub fn kick(&mut self, address: &str) -> (Option<ParticipantState>, Vec<Effect>) {
+    /// With `ban`, its identity may not join again for that long: the ban is in the
+    /// record, which the caller writes to the store before it answers (the effects do
+    /// not persist it).
+    pub fn kick(&mut self, address: &str, ban: Option<Ban>) -> (Kicked, Vec<Effect>) {
         self.touch();
         let Some(i) = self.index_of(address) else {
-            return (None, self.done());
+            return (Kicked::Missing, self.done());
         };
+        let mut banned_until = None;
+        if let Some(ban) = ban {
+            let Some(identity) = self.members[i].participant.identity.clone() else {
+                return (Kicked::WithoutIdentity, self.done());
+            };
+            let now = self.now();
+            let end = self.record.expires_at();
+            let until = match ban {
+                Ban::RoomEnd => end,
+                Ban::Seconds(s) => now.saturating_add(s.saturating_mul(1000)).min(end),
+            };
+            let access = &mut Arc::make_mut(&mut self.record).access;
+            access.bans.retain(|_, &mut until| until > now);
+            access.bans.insert(identity.clone(), until);
+            banned_until = Some(until);
+            tracing::info!(room = %self.record.id, %identity, until, "identity banned");
+        }
         let state = self.members[i].state();
         self.send(i, Notice::new(RoomMessage::RoomClosed { reason: "kicked" }));
         self.close(i, Closing::Kicked);
         self.members[i].session = None;
         self.remove(i, "kicked");
-        (Some(state), self.done())
+        (
+            Kicked::Removed {
+                participant: Box::new(state),
+                banned_until,
+            },
+            self.done(),
+        )
+    }
+
+    /// Rotates the room token: the room's token generation goes up and the room gets a
+    /// new token of it, so room tokens issued before stop working for new joins (those
+    /// seated stay, and may resume). Participant tokens are not affected. The caller
+    /// writes the record to the store before it answers (the effects do not persist it).
+    pub fn rotate_token(&mut self) -> (Arc<RoomRecord>, Vec<Effect>) {
+        self.touch();
+        let now = self.now();
+        let record = Arc::make_mut(&mut self.record);
+        record.access.token_generation = record.access.token_generation.wrapping_add(1);
+        record.refresh_token(&self.services.tokens, now);
+        tracing::info!(room = %record.id, generation = record.access.token_generation, "room token rotated");
+        self.out.push(Effect::PublishSnapshot);
+        self.publish(RoomEvent::RoomUpdated(self.record.clone()));
+        (self.record.clone(), self.done())
     }
 
     /// A timer the room asked for ran out. A cancelled timer is ignored.
@@ -792,7 +921,7 @@ impl RoomState {
         if let Some(grace) = member.grace {
             self.cancel_timer(grace);
         }
-        let address = member.participant.address;
+        let (address, identity) = (member.participant.address, member.participant.identity);
         self.out.push(Effect::SeatRemoved {
             address: address.clone(),
         });
@@ -803,6 +932,7 @@ impl RoomState {
         self.publish(RoomEvent::ParticipantLeft {
             room_id: self.record.id.clone(),
             address: address.clone(),
+            identity,
             reason,
         });
         self.broadcast(RoomMessage::ParticipantLeft { address, reason }, None);
@@ -844,6 +974,7 @@ mod tests {
     use super::*;
     use crate::model::Limits;
     use crate::store::MemoryStore;
+    use crate::token::Permissions;
     use crate::token::RoomTokens;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -897,6 +1028,7 @@ mod tests {
             token,
             token_expires_at,
             participant_count: 0,
+            access: Default::default(),
         });
         let time = Arc::new(AtomicU64::new(T0));
         let clock = time.clone();
@@ -940,6 +1072,8 @@ mod tests {
     fn add(address: &str) -> MediaCommand {
         MediaCommand::Add {
             address: address.into(),
+            can_publish: true,
+            can_subscribe: true,
         }
     }
 
@@ -986,6 +1120,22 @@ mod tests {
             audio: true,
             video: true,
             resume: resume.map(str::to_string),
+            grant: None,
+            token_generation: 0,
+        }
+    }
+
+    /// A join with a participant token of `identity`.
+    fn as_identity(identity: &str, permissions: Permissions) -> JoinRequest {
+        JoinRequest {
+            name: Some("from the join".into()),
+            grant: Some(Box::new(crate::token::Grant {
+                identity: identity.into(),
+                name: Some(format!("{identity} (token)")),
+                participant_info: None,
+                permissions,
+            })),
+            ..request(None)
         }
     }
 
@@ -1201,8 +1351,15 @@ mod tests {
         let mut room = room(None);
         let (a, token, _) = room.joined(1);
         let (b, _, _) = room.joined(2);
-        let (kicked, effects) = room.state.kick(&a);
-        assert_eq!(kicked.unwrap().participant.address, a);
+        let (kicked, effects) = room.state.kick(&a, None);
+        let Kicked::Removed {
+            participant,
+            banned_until: None,
+        } = kicked
+        else {
+            panic!("not removed without a ban: {kicked:?}")
+        };
+        assert_eq!(participant.participant.address, a);
         assert_eq!(
             sent(&effects, &a),
             [RoomMessage::RoomClosed { reason: "kicked" }]
@@ -1216,8 +1373,8 @@ mod tests {
                 ..
             }]
         ));
-        let (none, effects) = room.state.kick(&a);
-        assert!(none.is_none() && effects.is_empty());
+        let (none, effects) = room.state.kick(&a, None);
+        assert!(matches!(none, Kicked::Missing) && effects.is_empty());
         let (result, _) = room.join(3, Some(&token));
         assert_ne!(result.unwrap(), a, "the kicked seat's resume token is dead");
     }
@@ -1318,6 +1475,250 @@ mod tests {
         ));
         assert!(has(&effects, |e| matches!(e, Effect::RemoveFromStore)));
         assert!(matches!(effects.last(), Some(Effect::Stop)));
+    }
+
+    /// Joins `request` on socket `session`; answers the address.
+    fn join_as(room: &mut Room, request: JoinRequest, session: u64) -> String {
+        let (result, _) = room.state.join("nonce", request, session);
+        result.expect("a seat")
+    }
+
+    #[test]
+    fn a_participant_token_joins_as_its_identity_with_its_permissions() {
+        let mut room = sfu_room();
+        let listener = Permissions {
+            can_publish: false,
+            can_subscribe: true,
+            can_send_messages: false,
+        };
+        let (result, effects) = room.state.join("nonce", as_identity("alice", listener), 1);
+        let a = result.unwrap();
+        let joined = room.state.participants()[0].participant.clone();
+        assert_eq!(joined.identity.as_deref(), Some("alice"));
+        assert_eq!(
+            joined.name.as_deref(),
+            Some("alice (token)"),
+            "the token's name wins"
+        );
+        assert_eq!(joined.permissions, Some(listener));
+        assert_eq!(
+            media(&effects),
+            [MediaCommand::Add {
+                address: a.clone(),
+                can_publish: false,
+                can_subscribe: true
+            }]
+        );
+        assert!(matches!(
+            &sent(&effects, &a)[..],
+            [RoomMessage::Joined { identity: Some(i), permissions: Some(p), .. }]
+                if i == "alice" && *p == listener
+        ));
+        assert!(
+            matches!(&events(&effects)[..], [RoomEvent::ParticipantJoined { participant, .. }] if participant.identity.as_deref() == Some("alice"))
+        );
+        // A room token joins anonymously, with every permission.
+        let (b, _, _) = room.joined(2);
+        let anonymous = &room.state.participants()[1].participant;
+        assert_eq!(
+            (anonymous.identity.as_ref(), anonymous.permissions),
+            (None, None)
+        );
+        assert_eq!(anonymous.may(), Permissions::default());
+        let effects = room.state.leave(&b, 2);
+        assert!(matches!(
+            &events(&effects)[..],
+            [RoomEvent::ParticipantLeft { identity: None, .. }]
+        ));
+        let effects = room.state.leave(&a, 1);
+        assert!(
+            matches!(&events(&effects)[..], [RoomEvent::ParticipantLeft { identity: Some(i), .. }] if i == "alice")
+        );
+    }
+
+    #[test]
+    fn a_second_join_of_an_identity_replaces_the_first_even_in_a_full_room() {
+        let mut room = room(None);
+        let all = Permissions::default();
+        let a = join_as(&mut room, as_identity("alice", all), 1);
+        let (b, _, _) = room.joined(2);
+        // MESH holds 2: the room is full, but alice's new join takes her old seat's place.
+        let (result, effects) = room.state.join("nonce", as_identity("alice", all), 3);
+        let a2 = result.unwrap();
+        assert_ne!(a2, a, "a new seat, with a new address");
+        assert_eq!(closed(&effects, &a), [(1, Closing::IdentityRejoined)]);
+        assert_eq!(left(&effects), [(a.clone(), "replaced")]);
+        assert!(matches!(
+            &sent(&effects, &b)[..],
+            [RoomMessage::ParticipantLeft { reason: "replaced", .. }, RoomMessage::ParticipantJoined(p)]
+                if p.address == a2
+        ));
+        let seats: Vec<String> = room
+            .state
+            .participants()
+            .into_iter()
+            .map(|p| p.participant.address)
+            .collect();
+        assert_eq!(seats, [b, a2]);
+        // Another identity still finds the room full.
+        let (result, _) = room.state.join("nonce", as_identity("bob", all), 4);
+        assert_eq!(result, Err(JoinRefused::Full { max: 2 }));
+    }
+
+    #[test]
+    fn a_resume_needs_the_seats_own_identity() {
+        let mut room = room(None);
+        let all = Permissions::default();
+        let (result, effects) = room.state.join("nonce", as_identity("alice", all), 1);
+        let a = result.unwrap();
+        let Some(RoomMessage::Joined { resume_token, .. }) = sent(&effects, &a).first().cloned()
+        else {
+            panic!("no joined")
+        };
+        room.state.disconnected(&a, 1);
+        // The room token, or another identity, with alice's resume token: a new seat.
+        let mut bob = as_identity("bob", all);
+        bob.resume = Some(resume_token.clone());
+        let (result, _) = room.state.join("nonce", bob, 2);
+        assert_ne!(result.unwrap(), a);
+        let mut alice = as_identity("alice", all);
+        alice.resume = Some(resume_token);
+        let (result, effects) = room.state.join("nonce", alice, 3);
+        assert_eq!(result.unwrap(), a, "resumed");
+        assert!(left(&effects).is_empty());
+    }
+
+    #[test]
+    fn a_ban_keeps_the_identity_out_for_its_time_and_never_past_the_room() {
+        let mut room = room(None);
+        let all = Permissions::default();
+        let a = join_as(&mut room, as_identity("alice", all), 1);
+        let (kicked, effects) = room.state.kick(&a, Some(Ban::Seconds(600)));
+        let until = T0 + 600_000;
+        assert!(
+            matches!(kicked, Kicked::Removed { banned_until: Some(u), .. } if u == until),
+            "{kicked:?}"
+        );
+        assert_eq!(closed(&effects, &a), [(1, Closing::Kicked)]);
+        assert_eq!(room.state.stored_record().access.bans["alice"], until);
+        let (result, _) = room.state.join("nonce", as_identity("alice", all), 2);
+        assert_eq!(
+            result,
+            Err(JoinRefused::Banned {
+                identity: "alice".into(),
+                until
+            })
+        );
+        // Others, and the room token, still join.
+        join_as(&mut room, as_identity("bob", all), 3);
+        room.set_time(until - 1);
+        assert!(
+            room.state
+                .join("nonce", as_identity("alice", all), 4)
+                .0
+                .is_err()
+        );
+        room.set_time(until);
+        let a = join_as(&mut room, as_identity("alice", all), 5);
+
+        // Until the room ends; a ban longer than the room ends with it.
+        let (kicked, _) = room.state.kick(&a, Some(Ban::RoomEnd));
+        let end = T0 + 86_400_000;
+        assert!(matches!(kicked, Kicked::Removed { banned_until: Some(u), .. } if u == end));
+        let b = room.state.participants()[0].participant.address.clone();
+        let (kicked, _) = room.state.kick(&b, Some(Ban::Seconds(365 * 86_400)));
+        assert!(matches!(kicked, Kicked::Removed { banned_until: Some(u), .. } if u == end));
+        // An ended ban is dropped from the record when another is added.
+        room.set_time(end - 1);
+        assert_eq!(room.state.record().access.bans.len(), 2);
+    }
+
+    #[test]
+    fn a_participant_without_identity_cannot_be_banned_and_stays() {
+        let mut room = room(None);
+        let (a, _, _) = room.joined(1);
+        let (kicked, effects) = room.state.kick(&a, Some(Ban::RoomEnd));
+        assert!(matches!(kicked, Kicked::WithoutIdentity));
+        assert!(effects.is_empty(), "{effects:?}");
+        assert_eq!(room.state.participants().len(), 1);
+        assert!(room.state.record().access.bans.is_empty());
+    }
+
+    /// The `gen` claim of a token (the clock of these tests is long past, so its `exp`
+    /// would not verify).
+    fn generation_of(token: &str) -> u64 {
+        use base64::Engine;
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["gen"].as_u64().unwrap_or(0)
+    }
+
+    #[test]
+    fn rotating_the_room_token_refuses_older_room_tokens_for_new_seats_only() {
+        let mut room = room(None);
+        let (a, resume, _) = room.joined(1);
+        let old = room.state.record().token.clone();
+        room.set_time(T0 + 1000);
+        let (record, effects) = room.state.rotate_token();
+        assert_ne!(record.token, old);
+        assert_eq!(record.access.token_generation, 1);
+        assert_eq!(generation_of(&record.token), 1);
+        assert!(has(&effects, |e| matches!(e, Effect::PublishSnapshot)));
+        assert!(
+            matches!(&events(&effects)[..], [RoomEvent::RoomUpdated(r)] if r.token == record.token)
+        );
+        assert!(sent(&effects, &a).is_empty(), "those inside are not told");
+        assert_eq!(room.state.stored_record().access.token_generation, 1);
+
+        // A room token of generation 0 takes no new seat; one of generation 1 does.
+        let (result, effects) = room.join(2, None);
+        assert_eq!(result, Err(JoinRefused::Rotated));
+        assert!(effects.is_empty());
+        let current = JoinRequest {
+            token_generation: 1,
+            ..request(None)
+        };
+        room.state.join("nonce", current, 3).0.unwrap();
+        // The seated participant resumes with its old token.
+        room.state.disconnected(&a, 1);
+        assert_eq!(room.join(4, Some(&resume)).0.unwrap(), a);
+        // Participant tokens do not depend on the generation.
+        room.state.leave(&a, 4);
+        join_as(&mut room, as_identity("alice", Permissions::default()), 5);
+        // A refreshed token keeps the generation.
+        room.set_time(T0 + 3600 * 1000);
+        let (record, _) = room.state.get_record();
+        assert_eq!(generation_of(&record.token), 1);
+    }
+
+    #[test]
+    fn an_upgrade_tells_the_media_plane_each_members_permissions() {
+        let mut room = room(Some(2));
+        room.state.media_plane = true;
+        let listener = Permissions {
+            can_publish: false,
+            can_subscribe: false,
+            can_send_messages: true,
+        };
+        let a = join_as(&mut room, as_identity("alice", listener), 1);
+        let (result, effects) = room.join(2, None);
+        let b = result.unwrap();
+        assert_eq!(
+            media(&effects),
+            [
+                MediaCommand::Add {
+                    address: a,
+                    can_publish: false,
+                    can_subscribe: false
+                },
+                add(&b)
+            ]
+        );
     }
 
     #[test]
@@ -1423,7 +1824,7 @@ mod tests {
         let uses: [fn(&mut RoomState); 3] = [
             |s| drop(s.get_record()),
             |s| drop(s.list_participants()),
-            |s| drop(s.kick("PA-nobody")),
+            |s| drop(s.kick("PA-nobody", None)),
         ];
         let mut now = T0;
         for used in uses {
@@ -1504,7 +1905,7 @@ mod tests {
         let (d, _, _) = room.joined(4);
 
         assert_eq!(media(&room.state.leave(&a, 1)), [remove(&a)]);
-        assert_eq!(media(&room.state.kick(&c).1), [remove(&c)]);
+        assert_eq!(media(&room.state.kick(&c, None).1), [remove(&c)]);
         assert_eq!(media(&room.state.timer_fired(endpoint)), [remove(&b)]);
         let effects = room.state.disconnected(&d, 4);
         assert!(media(&effects).is_empty(), "the seat waits for a resume");

@@ -5,6 +5,7 @@ use super::IceConfig;
 use crate::error::ApiError;
 use crate::model::{ConferenceType, Participant, now_ms};
 use crate::room::{Closing, JoinRequest, RoomMessage};
+use crate::token::Permissions;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -31,6 +32,8 @@ pub mod close {
     pub const JOIN_TIMEOUT: u16 = 4008;
     /// `join` for a room with no seat left.
     pub const ROOM_FULL: u16 = 4009;
+    /// `join` with a participant token whose identity is banned from the room.
+    pub const BANNED: u16 = 4003;
     /// After `roomClosed {reason: "deleted"}`.
     pub const ROOM_DELETED: u16 = 4010;
     /// After `roomClosed {reason: "expired"}`.
@@ -78,6 +81,10 @@ pub struct IceServer {
 pub enum ServerMessage<'a> {
     Joined {
         address: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        permissions: Option<Permissions>,
         room: RoomInfo<'a>,
         participants: Vec<&'a Participant>,
         ice_servers: &'a [IceServer],
@@ -139,6 +146,8 @@ pub fn render(message: &RoomMessage, ice: &IceConfig) -> Arc<str> {
     match message {
         RoomMessage::Joined {
             address,
+            identity,
+            permissions,
             room,
             participants,
             resume_token,
@@ -146,6 +155,8 @@ pub fn render(message: &RoomMessage, ice: &IceConfig) -> Arc<str> {
             let ice_servers = ice.servers_for(address, now_ms() / 1000);
             ServerMessage::Joined {
                 address,
+                identity: identity.as_deref(),
+                permissions: *permissions,
                 room: RoomInfo {
                     id: &room.id,
                     name: room.name.as_deref(),
@@ -197,6 +208,7 @@ pub fn closing(closing: Closing) -> (u16, &'static str) {
     match closing {
         Closing::Left => (close::NORMAL, "left"),
         Closing::Replaced => (close::REPLACED, "resumed on another connection"),
+        Closing::IdentityRejoined => (close::REPLACED, "the same identity joined again"),
         Closing::Kicked => (close::KICKED, "removed by an admin"),
         Closing::EndpointExpired => (close::ENDPOINT_EXPIRED, "endpoint expired"),
         Closing::RoomDeleted => (close::ROOM_DELETED, "room closed"),
@@ -218,6 +230,50 @@ pub fn relayed(kind: &'static str, from: &str, data: &RawValue) -> Arc<str> {
     serde_json::to_string(&Relayed { kind, from, data })
         .expect("relayed messages always serialize")
         .into()
+}
+
+/// Whether a relayed `signal`'s `data` carries an SDP (`{description: {sdp}}`, as the SDK
+/// sends it) with a media section that sends: an `m=audio` or `m=video` line with a port
+/// other than 0 whose direction is `sendrecv` (the default) or `sendonly`.
+pub fn sends_media(data: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Data {
+        description: Option<Description>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Description {
+        sdp: Option<String>,
+    }
+    let Ok(Data {
+        description: Some(Description { sdp: Some(sdp) }),
+    }) = serde_json::from_str::<Data>(data.get())
+    else {
+        return false;
+    };
+    let mut sends = false;
+    let mut in_media = false;
+    let mut direction = "sendrecv";
+    let mut finish = |in_media: bool, direction: &str| {
+        if in_media && matches!(direction, "sendrecv" | "sendonly") {
+            sends = true;
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            finish(in_media, direction);
+            let mut fields = m.split(' ');
+            let kind = fields.next().unwrap_or_default();
+            let port = fields.next().unwrap_or_default();
+            in_media = matches!(kind, "audio" | "video") && port != "0";
+            direction = "sendrecv";
+        } else if let Some(d) = line.strip_prefix("a=")
+            && matches!(d, "sendrecv" | "sendonly" | "recvonly" | "inactive")
+        {
+            direction = d;
+        }
+    }
+    finish(in_media, direction);
+    sends
 }
 
 /// Messages from the client.
@@ -290,6 +346,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
                 audio: optional("audio", f.audio)?.unwrap_or(true),
                 video: optional("video", f.video)?.unwrap_or(true),
                 resume: optional("resume", f.resume)?,
+                grant: None,
+                token_generation: 0,
             })
         }
         "signal" => ClientMessage::Signal {
@@ -408,6 +466,39 @@ mod tests {
             code(r#"{"type":"mediaState","audio":"yes"}"#),
             ApiError::invalid_value("audio")
         );
+    }
+
+    #[test]
+    fn sending_media_is_told_from_the_sdp() {
+        let data = |sdp: &str| {
+            RawValue::from_string(
+                serde_json::json!({"description": {"type": "offer", "sdp": sdp}}).to_string(),
+            )
+            .unwrap()
+        };
+        let sdp = |sections: &[&str]| format!("v=0\r\ns=-\r\n{}", sections.join(""));
+        let audio = |dir: &str| format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n{dir}");
+        assert!(sends_media(&data(&sdp(&[&audio("a=sendrecv\r\n")]))));
+        assert!(sends_media(&data(&sdp(&[&audio("a=sendonly\r\n")]))));
+        // No direction attribute: sendrecv.
+        assert!(sends_media(&data(&sdp(&[&audio("")]))));
+        assert!(!sends_media(&data(&sdp(&[&audio("a=recvonly\r\n")]))));
+        assert!(!sends_media(&data(&sdp(&[&audio("a=inactive\r\n")]))));
+        // A rejected section (port 0) and a data channel send no media.
+        assert!(!sends_media(&data(&sdp(&[
+            "m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=sendrecv\r\n",
+            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
+            &audio("a=recvonly\r\n"),
+        ]))));
+        // One sending section among others is enough.
+        assert!(sends_media(&data(&sdp(&[
+            &audio("a=recvonly\r\n"),
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n",
+        ]))));
+        // Candidates and other data are not SDP.
+        let candidate = RawValue::from_string(r#"{"candidate":{"candidate":"a"}}"#.into()).unwrap();
+        assert!(!sends_media(&candidate));
+        assert!(!sends_media(&RawValue::from_string("42".into()).unwrap()));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::model::{JoinRefused, Owner, Participant};
 use crate::room::{JoinRequest, Outbound, RoomHandle, Rooms};
+use crate::token::Permissions;
 use crate::wsguard::{PendingSlot, is_too_big};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
@@ -27,6 +28,8 @@ struct Membership {
     outbound: mpsc::Receiver<Outbound>,
     /// About how long the `participantUpdated` a `mediaState` of this participant makes is.
     update_bytes: usize,
+    /// What its token lets it do.
+    may: Permissions,
 }
 
 /// Where a session's frames go: a WebSocket of this node, or (on a room's owner) a socket
@@ -362,6 +365,7 @@ impl Socket {
             return None;
         };
         let (room, from, session) = (&member.room, member.address.as_str(), self.id);
+        let may = member.may;
         // What a frame fans out (its relayed size times the sockets it reaches) is charged to
         // the sender's budget before anything is relayed: over it, the frame is refused and
         // nobody else's queue sees it.
@@ -382,6 +386,13 @@ impl Socket {
                     Vec::new()
                 }
             }
+            // In a MESH room the server sees no media: a participant that may not publish
+            // cannot have an SDP that sends media relayed to the others.
+            ClientMessage::Signal { data, .. }
+                if !may.can_publish && protocol::sends_media(&data) =>
+            {
+                vec![ApiError::publish_forbidden()]
+            }
             ClientMessage::Signal { to, data } => {
                 let text = protocol::relayed("signal", from, &data);
                 let reach = if to == from {
@@ -397,6 +408,9 @@ impl Socket {
                 } else {
                     room.signal(from, session, &to, text).into_iter().collect()
                 }
+            }
+            ClientMessage::Message { .. } if !may.can_send_messages => {
+                vec![ApiError::message_forbidden()]
             }
             ClientMessage::Message { to, data } => {
                 if to
@@ -439,7 +453,7 @@ impl Socket {
         None
     }
 
-    async fn join(&mut self, request: JoinRequest, text: &str) -> Option<End> {
+    async fn join(&mut self, mut request: JoinRequest, text: &str) -> Option<End> {
         let services = self.rooms.services().clone();
         let claims = match services.tokens.verify(&request.token) {
             Ok(claims) => claims,
@@ -447,6 +461,13 @@ impl Socket {
                 return Some(self.refuse("", JoinRefused::Token).await);
             }
         };
+        // Who joins, and as what, comes from the verified token only.
+        let may = claims
+            .grant
+            .as_ref()
+            .map_or_else(Permissions::default, |g| g.permissions);
+        request.grant = claims.grant.map(Box::new);
+        request.token_generation = claims.generation;
         let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
         let update_bytes = update_size(&request);
         // Activates the room when it has no actor (and retries once past a passivation).
@@ -461,6 +482,7 @@ impl Socket {
                     address,
                     outbound: rx,
                     update_bytes,
+                    may,
                 });
                 self.pending = None;
                 None
@@ -482,6 +504,8 @@ impl Socket {
     async fn refuse(&mut self, room_id: &str, refused: JoinRefused) -> End {
         let (code, reason) = match refused {
             JoinRefused::Token => (close::INVALID_TOKEN, "token"),
+            JoinRefused::Rotated => (close::INVALID_TOKEN, "rotated"),
+            JoinRefused::Banned { .. } => (close::BANNED, "banned"),
             JoinRefused::Gone => (close::ROOM_NOT_FOUND, "gone"),
             JoinRefused::Full { .. } => (close::ROOM_FULL, "full"),
             // The store failed while activating the room, or its owner cannot be reached:
@@ -517,13 +541,20 @@ fn fanout_cost(recipients: usize, bytes: usize) -> u64 {
 /// measure of what one of its `mediaState`s fans out (a generous stand-in for the address,
 /// which the room gives only after the join).
 fn update_size(request: &JoinRequest) -> usize {
+    let grant = request.grant.as_ref();
     let participant = Participant {
         address: "PA-".repeat(24),
-        name: request.name.clone(),
-        participant_info: request.participant_info.clone(),
+        identity: grant.map(|g| g.identity.clone()),
+        name: grant
+            .and_then(|g| g.name.clone())
+            .or_else(|| request.name.clone()),
+        participant_info: grant
+            .and_then(|g| g.participant_info.clone())
+            .or_else(|| request.participant_info.clone()),
         audio: false,
         video: false,
         joined_at: u64::MAX,
+        permissions: grant.map(|g| g.permissions),
     };
     ServerMessage::ParticipantUpdated {
         participant: &participant,

@@ -138,6 +138,7 @@ mod tests {
             token: "t".into(),
             token_expires_at: 0,
             participant_count: 0,
+            access: Default::default(),
         }
     }
 

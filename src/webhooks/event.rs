@@ -103,10 +103,14 @@ pub fn describe(event: &RoomEvent, names: &mut Names, at: u64) -> Vec<WebhookEve
         RoomEvent::ParticipantLeft {
             room_id,
             address,
+            identity,
             reason,
         } => {
             let mut who = Map::new();
             who.insert("address".into(), address.as_str().into());
+            if let Some(identity) = identity {
+                who.insert("identity".into(), identity.as_str().into());
+            }
             if let Some(name) = names.forget(room_id, address) {
                 who.insert("name".into(), name.into());
             }
@@ -182,6 +186,7 @@ mod tests {
             token: "secret-token".into(),
             token_expires_at: 60,
             participant_count: 0,
+            access: Default::default(),
         }
     }
 
@@ -217,6 +222,8 @@ mod tests {
             audio: true,
             video: false,
             joined_at: 6,
+            identity: None,
+            permissions: None,
         };
         let joined = RoomEvent::ParticipantJoined {
             room_id: "R1".into(),
@@ -233,6 +240,7 @@ mod tests {
         let kicked = RoomEvent::ParticipantLeft {
             room_id: "R1".into(),
             address: "a1".into(),
+            identity: Some("user-7".into()),
             reason: "kicked",
         };
         let events = describe(&kicked, &mut names, 9);
@@ -240,9 +248,10 @@ mod tests {
             bodies(&events),
             [
                 json!({"type": "participantKicked", "timestamp": 9, "roomId": "R1",
-                       "participant": {"address": "a1", "name": "Al"}}),
+                       "participant": {"address": "a1", "identity": "user-7", "name": "Al"}}),
                 json!({"type": "participantLeft", "timestamp": 9, "roomId": "R1",
-                       "participant": {"address": "a1", "name": "Al"}, "reason": "kicked"}),
+                       "participant": {"address": "a1", "identity": "user-7", "name": "Al"},
+                       "reason": "kicked"}),
             ]
         );
         assert_ne!(events[0].id, events[1].id);
@@ -250,6 +259,7 @@ mod tests {
         let left = RoomEvent::ParticipantLeft {
             room_id: "R1".into(),
             address: "a1".into(),
+            identity: None,
             reason: "left",
         };
         assert_eq!(

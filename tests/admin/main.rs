@@ -4,6 +4,7 @@
 #[path = "../api/support.rs"]
 mod support;
 
+mod access;
 mod activation;
 mod bridge;
 mod cluster;

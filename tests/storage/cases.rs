@@ -102,6 +102,7 @@ fn room(id: &str, creation_time: u64, ttl_seconds: u64) -> RoomRecord {
         token: "token".into(),
         token_expires_at: creation_time + 3_600_000,
         participant_count: 0,
+        access: Default::default(),
     }
 }
 

@@ -5,10 +5,12 @@ export type ConferenceType = 'MESH' | 'SFU';
 
 /** Why `joinRoom` rejected: the room is full (`REALTIME-00010`, close 4009), the token is
  * bad, expired or of another room (`REALTIME-00009`, close 4001), the room was deleted or has
- * expired (`REALTIME-00004`, close 4004), another refusal, no camera or microphone (when
+ * expired (`REALTIME-00004`, close 4004), the participant token's identity is banned from
+ * the room (`REALTIME-00031`, close 4003), another refusal, no camera or microphone (when
  * neither `mediaStream` nor `delayLocalStream` is given), or no answer from the server. */
 export type JoinFailure =
-  | 'roomFull' | 'invalidToken' | 'roomNotFound' | 'joinRefused' | 'mediaUnavailable' | 'connectionFailed';
+  | 'roomFull' | 'invalidToken' | 'roomNotFound' | 'banned' | 'joinRefused' | 'mediaUnavailable'
+  | 'connectionFailed';
 
 /** Why a room was left: `left` (leave()), `deleted`, `expired`, `kicked` (by an admin),
  * `replaced` (the same participant resumed on another socket), `endpointExpired`,
@@ -56,8 +58,19 @@ export interface JoinOptions {
   simulcast?: 'auto' | boolean;
 }
 
+/** What a participant token lets its participant do (docs/api.md). */
+export interface Permissions {
+  canPublish: boolean;
+  canSubscribe: boolean;
+  canSendMessages: boolean;
+}
+
 export class Participant {
   readonly address: string;
+  /** The identity of its participant token; absent when it joined with the room token. */
+  readonly identity?: string;
+  /** Its participant token's permissions; absent (everything allowed) with the room token. */
+  readonly permissions?: Permissions;
   readonly name?: string;
   readonly participantInfo?: Record<string, unknown>;
   /** Microphone on, as last reported by the participant. */
@@ -107,7 +120,10 @@ export interface RoomEvents {
   /** Someone joined after us. */
   participantJoined: (participant: Participant) => void;
   /** Someone left; `reason` as the server gave it: `left`, `disconnected`, `expired`, `kicked`. */
-  participantLeft: (participant: Participant, reason: 'left' | 'disconnected' | 'expired' | 'kicked') => void;
+  participantLeft: (
+    participant: Participant,
+    reason: 'left' | 'disconnected' | 'expired' | 'kicked' | 'replaced',
+  ) => void;
   /** A participant's audio or video state changed. */
   participantUpdated: (participant: Participant) => void;
   /** No peer connection to this participant could be established within

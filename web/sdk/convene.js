@@ -128,6 +128,7 @@ const FINAL_CLOSES = {
   1000: 'left',
   1009: 'messageTooLarge',
   4001: 'invalidToken',
+  4003: 'banned',
   4004: 'roomNotFound',
   4009: 'roomFull',
   4010: 'deleted',
@@ -142,6 +143,9 @@ const JOIN_ERRORS = {
   'REALTIME-00009': 'invalidToken',
   'REALTIME-00004': 'roomNotFound',
   'REALTIME-00010': 'roomFull',
+  'REALTIME-00031': 'banned',
+  // A room token of before a rotation: get the room's current token.
+  'REALTIME-00032': 'invalidToken',
   // The service could not reach its store to open the room and closes with 1001: a
   // passing fault, so a resume retries it like a lost connection.
   'BASE-00020': 'connectionFailed',
@@ -161,6 +165,10 @@ export class ConveneError extends Error {
 export class Participant {
   constructor(info, self) {
     this.address = info.address;
+    /** The identity of its participant token; undefined when it joined with the room token. */
+    this.identity = info.identity;
+    /** What its participant token lets it do; undefined (everything) with the room token. */
+    this.permissions = info.permissions;
     this.name = info.name;
     this.participantInfo = info.participantInfo;
     this.audio = info.audio ?? true;
@@ -516,7 +524,8 @@ export class Room {
     if (first) {
       this.conferenceType = message.room.conferenceType;
       this.localParticipant = new Participant(
-        { address: message.address, name: this._options.name, participantInfo: this._options.participantInfo,
+        { address: message.address, identity: message.identity, permissions: message.permissions,
+          name: this._options.name, participantInfo: this._options.participantInfo,
           audio: this._options.audio !== false, video: this._options.video !== false },
         true,
       );

@@ -369,6 +369,40 @@ describe('refused joins', () => {
     }
   });
 
+  test('a participant token joins as its identity; once banned it rejects with the banned reason', async () => {
+    const room = await createRoom(server.url, {});
+    const headers = { 'x-vcs-token': 'browser-test-key', 'content-type': 'application/json' };
+    const res = await fetch(`${server.url}/api/realtime/room/${room.id}/token`, {
+      method: 'POST', headers, body: JSON.stringify({ identity: 'alice', name: 'Alice' }),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    const { token } = JSON.parse(text);
+    const page = await openPage(browser, server.url);
+    const again = await openPage(browser, server.url);
+    try {
+      const joined = await page.evaluate((t) => window.T.join(t, 'Alice'), token);
+      assert.ok(joined.address, JSON.stringify(joined));
+      const local = await page.evaluate(() => {
+        const p = window.T.room.localParticipant;
+        return { identity: p.identity, permissions: p.permissions };
+      });
+      assert.deepEqual(local, {
+        identity: 'alice', permissions: { canPublish: true, canSubscribe: true, canSendMessages: true },
+      });
+      const kicked = await fetch(
+        `${server.url}/api/realtime/room/${room.id}/participants/${joined.address}?ban=true`,
+        { method: 'DELETE', headers },
+      );
+      assert.equal(kicked.status, 200, await kicked.text());
+      await waitForEvent(page, { event: 'roomLeft' });
+      const result = await again.evaluate((t) => window.T.join(t, 'Alice'), token);
+      assert.deepEqual(result, { error: 'banned', code: 'REALTIME-00031' });
+    } finally {
+      await closeAll([page, again]);
+    }
+  });
+
   test('a deleted room rejects joinRoom with the room-not-found reason', async () => {
     const room = await createRoom(server.url, {});
     const res = await fetch(`${server.url}/api/realtime/room/${room.id}`, {
