@@ -721,6 +721,13 @@ export class Room {
   _onSfuScreenTrack(participant, track) {
     const stream = this._sfu?.streams.get(participant.address);
     if (stream?.getTracks().includes(track)) stream.removeTrack(track);
+    if (stream && !stream._conveneScreenGuard) {
+      // A later description may put the track back into the stream it came with.
+      stream._conveneScreenGuard = true;
+      stream.addEventListener('addtrack', ({ track: added }) => {
+        if (participant.screenStream?.getTracks().includes(added)) stream.removeTrack(added);
+      });
+    }
     if (participant.screenStream?.getVideoTracks()[0] === track) return;
     this._setRemoteScreen(participant, new MediaStream([track]));
   }
@@ -1522,12 +1529,20 @@ class Peer {
       if (resync) {
         this.resync(false);
       } else if (description) {
-        const collision = description.type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
+        // An offer right behind the answer to ours (the other side renegotiates at once, e.g.
+        // to add its screen share) comes while that answer is still being set: no collision.
+        const readyForOffer = !this.makingOffer && (this.pc.signalingState === 'stable' || this.settingAnswer);
+        const collision = description.type === 'offer' && !readyForOffer;
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;
         // A second answer to one offer (resent after a reconnect): the first one counted.
         if (description.type === 'answer' && this.pc.signalingState === 'stable') return;
-        await this.pc.setRemoteDescription(description);
+        this.settingAnswer = description.type === 'answer';
+        try {
+          await this.pc.setRemoteDescription(description);
+        } finally {
+          this.settingAnswer = false;
+        }
         if (description.type === 'offer') {
           this.addLocalMedia();
           await this.pc.setLocalDescription();

@@ -17,7 +17,7 @@ let browser;
 let server;
 before(async () => {
   browser = await launchBrowser({
-    fakeDevice: 'device-count=2',
+    fakeDevice: 'device-count=3',
     extraArgs: ['--auto-select-desktop-capture-source=Entire screen', '--autoplay-policy=no-user-gesture-required'],
   });
   server = await startServer();

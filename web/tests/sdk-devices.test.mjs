@@ -14,9 +14,10 @@ import {
 let browser;
 let server;
 before(async () => {
-  // Two fake cameras; getDisplayMedia gets a fake screen without a picker.
+  // Three fake cameras (the second is a fake depth camera, Y16, which WebRTC does not send;
+  // the third gives MJPEG); getDisplayMedia gets a fake screen without a picker.
   browser = await launchBrowser({
-    fakeDevice: 'device-count=2',
+    fakeDevice: 'device-count=3',
     extraArgs: ['--auto-select-desktop-capture-source=Entire screen', '--enable-usermedia-screen-capturing'],
   });
   server = await startServer();
@@ -40,7 +41,7 @@ async function joinTwo(conferenceType) {
   const via = conferenceType === 'SFU' ? 'sfu' : 'mesh';
   await waitForMedia(pages[0], [addresses[1]], { via });
   await waitForMedia(pages[1], [addresses[0]], { via });
-  return { pages, addresses };
+  return { room, pages, addresses };
 }
 
 /** Per connection of the page's room, the deviceId of each kind's sending track. */
@@ -63,14 +64,15 @@ for (const conferenceType of ['MESH', 'SFU']) {
           const all = await navigator.mediaDevices.enumerateDevices();
           const stream = window.T.room.localParticipant.mediaStream;
           return {
-            cameras: all.filter((d) => d.kind === 'videoinput').map((d) => d.deviceId),
+            cameras: all.filter((d) => d.kind === 'videoinput').map((d) => ({ id: d.deviceId, label: d.label })),
             microphones: all.filter((d) => d.kind === 'audioinput').map((d) => d.deviceId),
             camera: stream.getVideoTracks()[0].getSettings().deviceId,
             microphone: stream.getAudioTracks()[0].getSettings().deviceId,
           };
         });
-        assert.ok(devices.cameras.length >= 2, JSON.stringify(devices));
-        const camera = devices.cameras.find((id) => id !== devices.camera);
+        // fake_device_2: another camera that WebRTC can encode.
+        const camera = devices.cameras.find((c) => c.label === 'fake_device_2' && c.id !== devices.camera)?.id;
+        assert.ok(camera, JSON.stringify(devices));
         const microphone = devices.microphones.find((id) => id !== devices.microphone);
         assert.ok(microphone, JSON.stringify(devices));
 
@@ -110,8 +112,9 @@ for (const conferenceType of ['MESH', 'SFU']) {
       }
     });
 
-    test('screen share: a second video with events, then stopped', async () => {
-      const { pages: [a, b], addresses: [addressA] } = await joinTwo(conferenceType);
+    test('screen share: a second video with events, also for a later joiner, then stopped', async () => {
+      const { room, pages, addresses: [addressA] } = await joinTwo(conferenceType);
+      const [a, b] = pages;
       try {
         const started = await a.evaluate(async () => {
           // A small screen, so that two cores keep up.
@@ -122,7 +125,7 @@ for (const conferenceType of ['MESH', 'SFU']) {
         await waitForEvent(a, { event: 'screenShareStarted', address: addressA });
         await waitForEvent(b, { event: 'screenShareStarted', address: addressA });
         // B decodes frames of the screen track, and A's camera stream still has one video.
-        const screen = await waitUntil(() => b.evaluate(async (address) => {
+        const screenOf = (page) => waitUntil(() => page.evaluate(async (address) => {
           const p = window.T.room.remoteParticipants.find((r) => r.address === address);
           const track = p.screenStream?.getVideoTracks()[0];
           if (!track) return { done: false, why: 'no screenStream' };
@@ -146,23 +149,49 @@ for (const conferenceType of ['MESH', 'SFU']) {
             attached: video?.srcObject === p.screenStream,
           };
         }, addressA), 'screen share frames');
+        const screen = await screenOf(b);
         assert.equal(screen.cameraVideos, 1, JSON.stringify(screen));
         assert.equal(screen.cameraHasScreen, false);
         assert.equal(screen.attached, true);
         // The camera keeps coming too.
         const counts = await mediaCounts(b);
         await waitForMoreMedia(b, { [addressA]: counts[addressA] });
+        // Someone who joins while A shares gets the share as well.
+        const c = await openPage(browser, server.url);
+        pages.push(c);
+        const joinedC = await c.evaluate((token) => window.T.join(token, 'C'), room.token);
+        assert.ok(joinedC.address, JSON.stringify(joinedC));
+        await waitForEvent(c, { event: 'screenShareStarted', address: addressA }).catch(async (e) => {
+          // What C knows of A's share, and A's connection to C, for the failure's message.
+          const seen = await c.evaluate((address) => {
+            const p = window.T.room.remoteParticipants.find((r) => r.address === address);
+            const pc = window.T.room._peerConnections().get(address);
+            return {
+              key: p?._screenKey, events: window.T.events.map((x) => x.event), state: pc?.signalingState,
+              transceivers: pc?.getTransceivers().map((t) => [t.mid, t.currentDirection, t.receiver.track.kind]),
+            };
+          }, addressA);
+          const sent = await a.evaluate((address) => {
+            const peer = window.T.room._peers.get(address);
+            return { screenSender: Boolean(peer?.screenSender), state: peer?.pc.signalingState, tracksAdded: peer?.tracksAdded };
+          }, joinedC.address);
+          throw new Error(`${e.message}: C saw ${JSON.stringify(seen)}; A to C ${JSON.stringify(sent)}`);
+        });
+        const late = await screenOf(c);
+        assert.deepEqual([late.cameraVideos, late.cameraHasScreen], [1, false], JSON.stringify(late));
 
         await a.evaluate(() => window.T.room.stopScreenShare());
         await waitForEvent(a, { event: 'screenShareStopped', address: addressA });
-        await waitForEvent(b, { event: 'screenShareStopped', address: addressA });
-        const after = await b.evaluate((address) => {
-          const p = window.T.room.remoteParticipants.find((r) => r.address === address);
-          return { screen: p.screenStream, videos: document.querySelectorAll('video[data-convene-screen]').length };
-        }, addressA);
-        assert.deepEqual(after, { screen: null, videos: 0 });
+        for (const page of [b, c]) {
+          await waitForEvent(page, { event: 'screenShareStopped', address: addressA });
+          const after = await page.evaluate((address) => {
+            const p = window.T.room.remoteParticipants.find((r) => r.address === address);
+            return { screen: p.screenStream, videos: document.querySelectorAll('video[data-convene-screen]').length };
+          }, addressA);
+          assert.deepEqual(after, { screen: null, videos: 0 });
+        }
       } finally {
-        await Promise.all([a.context().close(), b.context().close()]);
+        await Promise.all(pages.map((p) => p.context().close()));
       }
     });
   });
