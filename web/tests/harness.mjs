@@ -114,14 +114,14 @@ export async function createRoom(url, body = {}) {
   return (await res.json()).room;
 }
 
-/** Launches Chromium; `fakeDevice` parameters of the fake devices (`device-count=2`);
+/** Launches Chromium; `fakeDevice` parameters of the fake devices (`device-count=3`);
  * `{ loopbackPeers: false }` leaves out the flag without which it gathers
  * no ICE candidates on loopback, so its peer connections never connect; `extraArgs` are more
  * flags (e.g. `--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/`, so that a
  * small camera sends three simulcast layers; Chromium keeps only one `--force-fieldtrials`). */
 export function launchBrowser({ loopbackPeers = true, extraArgs = [], fakeDevice = null } = {}) {
   let base = loopbackPeers ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection');
-  // Parameters of the fake devices (e.g. `device-count=2`: two cameras), on the one flag.
+  // Parameters of the fake devices (e.g. `device-count=3`: three cameras), on the one flag.
   if (fakeDevice) {
     base = base.map((a) => (a === '--use-fake-device-for-media-stream' ? `${a}=${fakeDevice}` : a));
   }
