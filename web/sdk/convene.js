@@ -1232,6 +1232,8 @@ export class Room {
     this._peers.get(address)?.close();
     this._peers.delete(address);
     this._views.forget(participant);
+    // Its screen share ends with it.
+    this._setRemoteScreen(participant, null);
     this._emit('participantLeft', participant, reason);
     if (this.activeSpeakers.includes(participant)) this._resolveSpeakers();
     // Its videos go with it (after the handlers, which may still want to see them).
@@ -1240,7 +1242,6 @@ export class Room {
       video.remove();
     }
     participant._videos.clear();
-    participant._setScreen(null);
   }
 
   /** The app's `mediaStream`, or camera and microphone. */
