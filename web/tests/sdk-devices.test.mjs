@@ -112,7 +112,7 @@ for (const conferenceType of ['MESH', 'SFU']) {
       }
     });
 
-    test('screen share: a second video with events, also for a later joiner, then stopped', async () => {
+    test('screen share: a second video with events, for a later joiner too; stopped, and ended by leaving', async () => {
       const { room, pages, addresses: [addressA] } = await joinTwo(conferenceType);
       const [a, b] = pages;
       try {
@@ -190,6 +190,17 @@ for (const conferenceType of ['MESH', 'SFU']) {
           }, addressA);
           assert.deepEqual(after, { screen: null, videos: 0 });
         }
+        // Sharing again, then leaving: the share ends with the participant, before it leaves.
+        await a.evaluate(() => window.T.room.startScreenShare({ video: { width: 320, height: 180, frameRate: 5 } }));
+        const shares = (page, event) => page.evaluate(([e, address]) => window.T.events
+          .filter((x) => x.event === e && x.address === address).length, [event, addressA]);
+        await waitUntil(async () => (await shares(b, 'screenShareStarted')) === 2, 'the second share at B');
+        await a.evaluate(() => window.T.room.leave());
+        await waitForEvent(b, { event: 'participantLeft', address: addressA });
+        const order = await b.evaluate((address) => window.T.events
+          .filter((x) => x.address === address && ['screenShareStopped', 'participantLeft'].includes(x.event))
+          .map((x) => x.event), addressA);
+        assert.deepEqual(order, ['screenShareStopped', 'screenShareStopped', 'participantLeft']);
       } finally {
         await Promise.all(pages.map((p) => p.context().close()));
       }
