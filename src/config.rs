@@ -4,7 +4,7 @@
 //!
 //! Invalid configuration stops start-up with a message that names the setting.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 pub const MAX_HEADERS: usize = 96;
 
 /// The service's settings, after layering and validation.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub bind: String,
@@ -79,9 +79,25 @@ pub struct Settings {
     pub node_heartbeat_ms: u64,
     pub node_ttl_ms: u64,
     pub room_lease_ms: u64,
+    /// With `cluster`, the most active rooms and seated participants this node takes (0: no
+    /// limit); a node at either takes no more rooms (`docs/cluster.md`, "Placement").
+    pub node_max_rooms: u64,
+    pub node_max_participants: u64,
     /// Several nodes share the rooms of one Redis: room leases, fenced writes, forwarding
     /// (`docs/cluster.md`). Off: one node, rooms served from memory through a Redis outage.
     pub cluster: bool,
+    /// Where room events are POSTed (`docs/webhooks.md`); empty: no webhooks.
+    pub webhook_urls: Vec<String>,
+    /// The HMAC-SHA256 key of webhook signatures; required with `webhook_urls`.
+    pub webhook_secret: String,
+    /// How long one webhook request may take before it counts as failed.
+    pub webhook_timeout_ms: u64,
+    /// How long an event is retried (from the time it happened) before it is dropped.
+    pub webhook_retry_seconds: u64,
+    /// The first retry's delay; each next one doubles, up to five minutes.
+    pub webhook_backoff_ms: u64,
+    /// Events a node holds in memory per webhook URL (queued, or read ahead from Redis).
+    pub webhook_queue_limit: usize,
     /// Set when `token_secret` was made up at start-up rather than configured (not a
     /// setting: `main` sets it), so a node that joins others can refuse to run with it.
     #[serde(skip)]
@@ -103,6 +119,8 @@ impl fmt::Debug for Settings {
             .field("redis_cluster", &self.redis_cluster)
             .field("cluster", &self.cluster)
             .field("node_id", &self.node_id)
+            .field("webhook_urls", &self.webhook_urls.len())
+            .field("webhook_secret", &"[redacted]")
             .finish_non_exhaustive()
     }
 }
@@ -351,6 +369,13 @@ impl Settings {
                 "CONVENE_ADMIN_QUEUE_CAPACITY",
                 self.admin_queue_capacity as u64,
             ),
+            ("CONVENE_WEBHOOK_TIMEOUT_MS", self.webhook_timeout_ms),
+            ("CONVENE_WEBHOOK_RETRY_SECONDS", self.webhook_retry_seconds),
+            ("CONVENE_WEBHOOK_BACKOFF_MS", self.webhook_backoff_ms),
+            (
+                "CONVENE_WEBHOOK_QUEUE_LIMIT",
+                self.webhook_queue_limit as u64,
+            ),
         ] {
             // Ten years bounds every lifetime, so millisecond arithmetic never overflows.
             if v == 0 || v > 10 * 365 * 86400 {
@@ -391,6 +416,7 @@ impl Settings {
         if self.redis_key_prefix.contains(['{', '}']) {
             return Err(err("CONVENE_REDIS_KEY_PREFIX: must not contain '{' or '}'"));
         }
+        self.validate_webhooks()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(err(format!(
                 "CONVENE_LOG_FORMAT: expected text or json, got '{}'",
@@ -400,6 +426,81 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| err(format!("CONVENE_LOG_LEVEL: {e}")))?;
         Ok(())
+    }
+
+    /// Webhook URLs are plain `http://` URLs (the build has no TLS client), named once
+    /// each; with any of them a secret of at least 16 bytes is required.
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        for (i, url) in self.webhook_urls.iter().enumerate() {
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if parsed.scheme() == "http" && parsed.host().is_some() => {}
+                Ok(parsed) if parsed.scheme() == "https" => {
+                    return Err(err(format!(
+                        "CONVENE_WEBHOOK_URLS: '{url}': https is not supported by this build (no TLS client); use an http:// URL, for example of a TLS-terminating proxy"
+                    )));
+                }
+                _ => {
+                    return Err(err(format!(
+                        "CONVENE_WEBHOOK_URLS: '{url}' is not an http:// URL"
+                    )));
+                }
+            }
+            if self.webhook_urls[..i].contains(url) {
+                return Err(err(format!("CONVENE_WEBHOOK_URLS: '{url}' is named twice")));
+            }
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.len() < 16 {
+            return Err(err(format!(
+                "CONVENE_WEBHOOK_SECRET: needed with CONVENE_WEBHOOK_URLS, at least 16 bytes, got {}",
+                self.webhook_secret.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The settings as TOML, one `key = value` line each in the order of
+    /// `config/default.toml`, with every secret replaced by `"[redacted]"`: the API keys
+    /// (one `"[redacted]"` each, so their number shows), the token and TURN secrets (an
+    /// unset one stays `""`), and the password of every Redis URL. `convene config check`
+    /// prints it.
+    pub fn redacted_toml(&self) -> String {
+        let Ok(toml::Value::Table(mut table)) = toml::Value::try_from(self) else {
+            return String::new();
+        };
+        let redacted = || toml::Value::String(REDACTED.to_string());
+        table.insert(
+            "api_keys".into(),
+            toml::Value::Array(self.api_keys.iter().map(|_| redacted()).collect()),
+        );
+        for (key, secret) in [
+            ("token_secret", &self.token_secret),
+            ("turn_secret", &self.turn_secret),
+            ("webhook_secret", &self.webhook_secret),
+        ] {
+            if !secret.is_empty() {
+                table.insert(key.into(), redacted());
+            }
+        }
+        let urls: Vec<String> = self.redis_url.split(',').map(redact_url).collect();
+        table.insert("redis_url".into(), toml::Value::String(urls.join(",")));
+        let mut out = String::new();
+        for line in DEFAULTS.lines() {
+            let Some((key, _)) = line.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            if line.starts_with('#') || key.is_empty() {
+                continue;
+            }
+            if let Some(value) = table.remove(key) {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        // A setting missing from the defaults file (none should be) still shows.
+        for (key, value) in table {
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+        out
     }
 
     pub fn json_logs(&self) -> bool {
@@ -430,6 +531,46 @@ impl Settings {
     pub fn store_timeout(&self) -> Duration {
         Duration::from_millis(self.store_timeout_ms)
     }
+}
+
+/// What a redacted secret reads as.
+pub const REDACTED: &str = "[redacted]";
+
+/// A URL with its password (`scheme://user:password@host`, or a `password=`/`pass=` query
+/// parameter) replaced by [`REDACTED`]; the rest (user, host, port, database) is kept.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i) {
+            match out[start..at].find(':').map(|i| start + i) {
+                Some(colon) => out.replace_range(colon + 1..at, REDACTED),
+                // `redis://secret@host`: the only part of the user information is the
+                // password (the redis crate reads it so).
+                None if at > start => out.replace_range(start..at, REDACTED),
+                None => {}
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _))
+                    if name.eq_ignore_ascii_case("password")
+                        || name.eq_ignore_ascii_case("pass") =>
+                {
+                    format!("{name}={REDACTED}")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
 }
 
 /// Parses an environment variable's text as the type of the setting's default.
@@ -604,6 +745,103 @@ mod tests {
         }
         let long = "n".repeat(65);
         assert!(env(&[("CONVENE_NODE_ID", &long)]).is_err());
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let s = env(&[]).unwrap();
+        assert!(s.webhook_urls.is_empty() && s.webhook_secret.is_empty());
+        assert_eq!(s.webhook_retry_seconds, 86400);
+        let url = ("CONVENE_WEBHOOK_URLS", "http://a:1/hook, http://b/x");
+        let secret = ("CONVENE_WEBHOOK_SECRET", "sixteen-bytes-ok");
+        assert_eq!(
+            env(&[url, secret]).unwrap().webhook_urls,
+            ["http://a:1/hook", "http://b/x"]
+        );
+        for pairs in [&[url][..], &[url, ("CONVENE_WEBHOOK_SECRET", "short")][..]] {
+            let e = env(pairs).unwrap_err();
+            assert!(
+                e.0.starts_with("CONVENE_WEBHOOK_SECRET: needed"),
+                "{pairs:?}: {e}"
+            );
+        }
+        for bad in [
+            "https://a/x",
+            "ftp://a/x",
+            "nothing",
+            "http://a/x,http://a/x",
+        ] {
+            let e = env(&[("CONVENE_WEBHOOK_URLS", bad), secret]).unwrap_err();
+            assert!(e.0.starts_with("CONVENE_WEBHOOK_URLS: "), "{bad}: {e}");
+        }
+        let e = env(&[("CONVENE_WEBHOOK_RETRY_SECONDS", "0")]).unwrap_err();
+        assert!(e.0.contains("CONVENE_WEBHOOK_RETRY_SECONDS"), "{e}");
+        let debug = format!("{:?}", env(&[url, secret]).unwrap());
+        assert!(!debug.contains("sixteen"), "{debug}");
+    }
+
+    #[test]
+    fn redis_url_passwords_are_redacted() {
+        for (url, shown) in [
+            ("", ""),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://user:hunter2@10.0.0.1:6379/1",
+                "redis://user:[redacted]@10.0.0.1:6379/1",
+            ),
+            ("rediss://:hunter2@h:6380", "rediss://:[redacted]@h:6380"),
+            ("redis://hunter2@h", "redis://[redacted]@h"),
+            (
+                "redis+unix:///run/redis.sock?db=2&pass=hunter2",
+                "redis+unix:///run/redis.sock?db=2&pass=[redacted]",
+            ),
+            (
+                "redis://h/0?password=hunter2",
+                "redis://h/0?password=[redacted]",
+            ),
+            // An `@` after the host belongs to the path or query, not to a password.
+            ("redis://h/0?x=a@b", "redis://h/0?x=a@b"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn redacted_toml_hides_every_secret_and_shows_the_rest() {
+        let s = env(&[
+            ("CONVENE_API_KEYS", "key-one-hunter2,key-two-hunter2"),
+            (
+                "CONVENE_TOKEN_SECRET",
+                "token-secret-hunter2-0123456789abcdef",
+            ),
+            ("CONVENE_TURN_SECRET", "turn-secret-hunter2"),
+            ("CONVENE_WEBHOOK_URLS", "http://app.internal/hook"),
+            ("CONVENE_WEBHOOK_SECRET", "webhook-secret-hunter2"),
+            ("CONVENE_REDIS_URL", "redis://u:hunter2@127.0.0.1:1/0"),
+            ("CONVENE_MESH_MAX_PARTICIPANTS", "5"),
+        ])
+        .unwrap();
+        let text = s.redacted_toml();
+        assert!(!text.contains("hunter2"), "{text}");
+        let table: toml::Table = text.parse().unwrap();
+        assert_eq!(table["api_keys"].as_array().unwrap().len(), 2);
+        assert_eq!(table["api_keys"][0].as_str(), Some(REDACTED));
+        assert_eq!(table["token_secret"].as_str(), Some(REDACTED));
+        assert_eq!(table["turn_secret"].as_str(), Some(REDACTED));
+        assert_eq!(table["webhook_secret"].as_str(), Some(REDACTED));
+        assert_eq!(
+            table["redis_url"].as_str(),
+            Some("redis://u:[redacted]@127.0.0.1:1/0")
+        );
+        assert_eq!(table["mesh_max_participants"].as_integer(), Some(5));
+        // Every setting of the defaults file, in its order; nothing else.
+        let defaults: toml::Table = DEFAULTS.parse().unwrap();
+        assert_eq!(table.len(), defaults.len());
+        assert!(text.starts_with("bind = "), "{text}");
+        // Unset secrets stay visibly unset.
+        let text = env(&[]).unwrap().redacted_toml();
+        assert!(text.contains("token_secret = \"\"\n"), "{text}");
+        assert!(text.contains("api_keys = []\n"), "{text}");
     }
 
     #[test]

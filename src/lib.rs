@@ -17,6 +17,7 @@ pub mod startup;
 pub(crate) mod store;
 pub mod telemetry;
 pub(crate) mod token;
+pub(crate) mod webhooks;
 pub(crate) mod wsguard;
 
 /// The entry points the fuzz targets in `fuzz/` drive, and nothing else: not an API.

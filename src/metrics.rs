@@ -53,12 +53,26 @@ pub struct Metrics {
     node_info: IntGaugeVec,
     forwards: IntCounterVec,
     rooms_lost: IntCounter,
+    placed: IntCounterVec,
     /// A process collector of its own, read for the node registry's CPU share.
     process: ProcessCollector,
     sfu: SfuMetrics,
+    webhooks: WebhookMetrics,
     /// `(name, help, type)` of every family, so that one without series yet still shows
     /// its `HELP` and `TYPE` lines.
     families: Vec<(String, String, &'static str)>,
+}
+
+/// Why a webhook event was dropped undelivered: its retry time ran out, or the queue of
+/// its URL was full.
+pub(crate) const WEBHOOK_DROP_REASONS: [&str; 2] = ["expired", "overflow"];
+
+/// The webhook dispatcher's (src/webhooks) counters.
+struct WebhookMetrics {
+    queued: IntCounter,
+    delivered: IntCounter,
+    retried: IntCounter,
+    dropped: IntCounterVec,
 }
 
 /// The media plane's (src/media) counters and gauges.
@@ -220,6 +234,15 @@ impl Metrics {
         .unwrap();
         register(Box::new(forwards.clone()), "counter");
         register(Box::new(rooms_lost.clone()), "counter");
+        let placed = IntCounterVec::new(
+            Opts::new(
+                "convene_rooms_placed_elsewhere_total",
+                "Rooms created here and placed on a less-loaded node, by whether it started them.",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        register(Box::new(placed.clone()), "counter");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let sfu = SfuMetrics {
@@ -246,6 +269,35 @@ impl Metrics {
                 "Media peers dropped because ICE did not complete in time.",
             ),
         };
+        let webhooks = WebhookMetrics {
+            queued: counter(
+                "convene_webhooks_queued_total",
+                "Webhook deliveries queued (one per event and URL; with Redis, once written to the outbox).",
+            ),
+            delivered: counter(
+                "convene_webhooks_delivered_total",
+                "Webhook deliveries answered with a 2xx status.",
+            ),
+            retried: counter(
+                "convene_webhooks_retried_total",
+                "Webhook requests that failed (no answer in time, or not 2xx) and will be tried again.",
+            ),
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "convene_webhooks_dropped_total",
+                    "Webhook deliveries given up, by reason (expired: retried for webhook_retry_seconds; overflow: queue full).",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+        };
+        for reason in WEBHOOK_DROP_REASONS {
+            webhooks.dropped.with_label_values(&[reason]);
+        }
+        for c in [&webhooks.queued, &webhooks.delivered, &webhooks.retried] {
+            register(Box::new(c.clone()), "counter");
+        }
+        register(Box::new(webhooks.dropped.clone()), "counter");
         register(Box::new(sfu.peers.clone()), "gauge");
         register(Box::new(sfu.tracks.clone()), "gauge");
         for c in [
@@ -279,8 +331,10 @@ impl Metrics {
             node_info,
             forwards,
             rooms_lost,
+            placed,
             process: ProcessCollector::for_self(),
             sfu,
+            webhooks,
             families,
         }
     }
@@ -305,6 +359,13 @@ impl Metrics {
     /// owner's status) or `unavailable` (503 here).
     pub fn forwarded(&self, outcome: &str) {
         self.forwards.with_label_values(&[outcome]).inc();
+    }
+
+    /// A room created here was sent to another node: `outcome` is `started` (that node
+    /// started it) or `refused` (it did not, or could not be reached: the next node in
+    /// line is asked; after the last, the room is stored and its first use starts it).
+    pub fn placed_elsewhere(&self, outcome: &str) {
+        self.placed.with_label_values(&[outcome]).inc();
     }
 
     pub fn room_lost(&self) {
@@ -385,6 +446,26 @@ impl Metrics {
     /// A media peer dropped because ICE did not complete in time.
     pub fn sfu_ice_failure(&self) {
         self.sfu.ice_failures.inc();
+    }
+
+    /// Webhook deliveries queued (with Redis: written to the outbox).
+    pub fn webhooks_queued(&self, n: u64) {
+        self.webhooks.queued.inc_by(n);
+    }
+
+    /// A webhook delivery answered 2xx.
+    pub fn webhook_delivered(&self) {
+        self.webhooks.delivered.inc();
+    }
+
+    /// A webhook request failed and its event will be tried again.
+    pub fn webhook_retried(&self) {
+        self.webhooks.retried.inc();
+    }
+
+    /// A webhook delivery given up; `reason` is one of `WEBHOOK_DROP_REASONS`.
+    pub(crate) fn webhook_dropped(&self, reason: &str) {
+        self.webhooks.dropped.with_label_values(&[reason]).inc();
     }
 
     /// A finished HTTP request. `route` is the matched pattern, never the raw path, so

@@ -10,11 +10,13 @@ use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::metrics::METRICS;
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
-use crate::room::{MediaReport, Ownership, RoomServices, Rooms};
+use crate::room::RoomObserver;
+use crate::room::{LoadNow, MediaReport, Ownership, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
-use crate::store::{Leases, MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store};
+use crate::store::{Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Store};
 use crate::telemetry;
 use crate::token::{RoomTokens, secret_fingerprint};
+use crate::webhooks::{Durable, WebhookConfig, Webhooks};
 use crate::wsguard::PendingSockets;
 use actix_http::{HttpService, KeepAlive, Protocol, Request, Response};
 use actix_service::{
@@ -109,8 +111,15 @@ impl Application {
                 store: Arc::new(RedisStore::over(redis.clone())),
                 nodes: nodes.clone(),
                 lease_time,
+                max_rooms: settings.node_max_rooms,
+                max_participants: settings.node_max_participants,
+                load: load_of(events.clone()),
             })
         });
+        let mut observers: Vec<Arc<dyn RoomObserver>> = vec![events.clone()];
+        if let Some(webhooks) = start_webhooks(&settings, redis.as_ref(), &node_id, lease_time) {
+            observers.push(webhooks);
+        }
         let rooms = Rooms::start(RoomServices {
             limits,
             room_token_ttl_seconds: settings.room_token_ttl_seconds,
@@ -120,7 +129,7 @@ impl Application {
             tokens: RoomTokens::new(secret, &settings.token_issuer, &settings.token_audience),
             resume_grace: signaling.resume_grace,
             store: store.clone(),
-            observers: vec![events.clone()],
+            observers,
             media: Some(media),
             ownership,
         });
@@ -236,6 +245,38 @@ impl Application {
         }
         served
     }
+}
+
+/// Starts the webhook dispatcher when `webhook_urls` is set: durable (the outbox) with
+/// Redis, and with `cluster` delivering only while this node holds the deliverer's role
+/// (for a room lease's time, renewed as it runs).
+fn start_webhooks(
+    settings: &Settings,
+    redis: Option<&Arc<Redis>>,
+    node_id: &str,
+    lease_time: Duration,
+) -> Option<Arc<Webhooks>> {
+    if settings.webhook_urls.is_empty() {
+        return None;
+    }
+    let config = WebhookConfig {
+        urls: settings.webhook_urls.clone(),
+        secret: settings.webhook_secret.as_bytes().to_vec(),
+        timeout: Duration::from_millis(settings.webhook_timeout_ms),
+        retry: Duration::from_secs(settings.webhook_retry_seconds),
+        backoff: Duration::from_millis(settings.webhook_backoff_ms),
+        limit: settings.webhook_queue_limit,
+    };
+    let durable = redis.map(|redis| Durable {
+        outbox: Arc::new(Outbox::new(redis.clone())),
+        deliverer: settings.cluster.then(|| (node_id.to_string(), lease_time)),
+    });
+    tracing::info!(
+        urls = settings.webhook_urls.len(),
+        durable = durable.is_some(),
+        "webhooks on"
+    );
+    Some(Webhooks::start(config, durable))
 }
 
 /// Serves `app` on `listener` as actix-web's `HttpServer` does (HTTP/1.1, its keep-alive,
@@ -487,6 +528,14 @@ fn own_secret_id(settings: &Settings) -> String {
     )
 }
 
+/// This node's load as the admin hub counts it, live: (active rooms, participants).
+fn load_of(events: Arc<Events>) -> LoadNow {
+    Box::new(move || {
+        let (mesh, sfu, participants) = events.gauges();
+        ((mesh + sfu) as u64, participants as u64)
+    })
+}
+
 /// What this node registers: its addresses, and the load the heartbeat fills in.
 fn node_info(settings: &Settings, id: &str, bound: SocketAddr) -> NodeInfo {
     let http_ip = routable(bound.ip());
@@ -513,6 +562,8 @@ fn node_info(settings: &Settings, id: &str, bound: SocketAddr) -> NodeInfo {
         started_at: now_ms(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         secret_id: own_secret_id(settings),
+        max_rooms: settings.node_max_rooms,
+        max_participants: settings.node_max_participants,
     }
 }
 

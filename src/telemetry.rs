@@ -31,6 +31,30 @@ pub fn init(level: &str, json: bool) {
     };
 }
 
+/// The words of the start-up line that prints a generated API key.
+pub const GENERATED_KEY_TEXT: &str =
+    "No API key configured (CONVENE_API_KEYS): generated one for this run";
+
+/// The start-up line that prints an API key generated for this run (printed once on stdout,
+/// never logged). In JSON log mode it is a JSON object like the log lines, with the key in
+/// `api_key`; in text mode it is `<text>: <key>`.
+pub fn generated_key_line(key: &str, json: bool) -> String {
+    if !json {
+        return format!("{GENERATED_KEY_TEXT}: {key}");
+    }
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    let mut timestamp = String::new();
+    let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
+    serde_json::json!({
+        "timestamp": timestamp,
+        "level": "WARN",
+        "message": GENERATED_KEY_TEXT,
+        "api_key": key,
+    })
+    .to_string()
+}
+
 /// Request id (the caller's `x-request-id` when it is short and plain, else a new one),
 /// a span around the request, a log line when it ends, 500 instead of a panic, and the
 /// published error body on every error answer, whoever produced it.
@@ -155,6 +179,25 @@ fn published_error_body(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generated_key_line_in_both_formats() {
+        assert_eq!(
+            generated_key_line("abc123", false),
+            "No API key configured (CONVENE_API_KEYS): generated one for this run: abc123"
+        );
+        let line = generated_key_line("abc123", true);
+        assert!(!line.contains('\n'), "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["api_key"], "abc123");
+        assert_eq!(value["level"], "WARN");
+        assert_eq!(value["message"], GENERATED_KEY_TEXT);
+        let timestamp = value["timestamp"].as_str().unwrap();
+        assert!(
+            timestamp.ends_with('Z') && timestamp.contains('T'),
+            "{timestamp}"
+        );
+    }
     use actix_web::middleware::from_fn;
     use actix_web::{App, HttpServer, web};
 

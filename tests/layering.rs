@@ -23,8 +23,9 @@ const LAYERS: &[&[&str]] = &[
     &["room"],
     // Session task and wire protocol.
     &["signaling"],
-    // The admin event hub and stream task (they use signaling's wire errors and codes).
-    &["admin"],
+    // The admin event hub and stream task (they use signaling's wire errors and codes);
+    // the webhook dispatcher (a room observer, over the store's outbox).
+    &["admin", "webhooks"],
     // Every HTTP handler, the two WebSocket `connect`s, `AppState`.
     &["api"],
     &["startup"],

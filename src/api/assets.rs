@@ -7,10 +7,11 @@
 //! application that imports it is never changed under it by a server upgrade. A release that
 //! breaks the SDK's surface gets a new major path (`/sdk/v2/`) and the old one stays served.
 
+use actix_web::http::Method;
 use actix_web::http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, HeaderValue,
 };
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, Route, web};
 
 /// A file of `web/`, with its media type.
 struct Asset {
@@ -57,22 +58,23 @@ fn serve_sdk(asset: &Asset, cache_control: &'static str) -> HttpResponse {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
+    let get = |path: &str, route: Route| super::routes_of(path, vec![(Method::GET, route)]);
+    cfg.service(get(
         "/sdk/convene.js",
-        web::get().to(|| async { serve_sdk(&SDK, LATEST) }),
-    )
-    .route(
+        web::to(|| async { serve_sdk(&SDK, LATEST) }),
+    ))
+    .service(get(
         "/sdk/convene.d.ts",
-        web::get().to(|| async { serve_sdk(&SDK_TYPES, LATEST) }),
-    )
-    .route(
+        web::to(|| async { serve_sdk(&SDK_TYPES, LATEST) }),
+    ))
+    .service(get(
         "/sdk/v1/convene.js",
-        web::get().to(|| async { serve_sdk(&SDK, IMMUTABLE) }),
-    )
-    .route(
+        web::to(|| async { serve_sdk(&SDK, IMMUTABLE) }),
+    ))
+    .service(get(
         "/sdk/v1/convene.d.ts",
-        web::get().to(|| async { serve_sdk(&SDK_TYPES, IMMUTABLE) }),
-    )
-    .route("/demo", web::get().to(|| async { serve(&DEMO, LATEST) }))
-    .route("/admin", web::get().to(|| async { serve(&ADMIN, LATEST) }));
+        web::to(|| async { serve_sdk(&SDK_TYPES, IMMUTABLE) }),
+    ))
+    .service(get("/demo", web::to(|| async { serve(&DEMO, LATEST) })))
+    .service(get("/admin", web::to(|| async { serve(&ADMIN, LATEST) })));
 }

@@ -55,6 +55,35 @@ async fn forward(req: &HttpRequest, owner: &Owner) -> Result<HttpResponse, ApiEr
     answer.ok_or_else(|| ApiError::owner_unavailable(&owner.node))
 }
 
+/// Has the room `id`, just created here and placed on `owner`, started there: a forwarded
+/// fetch, which makes that node claim the free lease; answers whether it did. A failure is
+/// logged (the caller tries the next node; after the last the room stays stored, and its
+/// first use on any node starts it).
+pub async fn activate(req: &HttpRequest, owner: &Owner, id: &str) -> bool {
+    let Some(addr) = owner.http_addr.as_deref() else {
+        return false;
+    };
+    let url = format!("http://{addr}/api/realtime/room/{id}");
+    let mut request = client().get(&url).header(FORWARDED_HEADER, "1");
+    if let Some(key) = req.headers().get(API_KEY_HEADER) {
+        request = request.header(API_KEY_HEADER, key.as_bytes());
+    }
+    match request.send().await {
+        Ok(answer) if answer.status().is_success() => {
+            METRICS.placed_elsewhere("started");
+            return true;
+        }
+        Ok(answer) => {
+            tracing::info!(room = %id, node = %owner.node, status = answer.status().as_u16(), "the node chosen for a new room did not start it");
+        }
+        Err(e) => {
+            tracing::warn!(room = %id, node = %owner.node, error = %e, "could not reach the node chosen for a new room");
+        }
+    }
+    METRICS.placed_elsewhere("refused");
+    false
+}
+
 async fn try_forward(req: &HttpRequest, owner: &Owner) -> Option<HttpResponse> {
     if req.headers().contains_key(FORWARDED_HEADER) {
         tracing::warn!(owner = %owner.node, "a forwarded request found its room owned elsewhere");

@@ -4,6 +4,7 @@ use super::AppState;
 use crate::admin::events::Events;
 use crate::error::ApiError;
 use actix_web::dev::Server;
+use actix_web::http::Method;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::json;
 use std::net::{SocketAddr, TcpListener};
@@ -51,13 +52,13 @@ pub(crate) fn metrics_server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(events.clone())
-            .service(
-                web::resource("/metrics")
-                    .route(
-                        web::get().to(|events: web::Data<Events>| async move { scrape(&events) }),
-                    )
-                    .default_service(web::to(super::method_not_allowed)),
-            )
+            .service(super::routes_of(
+                "/metrics",
+                vec![(
+                    Method::GET,
+                    web::to(|events: web::Data<Events>| async move { scrape(&events) }),
+                )],
+            ))
             .default_service(web::to(super::not_found))
     })
     .workers(1)

@@ -21,8 +21,9 @@ use crate::signaling::SignalingConfig;
 use crate::wsguard::PendingSockets;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, Route, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, Resource, ResponseError, Route, web};
 use std::future::{Ready, ready};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -59,58 +60,100 @@ impl FromRequest for Authorized {
     }
 }
 
-/// Registers every route of the service. Every resource answers other methods with 405.
-/// Request bodies have a deadline (`crate::body`) on every resource but the WebSocket ones,
-/// whose payload is the socket itself.
+/// The OpenAPI 3.1 document of every route below (served at `/api/openapi.json`). It is
+/// written by hand; `tests/api/openapi.rs` keeps it true (every route registered here is
+/// described and every described operation answers, examples and real answers validate
+/// against its schemas, and schemathesis finds nothing against the running service).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Registers every route of the service. Every resource answers other methods with 405
+/// and an `Allow` header naming its methods. Request bodies have a deadline
+/// (`crate::body`) on every resource but the WebSocket ones, whose payload is the socket
+/// itself.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     assets::configure(cfg);
-    let websocket = |path: &str, routes: Vec<Route>| {
-        routes
-            .into_iter()
-            .fold(web::resource(path), |r, route| r.route(route))
-            .default_service(web::to(method_not_allowed))
+    let resource = |path: &str, routes: Vec<(Method, Route)>| {
+        routes_of(path, routes).wrap(from_fn(body_deadline))
     };
-    let resource =
-        |path: &str, routes: Vec<Route>| websocket(path, routes).wrap(from_fn(body_deadline));
     cfg.service(resource(
         "/api/realtime/room",
         vec![
-            web::post().to(rooms::create),
-            web::get().to(rooms::list),
-            web::delete().to(rooms::delete_by_query),
+            (Method::POST, web::to(rooms::create)),
+            (Method::GET, web::to(rooms::list)),
+            (Method::DELETE, web::to(rooms::delete_by_query)),
         ],
     ))
     // An empty path id is a missing id, as with `?id=`.
     .service(resource(
         "/api/realtime/room/",
-        vec![web::delete().to(rooms::delete_without_id)],
+        vec![(Method::DELETE, web::to(rooms::delete_without_id))],
     ))
     .service(resource(
         "/api/realtime/room/{id}",
         vec![
-            web::get().to(rooms::fetch),
-            web::delete().to(rooms::delete_by_path),
+            (Method::GET, web::to(rooms::fetch)),
+            (Method::DELETE, web::to(rooms::delete_by_path)),
         ],
     ))
     .service(resource(
         "/api/realtime/room/{id}/participants",
-        vec![web::get().to(participants::list)],
+        vec![(Method::GET, web::to(participants::list))],
     ))
     .service(resource(
         "/api/realtime/room/{id}/participants/{address}",
-        vec![web::delete().to(participants::remove)],
+        vec![(Method::DELETE, web::to(participants::remove))],
     ))
-    .service(websocket(
+    .service(routes_of(
         "/api/realtime/signaling",
-        vec![web::get().to(signaling::connect)],
+        vec![(Method::GET, web::to(signaling::connect))],
     ))
-    .service(websocket(
+    .service(routes_of(
         "/api/realtime/admin/events",
-        vec![web::get().to(admin_stream::connect)],
+        vec![(Method::GET, web::to(admin_stream::connect))],
     ))
-    .service(resource("/metrics", vec![web::get().to(health::metrics)]))
-    .service(resource("/healthz", vec![web::get().to(health::live)]))
-    .service(resource("/readyz", vec![web::get().to(health::ready)]));
+    .service(resource(
+        "/api/openapi.json",
+        vec![(Method::GET, web::to(openapi))],
+    ))
+    .service(resource(
+        "/metrics",
+        vec![(Method::GET, web::to(health::metrics))],
+    ))
+    .service(resource(
+        "/healthz",
+        vec![(Method::GET, web::to(health::live))],
+    ))
+    .service(resource(
+        "/readyz",
+        vec![(Method::GET, web::to(health::ready))],
+    ));
+}
+
+/// A resource of `path` with one route per method, answering any other method with 405
+/// and `Allow`.
+fn routes_of(path: &str, routes: Vec<(Method, Route)>) -> Resource {
+    let allow = routes
+        .iter()
+        .map(|(method, _)| method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    routes
+        .into_iter()
+        .fold(web::resource(path), |r, (method, route)| {
+            r.route(route.method(method))
+        })
+        .default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move { method_not_allowed(req, &allow) }
+        }))
+}
+
+/// `GET /api/openapi.json`: the document of the API.
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(OPENAPI)
 }
 
 /// Middleware: the request body's deadline (`crate::body`), with the service's setting and
@@ -132,9 +175,12 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(req.path()))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed(
-        req.method().as_str(),
-        req.path(),
-    ))
+/// 405 `BASE-00003`, with the `Allow` header that RFC 9110 asks for (the methods the
+/// resource takes, e.g. `GET, DELETE`).
+fn method_not_allowed(req: HttpRequest, allow: &str) -> HttpResponse {
+    let mut res = ApiError::method_not_allowed(req.method().as_str(), req.path()).error_response();
+    if let Ok(value) = header::HeaderValue::from_str(allow) {
+        res.headers_mut().insert(header::ALLOW, value);
+    }
+    res
 }

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::Authorized;
-use super::forward::or_forward;
+use super::forward::{activate, or_forward};
 use crate::error::ApiError;
 use crate::model::{ConferenceType, NewRoom, RoomRecord, RoomView};
 use actix_web::http::header;
@@ -27,8 +27,13 @@ pub async fn create(
     let body = read_body(&req, payload, state.settings.max_body_bytes).await?;
     let fields = json_object(&req, &body)?;
     let new = new_room(&fields, state.rooms.limits().mesh)?;
-    let room = state.rooms.create(new).await?;
-    Ok(room_envelope(&state, &room))
+    let created = state.rooms.create(new).await?;
+    for owner in &created.place_elsewhere {
+        if activate(&req, owner, &created.record.id).await {
+            break;
+        }
+    }
+    Ok(room_envelope(&state, &created.record))
 }
 
 /// `GET /api/realtime/room/{id}`

@@ -1,7 +1,8 @@
 //! Rooms: the state machine of one room's rules ([`state`]), the actor that runs it for
 //! each active room ([`actor`]), and the registry that owns the set of rooms. The room knows
 //! nothing of the wire: it sends participants domain messages ([`messages`]) that signaling
-//! renders, and publishes domain events ([`events`]) that the admin hub and metrics observe.
+//! renders, and publishes domain events ([`events`]) that the admin hub, webhooks and metrics
+//! observe.
 
 mod actor;
 mod events;
@@ -13,7 +14,7 @@ mod state;
 pub use actor::RoomHandle;
 pub use events::{RoomEvent, RoomObserver};
 pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
-pub use ownership::Ownership;
+pub use ownership::{LoadNow, Ownership};
 pub use registry::Rooms;
 pub use state::{MediaReport, MediaStatus, ParticipantState};
 
@@ -38,7 +39,8 @@ pub struct RoomServices {
     pub room_idle: Duration,
     pub tokens: RoomTokens,
     pub store: Arc<dyn Store>,
-    /// Every change of room state goes to each of them (the admin event hub).
+    /// Every change of room state goes to each of them (the admin event hub, the webhook
+    /// dispatcher).
     pub observers: Vec<Arc<dyn RoomObserver>>,
     /// The SFU's media plane (`None`: SFU rooms answer `SFU_UNAVAILABLE`).
     pub media: Option<MediaPlane>,

@@ -5,9 +5,12 @@
 //! is no `Ownership`, and rooms behave as on a single node.
 
 use crate::model::{Owner, RoomRecord, StoreError};
-use crate::store::{FencedError, Lease, Leases, Nodes, RedisStore, Store};
+use crate::store::{FencedError, Lease, Leases, NodeInfo, Nodes, RedisStore, Store};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// This node's load as it is now: (active rooms, seated participants).
+pub type LoadNow = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 /// What a node needs to own rooms: its leases, the fenced store, and the node list (to
 /// find where the holder of a lease is reached).
@@ -17,7 +20,29 @@ pub struct Ownership {
     pub nodes: Arc<Nodes>,
     /// How long a lease lasts without renewal (`room_lease_ms`).
     pub lease_time: Duration,
+    /// `node_max_rooms` and `node_max_participants` (0: no limit).
+    pub max_rooms: u64,
+    pub max_participants: u64,
+    /// This node's current load (the admin hub's live count, not the last heartbeat's).
+    pub load: LoadNow,
 }
+
+/// Where a room that nobody runs should go.
+#[derive(Debug)]
+pub enum Placement {
+    /// This node: it has the least load, or shares it with others.
+    Here,
+    /// Other live nodes under their limits and less loaded than this one, least loaded
+    /// first (their load is as of their last heartbeat, so the first may have filled up
+    /// since: the caller tries the next).
+    There(Vec<Owner>),
+    /// Every live node is at one of its limits.
+    Full,
+}
+
+/// Why no node can take a room.
+pub const FULL: &str =
+    "every live node is at its load limit (node_max_rooms, node_max_participants)";
 
 /// Who may run a room's actor.
 pub enum Claim {
@@ -52,7 +77,18 @@ impl Ownership {
     /// Takes the room's lease, or tells which node holds it. A lease that this node
     /// already holds (a lost answer of an earlier acquisition, or an actor that stopped
     /// without releasing) is this node's to use.
+    /// A node at one of its limits (`node_max_rooms`, `node_max_participants`) takes no
+    /// free lease: the room goes to the node [`Ownership::place`] finds.
     pub async fn claim(&self, room: &str) -> Result<Claim, StoreError> {
+        if self.me().is_full() {
+            return self.claim_when_full(room).await;
+        }
+        self.claim_placed(room).await
+    }
+
+    /// [`Ownership::claim`] for a room already placed here (a room this node just created
+    /// after [`Ownership::place`] chose it), so the room itself does not count against it.
+    pub async fn claim_placed(&self, room: &str) -> Result<Claim, StoreError> {
         // Twice: a lease that expires between the acquisition and the look at its holder.
         for _ in 0..2 {
             if let Some(lease) = self.leases.acquire(room).await? {
@@ -79,6 +115,80 @@ impl Ownership {
         Err(StoreError(format!(
             "the lease of room {room} changes hands too fast"
         )))
+    }
+
+    /// A node at its limit takes no room: a lease it holds is still its own (the room runs
+    /// here already, or its answer was lost), one held elsewhere is that node's, and a free
+    /// one is for the least-loaded node with room to spare.
+    async fn claim_when_full(&self, room: &str) -> Result<Claim, StoreError> {
+        if let Some(holder) = self.leases.holder(room).await? {
+            if holder.node == self.leases.node() {
+                return Ok(Claim::Mine(holder));
+            }
+            let http_addr = self
+                .nodes
+                .live()
+                .await?
+                .into_iter()
+                .find(|n| n.id == holder.node)
+                .map(|n| n.http_addr);
+            return Ok(Claim::Elsewhere(Owner {
+                node: holder.node,
+                http_addr,
+            }));
+        }
+        match self.place().await? {
+            Placement::There(mut owners) => Ok(Claim::Elsewhere(owners.swap_remove(0))),
+            Placement::Here | Placement::Full => Err(StoreError(FULL.to_string())),
+        }
+    }
+
+    /// This node as placement sees it: its limits and its load right now.
+    fn me(&self) -> NodeInfo {
+        let (rooms, participants) = (self.load)();
+        NodeInfo {
+            id: self.leases.node().to_string(),
+            http_addr: String::new(),
+            media_addr: String::new(),
+            rooms,
+            participants,
+            cpu: 0.0,
+            started_at: 0,
+            version: String::new(),
+            secret_id: String::new(),
+            max_rooms: self.max_rooms,
+            max_participants: self.max_participants,
+        }
+    }
+
+    /// Chooses the node for a room that nobody runs: among the live nodes under their
+    /// limits, the one with the least load (active rooms + participants; other nodes' load
+    /// as of their last heartbeat, this node's as it is now); on a tie, this node (no hop),
+    /// then the smallest id.
+    pub async fn place(&self) -> Result<Placement, StoreError> {
+        let me = self.me();
+        let live = self.nodes.live().await?;
+        let others = live.into_iter().filter(|n| n.id != me.id);
+        let mut open: Vec<NodeInfo> = std::iter::once(me.clone())
+            .chain(others)
+            .filter(|n| !n.is_full())
+            .collect();
+        open.sort_by(|a, b| {
+            (a.load(), a.id != me.id, &a.id).cmp(&(b.load(), b.id != me.id, &b.id))
+        });
+        Ok(match open.first() {
+            None => Placement::Full,
+            Some(n) if n.id == me.id => Placement::Here,
+            Some(_) => Placement::There(
+                open.into_iter()
+                    .filter(|n| n.id != me.id)
+                    .map(|n| Owner {
+                        node: n.id,
+                        http_addr: Some(n.http_addr),
+                    })
+                    .collect(),
+            ),
+        })
     }
 
     pub async fn update(&self, room: &RoomRecord, lease: &Lease) -> Result<(), WriteError> {

@@ -17,7 +17,7 @@ use super::RoomServices;
 use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
 use super::events::RoomEvent;
 use super::messages::{JoinRequest, Outbound};
-use super::ownership::Claim;
+use super::ownership::{Claim, Placement};
 use super::state::ParticipantState;
 use crate::model::{
     ConferenceType, Cursor, JoinRefused, Limits, NewRoom, Owner, RoomError, RoomRecord, StoreError,
@@ -286,6 +286,13 @@ pub struct Rooms {
     services: Arc<RoomServices>,
 }
 
+/// A room just stored, and the nodes that should start it when it is not this one (in
+/// order: the first that starts it has it).
+pub struct Created {
+    pub record: Arc<RoomRecord>,
+    pub place_elsewhere: Vec<Owner>,
+}
+
 impl Rooms {
     /// Starts the registry actor on the current arbiter.
     pub fn start(services: RoomServices) -> Self {
@@ -316,8 +323,8 @@ impl Rooms {
     async fn register(&self, record: Arc<RoomRecord>) {
         let lease = match &self.services.ownership {
             None => None,
-            // A new room: nobody holds its lease, so this node takes it.
-            Some(owning) => match owning.claim(&record.id).await {
+            // A new room, placed here: nobody holds its lease, so this node takes it.
+            Some(owning) => match owning.claim_placed(&record.id).await {
                 Ok(Claim::Mine(lease)) => Some(lease),
                 Ok(Claim::Elsewhere(owner)) => {
                     tracing::warn!(room = %record.id, owner = %owner.node, "a new room is owned by another node");
@@ -334,9 +341,21 @@ impl Rooms {
         let _ = self.registry.send(Register(record, lease)).await;
     }
 
-    /// Creates a room: written to the store first, so a 200 means the room is stored.
-    pub async fn create(&self, new: NewRoom) -> Result<Arc<RoomRecord>, StoreError> {
+    /// Creates a room: written to the store first, so a 200 means the room is stored. With
+    /// `cluster` the room goes to the least-loaded node: this one starts it, or the answer
+    /// names the node that should (the caller has it activated there); when every node is at
+    /// its limit nothing is stored.
+    pub async fn create(&self, new: NewRoom) -> Result<Created, StoreError> {
         let s = &self.services;
+        let placement = match &s.ownership {
+            None => Placement::Here,
+            Some(owning) => owning.place().await?,
+        };
+        let place_elsewhere = match placement {
+            Placement::Here => Vec::new(),
+            Placement::There(owners) => owners,
+            Placement::Full => return Err(StoreError(super::ownership::FULL.to_string())),
+        };
         let now = now_ms();
         let id = format!("RO-{}", uuid::Uuid::new_v4());
         let nonce = uuid::Uuid::new_v4().simple().to_string();
@@ -361,8 +380,13 @@ impl Rooms {
         });
         s.store.create(&record).await?;
         s.publish(&RoomEvent::RoomCreated(record.clone()));
-        self.register(record.clone()).await;
-        Ok(record)
+        if place_elsewhere.is_empty() {
+            self.register(record.clone()).await;
+        }
+        Ok(Created {
+            record,
+            place_elsewhere,
+        })
     }
 
     fn directory(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {

@@ -280,6 +280,12 @@ impl Keys {
     pub(crate) fn node(&self, id: &str) -> String {
         format!("{}:{{nodes}}:{id}", self.prefix)
     }
+
+    /// `P:{webhooks}:<name>`: a webhook URL's outbox stream, or the deliverer's role
+    /// (`outbox.rs`).
+    pub(crate) fn webhooks(&self, name: &str) -> String {
+        format!("{}:{{webhooks}}:{name}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +313,10 @@ mod tests {
         }
         assert_eq!(hash_tag(&keys.index()), hash_tag(&keys.expiry()));
         assert_eq!(hash_tag(&keys.nodes()), hash_tag(&keys.node("n1")));
+        assert_eq!(
+            hash_tag(&keys.webhooks("0123abcd")),
+            hash_tag(&keys.webhooks("deliverer"))
+        );
         assert_eq!(keys.room("RO-1"), "convene:{room:RO-1}");
     }
 }

@@ -1,18 +1,21 @@
 //! Storage of room records: a trait, an in-memory implementation (the default) and a Redis
 //! one. Redis is the source of truth across restarts; the actors hold the live state.
 //! With Redis, also what several nodes on one Redis share: the registry of live nodes and
-//! fenced room-ownership leases (see `docs/cluster.md`).
+//! fenced room-ownership leases (see `docs/cluster.md`), and the webhook outbox
+//! (`docs/webhooks.md`).
 
 mod conn;
 mod lease;
 mod memory;
 mod nodes;
+mod outbox;
 mod redis;
 
 pub use conn::Redis;
 pub use lease::{FencedError, Lease, Leases};
 pub use memory::MemoryStore;
 pub use nodes::{NodeInfo, Nodes};
+pub use outbox::{Outbox, OutboxEntry};
 pub use redis::RedisStore;
 
 use crate::model::{Cursor, RoomRecord, StoreError};

@@ -34,6 +34,28 @@ pub struct NodeInfo {
     /// A fingerprint of its token secret (not the secret), so that nodes that could not
     /// verify each other's room tokens can tell.
     pub secret_id: String,
+    /// Its `node_max_rooms` and `node_max_participants` (0: no limit); absent in entries of
+    /// nodes that predate them.
+    #[serde(default)]
+    pub max_rooms: u64,
+    #[serde(default)]
+    pub max_participants: u64,
+}
+
+impl NodeInfo {
+    /// Whether a node with this load has reached one of its limits.
+    pub fn is_full(&self) -> bool {
+        at_limit(self.rooms, self.max_rooms) || at_limit(self.participants, self.max_participants)
+    }
+
+    /// What placement compares: active rooms plus seated participants.
+    pub fn load(&self) -> u64 {
+        self.rooms + self.participants
+    }
+}
+
+fn at_limit(n: u64, max: u64) -> bool {
+    max > 0 && n >= max
 }
 
 pub struct Nodes {

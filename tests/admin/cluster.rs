@@ -214,8 +214,16 @@ async fn a_paused_owner_finds_its_room_taken_and_stops_it_without_writing() {
             a.log_text().contains("room stopped on this node")
         })
         .await,
-        "{}",
-        a.log_text()
+        "{} {}",
+        a.log_text(),
+        a.client
+            .get(a.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     );
     // A wrote nothing: the stored record is as B found it, B still owns the room, and
     // both nodes answer B's view of it.
@@ -262,8 +270,16 @@ async fn an_owners_write_refused_as_stale_stops_the_room() {
             a.log_text().contains("a write was refused as stale")
         })
         .await,
-        "{}",
-        a.log_text()
+        "{} {}",
+        a.log_text(),
+        a.client
+            .get(a.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     );
     assert_eq!(stored(&redis, &id), before, "A wrote nothing");
     // A does not start the room again: its owner (not a live node) cannot be reached.
@@ -311,4 +327,76 @@ async fn a_single_node_keeps_its_rooms_through_a_redis_outage_longer_than_the_le
     assert_eq!(holder(redis, &id), None);
     assert_eq!(metric(&app, "convene_rooms_lost_total").await, 0.0);
     assert!(!app.log_text().contains("room stopped on this node"));
+}
+
+/// A node with limits (`CONVENE_NODE_MAX_ROOMS`).
+fn node_with_max_rooms(redis: &RedisServer, id: &str, max_rooms: u64) -> TestApp {
+    TestApp::spawn_on(
+        &redis.url(),
+        Options::default()
+            .env("CONVENE_CLUSTER", 1)
+            .env("CONVENE_NODE_ID", id)
+            .env("CONVENE_NODE_MAX_ROOMS", max_rooms),
+    )
+}
+
+#[tokio::test]
+async fn new_rooms_go_to_the_least_loaded_node_and_a_full_node_takes_no_more() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node_with_max_rooms(&redis, "a", 2);
+    // Alone, A takes its rooms up to its limit.
+    let first = a.new_room(json!({"name": "first"})).await;
+    let first_id = first["id"].as_str().unwrap();
+    assert_eq!(holder(&redis, first_id), Some((1, "a".to_string())));
+    let second = a.new_room(json!({"name": "second"})).await;
+    assert_eq!(
+        holder(&redis, second["id"].as_str().unwrap()),
+        Some((1, "a".to_string()))
+    );
+    // A participant on A: its load is now 3 (two rooms and a participant).
+    let (_p, _) = Client::join(&a, first["token"].as_str().unwrap(), "P").await;
+
+    // At its limit and alone: a third room is refused, and nothing is stored.
+    let refused = a.create_room(json!({"name": "third"})).await;
+    assert_error(
+        refused,
+        503,
+        "BASE-00020",
+        Some("SERVICE_UNAVAILABLE"),
+        "The service is temporarily unavailable. Try again later.",
+    )
+    .await;
+    let listed = json_ok(a.list("").await).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
+
+    // B joins: a room created on A goes to B, which starts it at once; A answers for it.
+    let mut b = node(&redis, "b", 5000);
+    let third = a.new_room(json!({"name": "third"})).await;
+    let third_id = third["id"].as_str().unwrap().to_string();
+    assert_eq!(holder(&redis, &third_id), Some((1, "b".to_string())));
+    let path = format!("/api/realtime/room/{third_id}");
+    let on_b = call(&b, Method::GET, &path).await;
+    assert_eq!(on_b.0, 200);
+    assert_eq!(call(&a, Method::GET, &path).await, on_b);
+    let started = r#"convene_rooms_placed_elsewhere_total{outcome="started"}"#;
+    assert_eq!(metric(&a, started).await, 1.0);
+
+    // Without limits, the least loaded wins: C (empty) gets B's next room.
+    let c = node(&redis, "c", 5000);
+    let fourth = b.new_room(json!({"name": "fourth"})).await;
+    assert_eq!(
+        holder(&redis, fourth["id"].as_str().unwrap()),
+        Some((1, "c".to_string()))
+    );
+
+    // B leaves cleanly and frees its room; the next use is on A, which is full: the room
+    // goes to C (the only other node), not to A.
+    b.stop();
+    assert_eq!(holder(&redis, &third_id), None);
+    let on_a = call(&a, Method::GET, &path).await;
+    assert_eq!(on_a, on_b);
+    assert_eq!(holder(&redis, &third_id), Some((2, "c".to_string())));
+    assert_eq!(call(&c, Method::GET, &path).await, on_b);
 }

@@ -460,6 +460,7 @@ async fn metrics_bind_moves_metrics_to_their_own_listener() {
         .await
         .unwrap();
     assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET");
 }
 
 #[tokio::test]
@@ -496,12 +497,15 @@ async fn this_node_is_named_and_alone_without_redis() {
 /// The nodes registered in the Redis at `url` (prefix `convene`), by id: each one's JSON.
 fn registered(redis: &RedisServer) -> Vec<serde_json::Value> {
     let mut conn = redis.conn();
-    let ids: Vec<String> = redis::cmd("ZRANGE")
+    let mut ids: Vec<String> = redis::cmd("ZRANGE")
         .arg("convene:{nodes}")
         .arg(0)
         .arg(-1)
         .query(&mut conn)
         .unwrap();
+    // The set is ordered by each node's expiry, which the last heartbeat moved: by id, as
+    // promised.
+    ids.sort();
     ids.iter()
         .filter_map(|id| {
             let json: Option<String> = redis::cmd("GET")

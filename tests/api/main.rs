@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod bodies;
+mod cli;
 mod create;
 mod delete;
 mod faults;
@@ -12,7 +13,11 @@ mod fetch;
 mod heads;
 mod http;
 mod list;
+mod openapi;
 mod persistence;
 mod process;
 mod rooms;
 mod ttl;
+#[path = "../support/ws.rs"]
+#[allow(dead_code)]
+mod ws;

@@ -585,7 +585,14 @@ pub struct Exited {
 /// Runs the service (memory store unless the options name a Redis URL) and waits for it to
 /// exit by itself, as it must on invalid configuration; kills it and panics after `timeout`.
 pub fn run_to_exit(options: Options, timeout: Duration) -> Exited {
+    run_args_to_exit(&[], options, timeout)
+}
+
+/// Runs `convene ARGS` with the harness's settings and the options' (memory store unless
+/// they name a Redis URL), and waits for it to exit; kills it and panics after `timeout`.
+pub fn run_args_to_exit(args: &[&str], options: Options, timeout: Duration) -> Exited {
     let mut child = command(None, &options)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -82,7 +82,9 @@ async fn bad_messages_get_errors_and_the_socket_and_room_carry_on() {
 
 #[tokio::test]
 async fn a_frame_over_the_limit_closes_with_1009() {
-    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let app = TestApp::spawn_with(Backend::Memory, small_frames())
+        .await
+        .unwrap();
     let room = app.new_room(json!({})).await;
     let (mut a, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
     a.send(json!({"type": "message", "data": "x".repeat(70 * 1024)}))
@@ -108,7 +110,9 @@ async fn a_frame_just_under_the_limit_is_relayed() {
 #[tokio::test]
 async fn a_fragmented_message_over_the_limit_closes_with_1009() {
     // Each frame is small; together they are over 64 KiB. The limit is on the message.
-    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let app = TestApp::spawn_with(Backend::Memory, small_frames())
+        .await
+        .unwrap();
     let Pair {
         room, mut a, mut b, ..
     } = Pair::join(&app).await;
@@ -222,4 +226,9 @@ async fn a_text_frame_that_is_not_utf8_closes_only_that_socket() {
         .await;
     assert_eq!(b.expect("message").await["data"], "still here");
     assert_eq!(app.list("").await.status(), 200);
+}
+
+/// A 64 KiB frame limit (the default is 256 KiB), which the sizes in these tests are made for.
+fn small_frames() -> Options {
+    Options::default().env("CONVENE_SIGNALING_MAX_FRAME_BYTES", 64 * 1024)
 }

@@ -65,7 +65,9 @@ async fn a_frame_header_claiming_256_mb_is_refused_before_its_payload() {
 
 #[tokio::test]
 async fn a_fragmented_message_is_refused_at_the_header_that_passes_the_limit() {
-    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let app = TestApp::spawn_with(Backend::Memory, small_frames())
+        .await
+        .unwrap();
     let before = app.rss_bytes();
     // 40 KiB, a ping between fragments, then a continuation that declares 30 KiB more: 70 KiB
     // is over 64 KiB. Only 1 KiB of that continuation is sent; the refusal cannot wait for it.
@@ -241,4 +243,9 @@ async fn sockets_not_joined_yet_are_capped_overall() {
         ws::try_connect(ws::request(&app, ws::EVENTS)).await.err(),
         Some((503, refused))
     );
+}
+
+/// A 64 KiB frame limit (the default is 256 KiB), which the sizes in these tests are made for.
+fn small_frames() -> Options {
+    Options::default().env("CONVENE_SIGNALING_MAX_FRAME_BYTES", 64 * 1024)
 }

@@ -404,6 +404,8 @@ fn node(id: &str) -> NodeInfo {
         started_at: now_ms(),
         version: "test".into(),
         secret_id: "0011223344556677".into(),
+        max_rooms: 0,
+        max_participants: 0,
     }
 }
 

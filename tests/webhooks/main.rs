@@ -1,0 +1,632 @@
+//! Webhooks (`docs/webhooks.md`): the real binary POSTs room events to a receiver that
+//! runs inside the test (`receiver.rs`), which checks every signature and can fail or hold
+//! requests to force retries; with Redis, events survive a SIGKILL of the service.
+
+#[path = "../api/support.rs"]
+mod support;
+
+#[path = "../support/ws.rs"]
+#[allow(dead_code)]
+mod ws;
+
+mod receiver;
+
+use receiver::{Answer, Receiver, SECRET};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use support::*;
+use ws::Client;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The service's settings for webhooks to `receiver`: quick retries for the tests.
+fn hooks(receiver: &Receiver) -> Options {
+    Options::default()
+        .env("CONVENE_WEBHOOK_URLS", &receiver.url)
+        .env("CONVENE_WEBHOOK_SECRET", SECRET)
+        .env("CONVENE_WEBHOOK_BACKOFF_MS", 50)
+        .env("CONVENE_WEBHOOK_TIMEOUT_MS", 500)
+}
+
+/// The value of one series on the service's `/metrics` (0 when absent).
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// The types of a room's delivered events, in the order each event was first delivered
+/// (a repeated delivery of an event already seen is skipped).
+fn first_deliveries(delivered: &[Value], room: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
+    delivered
+        .iter()
+        .filter(|e| e["roomId"] == room && seen.insert(e["id"].as_str().unwrap().to_string()))
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn distinct_ids(delivered: &[Value]) -> HashSet<String> {
+    delivered
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn kick(app: &TestApp, room: &str, address: &str) {
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!("/api/realtime/room/{room}/participants/{address}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn signed_events_tell_what_happened_in_each_room_in_order() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(Backend::Memory, hooks(&receiver))
+        .await
+        .unwrap();
+    let room = app.new_room(json!({"name": "Standup"})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    let (mut al, joined_al) = Client::join(&app, token, "Al").await;
+    let (_bo, joined_bo) = Client::join(&app, token, "Bo").await;
+    let (al_address, bo_address) = (
+        joined_al["address"].as_str().unwrap(),
+        joined_bo["address"].as_str().unwrap(),
+    );
+    kick(&app, id, bo_address).await;
+    al.send(json!({"type": "leave"})).await;
+    assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 6 }).await);
+    assert_eq!(app.delete_room(id).await.status(), 200);
+    // A room that becomes SFU when its second participant joins.
+    let upgrading = app
+        .new_room(json!({"autoUpgradeParticipantCount": 2}))
+        .await;
+    let upgrading_id = upgrading["id"].as_str().unwrap();
+    let upgrading_token = upgrading["token"].as_str().unwrap();
+    let _c = Client::join(&app, upgrading_token, "Cy").await;
+    let _d = Client::join(&app, upgrading_token, "Di").await;
+    assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 11 }).await);
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 11, "nothing failed, nothing was sent twice");
+    for request in &received {
+        assert!(request.verified, "signature: {:?}", request.headers);
+        assert_eq!(request.headers["content-type"], "application/json");
+        assert_eq!(
+            request.headers["convene-event-id"], request.json["id"],
+            "the header names the event"
+        );
+        assert!(request.headers["user-agent"].starts_with("convene/"));
+        assert!(!request.body.contains(token), "no room token in events");
+    }
+    let mut events: Vec<Value> = receiver.delivered();
+    assert_eq!(
+        distinct_ids(&events).len(),
+        11,
+        "every event has its own id"
+    );
+    let mut last = 0;
+    for event in &mut events {
+        let at = event["timestamp"].as_u64().unwrap();
+        assert!(at >= last && at + 60_000 > now_ms(), "{event}");
+        last = at;
+        assert!(uuid::Uuid::parse_str(event["id"].as_str().unwrap()).is_ok());
+        let object = event.as_object_mut().unwrap();
+        object.remove("id");
+        object.remove("timestamp");
+    }
+    let in_room = |room: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["roomId"] == room)
+            .cloned()
+            .collect()
+    };
+    let standup = in_room(id);
+    assert_eq!(
+        standup[0],
+        json!({"type": "roomStarted", "roomId": id,
+               "room": {"name": "Standup", "creationTime": room["creationTime"],
+                        "conferenceType": "MESH", "roomTTLSeconds": room["roomTTLSeconds"]}})
+    );
+    assert_eq!(standup[1]["type"], "participantJoined");
+    assert_eq!(standup[1]["participant"]["address"], al_address);
+    assert_eq!(standup[1]["participant"]["name"], "Al");
+    assert_eq!(standup[2]["participant"]["address"], bo_address);
+    assert_eq!(
+        standup[3..],
+        [
+            json!({"type": "participantKicked", "roomId": id,
+                   "participant": {"address": bo_address, "name": "Bo"}}),
+            json!({"type": "participantLeft", "roomId": id,
+                   "participant": {"address": bo_address, "name": "Bo"}, "reason": "kicked"}),
+            json!({"type": "participantLeft", "roomId": id,
+                   "participant": {"address": al_address, "name": "Al"}, "reason": "left"}),
+            json!({"type": "roomFinished", "roomId": id, "reason": "deleted", "participants": 0}),
+        ]
+    );
+    let types: Vec<Value> = in_room(upgrading_id)
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "roomStarted",
+            "participantJoined",
+            "participantJoined",
+            "conferenceTypeChanged"
+        ]
+    );
+    assert_eq!(
+        in_room(upgrading_id)[3],
+        json!({"type": "conferenceTypeChanged", "roomId": upgrading_id,
+               "previousConferenceType": "MESH", "conferenceType": "SFU"})
+    );
+    assert_eq!(metric(&app, "convene_webhooks_delivered_total").await, 11.0);
+    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 11.0);
+    assert_eq!(metric(&app, "convene_webhooks_retried_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn failed_and_unanswered_requests_are_retried_in_order_per_room() {
+    let receiver = Receiver::start().await;
+    // The first request gets no answer (the service's 500 ms timeout ends it), the next
+    // three get 500; every other one is answered 200.
+    receiver.plan(
+        &[Answer::Hang, Answer::Fail, Answer::Fail, Answer::Fail],
+        Answer::Ok,
+    );
+    let app = TestApp::spawn_with(Backend::Memory, hooks(&receiver))
+        .await
+        .unwrap();
+    let mut rooms = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let room = app.new_room(json!({})).await;
+        let token = room["token"].as_str().unwrap();
+        let mut addresses = Vec::new();
+        for name in ["A", "B"] {
+            let (client, joined) = Client::join(&app, token, name).await;
+            addresses.push(joined["address"].clone());
+            clients.push(client);
+        }
+        rooms.push((room["id"].as_str().unwrap().to_string(), addresses));
+    }
+    assert!(
+        eventually(DEADLINE, || async {
+            distinct_ids(&receiver.delivered()).len() == 9
+        })
+        .await,
+        "{:?}",
+        receiver.received()
+    );
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 9, "each event answered 200 once");
+    for (room, addresses) in &rooms {
+        assert_eq!(
+            first_deliveries(&delivered, room),
+            ["roomStarted", "participantJoined", "participantJoined"]
+        );
+        let joined: Vec<&Value> = delivered
+            .iter()
+            .filter(|e| e["roomId"] == room.as_str() && e["type"] == "participantJoined")
+            .map(|e| &e["participant"]["address"])
+            .collect();
+        assert_eq!(joined, addresses.iter().collect::<Vec<_>>(), "join order");
+    }
+    let received = receiver.received();
+    assert_eq!(received.len(), 13, "9 events, 4 of them tried twice");
+    assert!(received.iter().all(|r| r.verified));
+    // A retried request is the same event, signed again.
+    let failed_ids: Vec<&Value> = received[..4].iter().map(|r| &r.json["id"]).collect();
+    assert!(
+        failed_ids
+            .iter()
+            .all(|id| delivered.iter().any(|e| e["id"] == **id))
+    );
+    assert_eq!(metric(&app, "convene_webhooks_retried_total").await, 4.0);
+    assert_eq!(metric(&app, "convene_webhooks_delivered_total").await, 9.0);
+    assert_eq!(
+        metric(&app, "convene_webhooks_dropped_total{reason=\"expired\"}").await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn an_event_past_its_retry_time_is_dropped_and_its_room_goes_on() {
+    let receiver = Receiver::start().await;
+    receiver.plan(&[], Answer::Fail);
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        hooks(&receiver).env("CONVENE_WEBHOOK_RETRY_SECONDS", 1),
+    )
+    .await
+    .unwrap();
+    let room = app.new_room(json!({})).await;
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_dropped_total{reason=\"expired\"}").await == 1.0
+        })
+        .await
+    );
+    assert!(metric(&app, "convene_webhooks_retried_total").await >= 1.0);
+    receiver.plan(&[], Answer::Ok);
+    let (_a, joined) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+    assert!(eventually(DEADLINE, || async { !receiver.delivered().is_empty() }).await);
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["type"], "participantJoined");
+    assert_eq!(delivered[0]["participant"]["address"], joined["address"]);
+    let started: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.json["type"] == "roomStarted")
+        .collect();
+    assert!(started.len() >= 2 && started.iter().all(|r| r.answer == Answer::Fail));
+}
+
+#[test]
+fn webhook_urls_need_a_secret_and_plain_http() {
+    for (env, names) in [
+        (
+            vec![("CONVENE_WEBHOOK_URLS", "http://127.0.0.1:9/x")],
+            "CONVENE_WEBHOOK_SECRET",
+        ),
+        (
+            vec![
+                ("CONVENE_WEBHOOK_URLS", "https://example.org/x"),
+                ("CONVENE_WEBHOOK_SECRET", SECRET),
+            ],
+            "CONVENE_WEBHOOK_URLS",
+        ),
+    ] {
+        let mut options = Options::default();
+        for (key, value) in env {
+            options = options.env(key, value);
+        }
+        let exited = run_to_exit(options, Duration::from_secs(30));
+        assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+        assert!(exited.stderr.contains(names), "{exited:?}");
+    }
+}
+
+/// The outbox stream of a webhook URL (`docs/webhooks.md`, "With Redis").
+fn stream_key(url: &str) -> String {
+    let hex: String = Sha256::digest(url.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("convene:{{webhooks}}:{hex}")
+}
+
+#[tokio::test]
+async fn with_redis_a_killed_service_delivers_every_event_after_its_restart() {
+    let receiver = Receiver::start().await;
+    // Three requests are answered; from the fourth on the receiver holds every request
+    // (a slow receiver), and the service is killed while it waits.
+    receiver.plan(&[Answer::Ok, Answer::Ok, Answer::Ok], Answer::Hang);
+    let Some(mut app) = TestApp::spawn_with_own_redis(hooks(&receiver)).await else {
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let mut expected: HashMap<String, Vec<&str>> = HashMap::new();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let room = app.new_room(json!({})).await;
+        let id = room["id"].as_str().unwrap().to_string();
+        let token = room["token"].as_str().unwrap();
+        let (mut a, _) = Client::join(&app, token, "A").await;
+        let (mut b, _) = Client::join(&app, token, "B").await;
+        a.send(json!({"type": "leave"})).await;
+        b.expect("participantLeft").await;
+        let mut types = vec![
+            "roomStarted",
+            "participantJoined",
+            "participantJoined",
+            "participantLeft",
+        ];
+        if i == 0 {
+            assert_eq!(app.delete_room(&id).await.status(), 200);
+            types.push("roomFinished");
+        } else {
+            clients.push(b);
+        }
+        expected.insert(id, types);
+    }
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert_eq!(total, 17);
+    // Every event is in the outbox, and the receiver holds requests.
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_queued_total").await == total as f64
+        })
+        .await
+    );
+    assert!(
+        eventually(DEADLINE, || async {
+            receiver.received().iter().any(|r| r.answer == Answer::Hang)
+        })
+        .await
+    );
+    let before = distinct_ids(&receiver.delivered()).len();
+    assert!(before <= 3);
+    app.kill();
+    drop(clients);
+    receiver.plan(&[], Answer::Ok);
+    app.restart();
+    assert!(
+        eventually(DEADLINE, || async {
+            distinct_ids(&receiver.delivered()).len() == total
+        })
+        .await,
+        "delivered {} of {total}",
+        distinct_ids(&receiver.delivered()).len()
+    );
+    let delivered = receiver.delivered();
+    for (room, types) in &expected {
+        assert_eq!(&first_deliveries(&delivered, room), types, "room {room}");
+    }
+    assert!(receiver.received().iter().all(|r| r.verified));
+    let duplicates = delivered.len() - total;
+    eprintln!(
+        "webhooks across a SIGKILL: {total} events, {before} delivered before the kill, all delivered after the restart, {duplicates} delivered twice"
+    );
+    // Delivered entries leave the outbox.
+    let key = stream_key(&receiver.url);
+    let redis = app.redis.as_ref().unwrap();
+    assert!(
+        eventually(DEADLINE, || async {
+            redis::cmd("XLEN")
+                .arg(&key)
+                .query::<u64>(&mut redis.conn())
+                .unwrap()
+                == 0
+        })
+        .await
+    );
+}
+
+/// A `cluster` node on `redis` with webhooks to `receiver`, with a room lease (and so a
+/// deliverer's lease) of one second.
+fn node(redis: &RedisServer, id: &str, receiver: &Receiver) -> TestApp {
+    TestApp::spawn_on(
+        &redis.url(),
+        hooks(receiver)
+            .env("CONVENE_CLUSTER", 1)
+            .env("CONVENE_NODE_ID", id)
+            .env("CONVENE_ROOM_LEASE_MS", 1000),
+    )
+}
+
+fn deliverer(redis: &RedisServer) -> Option<String> {
+    redis::cmd("GET")
+        .arg("convene:{webhooks}:deliverer")
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn in_a_cluster_one_node_delivers_and_another_takes_over_when_it_dies() {
+    let Some(redis) = RedisServer::start() else {
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let mut nodes = [node(&redis, "n1", &receiver), node(&redis, "n2", &receiver)];
+    for node in &nodes {
+        for _ in 0..3 {
+            node.new_room(json!({})).await;
+        }
+    }
+    assert!(
+        eventually(DEADLINE, || async {
+            distinct_ids(&receiver.delivered()).len() == 6
+        })
+        .await
+    );
+    assert_eq!(
+        receiver.received().len(),
+        6,
+        "the events of both nodes, each delivered once: only one node delivers"
+    );
+    let holder = deliverer(&redis).expect("a node holds the deliverer's role");
+    let (dead, alive, survivor_id) = if holder == "n1" {
+        (0, 1, "n2")
+    } else {
+        (1, 0, "n1")
+    };
+    nodes[dead].kill();
+    let survivor = &nodes[alive];
+    let late = survivor.new_room(json!({})).await;
+    assert!(
+        eventually(DEADLINE, || async {
+            receiver
+                .delivered()
+                .iter()
+                .any(|e| e["roomId"] == late["id"])
+        })
+        .await
+    );
+    assert_eq!(deliverer(&redis).as_deref(), Some(survivor_id));
+    assert_eq!(distinct_ids(&receiver.delivered()).len(), 7);
+}
+
+#[tokio::test]
+async fn with_redis_a_service_killed_while_a_slow_receiver_answers_loses_nothing() {
+    let receiver = Receiver::start().await;
+    // The receiver records each request (it has the event) and answers 200 only 200 ms
+    // later: the service is killed with requests in that window.
+    receiver.slow(Duration::from_millis(200));
+    let Some(mut app) = TestApp::spawn_with_own_redis(hooks(&receiver)).await else {
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let mut rooms = Vec::new();
+    for _ in 0..12 {
+        let room = app.new_room(json!({})).await;
+        let (mut a, _) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
+        a.send(json!({"type": "leave"})).await;
+        rooms.push((room["id"].as_str().unwrap().to_string(), a));
+    }
+    let total = 36;
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_queued_total").await == total as f64
+        })
+        .await
+    );
+    assert!(eventually(DEADLINE, || async { receiver.received().len() >= 12 }).await);
+    app.kill();
+    let before = distinct_ids(&receiver.delivered()).len();
+    receiver.slow(Duration::ZERO);
+    app.restart();
+    assert!(
+        eventually(DEADLINE, || async {
+            distinct_ids(&receiver.delivered()).len() == total
+        })
+        .await,
+        "delivered {} of {total}",
+        distinct_ids(&receiver.delivered()).len()
+    );
+    let delivered = receiver.delivered();
+    for (room, _) in &rooms {
+        assert_eq!(
+            first_deliveries(&delivered, room),
+            ["roomStarted", "participantJoined", "participantLeft"],
+            "room {room}"
+        );
+    }
+    let duplicates = delivered.len() - total;
+    eprintln!(
+        "webhooks across a SIGKILL with a slow receiver: {total} events, {before} received before the kill, all after the restart, {duplicates} received twice (deduplicated by id)"
+    );
+    assert!(
+        duplicates <= before,
+        "only events in flight at the kill come twice"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_events_wait_through_a_redis_outage_and_go_out_in_order() {
+    let receiver = Receiver::start().await;
+    let Some(mut app) = TestApp::spawn_with_own_redis(hooks(&receiver)).await else {
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let room = app.new_room(json!({})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    let (mut a, _) = Client::join(&app, token, "A").await;
+    assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 2 }).await);
+    app.redis.as_mut().unwrap().kill();
+    // The room is active on this single node: joins and leaves go on without Redis, and
+    // their events wait for the outbox.
+    let (mut b, _) = Client::join(&app, token, "B").await;
+    a.send(json!({"type": "leave"})).await;
+    b.expect("participantLeft").await;
+    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 2.0);
+    app.redis.as_mut().unwrap().restart();
+    assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 4 }).await);
+    assert_eq!(
+        first_deliveries(&receiver.delivered(), id),
+        [
+            "roomStarted",
+            "participantJoined",
+            "participantJoined",
+            "participantLeft"
+        ]
+    );
+    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 4.0);
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_the_outbox_keeps_events_across_a_kill() {
+    let Some(cluster) = RedisCluster::start() else {
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let receiver = Receiver::start().await;
+    receiver.plan(&[], Answer::Fail);
+    let options = hooks(&receiver).env("CONVENE_REDIS_CLUSTER", "1");
+    let mut app = TestApp::spawn_on(&cluster.url_setting(), options.clone());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            app.new_room(json!({})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(app.delete_room(&ids[0]).await.status(), 200);
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_queued_total").await == 4.0
+        })
+        .await
+    );
+    app.kill();
+    receiver.plan(&[], Answer::Ok);
+    let app = TestApp::spawn_on(&cluster.url_setting(), options);
+    assert!(
+        eventually(DEADLINE, || async {
+            distinct_ids(&receiver.delivered()).len() == 4
+        })
+        .await
+    );
+    let delivered = receiver.delivered();
+    assert_eq!(
+        first_deliveries(&delivered, &ids[0]),
+        ["roomStarted", "roomFinished"]
+    );
+    assert_eq!(first_deliveries(&delivered, &ids[2]), ["roomStarted"]);
+    drop(app);
+}
+
+#[tokio::test]
+async fn without_redis_events_beyond_the_queue_limit_are_dropped_and_counted() {
+    let receiver = Receiver::start().await;
+    receiver.plan(&[], Answer::Hang);
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        hooks(&receiver).env("CONVENE_WEBHOOK_QUEUE_LIMIT", 2),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        app.new_room(json!({})).await;
+    }
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_dropped_total{reason=\"overflow\"}").await == 3.0
+        })
+        .await
+    );
+    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 2.0);
+    receiver.plan(&[], Answer::Ok);
+    assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 2 }).await);
+    assert!(
+        app.log_text()
+            .contains("webhook event dropped: the queue is full")
+    );
+}
