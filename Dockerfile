@@ -4,7 +4,7 @@
 #   docker build -t convene .
 #   docker run -p 8080:8080 -e CONVENE_API_KEYS=... -e CONVENE_TOKEN_SECRET=... convene
 
-FROM rust:1-bookworm AS builder
+FROM rust:1.95.0-bookworm AS builder
 WORKDIR /src
 # .dockerignore keeps target/ and .git/ out of the context.
 COPY . .
@@ -15,7 +15,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
     && install -D -m 0755 target/release/convene /out/convene
 
-FROM debian:bookworm-slim
+FROM debian:12.11-slim
 # curl only serves the health checks (here and in docker-compose.yml).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl \

@@ -106,6 +106,59 @@ both_stores!(sdk_is_served_to_other_origins, |app: TestApp| async move {
     assert!(!res.headers().contains_key("access-control-allow-origin"));
 });
 
+both_stores!(
+    sdk_versioned_path_is_immutable_and_latest_revalidates,
+    |app: TestApp| async move {
+        // /sdk/v1/ is the SDK of major version 1, cached for a year as immutable so that a server
+        // upgrade never changes a running client; /sdk/ is the latest, revalidated on every use.
+        let latest = app
+            .client
+            .get(app.url("/sdk/convene.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(latest.headers()["cache-control"], "no-cache");
+        let latest = latest.text().await.unwrap();
+        for path in ["/sdk/v1/convene.js", "/sdk/v1/convene.d.ts"] {
+            let res = app.client.get(app.url(path)).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            assert_eq!(
+                res.headers()["cache-control"],
+                "public, max-age=31536000, immutable",
+                "{path}"
+            );
+            assert_eq!(res.headers()["access-control-allow-origin"], "*", "{path}");
+            let media_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+            let body = res.text().await.unwrap();
+            if path.ends_with(".js") {
+                assert!(media_type.starts_with("text/javascript"), "{media_type}");
+                assert_eq!(body, latest);
+                // The version the module reports is the package's, of major version 1.
+                let package: serde_json::Value =
+                    serde_json::from_str(include_str!("../../web/sdk/package.json")).unwrap();
+                let version = package["version"].as_str().unwrap();
+                assert!(version.starts_with("1."), "{version}");
+                assert!(
+                    body.contains(&format!("export const VERSION = '{version}';")),
+                    "convene.js does not say VERSION = '{version}'"
+                );
+            } else {
+                assert!(body.contains("export function joinRoom"));
+            }
+        }
+        // No other major version exists: the published 404.
+        let res = app
+            .client
+            .get(app.url("/sdk/v2/convene.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "BASE-00002");
+    }
+);
+
 both_stores!(request_ids, |app: TestApp| async move {
     // Every answer carries a request id; a plain one from the caller is kept.
     let res = app

@@ -631,6 +631,8 @@ async fn real_answers_validate_against_the_document() {
         "/api/openapi.json",
         "/sdk/convene.js",
         "/sdk/convene.d.ts",
+        "/sdk/v1/convene.js",
+        "/sdk/v1/convene.d.ts",
         "/demo",
         "/admin",
     ] {

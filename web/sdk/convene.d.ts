@@ -1,5 +1,9 @@
-// Types of the Convene browser SDK (/sdk/convene.js). The surface follows the public VCS
-// realtime SDK, so an application written against it moves over by changing an import.
+// Types of the Convene browser SDK (/sdk/convene.js, /sdk/v1/convene.js, npm @convene/sdk).
+// The surface follows the public VCS realtime SDK, so an application written against it moves
+// over by changing an import; Convene's additions are marked "(Convene extension.)".
+
+/** This SDK's version, e.g. `1.1.0`. (Convene extension.) */
+export const VERSION: string;
 
 export type ConferenceType = 'MESH' | 'SFU';
 
@@ -20,7 +24,9 @@ export type LeaveReason =
   | 'left' | 'deleted' | 'expired' | 'kicked' | 'replaced' | 'endpointExpired' | 'messageTooLarge' | JoinFailure;
 
 export class ConveneError extends Error {
-  readonly reason: JoinFailure;
+  /** Why `joinRoom` failed; from the methods that open devices or share the screen,
+   * `mediaUnavailable` (refused or no such device) or `left` (the room was left). */
+  readonly reason: JoinFailure | 'left';
   /** The server's error code, e.g. `REALTIME-00010`; `null` when there was none (no
    * answer, no media). */
   readonly code: string | null;
@@ -56,6 +62,21 @@ export interface JoinOptions {
    * `false`: never. Audio and screen shares are never simulcast; MESH rooms never. (Convene
    * extension.) */
   simulcast?: 'auto' | boolean;
+  /** `'relay'`: every peer connection uses only the TURN servers of `joined.iceServers` (media
+   * never goes directly); `'all'` (the default): any candidate. (Convene extension.) */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+  /** The camera the SDK opens (a `deviceId` of `enumerateDevices()`), when it opens one.
+   * (Convene extension.) */
+  videoDeviceId?: string;
+  /** The microphone the SDK opens, when it opens one. (Convene extension.) */
+  audioDeviceId?: string;
+}
+
+export interface ScreenShareOptions {
+  /** Share this stream (its first video track) instead of asking `getDisplayMedia()`. */
+  mediaStream?: MediaStream;
+  /** The `video` constraints given to `getDisplayMedia()`. Default `true`. */
+  video?: boolean | MediaTrackConstraints;
 }
 
 /** What a participant token lets its participant do (docs/api.md). */
@@ -82,6 +103,8 @@ export class Participant {
   readonly self: boolean;
   /** The participant's media, once there is any. */
   readonly mediaStream: MediaStream | null;
+  /** The participant's screen share while it shares (one video track). (Convene extension.) */
+  readonly screenStream: MediaStream | null;
   /** Keeps a `<video>` showing this participant inside `element` (one per participant and
    * element, however often it is called; its stream follows `mediaStream`; a remote
    * participant's are removed when it leaves); answers it. In SFU rooms the SDK watches the
@@ -92,6 +115,11 @@ export class Participant {
   /** Removes the `<video>` that `attach(element)` put in `element`, or without `element` all
    * of this participant's. (Convene extension.) */
   detach(element?: HTMLElement): void;
+  /** Keeps a muted `<video>` showing the participant's screen share in `element` while it
+   * shares (one per participant and element; removed when the share stops or the participant
+   * leaves); answers it, or null when the participant does not share now. Call it from
+   * `screenShareStarted`. (Convene extension.) */
+  attachScreen(element: HTMLElement): HTMLVideoElement | null;
   /** What this participant's media did so far, as received here, summed over the inbound RTP
    * streams of the connection that carries the media shown now (`via`: the peer connection
    * to it in MESH, the one to the media server in SFU; counters start again from 0 when it
@@ -154,6 +182,18 @@ export interface RoomEvents {
    * participant included when it speaks; `[]` when nobody does. Someone counts as speaking
    * after about 300 ms of speech and stops after about 1 s of silence. */
   activeSpeakersChanged: (speakers: Participant[]) => void;
+  /** The browser refused to play remote audio before a user gesture (autoplay policy): remote
+   * videos play muted until the application calls `room.startAudio()` from a click. Emitted
+   * once until `startAudio()` succeeds. (Convene extension.) */
+  audioBlocked: () => void;
+  /** `switchCamera` / `switchMicrophone` put `track` in place of the old one. (Convene
+   * extension.) */
+  localTrackChanged: (kind: 'audio' | 'video', track: MediaStreamTrack) => void;
+  /** A participant (the local one included) started sharing its screen: its `screenStream`
+   * is there. (Convene extension.) */
+  screenShareStarted: (participant: Participant) => void;
+  /** It stopped (or left): `screenStream` is null again. (Convene extension.) */
+  screenShareStopped: (participant: Participant) => void;
   roomLeft: (reason: LeaveReason) => void;
 }
 
@@ -167,6 +207,27 @@ export class Room {
   readonly remoteParticipants: Participant[];
   /** Who speaks now, as in the last `activeSpeakersChanged` (SFU rooms; always `[]` in MESH). */
   readonly activeSpeakers: Participant[];
+  /** Whether remote audio is held back by the browser's autoplay policy (`audioBlocked`).
+   * (Convene extension.) */
+  readonly audioBlocked: boolean;
+  /** Plays the remote audio held back by the autoplay policy; call it from a user gesture.
+   * Resolves to true when all of it plays (`audioBlocked` is then false). (Convene extension.) */
+  startAudio(): Promise<boolean>;
+  /** Switches the camera after joining: `device` is a `deviceId` (the SDK opens it with the
+   * size and frame rate asked of the old one, and stops the old one if it opened it) or a
+   * video track of the application's. Every connection sends the new track without
+   * renegotiation; camera on/off stays. Resolves to the new track (null when no media is
+   * open yet: then `device` is the one opened later); rejects with `mediaUnavailable`.
+   * (Convene extension.) */
+  switchCamera(device: string | MediaStreamTrack): Promise<MediaStreamTrack | null>;
+  /** Switches the microphone after joining, as `switchCamera`. (Convene extension.) */
+  switchMicrophone(device: string | MediaStreamTrack): Promise<MediaStreamTrack | null>;
+  /** Shares the screen as a second video (MESH and SFU rooms). Resolves to the stream;
+   * rejects with `mediaUnavailable` when refused. (Convene extension.) */
+  startScreenShare(options?: ScreenShareOptions): Promise<MediaStream>;
+  /** Stops sharing the screen (also when the browser's own "stop sharing" is used). (Convene
+   * extension.) */
+  stopScreenShare(): void;
   isMuted(): boolean;
   hasVideo(): boolean;
   /** Enables or disables the microphone track and tells the others (`participantUpdated`);
@@ -189,5 +250,5 @@ export class Room {
  * to handlers added as soon as it resolves. */
 export function joinRoom(token: string, options?: JoinOptions): Promise<Room>;
 
-declare const _default: { joinRoom: typeof joinRoom; ConveneError: typeof ConveneError };
+declare const _default: { joinRoom: typeof joinRoom; ConveneError: typeof ConveneError; VERSION: string };
 export default _default;

@@ -18,6 +18,9 @@
 // participant's mesh media until that participant's media arrives through the server, then
 // closes the mesh connection to it.
 
+/** This SDK's version (web/sdk/package.json; CHANGELOG.md says what changed). */
+export const VERSION = '1.1.0';
+
 const SIGNALING_PATH = '/api/realtime/signaling';
 /** Default of `connectionTimeout`: a peer connection not connected after this long is
  * reported as `participantJoinFailed`. */
@@ -101,6 +104,18 @@ function jittered(delay) {
   return Math.round(delay * (0.5 + Math.random() * 0.5));
 }
 
+/** Per mid of `pc`'s remote description, the track id of its `a=msid:` line. */
+function remoteMsids(pc) {
+  const result = new Map();
+  const sdp = pc.remoteDescription?.sdp ?? '';
+  for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+    const mid = section.match(/^a=mid:(\S+)/m)?.[1];
+    const msid = section.match(/^a=msid:\S+ (\S+)/m)?.[1];
+    if (mid && msid) result.set(mid, msid);
+  }
+  return result;
+}
+
 /** Sums the `inbound-rtp` counters of `reports` per kind. */
 function inboundCounters(reports) {
   const audio = { packetsReceived: 0, bytesReceived: 0, packetsLost: 0, totalAudioEnergy: 0, totalSamplesReceived: 0, audioLevel: 0 };
@@ -176,7 +191,16 @@ export class Participant {
     this.joinedAt = info.joinedAt;
     this.self = self;
     this.mediaStream = null;
+    /** The participant's screen share (a stream with one video track) while it shares. */
+    this.screenStream = null;
     this._videos = new Set();
+    this._screenVideos = new Set();
+    /** The room (set by it), told of videos whose audio the browser would not play. */
+    this._room = null;
+    /** What identifies the screen share of a remote participant, as it announced it:
+     * `{stream}` (its stream id, in MESH) and `{track}` (the media server's track id,
+     * `<address>-<mid>`, in SFU rooms). */
+    this._screenKey = null;
     /** Where `mediaStream` comes from: `mesh`, `sfu`, or null (nothing yet). */
     this._via = null;
     /** The receivers of the media shown now (set by the room). */
@@ -211,7 +235,10 @@ export class Participant {
       element.appendChild(video);
     }
     this._videos.add(video);
-    if (this.mediaStream && video.srcObject !== this.mediaStream) video.srcObject = this.mediaStream;
+    if (this.mediaStream && video.srcObject !== this.mediaStream) {
+      video.srcObject = this.mediaStream;
+      this._play(video);
+    }
     // In SFU rooms its size and visibility choose the video layer the server sends us.
     this._views?.observe(this, video);
     return video;
@@ -230,6 +257,54 @@ export class Participant {
     }
   }
 
+  /** Keeps a `<video>` showing this participant's screen share in `element` while it shares
+   * (one per participant and element; removed when the share stops or the participant
+   * leaves); answers it, or null when the participant does not share. */
+  attachScreen(element) {
+    if (!this.screenStream) return null;
+    let video = [...element.querySelectorAll('video[data-convene-screen]')]
+      .find((v) => v.dataset.conveneScreen === this.address);
+    if (!video) {
+      video = document.createElement('video');
+      video.dataset.conveneScreen = this.address;
+      video.autoplay = true;
+      video.playsInline = true;
+      video.muted = true; // a screen share has no audio; muted video may always autoplay
+      element.appendChild(video);
+    }
+    this._screenVideos.add(video);
+    if (video.srcObject !== this.screenStream) video.srcObject = this.screenStream;
+    return video;
+  }
+
+  /** Plays `video` (a remote participant's, with its audio): when the browser refuses to play
+   * audio before a user gesture (autoplay policy), the video plays muted and the room emits
+   * `audioBlocked`, until the application calls `room.startAudio()` from a gesture. */
+  _play(video) {
+    if (this.self || !video.srcObject) return;
+    if (this._room?.audioBlocked) {
+      this._room._blockedAudio(video);
+      return;
+    }
+    video.play?.()?.catch?.((e) => {
+      if (e?.name === 'NotAllowedError' && video.srcObject) this._room?._blockedAudio(video);
+    });
+  }
+
+  _setScreen(stream) {
+    if (this.screenStream === stream) return;
+    this.screenStream = stream;
+    for (const video of this._screenVideos) {
+      if (stream) {
+        video.srcObject = stream;
+      } else {
+        video.srcObject = null;
+        video.remove();
+      }
+    }
+    if (!stream) this._screenVideos.clear();
+  }
+
   /** Takes the audio/video state of a participant object; answers whether it changed. */
   _update(info) {
     let changed = false;
@@ -245,7 +320,10 @@ export class Participant {
   _setStream(stream, via) {
     this.mediaStream = stream;
     this._via = via;
-    for (const video of this._videos) video.srcObject = stream;
+    for (const video of this._videos) {
+      video.srcObject = stream;
+      this._play(video);
+    }
   }
 }
 
@@ -278,6 +356,12 @@ export class Room {
     this._signalingDown = false;
     this._views = new ViewReporter(this);
     this._speakerAddresses = []; // as the server last listed them
+    this._ownTracks = new Set(); // tracks the SDK opened (device switches), stopped when replaced or left
+    this._screen = null; // { stream, track, owned } while the local participant shares its screen
+    this._mutedForAutoplay = new Set(); // remote videos playing muted because audio was refused
+    /** Whether the browser refused to play remote audio until a user gesture (autoplay
+     * policy); `startAudio()` from a click resolves it. */
+    this.audioBlocked = false;
     /** Who speaks now, loudest first (SFU rooms; the local participant included). */
     this.activeSpeakers = [];
     this.localParticipant = null;
@@ -329,6 +413,92 @@ export class Room {
     this._send(frame);
   }
 
+  /** Plays the remote audio that the browser's autoplay policy held back (`audioBlocked`).
+   * Call it from a user gesture (a click handler). Resolves to true when every remote video
+   * plays with its audio (then `audioBlocked` is false), false when the browser still refuses. */
+  async startAudio() {
+    const videos = [...this._mutedForAutoplay];
+    let refused = false;
+    for (const video of videos) {
+      video.muted = false;
+      try {
+        await video.play();
+        this._mutedForAutoplay.delete(video);
+      } catch {
+        refused = true;
+        video.muted = true;
+        video.play().catch(() => {});
+      }
+    }
+    if (!refused) this.audioBlocked = false;
+    return !refused;
+  }
+
+  /** Switches the camera to the device `device` (a `deviceId` from
+   * `navigator.mediaDevices.enumerateDevices()`, or a video `MediaStreamTrack` of the
+   * application's) while in the room: every connection sends the new track (no
+   * renegotiation), the local `mediaStream` holds it instead of the old one, and the old one
+   * is stopped when the SDK opened it. Camera on or off stays as it was. Resolves to the new
+   * track; emits `localTrackChanged`. */
+  switchCamera(device) {
+    return this._switchDevice('video', device);
+  }
+
+  /** Switches the microphone, as `switchCamera` does the camera. */
+  switchMicrophone(device) {
+    return this._switchDevice('audio', device);
+  }
+
+  /** Shares the screen: `getDisplayMedia()` (or `options.mediaStream`, a stream with a video
+   * track), sent as a second video beside the camera, to every participant (MESH) or to the
+   * media server (SFU). The others get `screenShareStarted` with the participant, whose
+   * `screenStream` then holds it (`attachScreen(element)` shows it); `stopScreenShare()`, or
+   * the browser's own "stop sharing", ends it (`screenShareStopped`). Resolves to the stream;
+   * rejects with a `ConveneError` (`mediaUnavailable`) when the user or browser refuses. */
+  async startScreenShare(options = {}) {
+    if (this._screen) return this._screen.stream;
+    if (this._left) throw new ConveneError('left', 'the room was left');
+    let stream = options.mediaStream ?? null;
+    const owned = !stream;
+    if (!stream) {
+      try {
+        stream = await navigator.mediaDevices.getDisplayMedia({ video: options.video ?? true, audio: false });
+      } catch (e) {
+        throw new ConveneError('mediaUnavailable', `no screen to share: ${e.message ?? e}`);
+      }
+    }
+    const track = stream.getVideoTracks()[0];
+    if (!track) throw new ConveneError('mediaUnavailable', 'the screen stream has no video track');
+    if (this._left || this._screen) {
+      if (owned) for (const t of stream.getTracks()) t.stop();
+      if (this._left) throw new ConveneError('left', 'the room was left');
+      return this._screen.stream;
+    }
+    if (!track.contentHint) track.contentHint = 'detail';
+    this._screen = { stream, track, owned };
+    track.addEventListener('ended', () => {
+      if (this._screen?.track === track) this.stopScreenShare();
+    });
+    this.localParticipant._setScreen(stream);
+    for (const peer of this._peers.values()) peer.addScreen();
+    this._sfu?.addScreen();
+    this._emit('screenShareStarted', this.localParticipant);
+    return stream;
+  }
+
+  /** Stops sharing the screen (the others get `screenShareStopped`). */
+  stopScreenShare() {
+    const screen = this._screen;
+    if (!screen) return;
+    this._screen = null;
+    this._announceScreen();
+    for (const peer of this._peers.values()) peer.removeScreen(screen.track);
+    this._sfu?.removeScreen(screen.track);
+    if (screen.owned) for (const t of screen.stream.getTracks()) t.stop();
+    this.localParticipant._setScreen(null);
+    this._emit('screenShareStopped', this.localParticipant);
+  }
+
   /** Leaves the room: the others see `participantLeft`, and this room emits `roomLeft('left')`. */
   leave() {
     if (this._left) return;
@@ -338,7 +508,8 @@ export class Room {
 
   /** Adds a handler: `participantJoined`, `participantLeft`, `participantUpdated`,
    * `participantJoinFailed`, `localStream`, `remoteStream`, `messageReceived`,
-   * `conferenceTypeChanged`, `reconnecting`, `reconnected`, `activeSpeakersChanged`, `roomLeft`. */
+   * `conferenceTypeChanged`, `reconnecting`, `reconnected`, `activeSpeakersChanged`,
+   * `audioBlocked`, `localTrackChanged`, `screenShareStarted`, `screenShareStopped`, `roomLeft`. */
   on(event, callback) {
     if (!this._handlers.has(event)) this._handlers.set(event, new Set());
     this._handlers.get(event).add(callback);
@@ -412,6 +583,161 @@ export class Room {
     const pcs = [...this._peers.values()].map((p) => p.pc);
     if (this._sfu) pcs.push(this._sfu.pc);
     return pcs;
+  }
+
+  /** The browser refused to play `video` with its audio: it plays muted until startAudio(). */
+  _blockedAudio(video) {
+    video.muted = true;
+    video.play?.()?.catch?.(() => {});
+    this._mutedForAutoplay.add(video);
+    if (this.audioBlocked) return;
+    this.audioBlocked = true;
+    this._emit('audioBlocked');
+  }
+
+  /** The configuration of every peer connection: the servers from `joined` and the
+   * application's `iceTransportPolicy` (`relay`: through TURN only). */
+  _rtcConfig(extra = {}) {
+    const config = { iceServers: this._iceServers, ...extra };
+    if (this._options.iceTransportPolicy) config.iceTransportPolicy = this._options.iceTransportPolicy;
+    return config;
+  }
+
+  async _switchDevice(kind, device) {
+    if (this._left) throw new ConveneError('left', 'the room was left');
+    let track;
+    let owned = false;
+    if (typeof MediaStreamTrack !== 'undefined' && device instanceof MediaStreamTrack) {
+      if (device.kind !== kind) throw new TypeError(`a ${kind} track is needed, not ${device.kind}`);
+      track = device;
+    } else {
+      const old = this._tracks(kind)[0];
+      // The new camera keeps the size and frame rate asked of the old one.
+      const kept = {};
+      if (kind === 'video') {
+        const constraints = old?.getConstraints?.() ?? {};
+        for (const key of ['width', 'height', 'frameRate', 'aspectRatio']) {
+          if (constraints[key] !== undefined) kept[key] = constraints[key];
+        }
+      }
+      const constraints = device ? { ...kept, deviceId: { exact: device } } : { ...kept };
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ [kind]: Object.keys(constraints).length ? constraints : true });
+        track = stream.getTracks()[0];
+        owned = true;
+      } catch (e) {
+        throw new ConveneError('mediaUnavailable', `cannot open that ${kind === 'video' ? 'camera' : 'microphone'}: ${e.message ?? e}`);
+      }
+    }
+    if (this._left) {
+      if (owned) track.stop();
+      throw new ConveneError('left', 'the room was left');
+    }
+    const stream = this.localParticipant?.mediaStream;
+    if (!stream) {
+      // No media yet (delayLocalStream while alone): the device is the one to open later.
+      this._options[kind === 'video' ? 'videoDeviceId' : 'audioDeviceId'] = track.getSettings?.().deviceId;
+      if (owned) track.stop();
+      return null;
+    }
+    const old = this._tracks(kind)[0] ?? null;
+    track.enabled = old ? old.enabled : this._options[kind] !== false;
+    if (owned) this._ownTracks.add(track);
+    const replace = async (pc, add) => {
+      const sender = old && pc.getSenders().find((s) => s.track === old);
+      try {
+        if (sender) await sender.replaceTrack(track);
+        else add();
+      } catch (e) {
+        if (pc.signalingState !== 'closed') console.warn('convene: switching a device', e);
+      }
+    };
+    const pending = [];
+    for (const peer of this._peers.values()) {
+      // A peer that has not added its media yet adds the stream's tracks as they will be.
+      if (peer.tracksAdded) pending.push(replace(peer.pc, () => peer.pc.addTrack(track, stream)));
+    }
+    if (this._sfu) {
+      const sfu = this._sfu;
+      pending.push(replace(sfu.pc, () => {
+        const sender = sfu.pc.addTrack(track, stream);
+        if (kind === 'video') sfuVideoSenders.set(sender, null);
+      }));
+    }
+    await Promise.all(pending);
+    if (old) stream.removeTrack(old);
+    stream.addTrack(track);
+    if (old && (this._ownStream || this._ownTracks.has(old))) {
+      old.stop();
+      this._ownTracks.delete(old);
+    }
+    for (const pc of this._allConnections()) this._applyMute(pc);
+    this._emit('localTrackChanged', kind, track);
+    return track;
+  }
+
+  /** Tells every other participant what identifies our screen share (or that there is none
+   * any more): `signal {to, data: {screen}}` between participants, which the server relays
+   * in both kinds of room. */
+  _announceScreen(to = null) {
+    const data = { screen: null };
+    if (this._screen) {
+      const mid = this._sfu?.screenMid();
+      data.screen = { stream: this._screen.stream.id, track: mid ? `${this.localParticipant.address}-${mid}` : null };
+    }
+    const addresses = to ? [to] : [...this._participants.keys()];
+    for (const address of addresses) this._send({ type: 'signal', to: address, data });
+  }
+
+  /** A remote participant's announcement of its screen share (`null`: it stopped). */
+  _onScreenAnnounced(participant, screen) {
+    if (!screen || typeof screen !== 'object') {
+      participant._screenKey = null;
+      this._setRemoteScreen(participant, null);
+      return;
+    }
+    participant._screenKey = {
+      stream: typeof screen.stream === 'string' ? screen.stream : null,
+      track: typeof screen.track === 'string' ? screen.track : null,
+    };
+    // Its track may be here already.
+    const peer = this._peers.get(participant.address);
+    if (peer) {
+      for (const receiver of peer.pc.getReceivers()) {
+        const stream = peer.streamsByTrack.get(receiver.track);
+        if (stream && stream.id === participant._screenKey.stream && receiver.track.readyState === 'live') {
+          this._setRemoteScreen(participant, stream);
+        }
+      }
+    }
+    if (this._sfu && participant._screenKey.track) {
+      const track = this._sfu.trackByMsid(participant._screenKey.track);
+      if (track) this._onSfuScreenTrack(participant, track);
+    }
+  }
+
+  _setRemoteScreen(participant, stream) {
+    if (participant.screenStream === stream) return;
+    const had = Boolean(participant.screenStream);
+    participant._setScreen(stream);
+    if (stream && !had) this._emit('screenShareStarted', participant);
+    else if (!stream && had) this._emit('screenShareStopped', participant);
+  }
+
+  /** The media server's track `track` is `participant`'s screen share: out of its camera's
+   * stream (which would otherwise show it), into a stream of its own. */
+  _onSfuScreenTrack(participant, track) {
+    const stream = this._sfu?.streams.get(participant.address);
+    if (stream?.getTracks().includes(track)) stream.removeTrack(track);
+    if (stream && !stream._conveneScreenGuard) {
+      // A later description may put the track back into the stream it came with.
+      stream._conveneScreenGuard = true;
+      stream.addEventListener('addtrack', ({ track: added }) => {
+        if (participant.screenStream?.getTracks().includes(added)) stream.removeTrack(added);
+      });
+    }
+    if (participant.screenStream?.getVideoTracks()[0] === track) return;
+    this._setRemoteScreen(participant, new MediaStream([track]));
   }
 
   /** Muted: the audio senders of `pc` send nothing at all (not even silence), so the others
@@ -529,6 +855,7 @@ export class Room {
           audio: this._options.audio !== false, video: this._options.video !== false },
         true,
       );
+      this.localParticipant._room = this;
       if (this._pendingStream) this._applyStream(this._pendingStream);
       this._pendingStream = null;
       for (const info of message.participants) this._addParticipant(info, { announce: false, offerer: true });
@@ -638,6 +965,11 @@ export class Room {
       this._sfu?.onSignal(data);
       return;
     }
+    if ('screen' in data) {
+      const participant = this._participants.get(from);
+      if (participant) this._onScreenAnnounced(participant, data.screen);
+      return;
+    }
     const peer = this._peers.get(from);
     if (peer) {
       peer.onSignal(data);
@@ -682,6 +1014,7 @@ export class Room {
     this._sfu?.close();
     this._sfu = null;
     this._views.close();
+    this._mutedForAutoplay.clear();
     clearTimeout(this._switchTimer);
     this._earlySignals.clear();
     const ws = this._ws;
@@ -694,6 +1027,11 @@ export class Room {
   _stopOwnTracks() {
     const stream = this.localParticipant?.mediaStream ?? this._pendingStream;
     if (this._ownStream) for (const track of stream?.getTracks() ?? []) track.stop();
+    for (const track of this._ownTracks) track.stop();
+    this._ownTracks.clear();
+    const screen = this._screen;
+    this._screen = null;
+    if (screen?.owned) for (const track of screen.stream.getTracks()) track.stop();
   }
 
   /** `offerer`: whether our side makes the first offer to this participant (we joined after
@@ -702,6 +1040,9 @@ export class Room {
     const participant = new Participant(info, false);
     participant._offerer = offerer;
     participant._views = this._views;
+    participant._room = this;
+    // Our screen share, for someone new (in MESH the peer connection announces it itself).
+    if (this._screen && this._sfuMode()) this._announceScreen(participant.address);
     this._participants.set(participant.address, participant);
     if (announce) this._emit('participantJoined', participant);
     // Named as a speaker before its participantJoined came.
@@ -823,6 +1164,11 @@ export class Room {
     const address = stream.id;
     sfu.streams.set(address, stream);
     const participant = this._participants.get(address);
+    const msid = sfu.msidOf(track);
+    if (participant && msid && participant._screenKey?.track === msid) {
+      this._onSfuScreenTrack(participant, track);
+      return;
+    }
     if (!participant) {
       // Its participantJoined is still on the way.
       this._sfuStreams.set(address, stream);
@@ -895,10 +1241,15 @@ export class Room {
     this._peers.get(address)?.close();
     this._peers.delete(address);
     this._views.forget(participant);
+    // Its screen share ends with it.
+    this._setRemoteScreen(participant, null);
     this._emit('participantLeft', participant, reason);
     if (this.activeSpeakers.includes(participant)) this._resolveSpeakers();
     // Its videos go with it (after the handlers, which may still want to see them).
-    for (const video of participant._videos) video.remove();
+    for (const video of participant._videos) {
+      this._mutedForAutoplay.delete(video);
+      video.remove();
+    }
     participant._videos.clear();
   }
 
@@ -906,7 +1257,9 @@ export class Room {
   async _acquireStream() {
     if (this._options.mediaStream) return this._options.mediaStream;
     const video = this._options.hdVideo === false ? { width: 640, height: 480 } : { width: 1280, height: 720 };
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video });
+    if (this._options.videoDeviceId) video.deviceId = { exact: this._options.videoDeviceId };
+    const audio = this._options.audioDeviceId ? { deviceId: { exact: this._options.audioDeviceId } } : true;
+    const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
     this._ownStream = true;
     return stream;
   }
@@ -1067,7 +1420,9 @@ class Peer {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.tracksAdded = false;
-    this.pc = new RTCPeerConnection({ iceServers: room._iceServers });
+    this.screenSender = null;
+    this.streamsByTrack = new WeakMap(); // remote track → its stream
+    this.pc = new RTCPeerConnection(room._rtcConfig());
     this.pc.onnegotiationneeded = async () => {
       try {
         this.makingOffer = true;
@@ -1084,7 +1439,14 @@ class Peer {
     };
     this.pc.ontrack = ({ track, streams }) => {
       const incoming = streams[0] ?? new MediaStream([track]);
-      if (remote.mediaStream !== incoming && room._peers.get(remote.address) === this) {
+      this.streamsByTrack.set(track, incoming);
+      if (room._peers.get(remote.address) !== this) return;
+      // The remote's screen share (announced before its offer): a stream of its own.
+      if (remote._screenKey?.stream === incoming.id) {
+        room._setRemoteScreen(remote, incoming);
+        return;
+      }
+      if (remote.mediaStream !== incoming) {
         remote._receivers = () => this.pc.getReceivers();
         remote._setStream(incoming, 'mesh');
         room._emit('remoteStream', remote);
@@ -1133,6 +1495,22 @@ class Peer {
       this.pc.addTransceiver('audio', { direction: 'recvonly' });
       this.pc.addTransceiver('video', { direction: 'recvonly' });
     }
+    this.addScreen();
+  }
+
+  /** Sends our screen share on this connection (announced first, so the other side knows
+   * the stream when the offer with its track comes). Before our media is added, that adds it. */
+  addScreen() {
+    const screen = this.room._screen;
+    if (!screen || !this.tracksAdded || this.screenSender || this.pc.signalingState === 'closed') return;
+    this.room._announceScreen(this.remote.address);
+    this.screenSender = this.pc.addTrack(screen.track, screen.stream);
+  }
+
+  removeScreen(track) {
+    if (!this.screenSender || this.screenSender.track !== track) return;
+    if (this.pc.signalingState !== 'closed') this.pc.removeTrack(this.screenSender);
+    this.screenSender = null;
   }
 
   failed(reason) {
@@ -1161,12 +1539,20 @@ class Peer {
       if (resync) {
         this.resync(false);
       } else if (description) {
-        const collision = description.type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
+        // An offer right behind the answer to ours (the other side renegotiates at once, e.g.
+        // to add its screen share) comes while that answer is still being set: no collision.
+        const readyForOffer = !this.makingOffer && (this.pc.signalingState === 'stable' || this.settingAnswer);
+        const collision = description.type === 'offer' && !readyForOffer;
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;
         // A second answer to one offer (resent after a reconnect): the first one counted.
         if (description.type === 'answer' && this.pc.signalingState === 'stable') return;
-        await this.pc.setRemoteDescription(description);
+        this.settingAnswer = description.type === 'answer';
+        try {
+          await this.pc.setRemoteDescription(description);
+        } finally {
+          this.settingAnswer = false;
+        }
         if (description.type === 'offer') {
           this.addLocalMedia();
           await this.pc.setLocalDescription();
@@ -1202,12 +1588,20 @@ class SfuPeer {
     this.makingOffer = false;
     this.connected = false;
     this.closed = false;
-    this.pc = new RTCPeerConnection({ iceServers: room._iceServers, bundlePolicy: 'max-bundle' });
+    this.screenSender = null;
+    this.announcedScreenMid = null;
+    this.pc = new RTCPeerConnection(room._rtcConfig({ bundlePolicy: 'max-bundle' }));
     this.pc.onnegotiationneeded = async () => {
       try {
         this.makingOffer = true;
         await this.pc.setLocalDescription();
         this.signal({ description: this.pc.localDescription });
+        // The screen share's mid is known now: the others can tell its track from the camera.
+        const mid = this.screenMid();
+        if (mid && mid !== this.announcedScreenMid) {
+          this.announcedScreenMid = mid;
+          room._announceScreen();
+        }
       } catch (e) {
         if (!this.closed) console.error('convene: negotiation with sfu failed', e);
       } finally {
@@ -1252,6 +1646,44 @@ class SfuPeer {
       // Nothing to publish: still offer, to receive.
       this.pc.addTransceiver('audio', { direction: 'recvonly' });
     }
+    this.addScreen();
+  }
+
+  /** Publishes our screen share as a video of its own (never simulcast). */
+  addScreen() {
+    const screen = this.room._screen;
+    if (!screen || this.screenSender || this.closed) return;
+    this.screenSender = this.pc.addTrack(screen.track, screen.stream);
+  }
+
+  removeScreen(track) {
+    if (!this.screenSender || this.screenSender.track !== track) return;
+    if (!this.closed) this.pc.removeTrack(this.screenSender);
+    this.screenSender = null;
+    this.announcedScreenMid = null;
+  }
+
+  /** The mid of our screen share's m-line, once negotiated. */
+  screenMid() {
+    if (!this.screenSender) return null;
+    return this.pc.getTransceivers().find((t) => t.sender === this.screenSender)?.mid ?? null;
+  }
+
+  /** The track id that the server's offer gives the m-line of `track` (`<address>-<mid>`). */
+  msidOf(track) {
+    const transceiver = this.pc.getTransceivers().find((t) => t.receiver.track === track);
+    if (!transceiver?.mid) return null;
+    return remoteMsids(this.pc).get(transceiver.mid) ?? null;
+  }
+
+  /** The live track received on the m-line whose msid track id is `msid`, if any. */
+  trackByMsid(msid) {
+    for (const [mid, id] of remoteMsids(this.pc)) {
+      if (id !== msid) continue;
+      const track = this.pc.getTransceivers().find((t) => t.mid === mid)?.receiver.track;
+      if (track?.readyState === 'live') return track;
+    }
+    return null;
   }
 
   fail() {
@@ -1354,4 +1786,4 @@ export async function joinRoom(token, options = {}) {
   return room;
 }
 
-export default { joinRoom, ConveneError };
+export default { joinRoom, ConveneError, VERSION };

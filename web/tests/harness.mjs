@@ -2,7 +2,12 @@
 // and Chromium pages that use the SDK as an application would.
 
 import { spawn } from 'node:child_process';
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const API_KEY = 'browser-test-key';
@@ -109,12 +114,17 @@ export async function createRoom(url, body = {}) {
   return (await res.json()).room;
 }
 
-/** Launches Chromium; `{ loopbackPeers: false }` leaves out the flag without which it gathers
+/** Launches Chromium; `fakeDevice` parameters of the fake devices (`device-count=3`);
+ * `{ loopbackPeers: false }` leaves out the flag without which it gathers
  * no ICE candidates on loopback, so its peer connections never connect; `extraArgs` are more
  * flags (e.g. `--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/`, so that a
  * small camera sends three simulcast layers; Chromium keeps only one `--force-fieldtrials`). */
-export function launchBrowser({ loopbackPeers = true, extraArgs = [] } = {}) {
-  const base = loopbackPeers ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection');
+export function launchBrowser({ loopbackPeers = true, extraArgs = [], fakeDevice = null } = {}) {
+  let base = loopbackPeers ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection');
+  // Parameters of the fake devices (e.g. `device-count=3`: three cameras), on the one flag.
+  if (fakeDevice) {
+    base = base.map((a) => (a === '--use-fake-device-for-media-stream' ? `${a}=${fakeDevice}` : a));
+  }
   return chromium.launch({ executablePath: '/usr/bin/chromium', args: [...base, ...extraArgs], headless: true });
 }
 
@@ -151,7 +161,7 @@ export async function openPage(browser, url) {
         T.room = room;
         const events = ['participantJoined', 'participantLeft', 'participantUpdated', 'participantJoinFailed',
           'localStream', 'remoteStream', 'messageReceived', 'conferenceTypeChanged', 'reconnecting', 'reconnected',
-          'roomLeft'];
+          'roomLeft', 'audioBlocked', 'screenShareStarted', 'screenShareStopped'];
         for (const event of events) {
           room.on(event, (subject, detail) => {
             const address = typeof subject === 'object' && subject ? subject.address : undefined;
@@ -161,6 +171,9 @@ export async function openPage(browser, url) {
           });
         }
         // The speakers' addresses (Participant objects do not cross to the test).
+        room.on('localTrackChanged', (kind, track) => {
+          T.events.push({ event: 'localTrackChanged', value: kind, detail: track.getSettings().deviceId, at: performance.now() });
+        });
         room.on('activeSpeakersChanged', (speakers) => {
           T.events.push({ event: 'activeSpeakersChanged', value: speakers.map((p) => p.address), at: performance.now() });
         });
@@ -272,4 +285,127 @@ export async function participantsOf(url, roomId) {
   const res = await fetch(`${url}/api/realtime/room/${roomId}/participants`, { headers: { 'x-vcs-token': API_KEY } });
   if (res.status !== 200) throw new Error(`participants: ${res.status} ${await res.text()}`);
   return (await res.json()).data;
+}
+
+/** Where Debian's coturn (`apt-get install coturn`) puts its server, if installed. */
+export const TURNSERVER = ['/usr/bin/turnserver', '/usr/sbin/turnserver'].find((p) => existsSync(p)) ?? null;
+
+/** A free UDP port on loopback (bound, then let go). */
+async function freeUdpPort() {
+  const socket = dgram.createSocket('udp4');
+  await new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  const { port } = socket.address();
+  await new Promise((resolve) => socket.close(resolve));
+  return port;
+}
+
+/** Answers once a STUN Binding request to 127.0.0.1:`port` gets a Binding success. */
+async function stunAnswers(port) {
+  const socket = dgram.createSocket('udp4');
+  const id = randomBytes(12);
+  const request = Buffer.concat([Buffer.from([0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42]), id]);
+  try {
+    return await new Promise((resolve) => {
+      socket.on('message', (m) => {
+        if (m.length >= 20 && m.readUInt16BE(0) === 0x0101 && m.subarray(8, 20).equals(id)) resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+      socket.send(request, port, '127.0.0.1');
+      setTimeout(() => resolve(false), 500);
+    });
+  } finally {
+    socket.close();
+  }
+}
+
+/**
+ * Starts Debian's coturn on loopback with the deployment's configuration
+ * (`deploy/coturn/turnserver.conf`: `use-auth-secret`, relay ports, denied peers) and what a
+ * loopback-only test needs on top: its own port, `secret`, and relaying allowed to loopback
+ * peers (the pages' relay addresses and the server's media port are all on 127.0.0.1).
+ * Resolves once it answers STUN; `{ port, url, logs, stop() }`.
+ */
+export async function startTurnServer(secret) {
+  if (!TURNSERVER) throw new Error('turnserver (Debian package coturn) is not installed');
+  const port = await freeUdpPort();
+  const dir = mkdtempSync(join(tmpdir(), 'convene-turn-'));
+  const child = spawn(TURNSERVER, [
+    '-c', 'deploy/coturn/turnserver.conf',
+    `--listening-port=${port}`, '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1',
+    `--static-auth-secret=${secret}`, '--realm=convene.test',
+    '--allowed-peer-ip=127.0.0.1', '--allow-loopback-peers',
+    // Sessions (realm and username of each allocation) are logged only when verbose.
+    '--verbose',
+    `--pidfile=${join(dir, 'turnserver.pid')}`, `--userdb=${join(dir, 'turndb')}`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs = [];
+  child.stdout.on('data', (c) => logs.push(c.toString()));
+  child.stderr.on('data', (c) => logs.push(c.toString()));
+  let exited = null;
+  child.once('exit', (code) => { exited = code; });
+  await waitUntil(async () => {
+    if (exited !== null) throw new Error(`turnserver exited (${exited}):\n${logs.join('')}`);
+    return stunAnswers(port);
+  }, 'turnserver to answer STUN', { timeout: 15000 });
+  return {
+    port,
+    url: `turn:127.0.0.1:${port}?transport=udp`,
+    logs,
+    stop: () => new Promise((done) => {
+      if (exited !== null) return done();
+      child.once('exit', done);
+      child.kill('SIGTERM');
+    }),
+  };
+}
+
+/** Per peer connection of the page's room (MESH peers and `sfu`): the candidate types of the
+ * selected pair (`local`, `remote`), and the types of every local candidate gathered. */
+export function selectedCandidates(page) {
+  return page.evaluate(async () => {
+    const room = window.T.room;
+    const pcs = [...room._peerConnections()];
+    if (room._sfuConnection()) pcs.push(['sfu', room._sfuConnection()]);
+    const result = {};
+    for (const [address, pc] of pcs) {
+      const stats = await pc.getStats();
+      let selected = null;
+      const localTypes = new Set();
+      stats.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) selected = stats.get(s.selectedCandidatePairId);
+        if (s.type === 'local-candidate') localTypes.add(s.candidateType);
+      });
+      result[address] = {
+        local: selected ? stats.get(selected.localCandidateId)?.candidateType : null,
+        remote: selected ? stats.get(selected.remoteCandidateId)?.candidateType : null,
+        localTypes: [...localTypes].sort(),
+      };
+    }
+    return result;
+  });
+}
+
+/**
+ * Serves `html` at `/` of a plain HTTP server on loopback (a page of another origin than the
+ * service, as an application's would be); every other path is redirected to the same path on
+ * `backend` (the service: `/sdk/v1/convene.js` and the like). Playwright's routes cannot stand
+ * in for it: Chromium treats a routed document as outside the local network and refuses its
+ * sockets to 127.0.0.1. Resolves to `{ url, close() }`.
+ */
+export async function servePage(html, backend) {
+  const server = http.createServer((req, res) => {
+    const path = new URL(req.url, 'http://page').pathname;
+    if (path === '/') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(html);
+    } else {
+      res.writeHead(302, { location: `${backend}${req.url}` });
+      res.end();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }
