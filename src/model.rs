@@ -147,7 +147,7 @@ pub struct NewRoom {
 }
 
 /// A participant as the protocol shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Participant {
     pub address: String,

@@ -6,6 +6,7 @@ mod support;
 
 mod activation;
 mod cluster;
+mod cluster_events;
 mod events;
 mod limits;
 mod metrics;
