@@ -810,4 +810,159 @@ mod tests {
         assert_eq!(p["media"], expected_media);
         assert_eq!(p["audio"], false);
     }
+
+    fn snapshot_of(hub: &Events) -> serde_json::Value {
+        serde_json::from_str(&hub.subscribe(None).backlog[0]).unwrap()
+    }
+
+    #[test]
+    fn the_cluster_hub_numbers_by_the_stream_and_starts_over_after_a_gap() {
+        let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
+        hub.start_at(5);
+        assert_eq!(snapshot_of(&hub)["seq"], 5);
+        let mut live = hub.subscribe(None);
+        let created = Change::RoomCreated {
+            room: record("RO-a", ConferenceType::Mesh),
+        };
+        assert!(hub.publish_at(Some(6), "a", &created));
+        let event: serde_json::Value =
+            serde_json::from_str(&live.live.try_recv().unwrap()).unwrap();
+        assert_eq!(
+            (&event["seq"], &event["room"]["node"]),
+            (&6.into(), &"a".into())
+        );
+        // Seen already: nothing.
+        assert!(hub.publish_at(Some(6), "a", &created));
+        assert!(live.live.try_recv().is_err());
+        // A gap: the event goes out, and resuming from before the gap is a snapshot.
+        let other = Change::RoomCreated {
+            room: record("RO-b", ConferenceType::Sfu),
+        };
+        assert!(!hub.publish_at(Some(9), "b", &other));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&live.live.try_recv().unwrap()).unwrap()["seq"],
+            9
+        );
+        let resumed = hub.subscribe(Some(6));
+        assert!(resumed.backlog[0].contains("\"snapshot\""));
+        assert!(hub.subscribe(Some(9)).backlog.is_empty());
+        // A deletion the hub did not know of is still an event (the owner knew the room).
+        hub.publish_at(
+            Some(10),
+            "c",
+            &Change::RoomDeleted {
+                room_id: "RO-x".into(),
+            },
+        );
+        assert!(live.live.try_recv().unwrap().contains("roomDeleted"));
+    }
+
+    #[test]
+    fn the_cluster_hub_follows_owners_node_states_and_live_nodes() {
+        let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
+        let activated = |id: &str| Change::Activated {
+            room: record(id, ConferenceType::Mesh),
+        };
+        hub.publish_at(None, "a", &activated("RO-1"));
+        hub.publish_at(None, "a", &activated("RO-2"));
+        // The room moved to b; a's late passivation of it does not drop it.
+        hub.publish_at(None, "b", &activated("RO-2"));
+        hub.publish_at(
+            None,
+            "a",
+            &Change::Passivated {
+                room_id: "RO-2".into(),
+            },
+        );
+        let nodes = |hub: &Events| -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = snapshot_of(hub)["rooms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["id"].as_str().unwrap().into(),
+                        r["node"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            nodes(&hub),
+            [("RO-1".into(), "a".into()), ("RO-2".into(), "b".into())]
+        );
+        assert_eq!(snapshot_of(&hub)["seq"], 0, "no event was numbered");
+        // a's state replaces what the hub knew of a's rooms.
+        hub.replace_node(
+            "a",
+            vec![NodeRoom {
+                room: record("RO-3", ConferenceType::Mesh),
+                participants: Vec::new(),
+                active_speakers: Vec::new(),
+            }],
+        );
+        assert_eq!(
+            nodes(&hub),
+            [("RO-2".into(), "b".into()), ("RO-3".into(), "a".into())]
+        );
+        hub.retain_nodes(&["a".into()]);
+        assert_eq!(nodes(&hub), [("RO-3".into(), "a".into())]);
+    }
+
+    #[test]
+    fn a_nodes_hub_ships_its_changes_in_order_and_its_state_after_a_loss() {
+        let hub = Events::new(Limits { mesh: 2, sfu: 4 }, 10, 10);
+        let (tx, mut rx) = mpsc::channel(2);
+        hub.set_feed(tx);
+        hub.on_event(&RoomEvent::Activated(record("RO-a", ConferenceType::Mesh)));
+        // Not an event here (an unknown room): not shipped.
+        hub.on_event(&RoomEvent::RoomDeleted {
+            room_id: "RO-x".into(),
+            seats: 0,
+        });
+        hub.on_event(&RoomEvent::RoomCreated(record(
+            "RO-b",
+            ConferenceType::Mesh,
+        )));
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Shipped::Change {
+                visible: false,
+                change: Change::Activated { .. }
+            }
+        ));
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Shipped::Change {
+                visible: true,
+                change: Change::RoomCreated { .. }
+            }
+        ));
+        // The queue overflows: the change is dropped, and the next thing shipped is the
+        // whole state, then changes again.
+        for id in ["RO-c", "RO-d", "RO-e"] {
+            hub.on_event(&RoomEvent::RoomCreated(record(id, ConferenceType::Mesh)));
+        }
+        rx.try_recv().unwrap();
+        rx.try_recv().unwrap();
+        assert!(rx.try_recv().is_err());
+        hub.on_event(&RoomEvent::Passivated("RO-a".into()));
+        match rx.try_recv().unwrap() {
+            Shipped::NodeState { rooms } => {
+                let mut ids: Vec<&str> = rooms.iter().map(|r| r.room.id.as_str()).collect();
+                ids.sort();
+                assert_eq!(ids, ["RO-b", "RO-c", "RO-d", "RO-e"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Shipped::Change {
+                visible: false,
+                change: Change::Passivated { .. }
+            }
+        ));
+    }
 }

@@ -157,3 +157,46 @@ async fn a_single_node_keeps_admin_events_out_of_redis_and_rooms_carry_no_node()
         .unwrap();
     assert_eq!(keys, Vec::<String>::new());
 }
+
+/// The rooms of the snapshot of a new stream on `app`, as (id, node).
+async fn rooms_in_snapshot(app: &TestApp) -> Vec<(Value, Value)> {
+    let mut s = Client::stream(app, None).await;
+    let snapshot = s.expect("snapshot").await;
+    snapshot["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].clone(), r["node"].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_rooms_of_a_node_that_died_leave_the_other_nodes_snapshots() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut nodes = [node(&redis, "a"), node(&redis, "b")];
+    let room = nodes[0].new_room(json!({"name": "doomed"})).await;
+    let dead = IDS
+        .iter()
+        .position(|n| *n == owner(&redis, &room["id"]))
+        .unwrap();
+    let survivor = &nodes[1 - dead];
+    let expected = vec![(room["id"].clone(), json!(IDS[dead]))];
+    assert!(
+        eventually(DEADLINE, || async {
+            rooms_in_snapshot(survivor).await == expected
+        })
+        .await
+    );
+
+    nodes[dead].kill();
+    let survivor = &nodes[1 - dead];
+    assert!(
+        eventually(DEADLINE, || async {
+            rooms_in_snapshot(survivor).await.is_empty()
+        })
+        .await,
+        "the dead node's room stays"
+    );
+}
