@@ -14,7 +14,9 @@ use crate::room::RoomObserver;
 use crate::room::{LoadNow, MediaReport, Ownership, RoomServices, Rooms};
 use crate::signaling::SignalingConfig;
 use crate::signaling::bridge::Bridge;
-use crate::store::{Bus, Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Store};
+use crate::store::{
+    AdminLog, Bus, Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Store,
+};
 use crate::telemetry;
 use crate::token::{RoomTokens, secret_fingerprint};
 use crate::webhooks::{Durable, WebhookConfig, Webhooks};
@@ -89,6 +91,17 @@ impl Application {
             settings.admin_event_log_size,
             settings.admin_queue_capacity,
         ));
+        // What admin streams follow: with `cluster`, every room of the cluster, read back
+        // from Redis (see `admin::cluster`); else this node's own hub.
+        let admin_events = if settings.cluster {
+            Arc::new(Events::new(
+                limits,
+                settings.admin_event_log_size,
+                settings.admin_queue_capacity,
+            ))
+        } else {
+            events.clone()
+        };
         let signaling = Arc::new(SignalingConfig::from_settings(&settings));
         // The SFU's media plane, on a thread of its own; its events reach participants
         // through their rooms (see `deliver_media_events`).
@@ -184,6 +197,17 @@ impl Application {
                 if let Ok(live) = nodes.live().await {
                     METRICS.cluster_nodes(live.len());
                 }
+                if let Some(redis) = redis.as_ref().filter(|_| settings.cluster) {
+                    start_cluster_events(
+                        &settings,
+                        redis,
+                        &nodes,
+                        &node_id,
+                        events.clone(),
+                        admin_events.clone(),
+                    )
+                    .await?;
+                }
                 let heartbeat = spawn_heartbeat(
                     nodes.clone(),
                     info,
@@ -199,6 +223,7 @@ impl Application {
             page_tokens: PageTokens::new(secret),
             rooms: rooms.clone(),
             events,
+            admin_events,
             signaling,
             pending: PendingSockets::new(
                 settings.signaling_max_pending_sockets,
@@ -271,6 +296,31 @@ impl Application {
         }
         served
     }
+}
+
+/// With `cluster`: ships this node's room events to the cluster's admin event stream in
+/// Redis and reads every node's back into `admin_events`, the hub of admin streams.
+async fn start_cluster_events(
+    settings: &Settings,
+    redis: &Arc<Redis>,
+    nodes: &Arc<Nodes>,
+    node_id: &str,
+    events: Arc<Events>,
+    admin_events: Arc<Events>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let log = Arc::new(AdminLog::new(redis.clone(), settings.admin_event_log_size));
+    // A read waits for entries a while, well within the store timeout.
+    let block = (settings.store_timeout() / 2).min(Duration::from_secs(1));
+    crate::admin::cluster::start(
+        events,
+        admin_events,
+        log,
+        nodes.clone(),
+        node_id.to_string(),
+        block.max(Duration::from_millis(10)),
+        Duration::from_millis(settings.node_heartbeat_ms),
+    )
+    .await
 }
 
 /// Starts the webhook dispatcher when `webhook_urls` is set: durable (the outbox) with

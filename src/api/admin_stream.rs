@@ -61,7 +61,7 @@ pub async fn connect(
         .max_continuation_size(MAX_FRAME);
     let context = stream::Context {
         api_keys: state.api_keys.clone(),
-        events: state.events.clone(),
+        events: state.admin_events.clone(),
         ping_interval: state.signaling.ping_interval,
         shutdown: state.shutdown.clone(),
     };

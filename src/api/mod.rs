@@ -36,8 +36,11 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     pub rooms: Rooms,
     pub page_tokens: PageTokens,
-    /// The admin event hub, which follows every room's events.
+    /// This node's admin event hub, which follows its rooms' events (metrics, load).
     pub events: Arc<Events>,
+    /// The hub admin streams follow: with `cluster`, every room of the cluster (see
+    /// `admin::cluster`); else the same as `events`.
+    pub admin_events: Arc<Events>,
     pub signaling: Arc<SignalingConfig>,
     /// Turns `true` when the service shuts down; every signaling session watches it.
     pub shutdown: watch::Receiver<bool>,

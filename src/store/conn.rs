@@ -292,6 +292,12 @@ impl Keys {
     pub(crate) fn webhooks(&self, name: &str) -> String {
         format!("{}:{{webhooks}}:{name}", self.prefix)
     }
+
+    /// `P:{admin}:<name>`: the cluster's admin event stream (`events`), its last sequence
+    /// number (`seq`), and what each node appended last (`writer:<node>`) (`admin_log.rs`).
+    pub(crate) fn admin(&self, name: &str) -> String {
+        format!("{}:{{admin}}:{name}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +329,14 @@ mod tests {
         assert_eq!(
             hash_tag(&keys.webhooks("0123abcd")),
             hash_tag(&keys.webhooks("deliverer"))
+        );
+        assert_eq!(
+            hash_tag(&keys.admin("events")),
+            hash_tag(&keys.admin("seq"))
+        );
+        assert_eq!(
+            hash_tag(&keys.admin("events")),
+            hash_tag(&keys.admin("writer:n1"))
         );
         assert_eq!(keys.room("RO-1"), "convene:{room:RO-1}");
     }

@@ -2,8 +2,9 @@
 //! one. Redis is the source of truth across restarts; the actors hold the live state.
 //! With Redis, also what several nodes on one Redis share: the registry of live nodes and
 //! fenced room-ownership leases (see `docs/cluster.md`), and the webhook outbox
-//! (`docs/webhooks.md`).
+//! (`docs/webhooks.md`), and the cluster's admin event stream (`docs/admin.md`).
 
+mod admin_log;
 mod bus;
 mod conn;
 mod lease;
@@ -12,6 +13,7 @@ mod nodes;
 mod outbox;
 mod redis;
 
+pub use admin_log::{AdminLog, LogEntry};
 pub use bus::{Bus, BusEvent};
 pub use conn::Redis;
 pub use lease::{FencedError, Lease, Leases};

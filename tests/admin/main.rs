@@ -8,6 +8,7 @@ mod access;
 mod activation;
 mod bridge;
 mod cluster;
+mod cluster_events;
 mod events;
 mod limits;
 mod metrics;
