@@ -49,6 +49,9 @@ pub struct WebhookConfig {
     pub backoff: Duration,
     /// Events held in memory per URL (and between the rooms and the outbox).
     pub limit: usize,
+    /// Extra CA certificates (DER) that `https://` receivers may chain to, besides the
+    /// system's roots (`webhook_ca_file`).
+    pub ca_certs: Vec<Vec<u8>>,
 }
 
 /// With Redis: the outbox, and with `cluster` this node's id and the deliverer's lease
@@ -90,17 +93,15 @@ impl RoomObserver for Webhooks {
 
 impl Webhooks {
     /// Starts the dispatcher's tasks (on the current Tokio runtime) and answers the
-    /// observer to add to the rooms' observers.
-    pub fn start(config: WebhookConfig, durable: Option<Durable>) -> Arc<Self> {
+    /// observer to add to the rooms' observers; an error when the HTTP client cannot be
+    /// made (a CA certificate that rustls refuses).
+    pub fn start(
+        config: WebhookConfig,
+        durable: Option<Durable>,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let client = client(&config)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let unqueued = Arc::new(AtomicUsize::new(0));
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("convene/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client without TLS always builds");
         let outbox = durable.as_ref().map(|d| d.outbox.clone());
         let targets: Vec<Arc<Target>> = config
             .urls
@@ -140,8 +141,23 @@ impl Webhooks {
                 tokio::spawn(append_to_outbox(rx, targets, durable.outbox, unqueued));
             }
         }
-        observer
+        Ok(observer)
     }
+}
+
+/// The client of every URL: no redirects, the request timeout for connecting too, and for
+/// `https://` rustls (aws-lc-rs) trusting the system's roots and `ca_certs`.
+fn client(config: &WebhookConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("convene/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_rustls();
+    for der in &config.ca_certs {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
+    }
+    builder.build()
 }
 
 /// The name of a URL's outbox stream: the first 16 hex digits of its SHA-256 (a URL may
@@ -318,10 +334,16 @@ impl Target {
             .await
             .map_err(|e| {
                 if e.is_timeout() {
-                    "no answer in time".to_string()
-                } else {
-                    e.to_string()
+                    return "no answer in time".to_string();
                 }
+                // The causes too: a TLS failure says why (an untrusted certificate, ...).
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    why = format!("{why}: {cause}");
+                    source = cause.source();
+                }
+                why
             })?;
         if answer.status().is_success() {
             Ok(())
