@@ -286,18 +286,41 @@ async fn an_event_past_its_retry_time_is_dropped_and_its_room_goes_on() {
 }
 
 #[test]
-fn webhook_urls_need_a_secret_and_plain_http() {
+fn bad_webhook_settings_stop_start_up_naming_the_setting() {
+    let not_a_cert =
+        std::env::temp_dir().join(format!("convene-not-a-ca-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &not_a_cert,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let not_a_cert = not_a_cert.to_str().unwrap().to_string();
+    let https = ("CONVENE_WEBHOOK_URLS", "https://127.0.0.1:9/x");
+    let secret = ("CONVENE_WEBHOOK_SECRET", SECRET);
     for (env, names) in [
         (
             vec![("CONVENE_WEBHOOK_URLS", "http://127.0.0.1:9/x")],
             "CONVENE_WEBHOOK_SECRET",
         ),
         (
-            vec![
-                ("CONVENE_WEBHOOK_URLS", "https://example.org/x"),
-                ("CONVENE_WEBHOOK_SECRET", SECRET),
-            ],
+            vec![("CONVENE_WEBHOOK_URLS", "ftp://example.org/x"), secret],
             "CONVENE_WEBHOOK_URLS",
+        ),
+        (
+            vec![
+                https,
+                secret,
+                ("CONVENE_WEBHOOK_CA_FILE", "/nonexistent/ca.pem"),
+            ],
+            "CONVENE_WEBHOOK_CA_FILE",
+        ),
+        (
+            vec![
+                https,
+                secret,
+                ("CONVENE_WEBHOOK_CA_FILE", not_a_cert.as_str()),
+            ],
+            "CONVENE_WEBHOOK_CA_FILE",
         ),
     ] {
         let mut options = Options::default();
@@ -308,6 +331,7 @@ fn webhook_urls_need_a_secret_and_plain_http() {
         assert_eq!(exited.status.code(), Some(2), "{exited:?}");
         assert!(exited.stderr.contains(names), "{exited:?}");
     }
+    let _ = std::fs::remove_file(not_a_cert);
 }
 
 /// The outbox stream of a webhook URL (`docs/webhooks.md`, "With Redis").
