@@ -98,6 +98,9 @@ pub struct Settings {
     pub webhook_backoff_ms: u64,
     /// Events a node holds in memory per webhook URL (queued, or read ahead from Redis).
     pub webhook_queue_limit: usize,
+    /// A PEM file of extra CA certificates that `https://` webhook URLs may chain to, besides
+    /// the system's roots; empty: the system's roots only.
+    pub webhook_ca_file: String,
     /// Set when `token_secret` was made up at start-up rather than configured (not a
     /// setting: `main` sets it), so a node that joins others can refuse to run with it.
     #[serde(skip)]
@@ -428,20 +431,16 @@ impl Settings {
         Ok(())
     }
 
-    /// Webhook URLs are plain `http://` URLs (the build has no TLS client), named once
-    /// each; with any of them a secret of at least 16 bytes is required.
+    /// Webhook URLs are `http://` or `https://` URLs, named once each; with any of them a
+    /// secret of at least 16 bytes is required. A `webhook_ca_file` must hold CA certificates.
     fn validate_webhooks(&self) -> Result<(), ConfigError> {
         for (i, url) in self.webhook_urls.iter().enumerate() {
             match reqwest::Url::parse(url) {
-                Ok(parsed) if parsed.scheme() == "http" && parsed.host().is_some() => {}
-                Ok(parsed) if parsed.scheme() == "https" => {
-                    return Err(err(format!(
-                        "CONVENE_WEBHOOK_URLS: '{url}': https is not supported by this build (no TLS client); use an http:// URL, for example of a TLS-terminating proxy"
-                    )));
-                }
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
                 _ => {
                     return Err(err(format!(
-                        "CONVENE_WEBHOOK_URLS: '{url}' is not an http:// URL"
+                        "CONVENE_WEBHOOK_URLS: '{url}' is not an http:// or https:// URL"
                     )));
                 }
             }
@@ -455,7 +454,38 @@ impl Settings {
                 self.webhook_secret.len()
             )));
         }
+        self.webhook_ca_certs()?;
         Ok(())
+    }
+
+    /// The certificates of `webhook_ca_file` (DER), each usable as a trust anchor; none
+    /// when the setting is empty. An unreadable file, one without a certificate, or one
+    /// with a malformed certificate is an error naming the setting.
+    pub fn webhook_ca_certs(&self) -> Result<Vec<Vec<u8>>, ConfigError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let path = &self.webhook_ca_file;
+        if path.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bad = |why: String| err(format!("CONVENE_WEBHOOK_CA_FILE: {path}: {why}"));
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not a PEM file of certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("holds no PEM certificate".into()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, cert) in certs.iter().enumerate() {
+            roots.add(cert.clone()).map_err(|e| {
+                bad(format!(
+                    "certificate {} is not a valid CA certificate: {e}",
+                    i + 1
+                ))
+            })?;
+        }
+        Ok(certs.into_iter().map(|c| c.to_vec()).collect())
     }
 
     /// The settings as TOML, one `key = value` line each in the order of
@@ -765,9 +795,18 @@ mod tests {
                 "{pairs:?}: {e}"
             );
         }
+        let https = (
+            "CONVENE_WEBHOOK_URLS",
+            "https://app.example.com/hook,http://b/x",
+        );
+        assert_eq!(
+            env(&[https, secret]).unwrap().webhook_urls,
+            ["https://app.example.com/hook", "http://b/x"]
+        );
         for bad in [
-            "https://a/x",
             "ftp://a/x",
+            "ws://a/x",
+            "https://",
             "nothing",
             "http://a/x,http://a/x",
         ] {
@@ -779,6 +818,41 @@ mod tests {
         let debug = format!("{:?}", env(&[url, secret]).unwrap());
         assert!(!debug.contains("sixteen"), "{debug}");
     }
+
+    #[test]
+    fn webhook_ca_file_must_hold_valid_ca_certificates() {
+        assert!(env(&[]).unwrap().webhook_ca_certs().unwrap().is_empty());
+        let dir = std::env::temp_dir().join(format!("convene-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        // A small self-signed EC CA, made once with `openssl req -x509 -newkey ec`.
+        let good = write("good.pem", TEST_CA_PEM);
+        let s = env(&[("CONVENE_WEBHOOK_CA_FILE", &good)]).unwrap();
+        assert_eq!(s.webhook_ca_certs().unwrap().len(), 1);
+        let missing = dir.join("missing.pem").to_str().unwrap().to_string();
+        let no_cert = write("key.pem", "just some text, no PEM block\n");
+        let garbage = write(
+            "garbage.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        for (path, why) in [
+            (&missing, "cannot read it"),
+            (&no_cert, "holds no PEM certificate"),
+            (&garbage, "is not a valid CA certificate"),
+        ] {
+            let e = env(&[("CONVENE_WEBHOOK_CA_FILE", path)]).unwrap_err();
+            assert!(e.0.starts_with("CONVENE_WEBHOOK_CA_FILE: "), "{e}");
+            assert!(e.0.contains(why), "{path}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A self-signed P-256 CA certificate (CN=Convene config test CA), for the CA file test.
+    const TEST_CA_PEM: &str = include_str!("../tests/data/webhook-test-ca.pem");
 
     #[test]
     fn redis_url_passwords_are_redacted() {

@@ -131,7 +131,7 @@ impl Application {
             })
         });
         let mut observers: Vec<Arc<dyn RoomObserver>> = vec![events.clone()];
-        if let Some(webhooks) = start_webhooks(&settings, redis.as_ref(), &node_id, lease_time) {
+        if let Some(webhooks) = start_webhooks(&settings, redis.as_ref(), &node_id, lease_time)? {
             observers.push(webhooks);
         }
         let rooms = Rooms::start(RoomServices {
@@ -331,9 +331,9 @@ fn start_webhooks(
     redis: Option<&Arc<Redis>>,
     node_id: &str,
     lease_time: Duration,
-) -> Option<Arc<Webhooks>> {
+) -> Result<Option<Arc<Webhooks>>, Box<dyn std::error::Error>> {
     if settings.webhook_urls.is_empty() {
-        return None;
+        return Ok(None);
     }
     let config = WebhookConfig {
         urls: settings.webhook_urls.clone(),
@@ -342,6 +342,7 @@ fn start_webhooks(
         retry: Duration::from_secs(settings.webhook_retry_seconds),
         backoff: Duration::from_millis(settings.webhook_backoff_ms),
         limit: settings.webhook_queue_limit,
+        ca_certs: settings.webhook_ca_certs()?,
     };
     let durable = redis.map(|redis| Durable {
         outbox: Arc::new(Outbox::new(redis.clone())),
@@ -352,7 +353,9 @@ fn start_webhooks(
         durable = durable.is_some(),
         "webhooks on"
     );
-    Some(Webhooks::start(config, durable))
+    let webhooks = Webhooks::start(config, durable)
+        .map_err(|e| format!("CONVENE_WEBHOOK_CA_FILE: the webhook client: {e}"))?;
+    Ok(Some(webhooks))
 }
 
 /// Serves `app` on `listener` as actix-web's `HttpServer` does (HTTP/1.1, its keep-alive,

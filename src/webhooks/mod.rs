@@ -49,6 +49,9 @@ pub struct WebhookConfig {
     pub backoff: Duration,
     /// Events held in memory per URL (and between the rooms and the outbox).
     pub limit: usize,
+    /// Extra CA certificates (DER) that `https://` receivers may chain to, besides the
+    /// system's roots (`webhook_ca_file`).
+    pub ca_certs: Vec<Vec<u8>>,
 }
 
 /// With Redis: the outbox, and with `cluster` this node's id and the deliverer's lease
@@ -90,17 +93,12 @@ impl RoomObserver for Webhooks {
 
 impl Webhooks {
     /// Starts the dispatcher's tasks (on the current Tokio runtime) and answers the
-    /// observer to add to the rooms' observers.
-    pub fn start(config: WebhookConfig, durable: Option<Durable>) -> Arc<Self> {
+    /// observer to add to the rooms' observers; an error when the HTTP client cannot be
+    /// made (a CA certificate that rustls refuses).
+    pub fn start(config: WebhookConfig, durable: Option<Durable>) -> Result<Arc<Self>, String> {
+        let client = client(&config)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let unqueued = Arc::new(AtomicUsize::new(0));
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("convene/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client without TLS always builds");
         let outbox = durable.as_ref().map(|d| d.outbox.clone());
         let targets: Vec<Arc<Target>> = config
             .urls
@@ -140,8 +138,53 @@ impl Webhooks {
                 tokio::spawn(append_to_outbox(rx, targets, durable.outbox, unqueued));
             }
         }
-        observer
+        Ok(observer)
     }
+}
+
+/// The client of every URL: no redirects, the request timeout for connecting too, and for
+/// `https://` rustls (aws-lc-rs) trusting the system's roots and `ca_certs`.
+fn client(config: &WebhookConfig) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("convene/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(tls(config)?)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The TLS settings of `https://` URLs: TLS 1.2 or 1.3, the receiver's certificate checked
+/// against the system's roots (`rustls-native-certs`: `/etc/ssl/certs`, or `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR`) and `ca_certs`. A machine without roots still starts (its `http://`
+/// URLs work; its `https://` requests fail and are retried), with a warning.
+fn tls(config: &WebhookConfig) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (system, _) = roots.add_parsable_certificates(native.certs);
+    for der in &config.ca_certs {
+        roots
+            .add(der.clone().into())
+            .map_err(|e| format!("a certificate of the CA file: {e}"))?;
+    }
+    let https = config.urls.iter().any(|url| url.starts_with("https://"));
+    if https && roots.is_empty() {
+        let why: Vec<String> = native.errors.iter().map(|e| e.to_string()).collect();
+        tracing::warn!(errors = ?why, "no trusted root certificates (system or webhook_ca_file): https webhook requests will fail");
+    } else if https {
+        tracing::info!(
+            system_roots = system,
+            ca_file_roots = config.ca_certs.len(),
+            "webhook TLS roots loaded"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The name of a URL's outbox stream: the first 16 hex digits of its SHA-256 (a URL may
@@ -318,10 +361,16 @@ impl Target {
             .await
             .map_err(|e| {
                 if e.is_timeout() {
-                    "no answer in time".to_string()
-                } else {
-                    e.to_string()
+                    return "no answer in time".to_string();
                 }
+                // The causes too: a TLS failure says why (an untrusted certificate, ...).
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    why = format!("{why}: {cause}");
+                    source = cause.source();
+                }
+                why
             })?;
         if answer.status().is_success() {
             Ok(())

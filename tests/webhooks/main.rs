@@ -11,7 +11,7 @@ mod ws;
 
 mod receiver;
 
-use receiver::{Answer, Receiver, SECRET};
+use receiver::{Answer, Receiver, SECRET, TestCa};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -286,18 +286,41 @@ async fn an_event_past_its_retry_time_is_dropped_and_its_room_goes_on() {
 }
 
 #[test]
-fn webhook_urls_need_a_secret_and_plain_http() {
+fn bad_webhook_settings_stop_start_up_naming_the_setting() {
+    let not_a_cert =
+        std::env::temp_dir().join(format!("convene-not-a-ca-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &not_a_cert,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let not_a_cert = not_a_cert.to_str().unwrap().to_string();
+    let https = ("CONVENE_WEBHOOK_URLS", "https://127.0.0.1:9/x");
+    let secret = ("CONVENE_WEBHOOK_SECRET", SECRET);
     for (env, names) in [
         (
             vec![("CONVENE_WEBHOOK_URLS", "http://127.0.0.1:9/x")],
             "CONVENE_WEBHOOK_SECRET",
         ),
         (
-            vec![
-                ("CONVENE_WEBHOOK_URLS", "https://example.org/x"),
-                ("CONVENE_WEBHOOK_SECRET", SECRET),
-            ],
+            vec![("CONVENE_WEBHOOK_URLS", "ftp://example.org/x"), secret],
             "CONVENE_WEBHOOK_URLS",
+        ),
+        (
+            vec![
+                https,
+                secret,
+                ("CONVENE_WEBHOOK_CA_FILE", "/nonexistent/ca.pem"),
+            ],
+            "CONVENE_WEBHOOK_CA_FILE",
+        ),
+        (
+            vec![
+                https,
+                secret,
+                ("CONVENE_WEBHOOK_CA_FILE", not_a_cert.as_str()),
+            ],
+            "CONVENE_WEBHOOK_CA_FILE",
         ),
     ] {
         let mut options = Options::default();
@@ -308,6 +331,7 @@ fn webhook_urls_need_a_secret_and_plain_http() {
         assert_eq!(exited.status.code(), Some(2), "{exited:?}");
         assert!(exited.stderr.contains(names), "{exited:?}");
     }
+    let _ = std::fs::remove_file(not_a_cert);
 }
 
 /// The outbox stream of a webhook URL (`docs/webhooks.md`, "With Redis").
@@ -629,4 +653,71 @@ async fn without_redis_events_beyond_the_queue_limit_are_dropped_and_counted() {
         app.log_text()
             .contains("webhook event dropped: the queue is full")
     );
+}
+
+#[tokio::test]
+async fn over_https_events_arrive_signed_when_the_receiver_chains_to_the_ca_file() {
+    let ca = TestCa::new("Convene webhook test CA");
+    let ca_file = ca.write();
+    let receiver = Receiver::start_tls(&ca).await;
+    assert!(receiver.url.starts_with("https://127.0.0.1:"));
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        hooks(&receiver).env("CONVENE_WEBHOOK_CA_FILE", &ca_file),
+    )
+    .await
+    .unwrap();
+    let room = app.new_room(json!({"name": "Secure"})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    let (_al, _) = Client::join(&app, token, "Al").await;
+    assert_eq!(app.delete_room(id).await.status(), 200);
+    assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 3 }).await);
+    assert_eq!(
+        first_deliveries(&receiver.delivered(), id),
+        ["roomStarted", "participantJoined", "roomFinished"]
+    );
+    for request in receiver.received() {
+        assert!(request.verified, "signature: {:?}", request.headers);
+        assert!(!request.body.contains(token));
+    }
+    // The receiver records a request before it answers: the service counts it once the
+    // answer reached it.
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_delivered_total").await == 3.0
+        })
+        .await
+    );
+    assert_eq!(metric(&app, "convene_webhooks_retried_total").await, 0.0);
+    let _ = std::fs::remove_file(ca_file);
+}
+
+#[tokio::test]
+async fn an_https_receiver_with_an_untrusted_certificate_gets_nothing_and_is_retried() {
+    // The service trusts one CA (and the system's roots); the receiver's certificate comes
+    // from another, which nothing trusts.
+    let trusted = TestCa::new("Convene webhook test CA");
+    let ca_file = trusted.write();
+    let stranger = TestCa::new("Someone else's CA");
+    let receiver = Receiver::start_tls(&stranger).await;
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        hooks(&receiver).env("CONVENE_WEBHOOK_CA_FILE", &ca_file),
+    )
+    .await
+    .unwrap();
+    let room = app.new_room(json!({})).await;
+    assert!(
+        eventually(DEADLINE, || async {
+            metric(&app, "convene_webhooks_retried_total").await >= 3.0
+        })
+        .await
+    );
+    assert!(receiver.received().is_empty(), "no request got through");
+    assert_eq!(metric(&app, "convene_webhooks_delivered_total").await, 0.0);
+    // The service goes on serving.
+    let res = app.get_room(room["id"].as_str().unwrap()).await;
+    assert_eq!(res.status(), 200);
+    let _ = std::fs::remove_file(ca_file);
 }

@@ -1,7 +1,8 @@
 //! A webhook receiver for the tests: a small HTTP/1.1 server on a random port that
 //! records every request, checks its signature as `docs/webhooks.md` tells receivers to,
 //! and answers as the test says: 200, 500, or nothing at all (it holds the request until
-//! the sender gives up).
+//! the sender gives up). With [`Receiver::start_tls`] it speaks HTTPS with a certificate
+//! issued by a [`TestCa`] made for the test.
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -9,8 +10,8 @@ use sha2::Sha256;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 
 pub const SECRET: &str = "whsec-a-test-secret-0123456789";
 
@@ -64,6 +65,33 @@ impl Receiver {
         Self { url, state }
     }
 
+    /// An HTTPS receiver at `https://127.0.0.1:<port>/hooks`, whose certificate (for the
+    /// IP address 127.0.0.1) `ca` issued. A connection whose handshake fails is dropped
+    /// before any request is recorded.
+    pub async fn start_tls(ca: &TestCa) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/hooks", listener.local_addr().unwrap());
+        let (chain, key) = ca.issue("127.0.0.1");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        serve(tls, shared).await;
+                    }
+                });
+            }
+        });
+        Self { url, state }
+    }
+
     /// Answers the next requests with `planned`, then every other one with `then`.
     pub fn plan(&self, planned: &[Answer], then: Answer) {
         let mut state = self.state.lock().unwrap();
@@ -91,7 +119,7 @@ impl Receiver {
     }
 }
 
-async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) {
+async fn serve(socket: impl AsyncRead + AsyncWrite + Unpin, state: Arc<Mutex<State>>) {
     let mut reader = BufReader::new(socket);
     loop {
         let mut headers = HashMap::new();
@@ -152,7 +180,9 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) {
                 return;
             }
         };
-        if reader.get_mut().write_all(response).await.is_err() {
+        if reader.get_mut().write_all(response).await.is_err()
+            || reader.get_mut().flush().await.is_err()
+        {
             return;
         }
     }
@@ -189,4 +219,51 @@ pub fn verify(header: &str, body: &str) -> bool {
         .map(|b| format!("{b:02x}"))
         .collect();
     expected == v1
+}
+
+/// A certificate authority made for one test (rcgen): its certificate as PEM for
+/// `CONVENE_WEBHOOK_CA_FILE`, and server certificates it issues.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Writes the CA certificate to a new file in the temporary directory and answers its
+    /// path.
+    pub fn write(&self) -> String {
+        let path =
+            std::env::temp_dir().join(format!("convene-webhook-ca-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&path, &self.pem).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// A server certificate for `host` (a name or an IP address) and its key.
+    fn issue(
+        &self,
+        host: &str,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        (vec![cert.der().clone()], der.into())
+    }
 }
