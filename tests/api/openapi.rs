@@ -523,8 +523,9 @@ async fn check_authentication(doc: &Value, app: &TestApp, method: &str, path: &s
 }
 
 /// The real answers of a session that uses every operation, successes and errors, are all
-/// described and validate: rooms of every shape, pages, a joined participant, a kick,
-/// deletes, and the error answers.
+/// described and validate: rooms of every shape, pages, participants with and without an
+/// identity, participant tokens, kicks with and without bans, a rotation, deletes, and the
+/// error answers.
 #[tokio::test]
 async fn real_answers_validate_against_the_document() {
     let doc = document();
@@ -593,13 +594,86 @@ async fn real_answers_validate_against_the_document() {
         .to_string();
     let (status, listed) = send("GET", format!("{rooms}/{room}/participants"), None).await;
     assert_eq!((status, listed["data"].as_array().unwrap().len()), (200, 1));
+    // A participant token, a join with it, and the participant objects with and without
+    // an identity.
+    let token_path = format!("{rooms}/{room}/token");
+    let (status, issued) = send(
+        "POST",
+        token_path.clone(),
+        Some(json!({"identity": "alice@example.com", "name": "Alice",
+            "participantInfo": {"role": "host"}, "canSendMessages": false,
+            "ttlSeconds": "600", "canPublish": null})),
+    )
+    .await;
+    assert_eq!(
+        (status, &issued["identity"]),
+        (200, &json!("alice@example.com"))
+    );
+    let (_alice, alice) = WsClient::join(&app, issued["token"].as_str().unwrap(), "A").await;
+    let alice = alice["address"]
+        .as_str()
+        .expect("joined address")
+        .to_string();
+    let (status, listed) = send("GET", format!("{rooms}/{room}/participants"), None).await;
+    let data = listed["data"].as_array().unwrap();
+    assert_eq!((status, data.len()), (200, 2));
+    assert!(data[0].get("identity").is_none() && data[0].get("permissions").is_none());
+    assert_eq!(data[1]["permissions"]["canSendMessages"], json!(false));
+    for (body, want) in [
+        (json!({}), 400),
+        (json!({"identity": " "}), 400),
+        (json!({"identity": "a", "ttlSeconds": 0}), 400),
+        (json!({"identity": "a", "canPublish": "no"}), 400),
+    ] {
+        assert_eq!(send("POST", token_path.clone(), Some(body)).await.0, want);
+    }
+    let res = app
+        .request(Method::POST, &token_path)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conforms(&doc, "POST", &token_path, res).await.0, 415);
+    // Bans: refused for an anonymous participant, answered with bannedUntil otherwise.
     let kick = format!("{rooms}/{room}/participants/{address}");
+    assert_eq!(
+        send("DELETE", format!("{kick}?ban=true"), None).await.0,
+        409
+    );
+    for query in ["?ban=yes", "?ban=false&banSeconds=5", "?banSeconds=0"] {
+        assert_eq!(send("DELETE", format!("{kick}{query}"), None).await.0, 400);
+    }
+    let (status, banned) = send(
+        "DELETE",
+        format!("{rooms}/{room}/participants/{alice}?banSeconds=600"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(banned["bannedUntil"].as_u64().is_some());
     assert_eq!(send("DELETE", kick.clone(), None).await.0, 200);
     assert_eq!(send("DELETE", kick, None).await.0, 404);
+    let (status, rotated) = send("POST", format!("{rooms}/{room}/token/rotate"), None).await;
+    assert_eq!(status, 200);
+    assert_ne!(rotated["room"]["token"], fetched["token"]);
     let unknown = "RO-00000000-0000-4000-8000-000000000000";
     assert_eq!(send("GET", format!("{rooms}/{unknown}"), None).await.0, 404);
     assert_eq!(
         send("GET", format!("{rooms}/{unknown}/participants"), None)
+            .await
+            .0,
+        404
+    );
+    let body = Some(json!({"identity": "a"}));
+    assert_eq!(
+        send("POST", format!("{rooms}/{unknown}/token"), body)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        send("POST", format!("{rooms}/{unknown}/token/rotate"), None)
             .await
             .0,
         404
