@@ -109,9 +109,17 @@ fn compose_file_is_valid_pinned_and_keeps_metrics_private() {
     );
     let yaml = String::from_utf8(output.stdout).unwrap();
     let services = services(&yaml);
+    // Debian's docker-compose lists the `cluster` profile's nodes too (checked below).
     assert_eq!(
         services.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["caddy", "convene", "coturn", "redis"]
+        [
+            "caddy",
+            "convene",
+            "convene-b",
+            "convene-c",
+            "coturn",
+            "redis"
+        ]
     );
 
     // Every image names a release (convene:local is built from the Dockerfile, checked below).
@@ -120,7 +128,7 @@ fn compose_file_is_valid_pinned_and_keeps_metrics_private() {
             .iter()
             .find_map(|l| l.strip_prefix("image: "))
             .unwrap_or_else(|| panic!("{name} has no image"));
-        if name == "convene" {
+        if name.starts_with("convene") {
             assert_eq!(image, "convene:local");
         } else {
             assert!(
@@ -140,11 +148,19 @@ fn compose_file_is_valid_pinned_and_keeps_metrics_private() {
     };
     assert_eq!(published("caddy"), [80, 443, 443]);
     assert_eq!(published("convene"), [7882]);
+    assert_eq!(published("convene-b"), [7883]);
+    assert_eq!(published("convene-c"), [7884]);
     assert_eq!(published("redis"), Vec::<u32>::new());
     let coturn = published("coturn");
     assert_eq!(coturn[..2], [3478, 3478]);
     assert_eq!(coturn[2..], (49160..=49260).collect::<Vec<_>>());
-    for ports in [published("caddy"), published("convene"), coturn] {
+    for ports in [
+        published("caddy"),
+        published("convene"),
+        published("convene-b"),
+        published("convene-c"),
+        coturn,
+    ] {
         assert!(
             !ports.contains(&8080) && !ports.contains(&9090),
             "{ports:?}"
@@ -205,4 +221,81 @@ fn dockerfile_base_images_are_pinned() {
             "Dockerfile: {image} is not pinned to a release"
         );
     }
+}
+
+/// The value of `key: value` among a service's lines.
+fn setting<'a>(lines: &'a [String], key: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+        .map(|v| v.trim_matches('\''))
+}
+
+#[test]
+fn the_cluster_profile_adds_two_nodes_behind_the_same_balancer() {
+    let env = [
+        ("CONVENE_API_KEYS", "key"),
+        (
+            "CONVENE_TOKEN_SECRET",
+            "token-secret-of-at-least-32-bytes!!",
+        ),
+        ("CONVENE_TURN_SECRET", TURN_SECRET),
+        ("CONVENE_CLUSTER", "1"),
+    ];
+    let Some(output) = compose_config(&env) else {
+        return skip_or_fail("docker-compose is missing: `apt-get install -y docker-compose`");
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let services = services(&String::from_utf8(output.stdout).unwrap());
+    let nodes = ["convene", "convene-b", "convene-c"];
+    let mut ids = Vec::new();
+    let mut addrs = Vec::new();
+    for node in nodes {
+        let lines = &services[node];
+        // One cluster on one Redis, with the same secrets everywhere.
+        assert_eq!(setting(lines, "CONVENE_CLUSTER"), Some("1"), "{node}");
+        assert_eq!(
+            setting(lines, "CONVENE_REDIS_URL"),
+            Some("redis://redis:6379/0")
+        );
+        assert_eq!(setting(lines, "CONVENE_TURN_SECRET"), Some(TURN_SECRET));
+        assert!(setting(lines, "CONVENE_TOKEN_SECRET").is_some(), "{node}");
+        ids.push(setting(lines, "CONVENE_NODE_ID").unwrap().to_string());
+        addrs.push(
+            setting(lines, "CONVENE_NODE_HTTP_ADDR")
+                .unwrap()
+                .to_string(),
+        );
+        // Caddy reaches every node under one name.
+        let text = lines.join("\n");
+        assert!(text.contains("- convene-nodes"), "{node}: {text}");
+        // Only the first node runs without the profile.
+        assert_eq!(
+            text.contains("profiles:\n- cluster"),
+            node != "convene",
+            "{node}: {text}"
+        );
+    }
+    assert_eq!(ids, ["convene-a", "convene-b", "convene-c"]);
+    assert_eq!(addrs, ["convene:8080", "convene-b:8080", "convene-c:8080"]);
+    // Each node's media port is its own, advertised and published.
+    assert_eq!(setting(&services["convene"], "CONVENE_RTC_UDP_PORT"), None);
+    assert_eq!(
+        setting(&services["convene-b"], "CONVENE_RTC_UDP_PORT"),
+        Some("7883")
+    );
+    assert_eq!(
+        setting(&services["convene-c"], "CONVENE_RTC_UDP_PORT"),
+        Some("7884")
+    );
+    // Caddy spreads over the alias, so one node or three need the same Caddyfile.
+    let caddyfile = std::fs::read_to_string(root().join("deploy/Caddyfile")).unwrap();
+    assert!(
+        caddyfile.contains("dynamic a convene-nodes 8080"),
+        "{caddyfile}"
+    );
 }
