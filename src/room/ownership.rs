@@ -97,20 +97,7 @@ impl Ownership {
             let Some(holder) = self.leases.holder(room).await? else {
                 continue;
             };
-            if holder.node == self.leases.node() {
-                return Ok(Claim::Mine(holder));
-            }
-            let http_addr = self
-                .nodes
-                .live()
-                .await?
-                .into_iter()
-                .find(|n| n.id == holder.node)
-                .map(|n| n.http_addr);
-            return Ok(Claim::Elsewhere(Owner {
-                node: holder.node,
-                http_addr,
-            }));
+            return self.held(holder).await;
         }
         Err(StoreError(format!(
             "the lease of room {room} changes hands too fast"
@@ -122,25 +109,31 @@ impl Ownership {
     /// one is for the least-loaded node with room to spare.
     async fn claim_when_full(&self, room: &str) -> Result<Claim, StoreError> {
         if let Some(holder) = self.leases.holder(room).await? {
-            if holder.node == self.leases.node() {
-                return Ok(Claim::Mine(holder));
-            }
-            let http_addr = self
-                .nodes
-                .live()
-                .await?
-                .into_iter()
-                .find(|n| n.id == holder.node)
-                .map(|n| n.http_addr);
-            return Ok(Claim::Elsewhere(Owner {
-                node: holder.node,
-                http_addr,
-            }));
+            return self.held(holder).await;
         }
         match self.place().await? {
             Placement::There(mut owners) => Ok(Claim::Elsewhere(owners.swap_remove(0))),
             Placement::Here | Placement::Full => Err(StoreError(FULL.to_string())),
         }
+    }
+
+    /// A lease that is held: this node's to use, or the holder's (with its `httpAddr` from
+    /// the live nodes).
+    async fn held(&self, holder: Lease) -> Result<Claim, StoreError> {
+        if holder.node == self.leases.node() {
+            return Ok(Claim::Mine(holder));
+        }
+        let http_addr = self
+            .nodes
+            .live()
+            .await?
+            .into_iter()
+            .find(|n| n.id == holder.node)
+            .map(|n| n.http_addr);
+        Ok(Claim::Elsewhere(Owner {
+            node: holder.node,
+            http_addr,
+        }))
     }
 
     /// This node as placement sees it: its limits and its load right now.

@@ -74,23 +74,6 @@ fn room_of(room: &Value) -> (String, String) {
     )
 }
 
-/// Active rooms (rooms with an actor): the sum of the `convene_rooms` gauges.
-async fn active_rooms(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("convene_rooms{"))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_participant_token_joins_as_its_identity_with_its_permissions() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();
@@ -454,7 +437,7 @@ both_stores!(
         // The room passivates (nobody in it); its bans and rotation come back with it.
         assert!(
             eventually(Duration::from_secs(20), || async {
-                active_rooms(&app).await == 0
+                app.active_rooms().await == 0
             })
             .await,
             "the room never passivated"
@@ -471,15 +454,7 @@ both_stores!(
         let (_c, joined) = Client::join(&app, &new_token, "After").await;
         assert_eq!(joined["room"]["id"], id);
         // The refusals are counted by their reason; the replaced seat by its leave reason.
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_text().await;
         for line in [
             r#"convene_join_refusals_total{reason="banned"} 3"#,
             r#"convene_join_refusals_total{reason="rotated"} 2"#,

@@ -10,31 +10,14 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 
-/// Active rooms (rooms with an actor): the sum of the `convene_rooms` gauges.
-async fn active_rooms(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("convene_rooms{"))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 async fn wait_for_active_rooms(app: &TestApp, n: u64) {
     assert!(
         eventually(Duration::from_secs(20), || async {
-            active_rooms(app).await == n
+            app.active_rooms().await == n
         })
         .await,
         "active rooms never became {n} (now {})",
-        active_rooms(app).await
+        app.active_rooms().await
     );
 }
 
@@ -81,7 +64,7 @@ both_stores!(
 
         // A fetch activates it, from the stored record.
         assert_eq!(json_ok(app.get_room(&id).await).await, room);
-        assert_eq!(active_rooms(&app).await, 1);
+        assert_eq!(app.active_rooms().await, 1);
         assert_eq!(snapshot_ids(&app).await, vec![room["id"].clone()]);
         wait_for_active_rooms(&app, 0).await;
 
@@ -129,7 +112,7 @@ both_stores!(
         c.expect_error("REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST"))
             .await;
         c.expect_close(4004).await;
-        assert_eq!(active_rooms(&app).await, 0);
+        assert_eq!(app.active_rooms().await, 0);
     }
 );
 
@@ -147,7 +130,7 @@ both_stores!(
             })
             .await
         );
-        assert_eq!(active_rooms(&app).await, 0, "the list activated a room");
+        assert_eq!(app.active_rooms().await, 0, "the list activated a room");
         assert_eq!(app.get_room(&id).await.status(), 404);
         assert_eq!(app.delete_room(&id).await.status(), 400);
         let mut c = Client::connect(&app).await;
@@ -159,7 +142,7 @@ both_stores!(
             c.next().await,
             Incoming::Closed(4004, "conference_room_does_not_exist".into())
         );
-        assert_eq!(active_rooms(&app).await, 0);
+        assert_eq!(app.active_rooms().await, 0);
     }
 );
 
@@ -171,12 +154,12 @@ async fn after_a_restart_rooms_are_stored_but_not_active_until_used() {
     let room = app.new_room(json!({"name": "Kept"})).await;
     let id = room["id"].as_str().unwrap().to_string();
     app.restart();
-    assert_eq!(active_rooms(&app).await, 0);
+    assert_eq!(app.active_rooms().await, 0);
     assert_eq!(snapshot_ids(&app).await, Vec::<Value>::new());
     assert_eq!(json_ok(app.list("").await).await["data"], json!([room]));
-    assert_eq!(active_rooms(&app).await, 0, "the list activated a room");
+    assert_eq!(app.active_rooms().await, 0, "the list activated a room");
     assert_eq!(json_ok(app.get_room(&id).await).await, room);
-    assert_eq!(active_rooms(&app).await, 1);
+    assert_eq!(app.active_rooms().await, 1);
     assert_eq!(snapshot_ids(&app).await, vec![room["id"].clone()]);
 }
 
@@ -195,7 +178,7 @@ async fn fifty_concurrent_first_joins_make_one_actor() {
     let token = room["token"].as_str().unwrap().to_string();
     // A fresh service on the same Redis: the room has no actor.
     app.restart();
-    assert_eq!(active_rooms(&app).await, 0);
+    assert_eq!(app.active_rooms().await, 0);
 
     let mut clients = Vec::new();
     for _ in 0..50 {
@@ -236,7 +219,7 @@ async fn fifty_concurrent_first_joins_make_one_actor() {
         .map(|p| p["address"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(listed, addresses);
-    assert_eq!(active_rooms(&app).await, 1);
+    assert_eq!(app.active_rooms().await, 1);
 }
 
 #[tokio::test]
@@ -248,7 +231,7 @@ async fn a_join_that_needs_activation_while_redis_is_down_is_503_and_going_away(
     let token = room["token"].as_str().unwrap().to_string();
     // A fresh service: the room is stored but has no actor.
     app.restart();
-    assert_eq!(active_rooms(&app).await, 0);
+    assert_eq!(app.active_rooms().await, 0);
     app.redis.as_mut().unwrap().kill();
 
     let mut c = Client::connect(&app).await;
@@ -256,7 +239,7 @@ async fn a_join_that_needs_activation_while_redis_is_down_is_503_and_going_away(
     c.expect_error("BASE-00020", Some("SERVICE_UNAVAILABLE"))
         .await;
     assert_eq!(c.expect_close(1001).await, "service_unavailable");
-    assert_eq!(active_rooms(&app).await, 0);
+    assert_eq!(app.active_rooms().await, 0);
 
     // Once Redis is back, the same token joins: the room is activated then.
     app.redis.as_mut().unwrap().restart();
@@ -269,5 +252,5 @@ async fn a_join_that_needs_activation_while_redis_is_down_is_503_and_going_away(
         .await,
         "no join after Redis came back"
     );
-    assert_eq!(active_rooms(&app).await, 1);
+    assert_eq!(app.active_rooms().await, 1);
 }

@@ -36,22 +36,6 @@ fn holder(redis: &RedisServer, id: &str) -> Option<String> {
     Some(value?.split_once('|').unwrap().1.to_string())
 }
 
-/// The value of one series on the node's `/metrics` (0 when absent).
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 /// How many `PUBLISH` commands the Redis at `port` has run.
 fn publishes(port: u16) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -164,11 +148,11 @@ async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner() {
     assert_eq!(holder(&redis, id).as_deref(), Some("a"));
     let edge = r#"convene_bridge_links_total{side="edge"}"#;
     let hosted = r#"convene_bridge_links_total{side="hosted"}"#;
-    assert_eq!(metric(&a, hosted).await, 4.0);
-    assert_eq!(metric(&a, edge).await, 0.0);
+    assert_eq!(a.metric(hosted).await, 4.0);
+    assert_eq!(a.metric(edge).await, 0.0);
     for node in [&b, &c] {
-        assert_eq!(metric(node, edge).await, 2.0);
-        assert_eq!(metric(node, hosted).await, 0.0);
+        assert_eq!(node.metric(edge).await, 2.0);
+        assert_eq!(node.metric(hosted).await, 0.0);
     }
 
     // A participant on C leaves: everyone, on every node, sees it go.
@@ -281,7 +265,7 @@ async fn fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats()
     }
     // One owner all along: B never lost the room.
     assert_eq!(holder(&redis, &id).as_deref(), Some("b"));
-    assert_eq!(metric(&nodes[1], "convene_rooms_lost_total").await, 0.0);
+    assert_eq!(nodes[1].metric("convene_rooms_lost_total").await, 0.0);
 }
 
 #[tokio::test]
@@ -426,7 +410,8 @@ async fn without_cluster_relays_never_touch_redis() {
     relays_work(&mut clients, &addresses, "alone").await;
     assert_eq!(publishes(port), 0);
     assert_eq!(
-        metric(&app, r#"convene_bridge_links_total{side="edge"}"#).await,
+        app.metric(r#"convene_bridge_links_total{side="edge"}"#)
+            .await,
         0.0
     );
 }
@@ -443,7 +428,8 @@ async fn six_sockets_on_three_nodes_relay_on_a_redis_cluster() {
     let (mut clients, addresses) = join_all(&[&a, &b, &c, &a, &b, &c], token).await;
     relays_work(&mut clients, &addresses, "cluster").await;
     assert_eq!(
-        metric(&b, r#"convene_bridge_links_total{side="hosted"}"#).await,
+        b.metric(r#"convene_bridge_links_total{side="hosted"}"#)
+            .await,
         4.0
     );
 }
@@ -477,5 +463,9 @@ async fn when_the_bus_breaks_bridged_sockets_are_re_attached_with_their_address(
         holder(&redis, room["id"].as_str().unwrap()).as_deref(),
         Some("a")
     );
-    assert!(metric(&b, r#"convene_bridge_links_total{side="reattached"}"#).await >= 1.0);
+    assert!(
+        b.metric(r#"convene_bridge_links_total{side="reattached"}"#)
+            .await
+            >= 1.0
+    );
 }

@@ -55,22 +55,6 @@ async fn call(app: &TestApp, method: Method, path: &str) -> (u16, Value) {
     (status, body)
 }
 
-/// The value of one series on the node's `/metrics` (0 when absent).
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 fn signal(app: &TestApp, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -137,9 +121,9 @@ async fn every_node_answers_for_a_room_owned_by_one() {
     // B sent on the fetch, the list and the kick; a deleted room is nobody's, and every
     // node answers for it from the store.
     let answered = r#"convene_forwarded_requests_total{outcome="answered"}"#;
-    assert_eq!(metric(&b, answered).await, 3.0);
-    assert_eq!(metric(&c, answered).await, 4.0);
-    assert_eq!(metric(&a, answered).await, 0.0);
+    assert_eq!(b.metric(answered).await, 3.0);
+    assert_eq!(c.metric(answered).await, 4.0);
+    assert_eq!(a.metric(answered).await, 0.0);
 }
 
 #[tokio::test]
@@ -216,14 +200,7 @@ async fn a_paused_owner_finds_its_room_taken_and_stops_it_without_writing() {
         .await,
         "{} {}",
         a.log_text(),
-        a.client
-            .get(a.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        a.metrics_text().await
     );
     // A wrote nothing: the stored record is as B found it, B still owns the room, and
     // both nodes answer B's view of it.
@@ -272,14 +249,7 @@ async fn an_owners_write_refused_as_stale_stops_the_room() {
         .await,
         "{} {}",
         a.log_text(),
-        a.client
-            .get(a.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        a.metrics_text().await
     );
     assert_eq!(stored(&redis, &id), before, "A wrote nothing");
     // A does not start the room again: its owner (not a live node) cannot be reached.
@@ -290,13 +260,10 @@ async fn an_owners_write_refused_as_stale_stops_the_room() {
         "{body}"
     );
     assert_eq!(holder(&redis, &id), Some((2, "ghost".to_string())));
-    assert_eq!(metric(&a, "convene_rooms_lost_total").await, 1.0);
+    assert_eq!(a.metric("convene_rooms_lost_total").await, 1.0);
     assert_eq!(
-        metric(
-            &a,
-            r#"convene_forwarded_requests_total{outcome="unavailable"}"#
-        )
-        .await,
+        a.metric(r#"convene_forwarded_requests_total{outcome="unavailable"}"#)
+            .await,
         1.0
     );
 }
@@ -325,7 +292,7 @@ async fn a_single_node_keeps_its_rooms_through_a_redis_outage_longer_than_the_le
     p.assert_alive().await;
     assert_eq!(call(&app, Method::GET, &path).await.0, 200);
     assert_eq!(holder(redis, &id), None);
-    assert_eq!(metric(&app, "convene_rooms_lost_total").await, 0.0);
+    assert_eq!(app.metric("convene_rooms_lost_total").await, 0.0);
     assert!(!app.log_text().contains("room stopped on this node"));
 }
 
@@ -381,7 +348,7 @@ async fn new_rooms_go_to_the_least_loaded_node_and_a_full_node_takes_no_more() {
     assert_eq!(on_b.0, 200);
     assert_eq!(call(&a, Method::GET, &path).await, on_b);
     let started = r#"convene_rooms_placed_elsewhere_total{outcome="started"}"#;
-    assert_eq!(metric(&a, started).await, 1.0);
+    assert_eq!(a.metric(started).await, 1.0);
 
     // Without limits, the least loaded wins: C (empty) gets B's next room.
     let c = node(&redis, "c", 5000);

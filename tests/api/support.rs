@@ -495,6 +495,37 @@ impl TestApp {
             .header("x-vcs-token", &self.api_key)
     }
 
+    /// The text of the service's `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one series on `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Active rooms (rooms with an actor): the sum of the `convene_rooms` gauges.
+    pub async fn active_rooms(&self) -> u64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("convene_rooms{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum()
+    }
+
     /// `POST /api/realtime/room` with a JSON body.
     pub async fn create_room(&self, body: Value) -> Response {
         self.request(Method::POST, "/api/realtime/room")

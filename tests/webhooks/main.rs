@@ -31,22 +31,6 @@ fn hooks(receiver: &Receiver) -> Options {
         .env("CONVENE_WEBHOOK_TIMEOUT_MS", 500)
 }
 
-/// The value of one series on the service's `/metrics` (0 when absent).
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 /// The types of a room's delivered events, in the order each event was first delivered
 /// (a repeated delivery of an event already seen is skipped).
 fn first_deliveries(delivered: &[Value], room: &str) -> Vec<String> {
@@ -182,9 +166,9 @@ async fn signed_events_tell_what_happened_in_each_room_in_order() {
         json!({"type": "conferenceTypeChanged", "roomId": upgrading_id,
                "previousConferenceType": "MESH", "conferenceType": "SFU"})
     );
-    assert_eq!(metric(&app, "convene_webhooks_delivered_total").await, 11.0);
-    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 11.0);
-    assert_eq!(metric(&app, "convene_webhooks_retried_total").await, 0.0);
+    assert_eq!(app.metric("convene_webhooks_delivered_total").await, 11.0);
+    assert_eq!(app.metric("convene_webhooks_queued_total").await, 11.0);
+    assert_eq!(app.metric("convene_webhooks_retried_total").await, 0.0);
 }
 
 #[tokio::test]
@@ -244,10 +228,11 @@ async fn failed_and_unanswered_requests_are_retried_in_order_per_room() {
             .iter()
             .all(|id| delivered.iter().any(|e| e["id"] == **id))
     );
-    assert_eq!(metric(&app, "convene_webhooks_retried_total").await, 4.0);
-    assert_eq!(metric(&app, "convene_webhooks_delivered_total").await, 9.0);
+    assert_eq!(app.metric("convene_webhooks_retried_total").await, 4.0);
+    assert_eq!(app.metric("convene_webhooks_delivered_total").await, 9.0);
     assert_eq!(
-        metric(&app, "convene_webhooks_dropped_total{reason=\"expired\"}").await,
+        app.metric("convene_webhooks_dropped_total{reason=\"expired\"}")
+            .await,
         0.0
     );
 }
@@ -265,11 +250,13 @@ async fn an_event_past_its_retry_time_is_dropped_and_its_room_goes_on() {
     let room = app.new_room(json!({})).await;
     assert!(
         eventually(DEADLINE, || async {
-            metric(&app, "convene_webhooks_dropped_total{reason=\"expired\"}").await == 1.0
+            app.metric("convene_webhooks_dropped_total{reason=\"expired\"}")
+                .await
+                == 1.0
         })
         .await
     );
-    assert!(metric(&app, "convene_webhooks_retried_total").await >= 1.0);
+    assert!(app.metric("convene_webhooks_retried_total").await >= 1.0);
     receiver.plan(&[], Answer::Ok);
     let (_a, joined) = Client::join(&app, room["token"].as_str().unwrap(), "A").await;
     assert!(eventually(DEADLINE, || async { !receiver.delivered().is_empty() }).await);
@@ -382,7 +369,7 @@ async fn with_redis_a_killed_service_delivers_every_event_after_its_restart() {
     // Every event is in the outbox, and the receiver holds requests.
     assert!(
         eventually(DEADLINE, || async {
-            metric(&app, "convene_webhooks_queued_total").await == total as f64
+            app.metric("convene_webhooks_queued_total").await == total as f64
         })
         .await
     );
@@ -515,7 +502,7 @@ async fn with_redis_a_service_killed_while_a_slow_receiver_answers_loses_nothing
     let total = 36;
     assert!(
         eventually(DEADLINE, || async {
-            metric(&app, "convene_webhooks_queued_total").await == total as f64
+            app.metric("convene_webhooks_queued_total").await == total as f64
         })
         .await
     );
@@ -568,7 +555,7 @@ async fn with_redis_events_wait_through_a_redis_outage_and_go_out_in_order() {
     let (mut b, _) = Client::join(&app, token, "B").await;
     a.send(json!({"type": "leave"})).await;
     b.expect("participantLeft").await;
-    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 2.0);
+    assert_eq!(app.metric("convene_webhooks_queued_total").await, 2.0);
     app.redis.as_mut().unwrap().restart();
     assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 4 }).await);
     assert_eq!(
@@ -580,7 +567,7 @@ async fn with_redis_events_wait_through_a_redis_outage_and_go_out_in_order() {
             "participantLeft"
         ]
     );
-    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 4.0);
+    assert_eq!(app.metric("convene_webhooks_queued_total").await, 4.0);
 }
 
 #[tokio::test]
@@ -605,7 +592,7 @@ async fn on_a_redis_cluster_the_outbox_keeps_events_across_a_kill() {
     assert_eq!(app.delete_room(&ids[0]).await.status(), 200);
     assert!(
         eventually(DEADLINE, || async {
-            metric(&app, "convene_webhooks_queued_total").await == 4.0
+            app.metric("convene_webhooks_queued_total").await == 4.0
         })
         .await
     );
@@ -642,11 +629,13 @@ async fn without_redis_events_beyond_the_queue_limit_are_dropped_and_counted() {
     }
     assert!(
         eventually(DEADLINE, || async {
-            metric(&app, "convene_webhooks_dropped_total{reason=\"overflow\"}").await == 3.0
+            app.metric("convene_webhooks_dropped_total{reason=\"overflow\"}")
+                .await
+                == 3.0
         })
         .await
     );
-    assert_eq!(metric(&app, "convene_webhooks_queued_total").await, 2.0);
+    assert_eq!(app.metric("convene_webhooks_queued_total").await, 2.0);
     receiver.plan(&[], Answer::Ok);
     assert!(eventually(DEADLINE, || async { receiver.delivered().len() == 2 }).await);
     assert!(
@@ -685,11 +674,11 @@ async fn over_https_events_arrive_signed_when_the_receiver_chains_to_the_ca_file
     // answer reached it.
     assert!(
         eventually(DEADLINE, || async {
-            metric(&app, "convene_webhooks_delivered_total").await == 3.0
+            app.metric("convene_webhooks_delivered_total").await == 3.0
         })
         .await
     );
-    assert_eq!(metric(&app, "convene_webhooks_retried_total").await, 0.0);
+    assert_eq!(app.metric("convene_webhooks_retried_total").await, 0.0);
     let _ = std::fs::remove_file(ca_file);
 }
 
@@ -710,12 +699,12 @@ async fn an_https_receiver_with_an_untrusted_certificate_gets_nothing_and_is_ret
     let room = app.new_room(json!({})).await;
     assert!(
         eventually(DEADLINE, || async {
-            metric(&app, "convene_webhooks_retried_total").await >= 3.0
+            app.metric("convene_webhooks_retried_total").await >= 3.0
         })
         .await
     );
     assert!(receiver.received().is_empty(), "no request got through");
-    assert_eq!(metric(&app, "convene_webhooks_delivered_total").await, 0.0);
+    assert_eq!(app.metric("convene_webhooks_delivered_total").await, 0.0);
     // The service goes on serving.
     let res = app.get_room(room["id"].as_str().unwrap()).await;
     assert_eq!(res.status(), 200);
