@@ -20,6 +20,9 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 /// The loop never sleeps longer than this, so commands are handled within it.
 const MAX_WAIT: Duration = Duration::from_millis(10);
+/// The `closed` reason told a client that resumes its seat while this media plane has no
+/// connection for it (see [`Engine::resumed`]).
+const NO_CONNECTION_HERE: &str = "no media connection on this server";
 /// Remote ICE candidates a peer may add; more are ignored (the server is ICE-lite and
 /// learns the client's address from its checks anyway).
 const MAX_REMOTE_CANDIDATES: usize = 32;
@@ -509,7 +512,19 @@ impl Engine {
     /// finds no offer pending and is rejected (`SFU_SIGNAL_REJECTED`), harmlessly.
     fn resumed(&mut self, i: usize) {
         let member = &self.members[i];
-        let Some((_, sdp)) = member.conn.as_ref().and_then(|c| c.pending.as_ref()) else {
+        // No connection here: the client's (if it has one) went with another media plane
+        // (the room's previous owner, after a takeover) or its offer was lost with the
+        // socket. Saying so makes it offer a new one now rather than wait for its ICE to fail.
+        let Some(conn) = member.conn.as_ref() else {
+            tracing::debug!(room = %member.room, address = %member.address, "resumed without a media connection here");
+            self.emit(MediaEvent::Signal {
+                room: member.room.clone(),
+                to: member.address.clone(),
+                data: signal::closed(NO_CONNECTION_HERE),
+            });
+            return;
+        };
+        let Some((_, sdp)) = conn.pending.as_ref() else {
             return;
         };
         tracing::debug!(room = %member.room, address = %member.address, "resumed: pending offer sent again");

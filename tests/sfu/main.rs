@@ -206,6 +206,38 @@ async fn an_offer_lost_while_the_socket_was_gone_is_sent_again_on_resume() {
 }
 
 #[tokio::test]
+async fn a_seat_resumed_without_a_media_connection_here_is_told_to_make_a_new_one() {
+    // After a takeover the new owner's media plane has the seats but none of their peer
+    // connections (those went with the dead node); a seat that never got its offer through
+    // is the same. The resumed client hears `closed` right after `joined`, and offers anew
+    // rather than waiting for its ICE to fail.
+    let app = app().await;
+    let (room, token) = sfu_room(&app).await;
+    let (ws, joined) = ws::Client::join(&app, &token, "no media yet").await;
+    let address = joined["address"].as_str().unwrap().to_string();
+    let resume = joined["resumeToken"].as_str().unwrap().to_string();
+    ws.drop_connection();
+    let noticed = support::eventually(std::time::Duration::from_secs(10), || {
+        waits_for_resume(&app, &room, &address)
+    })
+    .await;
+    assert!(noticed, "the server never noticed the dropped socket");
+    let (mut ws, joined) = ws::Client::join_with(
+        &app,
+        json!({"type": "join", "token": token, "resume": resume}),
+    )
+    .await;
+    assert_eq!(joined["address"], address.as_str());
+    let closed = ws.expect("signal").await;
+    assert_eq!(closed["from"], "sfu");
+    assert_eq!(
+        closed["data"],
+        json!({"closed": {"reason": "no media connection on this server"}})
+    );
+    ws.assert_alive().await;
+}
+
+#[tokio::test]
 async fn a_participant_that_leaves_stops_being_forwarded() {
     let app = app().await;
     let (_, token) = sfu_room(&app).await;
