@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +22,8 @@ const CHROMIUM_ARGS = [
   '--allow-loopback-in-peer-connection',
 ];
 
-/** Starts the service; resolves to `{ url, stop() }`. */
+/** Starts the service; resolves to `{ url, mediaPort, logs, stop(), kill() }` (`kill`: SIGKILL,
+ * as a crashed node; both resolve once the process has exited). */
 export function startServer(env = {}) {
   const bin = process.env.CONVENE_BIN ?? 'target/debug/convene';
   const child = spawn(bin, [], {
@@ -39,8 +41,18 @@ export function startServer(env = {}) {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs = [];
+  let exited = false;
+  child.once('exit', () => { exited = true; });
+  const end = (signal) => new Promise((done) => {
+    if (exited) return done();
+    child.once('exit', () => done());
+    child.kill(signal);
+  });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`convene did not start:\n${logs.join('')}`)), 30000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`convene did not start:\n${logs.join('')}`));
+    }, 30000);
     const onData = (chunk) => {
       const text = chunk.toString();
       logs.push(text);
@@ -53,10 +65,8 @@ export function startServer(env = {}) {
           url: `http://${match[1]}`,
           mediaPort: media ? Number(media[1]) : null,
           logs,
-          stop: () => new Promise((done) => {
-            child.once('exit', done);
-            child.kill('SIGTERM');
-          }),
+          stop: () => end('SIGTERM'),
+          kill: () => end('SIGKILL'),
         });
       }
     };
@@ -407,5 +417,133 @@ export async function servePage(html, backend) {
   return {
     url: `http://127.0.0.1:${server.address().port}/`,
     close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/** Where Debian's `redis-server` (`apt-get install redis-server`) is, if installed. */
+export const REDIS_SERVER = ['/usr/bin/redis-server', '/usr/sbin/redis-server', '/usr/local/bin/redis-server']
+  .find((p) => existsSync(p)) ?? null;
+
+/** A free TCP port on loopback (bound, then let go). */
+async function freeTcpPort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Answers once `PING` to the Redis at 127.0.0.1:`port` gets `+PONG`. */
+function redisAnswers(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let reply = '';
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (d) => {
+      reply += d.toString();
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+  });
+}
+
+/**
+ * Starts a private `redis-server` on a free loopback port, without persistence (never the
+ * machine's Redis). Resolves once it answers PING; `{ port, url, stop() }`.
+ */
+export async function startRedis() {
+  if (!REDIS_SERVER) throw new Error('redis-server is not installed');
+  const port = await freeTcpPort();
+  const child = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs = [];
+  child.stdout.on('data', (c) => logs.push(c.toString()));
+  child.stderr.on('data', (c) => logs.push(c.toString()));
+  let exited = null;
+  child.once('exit', (code) => { exited = code ?? 'signal'; });
+  const stop = () => new Promise((done) => {
+    if (exited !== null) return done();
+    child.once('exit', () => done());
+    child.kill('SIGKILL');
+  });
+  try {
+    await waitUntil(async () => {
+      if (exited !== null) throw new Error(`redis-server exited (${exited}):\n${logs.join('')}`);
+      return redisAnswers(port);
+    }, 'redis-server to answer PING', { timeout: 15000, interval: 50 });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { port, url: `redis://127.0.0.1:${port}/`, stop };
+}
+
+/**
+ * A TCP load balancer on loopback, the way a deployment puts one (Caddy) in front of several
+ * nodes: each new connection goes to the next backend (`host:port`) in turn, round robin; a
+ * backend whose connect fails is skipped for the next one, and a connection that no backend
+ * takes is closed. It does not look into the bytes (no stickiness). `routed` lists, per
+ * connection accepted, the backend it went to (`null`: none). Resolves to
+ * `{ url, host, routed, close() }`.
+ */
+export async function startBalancer(backends) {
+  let next = 0;
+  const routed = [];
+  const sockets = new Set();
+  const track = (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
+  const server = net.createServer((client) => {
+    track(client);
+    client.pause();
+    const index = routed.length;
+    routed.push(undefined);
+    const first = next;
+    next = (next + 1) % backends.length;
+    const attempt = (tried) => {
+      if (client.destroyed) return;
+      if (tried === backends.length) {
+        routed[index] = null;
+        client.destroy();
+        return;
+      }
+      const backend = backends[(first + tried) % backends.length];
+      const [host, port] = backend.split(':');
+      const upstream = net.connect(Number(port), host);
+      track(upstream);
+      upstream.once('error', () => {
+        if (routed[index] === undefined) attempt(tried + 1);
+        else client.destroy();
+      });
+      upstream.once('connect', () => {
+        routed[index] = backend;
+        upstream.on('error', () => client.destroy());
+        client.on('error', () => upstream.destroy());
+        upstream.once('close', () => client.destroy());
+        client.once('close', () => upstream.destroy());
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.resume();
+      });
+    };
+    attempt(0);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const host = `127.0.0.1:${server.address().port}`;
+  return {
+    url: `http://${host}`,
+    host,
+    routed,
+    close: () => new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    }),
   };
 }
