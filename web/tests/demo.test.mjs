@@ -88,10 +88,9 @@ test('participants with participant tokens are shown with their identity', async
   const eli = await open(await participantToken(room.id, { identity: 'user-42' }), '');
   const fay = await open(room.token, 'Fay');
   try {
-    // Her own tile names Dee by her identity: `joined` tells a participant its identity, not
-    // the name its token gives (the others see that name).
+    // Her own tile too shows the name her token gives (`joined.name`), not what was typed.
     const expected = {
-      dee: { 'dee@example.com (you)': 'dee@example.com', 'user-42': 'user-42', Fay: null },
+      dee: { 'Dee (you)': 'dee@example.com', 'user-42': 'user-42', Fay: null },
       eli: { Dee: 'dee@example.com', 'user-42 (you)': 'user-42', Fay: null },
       fay: { Dee: 'dee@example.com', 'user-42': 'user-42', 'Fay (you)': null },
     };
