@@ -48,6 +48,7 @@ pub mod fuzzing {
 pub mod storage {
     pub use crate::model::{ConferenceType, Cursor, RoomRecord, StoreError};
     pub use crate::store::{
-        FencedError, Lease, Leases, MemoryStore, NodeInfo, Nodes, Redis, RedisStore, Store,
+        ExpiredRoom, FencedError, Lease, Leases, MemoryStore, NodeInfo, Nodes, Redis, RedisStore,
+        Store,
     };
 }

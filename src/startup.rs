@@ -153,7 +153,7 @@ impl Application {
             check_secret(nodes, &settings, &node_id).await?;
         }
         spawn_sweeper(
-            store,
+            rooms.clone(),
             Duration::from_secs(settings.store_sweep_interval_seconds),
         );
 
@@ -547,14 +547,16 @@ async fn wait_for_store(
     }
 }
 
-/// Drops expired rooms from the store's index now and then. It tells no actor anything:
-/// an active room expires by its own timer, a room without an actor by the store's expiry.
-fn spawn_sweeper(store: Arc<dyn Store>, every: Duration) {
+/// Now and then (and at start-up), ends the rooms that expired without an actor: drops
+/// them from the store and publishes their `RoomExpired` (`Rooms::sweep`), so webhooks send
+/// their `roomFinished`. It tells no actor anything: an active room expires by its own
+/// timer.
+fn spawn_sweeper(rooms: Rooms, every: Duration) {
     actix_web::rt::spawn(async move {
         let mut interval = tokio::time::interval(every);
         loop {
             interval.tick().await;
-            match store.sweep(now_ms()).await {
+            match rooms.sweep(now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(rooms = n, "swept expired rooms"),
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),

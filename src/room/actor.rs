@@ -111,6 +111,9 @@ pub(super) struct RoomActor {
     renewed: Instant,
     /// The lease is lost (a renewal refused, a write stale): nothing more is written.
     lost: bool,
+    /// The expired room is being removed from the store: the actor stops once that is
+    /// done (see `Effect::RemoveFromStore`).
+    removing: bool,
 }
 
 impl RoomActor {
@@ -144,6 +147,7 @@ impl RoomActor {
             lease,
             renewed: Instant::now(),
             lost: false,
+            removing: false,
         }
     }
 
@@ -175,6 +179,26 @@ impl RoomActor {
         Box::pin(async move {
             match (&services.ownership, lease) {
                 (Some(owning), Some(lease)) => owning.delete(&record, &lease).await,
+                _ => services
+                    .store
+                    .delete(&record)
+                    .await
+                    .map_err(WriteError::Store),
+            }
+        })
+    }
+
+    /// Removes the expired room from the store: fenced by the lease when the room has
+    /// one, the index entries before the lease.
+    fn write_expired_removal(
+        &self,
+        record: Arc<RoomRecord>,
+    ) -> BoxFuture<'static, Result<(), WriteError>> {
+        let services = self.services.clone();
+        let lease = self.lease.clone();
+        Box::pin(async move {
+            match (&services.ownership, lease) {
+                (Some(owning), Some(lease)) => owning.delete_expired(&record, &lease).await,
                 _ => services
                     .store
                     .delete(&record)
@@ -304,12 +328,18 @@ impl RoomActor {
                 Effect::PersistSoon => self.persist_soon(ctx),
                 Effect::PersistNow => self.persist(ctx),
                 Effect::RemoveFromStore => {
+                    // The room expired. The actor stops only once the store no longer
+                    // has it (`ctx.wait` holds the mailbox meanwhile), and keeps its
+                    // directory entry (and, with `cluster`, its lease) until then: the
+                    // sweep, which tells of the end of rooms that expire without an actor,
+                    // leaves alone a room that has one, and finds nothing left to finish
+                    // once it has gone.
                     if !self.lost {
-                        // Spawned apart from the actor, which stops right after.
+                        self.removing = true;
                         let id = self.state.record().id.clone();
-                        let deleting = self.write_delete(self.state.record().clone());
-                        actix::spawn(async move {
-                            match deleting.await {
+                        let removing = self.write_expired_removal(self.state.record().clone());
+                        ctx.wait(removing.into_actor(self).map(move |removed, _, ctx| {
+                            match removed {
                                 Ok(()) => {}
                                 Err(WriteError::Stale) => {
                                     tracing::warn!(room = %id, "an expired room's removal was refused: another node owns it now")
@@ -318,7 +348,8 @@ impl RoomActor {
                                     tracing::warn!(room = %id, error = %e, "could not remove an expired room")
                                 }
                             }
-                        });
+                            ctx.stop();
+                        }));
                     }
                 }
                 Effect::Publish(event) => self.services.publish(&event),
@@ -326,6 +357,8 @@ impl RoomActor {
                     self.set_snapshot(Some(Published::new(self.state.record().clone())))
                 }
                 Effect::PublishGone => self.set_snapshot(None),
+                // An expired room stops when its removal is done.
+                Effect::Stop if self.removing => {}
                 Effect::Stop => ctx.stop(),
                 Effect::Passivate => self.passivate(ctx),
                 Effect::Media(command) => self.tell_media(command),

@@ -40,6 +40,8 @@ pub enum RoomMessage {
         address: String,
         /// Its participant token's identity and permissions (`None`: the room token).
         identity: Option<String>,
+        /// Its name as the room shows it (its participant token's, else its `join`'s).
+        name: Option<String>,
         permissions: Option<Permissions>,
         room: RoomInfo,
         participants: Vec<Participant>,

@@ -208,6 +208,12 @@ impl Ownership {
         Ok(self.store.delete_fenced(room, lease).await?)
     }
 
+    /// Removes the room at its expiry, fenced like [`Self::delete`]; the index entries go
+    /// before the lease (see `RedisStore::delete_expired_fenced`).
+    pub async fn delete_expired(&self, room: &RoomRecord, lease: &Lease) -> Result<(), WriteError> {
+        Ok(self.store.delete_expired_fenced(room, lease).await?)
+    }
+
     /// Reads the room as stored (after the lease is taken: the latest the previous owner
     /// could write).
     pub async fn get(&self, id: &str, now_ms: u64) -> Result<Option<RoomRecord>, StoreError> {

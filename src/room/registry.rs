@@ -411,6 +411,47 @@ impl Rooms {
         self.directory().get(id).and_then(Entry::handle)
     }
 
+    /// Tells of the end of rooms that expired without an actor (passivated, or never
+    /// activated since a restart), and drops them from the store; answers how many. A room
+    /// with an actor here, or (with `cluster`) a lease anywhere, is left to its actor,
+    /// whose expiry timer tells of its end and removes it. Of several nodes sweeping one
+    /// Redis, only the one whose `finish_expired` takes the room out of the expiry index
+    /// publishes its `RoomExpired` (no seats: nobody sits in a room without an actor), so
+    /// the webhooks (through the outbox, with Redis) send exactly one `roomFinished`.
+    pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        const BATCH: usize = 1000;
+        let store = &self.services.store;
+        let mut finished = 0;
+        loop {
+            let expired = store.expired(now, BATCH).await?;
+            let (listed, mut done) = (expired.len(), 0);
+            for room in expired {
+                if self.active(&room.id).is_some() {
+                    continue;
+                }
+                if let Some(owning) = &self.services.ownership
+                    && owning.leases.holder(&room.id).await?.is_some()
+                {
+                    continue;
+                }
+                if store.finish_expired(&room).await? {
+                    tracing::info!(room = %room.id, "room expired without an actor");
+                    self.services.publish(&RoomEvent::RoomExpired {
+                        room_id: room.id,
+                        seats: 0,
+                    });
+                    done += 1;
+                }
+            }
+            finished += done;
+            // Rooms left to their actors stay listed: another batch only while this one
+            // was full and moved something.
+            if listed < BATCH || done == 0 {
+                return Ok(finished);
+            }
+        }
+    }
+
     /// The handle of a room's actor, activated from the store when the room has none;
     /// `None` when there is no such room, `Elsewhere` when another node owns it.
     async fn get(&self, id: &str) -> Result<Option<RoomHandle>, RoomError> {

@@ -580,6 +580,7 @@ impl RoomState {
         let message = RoomMessage::Joined {
             address: address.clone(),
             identity: member.participant.identity.clone(),
+            name: member.participant.name.clone(),
             permissions: member.participant.permissions,
             room: RoomInfo {
                 id: self.record.id.clone(),

@@ -84,6 +84,8 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         identity: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         permissions: Option<Permissions>,
         room: RoomInfo<'a>,
         participants: Vec<&'a Participant>,
@@ -147,6 +149,7 @@ pub fn render(message: &RoomMessage, ice: &IceConfig) -> Arc<str> {
         RoomMessage::Joined {
             address,
             identity,
+            name,
             permissions,
             room,
             participants,
@@ -156,6 +159,7 @@ pub fn render(message: &RoomMessage, ice: &IceConfig) -> Arc<str> {
             ServerMessage::Joined {
                 address,
                 identity: identity.as_deref(),
+                name: name.as_deref(),
                 permissions: *permissions,
                 room: RoomInfo {
                     id: &room.id,

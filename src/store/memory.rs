@@ -1,6 +1,6 @@
 //! The in-memory store: the default, so `cargo run` needs nothing else.
 
-use super::{Cursor, Store, StoreError};
+use super::{Cursor, ExpiredRoom, Store, StoreError};
 use crate::model::RoomRecord;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -112,6 +112,36 @@ impl Store for MemoryStore {
         Ok(before - rooms.by_time.len())
     }
 
+    async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredRoom>, StoreError> {
+        let rooms = self.rooms();
+        let mut expired: Vec<&RoomRecord> = rooms
+            .by_time
+            .values()
+            .filter(|r| r.is_expired(now_ms))
+            .collect();
+        expired.sort_by_key(|r| r.expires_at());
+        Ok(expired
+            .into_iter()
+            .take(limit)
+            .map(|r| ExpiredRoom {
+                id: r.id.clone(),
+                creation_time: r.creation_time,
+            })
+            .collect())
+    }
+
+    async fn finish_expired(&self, room: &ExpiredRoom) -> Result<bool, StoreError> {
+        let mut rooms = self.rooms();
+        let removed = rooms
+            .by_time
+            .remove(&(room.creation_time, room.id.clone()))
+            .is_some();
+        if removed {
+            rooms.created.remove(&room.id);
+        }
+        Ok(removed)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -184,5 +214,35 @@ mod tests {
         );
         assert_eq!(store.get("RO-b", 1_000).await.unwrap(), None);
         assert_eq!(store.get("RO-c", 5_000).await.unwrap(), Some(c));
+    }
+
+    #[tokio::test]
+    async fn an_expired_room_is_finished_once() {
+        let store = MemoryStore::new();
+        let (a, b, c) = (
+            room("RO-a", 1_000, 3),
+            room("RO-b", 2_000, 1),
+            room("RO-c", 1_000, 100),
+        );
+        for r in [&a, &b, &c] {
+            store.create(r).await.unwrap();
+        }
+        let expired = store.expired(5_000, 10).await.unwrap();
+        let ids: Vec<&str> = expired.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["RO-b", "RO-a"],
+            "earliest expiry first, live rooms not"
+        );
+        assert_eq!(store.expired(5_000, 1).await.unwrap().len(), 1);
+        assert!(store.finish_expired(&expired[0]).await.unwrap());
+        assert!(!store.finish_expired(&expired[0]).await.unwrap(), "once");
+        store.delete(&a).await.unwrap();
+        assert!(
+            !store.finish_expired(&expired[1]).await.unwrap(),
+            "a room removed meanwhile is not finished again"
+        );
+        assert!(store.expired(5_000, 10).await.unwrap().is_empty());
+        assert!(!store.rooms().created.contains_key("RO-b"));
     }
 }

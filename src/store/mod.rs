@@ -22,6 +22,13 @@ pub use nodes::{NodeInfo, Nodes};
 pub use outbox::{Outbox, OutboxEntry};
 pub use redis::RedisStore;
 
+/// A stored room whose expiry has passed, as the store's expiry index names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRoom {
+    pub id: String,
+    pub creation_time: u64,
+}
+
 use crate::model::{Cursor, RoomRecord, StoreError};
 use async_trait::async_trait;
 
@@ -46,6 +53,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<RoomRecord>, StoreError>;
     /// Drops rooms that expired from the index; returns how many.
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// Up to `limit` rooms whose expiry has passed by `now_ms` and that the store still
+    /// holds (only an actor's removal at expiry, or [`Store::finish_expired`], takes them
+    /// out), earliest expiry first.
+    async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredRoom>, StoreError>;
+    /// Removes an expired room (record and index entries) and answers whether this call
+    /// took its entry out of the expiry index: of several callers at once (nodes sweeping
+    /// the same Redis), exactly one gets `true`, so exactly one tells of the room's end.
+    async fn finish_expired(&self, room: &ExpiredRoom) -> Result<bool, StoreError>;
     /// Whether the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -26,7 +26,7 @@
 
 use super::conn::Redis;
 use super::lease::{FencedError, Lease};
-use super::{Cursor, Store, StoreError};
+use super::{Cursor, ExpiredRoom, Store, StoreError};
 use crate::metrics::METRICS;
 use crate::model::{RoomRecord, Seat};
 use async_trait::async_trait;
@@ -57,6 +57,11 @@ struct Scripts {
     delete_record: redis::Script,
     delete_record_fenced: redis::Script,
     index_remove: redis::Script,
+    /// The claim of an expired room's end: answers 1 when it took the member out of the
+    /// expiry index (and dropped the room), 2 when the member was gone already.
+    finish_expired: redis::Script,
+    /// Cluster: the same claim on the indexes alone.
+    finish_expired_index: redis::Script,
 }
 
 const PAST_DEADLINE: &str = r"
@@ -116,6 +121,17 @@ impl Scripts {
                 "redis.call('ZREM', KEYS[1], ARGV[2])
                  redis.call('ZREM', KEYS[2], ARGV[2])",
             ),
+            // KEYS: expiry, index, room, lease, fence. ARGV: deadline, member.
+            finish_expired: guarded(
+                "if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 2 end
+                 redis.call('ZREM', KEYS[2], ARGV[2])
+                 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])",
+            ),
+            // KEYS: expiry, index. ARGV: deadline, member.
+            finish_expired_index: guarded(
+                "if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 2 end
+                 redis.call('ZREM', KEYS[2], ARGV[2])",
+            ),
         }
     }
 }
@@ -125,6 +141,8 @@ enum Written {
     Done,
     /// The fence did not match; nothing was written.
     Stale,
+    /// A claim found its member gone: another caller made it first.
+    Taken,
 }
 
 impl RedisStore {
@@ -168,6 +186,7 @@ impl RedisStore {
         match self.redis.eval::<i64>(script, keys, &all).await? {
             1 => Ok(Written::Done),
             -1 => Ok(Written::Stale),
+            2 => Ok(Written::Taken),
             _ => {
                 METRICS.store_error();
                 Err(StoreError(
@@ -187,9 +206,15 @@ impl RedisStore {
         self.write(script, keys, args).await.map(drop)
     }
 
-    /// Reads the records of index members; members whose key has expired are dropped
-    /// from the index on the way.
-    async fn records(&self, members: &[String]) -> Result<Vec<RoomRecord>, StoreError> {
+    /// Reads the records of index members; members whose key has vanished before their
+    /// expiry (a delete whose index write failed) are dropped from the index on the way.
+    /// Those of expired rooms stay for the sweep, which tells of their end
+    /// ([`Store::finish_expired`]).
+    async fn records(
+        &self,
+        members: &[String],
+        now_ms: u64,
+    ) -> Result<Vec<RoomRecord>, StoreError> {
         if members.is_empty() {
             return Ok(Vec::new());
         }
@@ -209,7 +234,23 @@ impl RedisStore {
             }
         }
         if !gone.is_empty() {
-            self.forget(&gone).await?;
+            let expiries: Vec<Option<f64>> = self
+                .redis
+                .query(
+                    redis::cmd("ZMSCORE")
+                        .arg(self.redis.keys.expiry())
+                        .arg(&gone),
+                )
+                .await?;
+            let unexpired: Vec<String> = gone
+                .into_iter()
+                .zip(expiries)
+                .filter(|(_, at)| at.is_none_or(|at| at > now_ms as f64))
+                .map(|(member, _)| member)
+                .collect();
+            if !unexpired.is_empty() {
+                self.forget(&unexpired).await?;
+            }
         }
         Ok(rooms)
     }
@@ -265,7 +306,7 @@ impl RedisStore {
             )
             .await?;
         match written {
-            Written::Done => Ok(()),
+            Written::Done | Written::Taken => Ok(()),
             Written::Stale => Err(FencedError::stale(lease)),
         }
     }
@@ -295,7 +336,7 @@ impl RedisStore {
             )
             .await?;
         match written {
-            Written::Done => Ok(()),
+            Written::Done | Written::Taken => Ok(()),
             Written::Stale => Err(FencedError::stale(lease)),
         }
     }
@@ -344,13 +385,34 @@ impl RedisStore {
         };
         match written {
             Written::Stale => Err(FencedError::stale(lease)),
-            Written::Done => {
+            Written::Done | Written::Taken => {
                 if self.redis.is_cluster() {
                     self.unindex(&member).await;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Removes an expired room as [`Self::delete_fenced`] does, its owner's last write; on
+    /// a Redis Cluster the index entries go first (unfenced, as the sweep drops them), so
+    /// the lease is held until the room is out of the expiry index, and a sweeping node
+    /// that finds no lease finds no room to finish either.
+    pub async fn delete_expired_fenced(
+        &self,
+        room: &RoomRecord,
+        lease: &Lease,
+    ) -> Result<(), FencedError> {
+        if self.redis.is_cluster() && lease.room == room.id {
+            let keys = &self.redis.keys;
+            self.write_unfenced(
+                &self.scripts.index_remove,
+                &[&keys.index(), &keys.expiry()],
+                &[member(room.creation_time, &room.id)],
+            )
+            .await?;
+        }
+        self.delete_fenced(room, lease).await
     }
 
     /// Cluster: drops a deleted room's index entries. The room is gone already, so a
@@ -500,7 +562,7 @@ impl Store for RedisStore {
             max = format!("({last}");
             let exhausted = members.len() < want;
             rooms.extend(
-                self.records(&members)
+                self.records(&members, now_ms)
                     .await?
                     .into_iter()
                     .filter(|r| !r.is_expired(now_ms)),
@@ -533,6 +595,63 @@ impl Store for RedisStore {
                 return Ok(swept);
             }
         }
+    }
+
+    async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredRoom>, StoreError> {
+        let cmd = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.redis.keys.expiry())
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .to_owned();
+        let members: Vec<String> = self.redis.query(&cmd).await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                let (time, id) = m.split_once('|')?;
+                Some(ExpiredRoom {
+                    id: id.to_string(),
+                    creation_time: time.parse().ok()?,
+                })
+            })
+            .collect())
+    }
+
+    async fn finish_expired(&self, room: &ExpiredRoom) -> Result<bool, StoreError> {
+        let keys = &self.redis.keys;
+        let id = &room.id;
+        let member = member(room.creation_time, id);
+        let (room_key, lease, fence) = (keys.room(id), keys.lease(id), keys.fence(id));
+        let written = if self.redis.is_cluster() {
+            self.write(
+                &self.scripts.finish_expired_index,
+                &[&keys.expiry(), &keys.index()],
+                &[member],
+            )
+            .await?
+        } else {
+            self.write(
+                &self.scripts.finish_expired,
+                &[&keys.expiry(), &keys.index(), &room_key, &lease, &fence],
+                &[member],
+            )
+            .await?
+        };
+        let claimed = matches!(written, Written::Done);
+        if claimed && self.redis.is_cluster() {
+            // The room's own slot: what `PXAT` has not taken yet (lease, fence). The claim
+            // stands whatever this answers: the room's end is this caller's to tell.
+            if let Err(e) = self
+                .redis
+                .query::<()>(redis::cmd("DEL").arg(&[room_key, lease, fence]))
+                .await
+            {
+                tracing::warn!(room = %id, error = %e, "an expired room's lease and fence are left behind");
+            }
+        }
+        Ok(claimed)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

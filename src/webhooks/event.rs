@@ -5,7 +5,7 @@ use crate::model::{Participant, RoomRecord};
 use crate::room::RoomEvent;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// One event as it is queued and POSTed.
@@ -46,12 +46,31 @@ impl Names {
     }
 }
 
+/// The id of a room's `roomFinished`: a room ends once, so its end has one id, whoever
+/// tells of it (the room's actor, or the sweep of a room that expired without one). Should
+/// a failure ever make two of them (a sweeping node and an owner cut off from Redis), the
+/// receiver's deduplication by id takes care of it. A UUID (version 8) made of the
+/// SHA-256 of the room id.
+pub fn finished_id(room: &str) -> String {
+    let digest = Sha256::digest(format!("convene roomFinished {room}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// The webhook events that a room event makes (none for most; two for a kick:
-/// `participantKicked`, then `participantLeft`), stamped `at` with fresh ids.
+/// `participantKicked`, then `participantLeft`), stamped `at` with fresh ids (the room's
+/// one id for `roomFinished`, see [`finished_id`]).
 pub fn describe(event: &RoomEvent, names: &mut Names, at: u64) -> Vec<WebhookEvent> {
     let mut out = Vec::new();
     let mut push = |room: &str, kind: &str, fields: Value| {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = if kind == "roomFinished" {
+            finished_id(room)
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        };
         let mut body = Map::new();
         body.insert("id".into(), id.clone().into());
         body.insert("type".into(), kind.into());
@@ -292,6 +311,23 @@ mod tests {
         );
         assert!(describe(&RoomEvent::Passivated("R1".into()), &mut names, 12).is_empty());
         assert!(names.0.is_empty());
+    }
+
+    #[test]
+    fn a_room_s_end_has_one_id_whoever_tells_of_it() {
+        let mut names = Names::default();
+        let ended = |room: &str| RoomEvent::RoomExpired {
+            room_id: room.into(),
+            seats: 0,
+        };
+        let first = describe(&ended("R1"), &mut names, 1);
+        let again = describe(&ended("R1"), &mut names, 2);
+        assert_eq!(first[0].id, again[0].id);
+        assert_eq!(first[0].id, finished_id("R1"));
+        assert_ne!(finished_id("R1"), finished_id("R2"));
+        let uuid = uuid::Uuid::parse_str(&first[0].id).unwrap();
+        assert_eq!(uuid.get_version_num(), 8);
+        assert_eq!(bodies(&first)[0]["type"], "roomFinished");
     }
 
     #[test]

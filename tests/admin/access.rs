@@ -222,6 +222,67 @@ async fn a_participant_that_may_not_publish_has_its_sending_sdp_refused_in_mesh(
     a.assert_alive().await;
 }
 
+/// The rule of `canSubscribe: false` in a MESH room (docs/api.md): media flows between the
+/// browsers, so the server does not enforce it. The participant joins, everyone is shown its
+/// permission, and its SDP that receives media (`sendrecv`, `recvonly`) is relayed like
+/// anyone's, where a participant without `canPublish` has its sending SDP refused. Once the
+/// room is SFU (here by its upgrade), the media server enforces it.
+#[tokio::test]
+async fn in_mesh_can_subscribe_is_shown_not_enforced_and_its_receiving_sdp_is_relayed() {
+    let app = TestApp::spawn(Backend::Memory).await.unwrap();
+    let (id, room_token) = room_of(
+        &app.new_room(json!({"autoUpgradeParticipantCount": 3}))
+            .await,
+    );
+    let token = token_for(
+        &app,
+        &id,
+        json!({"identity": "camera-1", "canSubscribe": false}),
+    )
+    .await;
+    let (mut b, joined_b) = Client::join(&app, &room_token, "Bea").await;
+    let (mut a, joined) = Client::join_with(&app, json!({"type": "join", "token": token})).await;
+    let withheld = json!({"canPublish": true, "canSubscribe": false, "canSendMessages": true});
+    assert_eq!(joined["permissions"], withheld);
+    assert_eq!(joined["room"]["conferenceType"], "MESH");
+    let seen = b.expect("participantJoined").await;
+    assert_eq!(
+        seen["participant"]["permissions"], withheld,
+        "shown to the others"
+    );
+    let to = joined_b["address"].clone();
+    let sdp = |direction: &str| {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na={direction}\r\n"
+        )
+    };
+    for (kind, direction) in [("offer", "sendrecv"), ("answer", "recvonly")] {
+        a.send(json!({"type": "signal", "to": to,
+                      "data": {"description": {"type": kind, "sdp": sdp(direction)}}}))
+            .await;
+        let relayed = b.expect("signal").await;
+        assert_eq!(relayed["from"], joined["address"]);
+        assert_eq!(relayed["data"]["description"]["type"], kind);
+        assert!(
+            relayed["data"]["description"]["sdp"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("a={direction}")),
+            "relayed unchanged"
+        );
+    }
+    // A third participant upgrades the room: from then on the media server enforces it
+    // (nothing is forwarded to the participant; `tests/sfu`, the media engine's unit tests).
+    let (_c, _) = Client::join(&app, &room_token, "Cy").await;
+    a.expect("participantJoined").await;
+    let upgraded = a.expect("conferenceTypeChanged").await;
+    assert_eq!(upgraded["conferenceType"], "SFU");
+    b.expect("participantJoined").await;
+    b.expect("conferenceTypeChanged").await;
+    a.assert_alive().await;
+    b.assert_alive().await;
+}
+
 #[tokio::test]
 async fn token_requests_are_validated_in_the_published_error_format() {
     let app = TestApp::spawn(Backend::Memory).await.unwrap();

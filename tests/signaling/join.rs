@@ -52,11 +52,16 @@ async fn join_announces_everyone_to_everyone() {
         [
             "type",
             "address",
+            "name",
             "room",
             "participants",
             "iceServers",
             "resumeToken"
         ]
+    );
+    assert_eq!(
+        joined_b["name"], "Bea",
+        "its own name, as the others see it"
     );
     let others = joined_b["participants"].as_array().unwrap();
     assert_eq!(others.len(), 1);

@@ -1,8 +1,8 @@
 //! The storage cases, each on a fresh key prefix of the same Redis (or Redis Cluster).
 
 use convene::storage::{
-    ConferenceType, Cursor, FencedError, Lease, Leases, NodeInfo, Nodes, Redis, RedisStore,
-    RoomRecord, Store,
+    ConferenceType, Cursor, ExpiredRoom, FencedError, Lease, Leases, NodeInfo, Nodes, Redis,
+    RedisStore, RoomRecord, Store,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -142,6 +142,7 @@ pub async fn run_all(urls: &[String], cluster: bool) {
     case!(store_round_trip);
     case!(pages_walk_rooms_across_slots_and_drop_vanished_ones);
     case!(sweep_drops_expired_rooms);
+    case!(an_expired_room_is_finished_by_one_caller);
     case!(a_lease_is_held_renewed_and_released);
     case!(an_expired_lease_is_taken_over_with_a_higher_fence);
     case!(the_fence_never_goes_back);
@@ -219,6 +220,45 @@ pub async fn pages_walk_rooms_across_slots_and_drop_vanished_ones(f: Fixture) {
         .query(&mut f.raw(&index))
         .unwrap();
     assert_eq!(members.len(), 19);
+}
+
+/// A page leaves an expired room's entry for the sweep; `expired` lists it, and of two
+/// callers of `finish_expired` at once exactly one takes it.
+pub async fn an_expired_room_is_finished_by_one_caller(f: Fixture) {
+    let store = &f.store;
+    let now = now_ms();
+    store.create(&room("RO-short", now, 1)).await.unwrap();
+    store.create(&room("RO-long", now, 3600)).await.unwrap();
+    until("the short room expires", || async {
+        store.get("RO-short", now_ms()).await.unwrap().is_none()
+    })
+    .await;
+    let after = now + 1000;
+    let listed: Vec<String> = store
+        .page(None, 10, after)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["RO-long"]);
+    let expired = store.expired(after, 10).await.unwrap();
+    assert_eq!(
+        expired,
+        [ExpiredRoom {
+            id: "RO-short".into(),
+            creation_time: now
+        }],
+        "still there after the page"
+    );
+    let (a, b) = tokio::join!(
+        store.finish_expired(&expired[0]),
+        store.finish_expired(&expired[0])
+    );
+    assert!(a.unwrap() ^ b.unwrap(), "exactly one caller finishes it");
+    assert!(store.expired(after, 10).await.unwrap().is_empty());
+    assert!(!store.finish_expired(&expired[0]).await.unwrap());
+    assert_eq!(store.sweep(after).await.unwrap(), 0);
 }
 
 pub async fn sweep_drops_expired_rooms(f: Fixture) {

@@ -710,3 +710,189 @@ async fn an_https_receiver_with_an_untrusted_certificate_gets_nothing_and_is_ret
     assert_eq!(res.status(), 200);
     let _ = std::fs::remove_file(ca_file);
 }
+
+/// Settings under which rooms nobody uses passivate after a second, every room expires
+/// four seconds after its creation, and the store is swept every second.
+fn expiring(receiver: &Receiver) -> Options {
+    hooks(receiver)
+        .env("CONVENE_ROOM_IDLE_SECONDS", 1)
+        .env("CONVENE_ROOM_TTL_SECONDS", 4)
+        .env("CONVENE_STORE_SWEEP_INTERVAL_SECONDS", 1)
+}
+
+/// The `roomFinished` requests the receiver got for `room` (every request, repeats too).
+fn finished_requests(receiver: &Receiver, room: &str) -> Vec<Value> {
+    receiver
+        .received()
+        .into_iter()
+        .map(|r| r.json)
+        .filter(|e| e["roomId"] == room && e["type"] == "roomFinished")
+        .collect()
+}
+
+/// Waits for the `roomFinished` of `room` and answers its body without id and timestamp,
+/// checking that the id is the room's one id of its end.
+async fn finished(receiver: &Receiver, room: &str) -> Value {
+    assert!(
+        eventually(DEADLINE, || async {
+            !finished_requests(receiver, room).is_empty()
+        })
+        .await,
+        "no roomFinished for {room}: {:?}",
+        receiver.delivered()
+    );
+    let mut event = finished_requests(receiver, room).remove(0);
+    assert!(uuid::Uuid::parse_str(event["id"].as_str().unwrap()).is_ok());
+    let object = event.as_object_mut().unwrap();
+    object.remove("id");
+    object.remove("timestamp").unwrap();
+    event
+}
+
+fn expired_without_actor(app: &TestApp, room: &str) -> bool {
+    app.log_text()
+        .lines()
+        .any(|l| l.contains("room expired without an actor") && l.contains(room))
+}
+
+/// A room that expires while passivated gets its `roomFinished` from the sweep, as one that
+/// expires while in use gets it from its actor: one each, of the same shape. A later room
+/// ending the same way is the barrier: by then several sweeps have run past both.
+async fn rooms_that_expire_passivated_or_active_finish_once(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let Some(app) = TestApp::spawn_with(backend, expiring(&receiver)).await else {
+        return;
+    };
+    let idle = app.new_room(json!({})).await;
+    let idle = idle["id"].as_str().unwrap().to_string();
+    let busy = app.new_room(json!({})).await;
+    let (busy, token) = (
+        busy["id"].as_str().unwrap().to_string(),
+        busy["token"].as_str().unwrap().to_string(),
+    );
+    let (_al, _) = Client::join(&app, &token, "Al").await;
+    assert!(
+        eventually(DEADLINE, || async { app.active_rooms().await == 1 }).await,
+        "the unused room passivates"
+    );
+    assert_eq!(
+        finished(&receiver, &idle).await,
+        json!({"type": "roomFinished", "roomId": idle, "reason": "expired", "participants": 0})
+    );
+    assert_eq!(
+        finished(&receiver, &busy).await,
+        json!({"type": "roomFinished", "roomId": busy, "reason": "expired", "participants": 1})
+    );
+    assert!(expired_without_actor(&app, &idle), "the sweep ended it");
+    assert!(!expired_without_actor(&app, &busy), "its actor ended it");
+    assert_eq!(app.get_room(&idle).await.status(), 404);
+
+    let barrier = app.new_room(json!({})).await;
+    let barrier = barrier["id"].as_str().unwrap().to_string();
+    finished(&receiver, &barrier).await;
+    for room in [&idle, &busy, &barrier] {
+        let requests = finished_requests(&receiver, room);
+        assert_eq!(
+            requests.len(),
+            1,
+            "one roomFinished for {room}: {requests:?}"
+        );
+    }
+    let ids: Vec<Value> = [&idle, &busy, &barrier]
+        .iter()
+        .map(|r| finished_requests(&receiver, r)[0]["id"].clone())
+        .collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2],
+        "one id per room: {ids:?}"
+    );
+    // (Under a shared `REDIS_URL` the keys have a prefix of their own.)
+    if backend == Backend::Redis && std::env::var("REDIS_URL").is_err() {
+        let mut conn = app.redis_conn();
+        let left: Vec<String> = redis::cmd("ZRANGE")
+            .arg("convene:{rooms}:expiry")
+            .arg(0)
+            .arg(-1)
+            .query(&mut conn)
+            .unwrap();
+        assert!(left.is_empty(), "expiry index: {left:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_room_that_expires_while_passivated_gets_one_room_finished() {
+    rooms_that_expire_passivated_or_active_finish_once(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn with_redis_a_room_that_expires_while_passivated_gets_one_room_finished() {
+    rooms_that_expire_passivated_or_active_finish_once(Backend::Redis).await;
+}
+
+/// Two `cluster` nodes sweep one Redis: every room that expired without an actor gets
+/// exactly one `roomFinished` (one node takes it out of the expiry index, through the
+/// outbox), and a room in use on one node is left to its owner's actor by the other.
+#[tokio::test]
+async fn in_a_cluster_each_expired_room_is_finished_by_one_node() {
+    let Some(redis) = RedisServer::start() else {
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let node = |id: &str| {
+        TestApp::spawn_on(
+            &redis.url(),
+            expiring(&receiver)
+                .env("CONVENE_CLUSTER", 1)
+                .env("CONVENE_NODE_ID", id)
+                .env("CONVENE_ROOM_LEASE_MS", 1000),
+        )
+    };
+    let nodes = [node("n1"), node("n2")];
+    let mut idle = Vec::new();
+    for node in &nodes {
+        for _ in 0..3 {
+            let room = node.new_room(json!({})).await;
+            idle.push(room["id"].as_str().unwrap().to_string());
+        }
+    }
+    let busy = nodes[0].new_room(json!({})).await;
+    let (busy, token) = (
+        busy["id"].as_str().unwrap().to_string(),
+        busy["token"].as_str().unwrap().to_string(),
+    );
+    let (_al, _) = Client::join(&nodes[0], &token, "Al").await;
+    for room in &idle {
+        assert_eq!(
+            finished(&receiver, room).await,
+            json!({"type": "roomFinished", "roomId": room, "reason": "expired", "participants": 0})
+        );
+    }
+    assert_eq!(
+        finished(&receiver, &busy).await["participants"],
+        1,
+        "its owner's actor ended it"
+    );
+    let barrier = nodes[1].new_room(json!({})).await;
+    let barrier = barrier["id"].as_str().unwrap().to_string();
+    finished(&receiver, &barrier).await;
+    for room in idle.iter().chain([&busy, &barrier]) {
+        let requests = finished_requests(&receiver, room);
+        assert_eq!(
+            requests.len(),
+            1,
+            "one roomFinished for {room}: {requests:?}"
+        );
+    }
+    let swept_by = |node: &TestApp| {
+        idle.iter()
+            .filter(|r| expired_without_actor(node, r))
+            .count()
+    };
+    eprintln!(
+        "expired rooms finished by n1: {}, by n2: {}",
+        swept_by(&nodes[0]),
+        swept_by(&nodes[1])
+    );
+    assert_eq!(swept_by(&nodes[0]) + swept_by(&nodes[1]), idle.len());
+}

@@ -19,7 +19,7 @@
 // closes the mesh connection to it.
 
 /** This SDK's version (web/sdk/package.json; CHANGELOG.md says what changed). */
-export const VERSION = '1.1.0';
+export const VERSION = '1.1.1';
 
 const SIGNALING_PATH = '/api/realtime/signaling';
 /** Default of `connectionTimeout`: a peer connection not connected after this long is
@@ -851,7 +851,7 @@ export class Room {
       this.conferenceType = message.room.conferenceType;
       this.localParticipant = new Participant(
         { address: message.address, identity: message.identity, permissions: message.permissions,
-          name: this._options.name, participantInfo: this._options.participantInfo,
+          name: message.name ?? this._options.name, participantInfo: this._options.participantInfo,
           audio: this._options.audio !== false, video: this._options.video !== false },
         true,
       );

@@ -3,7 +3,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRoom, launchBrowser, startServer } from './harness.mjs';
+import { API_KEY, createRoom, launchBrowser, startServer } from './harness.mjs';
 
 let browser;
 let server;
@@ -60,6 +60,49 @@ test('two tabs see and hear each other, chat and leave', async () => {
   } finally {
     await ann.context().close();
     await bob.context().close();
+  }
+});
+
+/** A participant token of the room for `identity` (POST …/token), as an application makes. */
+async function participantToken(roomId, body) {
+  const res = await fetch(`${server.url}/api/realtime/room/${roomId}/token`, {
+    method: 'POST',
+    headers: { 'x-vcs-token': API_KEY, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return (await res.json()).token;
+}
+
+/** Each tile's label and identity badge, by label. */
+function tiles(page) {
+  return page.$$eval('#videos .tile', (els) => Object.fromEntries(els.map((el) => [
+    el.querySelector('.label').textContent, el.querySelector('.identity')?.textContent ?? null,
+  ])));
+}
+
+test('participants with participant tokens are shown with their identity', async () => {
+  const room = await createRoom(server.url, { name: 'Who is who' });
+  // Dee's token names her; Eli's has an identity only; Fay joins with the room token.
+  const dee = await open(await participantToken(room.id, { identity: 'dee@example.com', name: 'Dee' }), '');
+  const eli = await open(await participantToken(room.id, { identity: 'user-42' }), '');
+  const fay = await open(room.token, 'Fay');
+  try {
+    // Her own tile too shows the name her token gives (`joined.name`), not what was typed.
+    const expected = {
+      dee: { 'Dee (you)': 'dee@example.com', 'user-42': 'user-42', Fay: null },
+      eli: { Dee: 'dee@example.com', 'user-42 (you)': 'user-42', Fay: null },
+      fay: { Dee: 'dee@example.com', 'user-42': 'user-42', 'Fay (you)': null },
+    };
+    for (const [who, page] of Object.entries({ dee, eli, fay })) {
+      await page.waitForFunction(() => document.querySelectorAll('#videos .tile').length === 3);
+      assert.deepEqual(await tiles(page), expected[who], who);
+    }
+    await eli.fill('#say input', 'hello');
+    await eli.click('#say button');
+    await fay.waitForFunction(() => document.querySelector('#chat').textContent.includes('user-42: hello'));
+  } finally {
+    for (const page of [dee, eli, fay]) await page.context().close();
   }
 });
 

@@ -1,12 +1,12 @@
 // Test support for the browser tests: the convene binary on a random port, REST helpers,
 // and Chromium pages that use the SDK as an application would.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import http from 'node:http';
-import { randomBytes } from 'node:crypto';
-import dgram from 'node:dgram';
 import net from 'node:net';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { X509Certificate, createHash, randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -309,6 +309,32 @@ async function freeUdpPort() {
   return port;
 }
 
+async function freeTcpPort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * A self-signed certificate for 127.0.0.1 made by `openssl` in a fresh directory:
+ * `{ cert, key }` (paths) and `spki`, the base64 SHA-256 of its public key, which Chromium's
+ * `--ignore-certificate-errors-spki-list` takes. `null` without openssl.
+ */
+export function selfSignedCertificate() {
+  const dir = mkdtempSync(join(tmpdir(), 'convene-cert-'));
+  const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+  const made = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+    '-keyout', key, '-out', cert,
+  ]);
+  if (made.error || made.status !== 0) return null;
+  const der = new X509Certificate(readFileSync(cert)).publicKey.export({ type: 'spki', format: 'der' });
+  return { cert, key, spki: createHash('sha256').update(der).digest('base64') };
+}
+
 /** Answers once a STUN Binding request to 127.0.0.1:`port` gets a Binding success. */
 async function stunAnswers(port) {
   const socket = dgram.createSocket('udp4');
@@ -335,9 +361,13 @@ async function stunAnswers(port) {
  * peers (the pages' relay addresses and the server's media port are all on 127.0.0.1).
  * Resolves once it answers STUN; `{ port, url, logs, stop() }`.
  */
-export async function startTurnServer(secret) {
+export async function startTurnServer(secret, { tls = null } = {}) {
   if (!TURNSERVER) throw new Error('turnserver (Debian package coturn) is not installed');
   const port = await freeUdpPort();
+  // TURN over TLS (the deployment's tls-listening-port) on a free port, with `tls`'s
+  // certificate; without one coturn listens on no TLS port.
+  const tlsPort = tls ? await freeTcpPort() : null;
+  const tlsArgs = tls ? [`--tls-listening-port=${tlsPort}`, `--cert=${tls.cert}`, `--pkey=${tls.key}`] : [];
   const dir = mkdtempSync(join(tmpdir(), 'convene-turn-'));
   const child = spawn(TURNSERVER, [
     '-c', 'deploy/coturn/turnserver.conf',
@@ -347,6 +377,7 @@ export async function startTurnServer(secret) {
     // Sessions (realm and username of each allocation) are logged only when verbose.
     '--verbose',
     `--pidfile=${join(dir, 'turnserver.pid')}`, `--userdb=${join(dir, 'turndb')}`,
+    ...tlsArgs,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs = [];
   child.stdout.on('data', (c) => logs.push(c.toString()));
@@ -357,9 +388,16 @@ export async function startTurnServer(secret) {
     if (exited !== null) throw new Error(`turnserver exited (${exited}):\n${logs.join('')}`);
     return stunAnswers(port);
   }, 'turnserver to answer STUN', { timeout: 15000 });
+  if (tls) {
+    await waitUntil(() => new Promise((resolve) => {
+      const socket = net.connect(tlsPort, '127.0.0.1', () => { socket.destroy(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    }), 'turnserver to listen for TLS', { timeout: 15000 });
+  }
   return {
     port,
     url: `turn:127.0.0.1:${port}?transport=udp`,
+    tlsUrl: tls ? `turns:127.0.0.1:${tlsPort}?transport=tcp` : null,
     logs,
     stop: () => new Promise((done) => {
       if (exited !== null) return done();

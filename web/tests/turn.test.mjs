@@ -11,8 +11,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  TURNSERVER, createRoom, launchBrowser, openPage, selectedCandidates, startServer, startTurnServer, waitForEvent,
-  waitForMedia,
+  TURNSERVER, createRoom, launchBrowser, openPage, selectedCandidates, selfSignedCertificate, startServer,
+  startTurnServer, waitForEvent, waitForMedia,
 } from './harness.mjs';
 
 const SECRET = 'turn-test-secret-shared-with-coturn';
@@ -117,6 +117,89 @@ describe('TURN relay (coturn)', { skip: missing ?? false }, () => {
       }
     } finally {
       await other.stop();
+    }
+  });
+});
+
+describe('TURN over TLS (coturn, turns:)', { skip: missing ?? false }, () => {
+  let turn;
+  let server;
+  let certificate;
+  before(async () => {
+    certificate = selfSignedCertificate();
+    assert.ok(certificate, 'openssl makes the test certificate');
+    turn = await startTurnServer(SECRET, { tls: certificate });
+    // Only the turns: URL: the pages can relay over TLS or not at all.
+    server = await startServer({ CONVENE_ICE_SERVERS: turn.tlsUrl, CONVENE_TURN_SECRET: SECRET });
+  });
+  after(async () => {
+    await server?.stop();
+    await turn?.stop();
+  });
+
+  async function joinRelayed(browser, room, name, options = {}) {
+    const page = await openPage(browser, server.url);
+    const joined = await page.evaluate(
+      ([token, n, o]) => window.T.join(token, n, o),
+      [room.token, name, { iceTransportPolicy: 'relay', ...options }],
+    );
+    assert.ok(joined.address, JSON.stringify(joined));
+    return { page, address: joined.address };
+  }
+
+  /** The relay protocol of the local candidate of each connection's selected pair. */
+  function relayProtocols(page) {
+    return page.evaluate(async () => {
+      const out = {};
+      for (const [address, pc] of window.T.room._peerConnections()) {
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type === 'transport' && s.selectedCandidatePairId) {
+            const pair = stats.get(s.selectedCandidatePairId);
+            out[address] = stats.get(pair.localCandidateId)?.relayProtocol ?? null;
+          }
+        });
+      }
+      return out;
+    });
+  }
+
+  test('Chromium refuses a TURN server whose certificate it does not trust', async () => {
+    const browser = await launchBrowser();
+    try {
+      const room = await createRoom(server.url, { name: 'turns untrusted' });
+      const a = await joinRelayed(browser, room, 'A', { connectionTimeout: 5000 });
+      const b = await joinRelayed(browser, room, 'B', { connectionTimeout: 5000 });
+      const servers = await a.page.evaluate(() => window.T.room._iceServers);
+      assert.deepEqual(servers[0].urls, [turn.tlsUrl]);
+      await waitForEvent(b.page, { event: 'participantJoinFailed', address: a.address });
+      const pairs = await selectedCandidates(b.page);
+      assert.deepEqual(pairs[a.address]?.localTypes ?? [], [], JSON.stringify(pairs));
+    } finally {
+      await browser.close();
+    }
+  });
+
+  test('MESH: relay-only pages get each other\'s media through coturn over TLS', async () => {
+    const browser = await launchBrowser({ extraArgs: [`--ignore-certificate-errors-spki-list=${certificate.spki}`] });
+    try {
+      const room = await createRoom(server.url, { name: 'turns mesh' });
+      const a = await joinRelayed(browser, room, 'A');
+      const b = await joinRelayed(browser, room, 'B');
+      await waitForMedia(a.page, [b.address], { via: 'mesh' });
+      await waitForMedia(b.page, [a.address], { via: 'mesh' });
+      for (const [page, other] of [[a.page, b.address], [b.page, a.address]]) {
+        const pairs = await selectedCandidates(page);
+        assert.deepEqual(pairs[other], { local: 'relay', remote: 'relay', localTypes: ['relay'] }, JSON.stringify(pairs));
+        assert.deepEqual(await relayProtocols(page), { [other]: 'tls' });
+      }
+      // coturn's sessions of both participants ran over TLS.
+      const log = turn.logs.join('');
+      for (const address of [a.address, b.address]) {
+        assert.match(log, new RegExp(`username=<\\d+:${address}>.*method=TLSv1\\.[23]`), `no TLS session of ${address} in coturn's log`);
+      }
+    } finally {
+      await browser.close();
     }
   });
 });

@@ -175,7 +175,17 @@ test('an operator follows a room from creation to deletion', async () => {
 
   // Two more join: the third upgrades the room to SFU, flagged as it happens.
   await people.join(token, 'Cy');
-  await people.join(token, 'Dee');
+  // Dee joins with a participant token: the page shows her identity under her name.
+  const issued = await rest(server.url, 'POST', `/api/realtime/room/${roomId}/token`, { identity: 'dee@example.com', name: 'Dee' });
+  assert.equal(issued.status, 200);
+  const dee = await people.join(issued.body.token, 'ignored: the token names her');
+  const deeRow = page.locator('#participants tr[data-identity="dee@example.com"]');
+  await deeRow.waitFor({ timeout: 1000 });
+  assert.equal(await deeRow.getAttribute('data-address'), dee.address);
+  assert.equal(await deeRow.locator('td.name small.identity').textContent(), 'dee@example.com');
+  assert.match(await deeRow.innerText(), /^Dee\s+dee@example\.com\s+PA-/);
+  // Those who joined with the room token have none.
+  assert.equal(await page.locator('#participants tr small.identity').count(), 1);
   await page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] td.type`).textContent === 'SFU',
     roomId, { timeout: 1000 });
   assert.match(await rowText(page, 'Ops room'), /SFU\s+3 \/ 100/);
