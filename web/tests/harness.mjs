@@ -463,14 +463,6 @@ export const REDIS_SERVER = ['/usr/bin/redis-server', '/usr/sbin/redis-server', 
   .find((p) => existsSync(p)) ?? null;
 
 /** A free TCP port on loopback (bound, then let go). */
-async function freeTcpPort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /** Answers once `PING` to the Redis at 127.0.0.1:`port` gets `+PONG`. */
 function redisAnswers(port) {
   return new Promise((resolve) => {
