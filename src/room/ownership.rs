@@ -7,6 +7,7 @@
 use crate::model::{Owner, RoomRecord, Seat, StoreError};
 use crate::store::{FencedError, Lease, Leases, NodeInfo, Nodes, RedisStore, Store};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// This node's load as it is now: (active rooms, seated participants).
@@ -25,6 +26,9 @@ pub struct Ownership {
     pub max_participants: u64,
     /// This node's current load (the admin hub's live count, not the last heartbeat's).
     pub load: LoadNow,
+    /// Set at SIGTERM: the node hands its rooms to others and takes none (it counts as
+    /// full, and a lease it still holds is not used to start a room again).
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Where a room that nobody runs should go.
@@ -80,6 +84,9 @@ impl Ownership {
     /// A node at one of its limits (`node_max_rooms`, `node_max_participants`) takes no
     /// free lease: the room goes to the node [`Ownership::place`] finds.
     pub async fn claim(&self, room: &str) -> Result<Claim, StoreError> {
+        if self.is_draining() {
+            return self.claim_when_draining(room).await;
+        }
         if self.me().is_full() {
             return self.claim_when_full(room).await;
         }
@@ -117,6 +124,27 @@ impl Ownership {
         }
     }
 
+    /// A draining node starts no room: a lease it still holds (a room handed over whose
+    /// release failed) is released first, and the room goes where a full node sends it.
+    async fn claim_when_draining(&self, room: &str) -> Result<Claim, StoreError> {
+        if let Some(holder) = self.leases.holder(room).await?
+            && holder.node == self.leases.node()
+        {
+            self.leases.release(&holder).await?;
+        }
+        self.claim_when_full(room).await
+    }
+
+    /// Whether this node is draining (see [`Ownership::draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks this node draining: from now on it takes no room.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     /// A lease that is held: this node's to use, or the holder's (with its `httpAddr` from
     /// the live nodes).
     async fn held(&self, holder: Lease) -> Result<Claim, StoreError> {
@@ -151,6 +179,7 @@ impl Ownership {
             secret_id: String::new(),
             max_rooms: self.max_rooms,
             max_participants: self.max_participants,
+            draining: self.is_draining(),
         }
     }
 

@@ -14,7 +14,10 @@
 //! fetching or listing rooms none through a room's: they read the published record.
 
 use super::RoomServices;
-use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
+use super::actor::{
+    HandedOver, Peers, Published, RoomActor, RoomHandle, Snapshot, StartElsewhere, read_snapshot,
+    snapshot_of,
+};
 use super::events::RoomEvent;
 use super::messages::{JoinRequest, Outbound};
 use super::ownership::{Claim, Placement};
@@ -594,6 +597,41 @@ impl Rooms {
                 Err(JoinRefused::Unavailable)
             }
         }
+    }
+
+    /// Hands every active room to another node (a draining node; see
+    /// `RoomHandle::hand_over`), a few at a time, for at most `timeout`: answers each
+    /// handed room's outcome. Rooms not handed in time stay here (the shutdown releases
+    /// their leases as before).
+    pub async fn hand_over_all(&self, start: StartElsewhere, timeout: Duration) -> Vec<HandedOver> {
+        use futures_util::StreamExt;
+        let rooms: Vec<RoomHandle> = self
+            .directory()
+            .values()
+            .filter_map(Entry::handle)
+            .collect();
+        let mut handing = futures_util::stream::iter(rooms)
+            .map(|room| {
+                let start = start.clone();
+                async move { room.hand_over(start).await }
+            })
+            .buffer_unordered(16);
+        let mut outcomes = Vec::new();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = handing.next() => match next {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    tracing::warn!("some rooms were not handed over in time");
+                    break;
+                }
+            }
+        }
+        outcomes
     }
 
     /// Stops every active room's actor and releases its lease (at a clean shutdown),

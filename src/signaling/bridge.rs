@@ -16,7 +16,7 @@
 //! a resume).
 
 use super::SignalingConfig;
-use super::protocol::{ServerMessage, close};
+use super::protocol::{self, ServerMessage, close};
 use super::session::{self, Frames, RateLimiter, Reattach, Wire};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -351,8 +351,9 @@ impl Bridge {
                         }
                     }
                     Some(FromOwner::Close(code, reason)) => {
-                        // The owner lost the link (its bus broke): re-attach, as below.
-                        if reason == LOST
+                        // The owner lost the link (its bus broke), or handed the room to
+                        // another node (it is draining): re-attach, as below.
+                        if (reason == LOST || reason == protocol::HANDED_OVER)
                             && let (Some(token), Some(resume)) = (&token, &resume)
                         {
                             self.edges().remove(&link);
@@ -433,7 +434,8 @@ impl Bridge {
         None
     }
 
-    /// A bridged socket whose link to `owner` was dropped: keeps the socket (answering
+    /// A bridged socket whose link to `owner` was dropped (or whose room `owner` handed
+    /// to another node): keeps the socket (answering
     /// pings, keeping the client's text frames, at most a queue's worth) until the room's
     /// lease is free or held by a live node (`owner` again, when only the bus broke), then
     /// hands the socket back with a resume of its seat first. Closed with 1001 when that
@@ -458,8 +460,10 @@ impl Bridge {
         let mut first = vec![join];
         let deadline = tokio::time::sleep(config.resume_grace);
         tokio::pin!(deadline);
-        let every = Duration::from_millis(250);
-        let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // The first look at once: a room handed over by a draining node has its new
+        // owner already.
+        let mut look = tokio::time::interval(Duration::from_millis(250));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {

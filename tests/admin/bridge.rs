@@ -399,6 +399,129 @@ async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address(
     }
 }
 #[tokio::test]
+async fn sigterm_drains_with_nobody_dropped() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "drained"})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    assert_eq!(holder(&redis, id).as_deref(), Some("a"));
+    // Two participants on the owner itself, two bridged through B, two through C.
+    let mut clients: Vec<Client> = Vec::new();
+    let mut seats: Vec<(String, String)> = Vec::new();
+    for node in [&a, &b, &c, &a, &b, &c] {
+        let (client, joined) = Client::join(node, token, "P").await;
+        for earlier in clients.iter_mut() {
+            earlier.expect("participantJoined").await;
+        }
+        let address = joined["address"].as_str().unwrap().to_string();
+        seats.push((address, joined["resumeToken"].as_str().unwrap().to_string()));
+        clients.push(client);
+    }
+    let addresses: Vec<String> = seats.iter().map(|(address, _)| address.clone()).collect();
+
+    let signalled = Instant::now();
+    a.terminate();
+    // A hands the room to B or C with its seats. Its own sockets are closed with 1001
+    // "room handed over to another node", and their clients resume (as an SDK does) on the
+    // other nodes; the sockets bridged through B and C stay open: their nodes re-attach
+    // them to the new owner, and the client sees `joined` again.
+    let mut back: Vec<Client> = Vec::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let (address, resume) = &seats[i];
+        let joined = if i % 3 == 0 {
+            let reason = client.expect_close(1001).await;
+            assert_eq!(
+                reason,
+                "room handed over to another node",
+                "{}",
+                a.log_text()
+            );
+            let node = if i == 0 { &b } else { &c };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let mut client = Client::connect(node).await;
+                client
+                    .send(json!({"type": "join", "token": token, "resume": resume}))
+                    .await;
+                match client.next().await {
+                    Incoming::Text(m) if m["type"] == "joined" => {
+                        back.push(client);
+                        break m;
+                    }
+                    // Refused while the room has no owner yet (it should not happen: the
+                    // room is started elsewhere before the sockets are closed).
+                    Incoming::Text(m) => {
+                        eprintln!("resume refused: {m}");
+                        assert_eq!(m["code"], "BASE-00020", "{m}");
+                        client.expect_close(1001).await;
+                    }
+                    Incoming::Closed(code, reason) => assert_eq!(code, 1001, "{reason}"),
+                }
+                assert!(Instant::now() < deadline, "never resumed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            let joined = client.expect("joined").await;
+            back.push(client);
+            joined
+        };
+        assert_eq!(joined["address"], address.as_str(), "{joined}");
+        assert_eq!(
+            joined["participants"].as_array().unwrap().len(),
+            5,
+            "{joined}"
+        );
+    }
+    let everyone_back = signalled.elapsed();
+    let owner = holder(&redis, id).unwrap();
+    assert!(owner == "b" || owner == "c", "{owner}");
+    // Nobody saw anyone leave or join: the first thing each socket gets is a relay.
+    let relayed = std::panic::AssertUnwindSafe(relays_work(&mut back, &addresses, "drained"));
+    if let Err(panic) = futures_util::FutureExt::catch_unwind(relayed).await {
+        eprintln!(
+            "A:\n{}\nB:\n{}\nC:\n{}",
+            a.log_text(),
+            b.log_text(),
+            c.log_text()
+        );
+        std::panic::resume_unwind(panic);
+    }
+    // Every node lists the six, in join order, none of them waiting for a resume.
+    let path = format!("/api/realtime/room/{id}/participants");
+    for node in [&b, &c] {
+        let listed: Value = node
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, addresses);
+    }
+    let status = a.wait_for_exit(Duration::from_secs(35)).await;
+    let exited = signalled.elapsed();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = a.log_text();
+    assert!(
+        log.contains("drained: rooms handed to other nodes"),
+        "{log}"
+    );
+    eprintln!(
+        "SIGTERM to the owner: all six participants back (same addresses) after {everyone_back:?}; the owner exited (0) after {exited:?}"
+    );
+}
+
+#[tokio::test]
 async fn without_cluster_relays_never_touch_redis() {
     let Some(app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;
