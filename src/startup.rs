@@ -18,7 +18,7 @@ use crate::room::{
 use crate::signaling::SignalingConfig;
 use crate::signaling::bridge::Bridge;
 use crate::store::{
-    AdminLog, Bus, Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Store,
+    AdminLog, Bus, Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Seated, Store,
 };
 use crate::telemetry;
 use crate::token::{RoomTokens, secret_fingerprint};
@@ -135,6 +135,7 @@ impl Application {
                 max_participants: settings.node_max_participants,
                 load: load_of(events.clone()),
                 draining: draining.clone(),
+                seated: Seated::new(redis.clone()),
             })
         });
         let mut observers: Vec<Arc<dyn RoomObserver>> = vec![events.clone()];
@@ -155,6 +156,12 @@ impl Application {
             ownership,
         });
         deliver_media_events(rooms.clone(), media_events);
+        if settings.cluster {
+            spawn_adopter(
+                rooms.clone(),
+                Duration::from_millis(settings.node_heartbeat_ms),
+            );
+        }
         wait_for_store(store.as_ref(), &settings).await?;
         if let Some(nodes) = nodes.as_ref().filter(|_| settings.cluster) {
             check_secret(nodes, &settings, &node_id).await?;
@@ -710,6 +717,23 @@ async fn wait_for_store(
             Err(e) => return Err(format!("CONVENE_REDIS_URL: cannot reach the store: {e}").into()),
         }
     }
+}
+
+/// With `cluster`: every `every`, takes over this node's share of the rooms with seats of
+/// nodes that left the node list (see `Rooms::adopt_orphans`).
+fn spawn_adopter(rooms: Rooms, every: Duration) {
+    actix_web::rt::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            match rooms.adopt_orphans().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rooms = n, "took over rooms of nodes that left"),
+                Err(e) => tracing::warn!(error = %e, "could not look for rooms of nodes that left"),
+            }
+        }
+    });
 }
 
 /// Drops expired rooms from the store's index now and then. It tells no actor anything:

@@ -594,6 +594,8 @@ impl Handler<HandOver> for RoomActor {
                 };
                 let written = writing.await;
                 let released = owning.leases.release(&lease).await;
+                // The node that starts it lists it as its own.
+                owning.list_seated(&lease.room, false).await;
                 match (written, released) {
                     (Ok(()), Ok(_)) => {}
                     (Err(WriteError::Stale), _) => return Err(Some("its lease was lost")),

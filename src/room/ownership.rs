@@ -5,7 +5,7 @@
 //! is no `Ownership`, and rooms behave as on a single node.
 
 use crate::model::{Owner, RoomRecord, Seat, StoreError};
-use crate::store::{FencedError, Lease, Leases, NodeInfo, Nodes, RedisStore, Store};
+use crate::store::{FencedError, Lease, Leases, NodeInfo, Nodes, RedisStore, Seated, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,6 +29,9 @@ pub struct Ownership {
     /// Set at SIGTERM: the node hands its rooms to others and takes none (it counts as
     /// full, and a lease it still holds is not used to start a room again).
     pub draining: Arc<AtomicBool>,
+    /// The index of rooms with seats by owner, from which the nodes take a dead node's
+    /// rooms over at once.
+    pub seated: Seated,
 }
 
 /// Where a room that nobody runs should go.
@@ -135,6 +138,11 @@ impl Ownership {
         self.claim_when_full(room).await
     }
 
+    /// Whether this node, as it is now, is at one of its limits or draining.
+    pub fn is_full_now(&self) -> bool {
+        self.me().is_full()
+    }
+
     /// Whether this node is draining (see [`Ownership::draining`]).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
@@ -218,14 +226,31 @@ impl Ownership {
     }
 
     /// Writes the room's seats, fenced like the record, so that a node taking the room
-    /// over gives them back to their participants' resumes.
+    /// over gives them back to their participants' resumes; then lists the room (or, with
+    /// no seats, unlists it) among this node's rooms with seats. A failure of the latter is
+    /// logged only: the list is a hint (see `store::Seated`).
     pub async fn save_seats(
         &self,
         room: &RoomRecord,
         seats: &[Seat],
         lease: &Lease,
     ) -> Result<(), WriteError> {
-        Ok(self.store.save_seats_fenced(room, seats, lease).await?)
+        self.store.save_seats_fenced(room, seats, lease).await?;
+        self.list_seated(&room.id, !seats.is_empty()).await;
+        Ok(())
+    }
+
+    /// Lists the room among this node's rooms with seats, or unlists it.
+    pub async fn list_seated(&self, room: &str, seated: bool) {
+        let node = self.leases.node();
+        let listed = if seated {
+            self.seated.mark(node, room).await
+        } else {
+            self.seated.unmark(node, room).await
+        };
+        if let Err(e) = listed {
+            tracing::warn!(%room, error = %e, "could not update the list of rooms with seats");
+        }
     }
 
     /// The seats the room's previous owner last wrote.
@@ -234,7 +259,9 @@ impl Ownership {
     }
 
     pub async fn delete(&self, room: &RoomRecord, lease: &Lease) -> Result<(), WriteError> {
-        Ok(self.store.delete_fenced(room, lease).await?)
+        self.store.delete_fenced(room, lease).await?;
+        self.list_seated(&room.id, false).await;
+        Ok(())
     }
 
     /// Reads the room as stored (after the lease is taken: the latest the previous owner

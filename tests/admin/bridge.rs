@@ -522,6 +522,84 @@ async fn sigterm_drains_with_nobody_dropped() {
 }
 
 #[tokio::test]
+async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_asking() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "orphaned at once"})).await;
+    let id = room["id"].as_str().unwrap().to_string();
+    let token = room["token"].as_str().unwrap();
+    // Both participants are on the owner itself: no other node has a socket of the room.
+    let (mut first, joined) = Client::join(&a, token, "P0").await;
+    let mut addresses = vec![joined["address"].as_str().unwrap().to_string()];
+    let (_second, joined) = Client::join(&a, token, "P1").await;
+    first.expect("participantJoined").await;
+    addresses.push(joined["address"].as_str().unwrap().to_string());
+    // A has stored the two seats, and listed the room among its rooms with seats.
+    let listed = |node: &str| {
+        let member: bool = redis::cmd("SISMEMBER")
+            .arg(format!("convene:{{seated}}:{node}"))
+            .arg(&id)
+            .query(&mut redis.conn())
+            .unwrap();
+        member
+    };
+    let stored = || async {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("convene:{{room:{id}}}:seats"))
+            .query(&mut redis.conn())
+            .unwrap();
+        value.is_some_and(|v| serde_json::from_str::<Vec<Value>>(&v).unwrap().len() == 2)
+            && listed("a")
+    };
+    assert!(eventually(Duration::from_secs(10), stored).await);
+
+    let killed = Instant::now();
+    a.kill();
+    // Nobody asks for the room: B or C takes it over once A has left the node list and its
+    // lease has expired, with both seats waiting for their resumes.
+    let taken = || async { holder(&redis, &id).is_some_and(|h| h == "b" || h == "c") };
+    assert!(
+        eventually(Duration::from_secs(20), taken).await,
+        "B:\n{}\nC:\n{}",
+        b.log_text(),
+        c.log_text()
+    );
+    let after = killed.elapsed();
+    let owner = holder(&redis, &id).unwrap();
+    let path = format!("/api/realtime/room/{id}/participants");
+    for node in [&b, &c] {
+        let listed: Value = node
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seats = listed["data"].as_array().unwrap();
+        let seated: Vec<&str> = seats
+            .iter()
+            .map(|p| p["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(seated, addresses, "{listed}");
+        assert!(seats.iter().all(|p| p["connected"] == false), "{listed}");
+    }
+    // The room is listed as the new owner's, and no longer as A's.
+    assert!(listed(&owner));
+    assert!(!listed("a"));
+    eprintln!(
+        "owner killed with both participants on it: {owner} held the room after {after:?}, its two seats waiting for resumes, with no client asking"
+    );
+    // A resume on the other node gets its seat back, with its address.
+    let other = if owner == "b" { &c } else { &b };
+    let resume = json!({"type": "join", "token": token, "resume": joined["resumeToken"]});
+    let (_back, resumed) = Client::join_with(other, resume).await;
+    assert_eq!(resumed["address"], addresses[1].as_str());
+}
+
+#[tokio::test]
 async fn without_cluster_relays_never_touch_redis() {
     let Some(app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;
