@@ -353,13 +353,14 @@ impl Bridge {
                     Some(FromOwner::Close(code, reason)) => {
                         // The owner lost the link (its bus broke), or handed the room to
                         // another node (it is draining): re-attach, as below.
-                        if (reason == LOST || reason == protocol::HANDED_OVER)
+                        let handed_over = reason == protocol::HANDED_OVER;
+                        if (reason == LOST || handed_over)
                             && let (Some(token), Some(resume)) = (&token, &resume)
                         {
                             self.edges().remove(&link);
                             let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
                             return self
-                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown, handed_over)
                                 .await;
                         }
                         break (Some(code), reason, false);
@@ -375,7 +376,7 @@ impl Bridge {
                             self.edges().remove(&link);
                             let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
                             return self
-                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown, false)
                                 .await;
                         }
                         break (Some(code), reason, true);
@@ -450,6 +451,7 @@ impl Bridge {
         join: String,
         config: &SignalingConfig,
         shutdown: &mut watch::Receiver<bool>,
+        at_once: bool,
     ) -> Option<Reattach> {
         let Some(owning) = self.rooms.services().ownership.clone() else {
             close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
@@ -460,9 +462,11 @@ impl Bridge {
         let mut first = vec![join];
         let deadline = tokio::time::sleep(config.resume_grace);
         tokio::pin!(deadline);
-        // The first look at once: a room handed over by a draining node has its new
-        // owner already.
-        let mut look = tokio::time::interval(Duration::from_millis(250));
+        // A room handed over by a draining node has its new owner already: the first look
+        // is at once. Otherwise the owner (or the bus) has just been lost: a moment later.
+        let every = Duration::from_millis(250);
+        let first_look = tokio::time::Instant::now() + if at_once { Duration::ZERO } else { every };
+        let mut look = tokio::time::interval_at(first_look, every);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

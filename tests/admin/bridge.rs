@@ -553,7 +553,12 @@ async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_ask
         value.is_some_and(|v| serde_json::from_str::<Vec<Value>>(&v).unwrap().len() == 2)
             && listed("a")
     };
-    assert!(eventually(Duration::from_secs(10), stored).await);
+    assert!(
+        eventually(Duration::from_secs(10), stored).await,
+        "listed: {}\n{}",
+        listed("a"),
+        a.log_text()
+    );
 
     let killed = Instant::now();
     a.kill();
