@@ -64,6 +64,7 @@ pub struct Metrics {
     forwards: IntCounterVec,
     rooms_lost: IntCounter,
     placed: IntCounterVec,
+    drained: IntCounterVec,
     bridge_links: IntCounterVec,
     bridge_dropped: IntCounter,
     /// A process collector of its own, read for the node registry's CPU share.
@@ -255,6 +256,15 @@ impl Metrics {
         )
         .unwrap();
         register(Box::new(placed.clone()), "counter");
+        let drained = IntCounterVec::new(
+            Opts::new(
+                "convene_rooms_drained_total",
+                "Rooms this node handed to another node while draining (SIGTERM), by outcome: `started` (another node started it with its seats), `released` (seats stored and lease released, but no node started it: its next use does), `failed` (its last write or release failed, or it had stopped).",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        register(Box::new(drained.clone()), "counter");
         let bridge_links = IntCounterVec::new(
             Opts::new(
                 "convene_bridge_links_total",
@@ -359,6 +369,7 @@ impl Metrics {
             forwards,
             rooms_lost,
             placed,
+            drained,
             bridge_links,
             bridge_dropped,
             process: ProcessCollector::for_self(),
@@ -395,6 +406,11 @@ impl Metrics {
     /// line is asked; after the last, the room is stored and its first use starts it).
     pub fn placed_elsewhere(&self, outcome: &str) {
         self.placed.with_label_values(&[outcome]).inc();
+    }
+
+    /// A room handed over while draining, by `outcome` (see `HandedOver::label`).
+    pub fn room_drained(&self, outcome: &str) {
+        self.drained.with_label_values(&[outcome]).inc();
     }
 
     pub fn room_lost(&self) {

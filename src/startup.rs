@@ -8,14 +8,17 @@ use crate::error::ApiError;
 use crate::heads::HeadGuard;
 use crate::media::{MediaConfig, MediaEvent, MediaPlane};
 use crate::metrics::METRICS;
+use crate::model::Owner;
 use crate::model::{Limits, now_ms};
 use crate::paging::PageTokens;
 use crate::room::RoomObserver;
-use crate::room::{LoadNow, MediaReport, Ownership, RoomServices, Rooms};
+use crate::room::{
+    HandedOver, LoadNow, MediaReport, Ownership, RoomServices, Rooms, StartElsewhere,
+};
 use crate::signaling::SignalingConfig;
 use crate::signaling::bridge::Bridge;
 use crate::store::{
-    AdminLog, Bus, Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Store,
+    AdminLog, Bus, Leases, MemoryStore, NodeInfo, Nodes, Outbox, Redis, RedisStore, Seated, Store,
 };
 use crate::telemetry;
 use crate::token::{RoomTokens, secret_fingerprint};
@@ -31,7 +34,8 @@ use actix_web::middleware::from_fn;
 use actix_web::rt::net::TcpStream;
 use actix_web::{App, web};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -113,6 +117,8 @@ impl Application {
             ))
         });
         let lease_time = Duration::from_millis(settings.room_lease_ms);
+        // Set at SIGTERM with `cluster` (see [`drain`]); registered with the node's entry.
+        let draining = Arc::new(AtomicBool::new(false));
         // Leases, fenced writes and forwarding only in a cluster: a single node keeps
         // serving its active rooms from memory through a Redis outage of any length.
         let owning = redis
@@ -128,6 +134,8 @@ impl Application {
                 max_rooms: settings.node_max_rooms,
                 max_participants: settings.node_max_participants,
                 load: load_of(events.clone()),
+                draining: draining.clone(),
+                seated: Seated::new(redis.clone()),
             })
         });
         let mut observers: Vec<Arc<dyn RoomObserver>> = vec![events.clone()];
@@ -148,6 +156,12 @@ impl Application {
             ownership,
         });
         deliver_media_events(rooms.clone(), media_events);
+        if settings.cluster {
+            spawn_adopter(
+                rooms.clone(),
+                Duration::from_millis(settings.node_heartbeat_ms),
+            );
+        }
         wait_for_store(store.as_ref(), &settings).await?;
         if let Some(nodes) = nodes.as_ref().filter(|_| settings.cluster) {
             check_secret(nodes, &settings, &node_id).await?;
@@ -185,10 +199,22 @@ impl Application {
                 ))
             }
         };
+        let mut drain = None;
         let registry = match nodes {
             None => None,
             Some(nodes) => {
                 let info = node_info(&settings, &node_id, addr);
+                if let Some(ownership) = rooms.services().ownership.clone() {
+                    drain = Some(Drain {
+                        rooms: rooms.clone(),
+                        ownership,
+                        nodes: nodes.clone(),
+                        info: info.clone(),
+                        events: events.clone(),
+                        api_key: settings.api_keys.first().cloned().unwrap_or_default(),
+                        budget: Duration::from_secs(drain_seconds(&settings)),
+                    });
+                }
                 nodes
                     .register(&info)
                     .await
@@ -212,6 +238,7 @@ impl Application {
                     nodes.clone(),
                     info,
                     events.clone(),
+                    draining.clone(),
                     Duration::from_millis(settings.node_heartbeat_ms),
                 );
                 Some((nodes, heartbeat))
@@ -248,7 +275,7 @@ impl Application {
                 .default_service(web::to(api::not_found))
         };
         let server = serve(listener, &settings, app)?;
-        stop_on_signal(&server, shutdown)?;
+        stop_on_signal(&server, shutdown, drain)?;
         Ok(Self {
             server,
             addr,
@@ -275,8 +302,9 @@ impl Application {
         self.metrics_addr
     }
 
-    /// Serves until SIGTERM or SIGINT; then closes every signaling socket with 1001 (so
-    /// SDKs reconnect elsewhere or later), finishes in-flight requests and returns.
+    /// Serves until SIGTERM or SIGINT; then (with `cluster`) hands this node's rooms to
+    /// other nodes (see [`drain`]), closes every signaling socket with 1001 (so SDKs
+    /// reconnect elsewhere or later), finishes in-flight requests and returns.
     /// With Redis, it then removes this node from the node list.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
@@ -375,8 +403,9 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
+    // With `cluster`, the drain had its part of `shutdown_timeout_seconds` already.
     let builder = Server::build()
-        .shutdown_timeout(settings.shutdown_timeout_seconds)
+        .shutdown_timeout(settings.shutdown_timeout_seconds - drain_seconds(settings))
         .disable_signals();
     // Tells open connections that the server stops, so idle keep-alive ones close at once.
     let stopping = builder.graceful_shutdown_signal();
@@ -413,8 +442,13 @@ where
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that comes before the server is
-/// first polled is not lost) and stops the server gracefully on the first one.
-fn stop_on_signal(server: &Server, shutdown: watch::Sender<bool>) -> std::io::Result<()> {
+/// first polled is not lost); on the first one, drains the node (with `cluster`, see
+/// [`drain`]) and then stops the server gracefully.
+fn stop_on_signal(
+    server: &Server,
+    shutdown: watch::Sender<bool>,
+    drain: Option<Drain>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -425,10 +459,148 @@ fn stop_on_signal(server: &Server, shutdown: watch::Sender<bool>) -> std::io::Re
             _ = int.recv() => {}
         }
         tracing::info!("shutting down");
+        if let Some(drain) = drain {
+            let budget = drain.budget;
+            if tokio::time::timeout(budget, drain.run()).await.is_err() {
+                tracing::warn!(
+                    budget_ms = budget.as_millis() as u64,
+                    "draining took its whole time; the rest of the rooms' leases are released"
+                );
+            }
+        }
         let _ = shutdown.send(true);
         handle.stop(true).await;
     });
     Ok(())
+}
+
+/// The part of `shutdown_timeout_seconds` that draining may take (with `cluster`): half,
+/// rounded down; the rest is the HTTP server's graceful stop.
+fn drain_seconds(settings: &Settings) -> u64 {
+    if settings.cluster {
+        settings.shutdown_timeout_seconds / 2
+    } else {
+        0
+    }
+}
+
+/// What a node of a cluster needs to drain at SIGTERM.
+struct Drain {
+    rooms: Rooms,
+    ownership: Arc<Ownership>,
+    nodes: Arc<Nodes>,
+    /// This node's entry as registered (its load is filled in when draining).
+    info: NodeInfo,
+    events: Arc<Events>,
+    /// The API key that the forwarded calls starting rooms on other nodes carry.
+    api_key: String,
+    budget: Duration,
+}
+
+/// A node that may take rooms of a draining node: its load as last registered, plus what
+/// the drain sent it since.
+struct Target {
+    owner: Owner,
+    load: u64,
+    refused: bool,
+}
+
+impl Drain {
+    /// Draining: the node registers itself as `draining` at once (it counts as full, so
+    /// nobody places a room here and this node claims none), then hands every active room
+    /// to the least-loaded other live node (see `RoomHandle::hand_over`: seats stored,
+    /// lease released, the room started there, this node's sockets closed with 1001
+    /// `room handed over to another node`, bridged ones re-attached by their edges). With
+    /// no other live node under its limits the rooms stay, and the shutdown releases their
+    /// leases as before.
+    async fn run(self) {
+        let began = Instant::now();
+        self.ownership.start_draining();
+        let mut info = self.info.clone();
+        let (mesh, sfu, participants) = self.events.gauges();
+        info.rooms = (mesh + sfu) as u64;
+        info.participants = participants as u64;
+        info.draining = true;
+        if let Err(e) = self.nodes.register(&info).await {
+            tracing::warn!(error = %e, "could not register this node as draining");
+        }
+        if info.rooms == 0 {
+            return;
+        }
+        let targets: Vec<Target> = match self.nodes.live().await {
+            Ok(live) => live
+                .into_iter()
+                .filter(|n| n.id != info.id && !n.is_full())
+                .map(|n| Target {
+                    load: n.load(),
+                    owner: Owner {
+                        node: n.id,
+                        http_addr: Some(n.http_addr),
+                    },
+                    refused: false,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "draining: could not read the node list");
+                Vec::new()
+            }
+        };
+        if targets.is_empty() {
+            tracing::info!(
+                rooms = info.rooms,
+                "draining: no other live node can take rooms; their leases are released"
+            );
+            return;
+        }
+        let targets = Arc::new(Mutex::new(targets));
+        let key = Arc::new(self.api_key.into_bytes());
+        let start: StartElsewhere = Arc::new(move |id: String, seats: usize| {
+            let (targets, key) = (targets.clone(), key.clone());
+            Box::pin(async move {
+                loop {
+                    // The least loaded first, counting the rooms sent to each so far.
+                    let next = {
+                        let targets = targets.lock().unwrap_or_else(|e| e.into_inner());
+                        targets
+                            .iter()
+                            .filter(|t| !t.refused)
+                            .min_by(|a, b| (a.load, &a.owner.node).cmp(&(b.load, &b.owner.node)))
+                            .map(|t| t.owner.clone())
+                    };
+                    let Some(owner) = next else {
+                        return false;
+                    };
+                    let started =
+                        crate::api::start_there(&owner, &id, Some(&key), "a room handed over")
+                            .await;
+                    let mut targets = targets.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(target) = targets.iter_mut().find(|t| t.owner.node == owner.node) {
+                        if started {
+                            target.load += 1 + seats as u64;
+                        } else {
+                            // Full since its last heartbeat, or unreachable: not asked again.
+                            target.refused = true;
+                        }
+                    }
+                    if started {
+                        return true;
+                    }
+                }
+            })
+        });
+        let outcomes = self.rooms.hand_over_all(start, self.budget).await;
+        for outcome in &outcomes {
+            METRICS.room_drained(outcome.label());
+        }
+        let count = |o: HandedOver| outcomes.iter().filter(|&&x| x == o).count();
+        tracing::info!(
+            started = count(HandedOver::Started),
+            released = count(HandedOver::Released),
+            failed = count(HandedOver::Failed),
+            ms = began.elapsed().as_millis() as u64,
+            "drained: rooms handed to other nodes"
+        );
+    }
 }
 
 /// Starts the listener of `metrics_bind`, if set; it stops when the service shuts down.
@@ -547,6 +719,23 @@ async fn wait_for_store(
     }
 }
 
+/// With `cluster`: every `every`, takes over this node's share of the rooms with seats of
+/// nodes that left the node list (see `Rooms::adopt_orphans`).
+fn spawn_adopter(rooms: Rooms, every: Duration) {
+    actix_web::rt::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            match rooms.adopt_orphans().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rooms = n, "took over rooms of nodes that left"),
+                Err(e) => tracing::warn!(error = %e, "could not look for rooms of nodes that left"),
+            }
+        }
+    });
+}
+
 /// Now and then (and at start-up), ends the rooms that expired without an actor: drops
 /// them from the store and publishes their `RoomExpired` (`Rooms::sweep`), so webhooks send
 /// their `roomFinished`. It tells no actor anything: an active room expires by its own
@@ -645,6 +834,7 @@ fn node_info(settings: &Settings, id: &str, bound: SocketAddr) -> NodeInfo {
         secret_id: own_secret_id(settings),
         max_rooms: settings.node_max_rooms,
         max_participants: settings.node_max_participants,
+        draining: false,
     }
 }
 
@@ -673,6 +863,7 @@ fn spawn_heartbeat(
     nodes: Arc<Nodes>,
     mut info: NodeInfo,
     events: Arc<Events>,
+    draining: Arc<AtomicBool>,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     actix_web::rt::spawn(async move {
@@ -685,6 +876,7 @@ fn spawn_heartbeat(
             let (mesh, sfu, participants) = events.gauges();
             info.rooms = (mesh + sfu) as u64;
             info.participants = participants as u64;
+            info.draining = draining.load(Ordering::Relaxed);
             let now = (Instant::now(), METRICS.process_cpu_seconds());
             if let ((then, Some(before)), (at, Some(after))) = (last, now) {
                 let wall = at.duration_since(then).as_secs_f64();

@@ -60,27 +60,36 @@ async fn forward(req: &HttpRequest, owner: &Owner) -> Result<HttpResponse, ApiEr
 /// logged (the caller tries the next node; after the last the room stays stored, and its
 /// first use on any node starts it).
 pub async fn activate(req: &HttpRequest, owner: &Owner, id: &str) -> bool {
+    let key = req
+        .headers()
+        .get(API_KEY_HEADER)
+        .map(|key| key.as_bytes().to_vec());
+    let started = start_there(owner, id, key.as_deref(), "a new room").await;
+    METRICS.placed_elsewhere(if started { "started" } else { "refused" });
+    started
+}
+
+/// Has the room `id`, whose lease is free, started on `owner` (a forwarded fetch with the
+/// API key `key`, which makes that node claim the lease and restore the stored seats);
+/// answers whether it did. `what` names the room in the log of a failure.
+pub async fn start_there(owner: &Owner, id: &str, key: Option<&[u8]>, what: &str) -> bool {
     let Some(addr) = owner.http_addr.as_deref() else {
         return false;
     };
     let url = format!("http://{addr}/api/realtime/room/{id}");
     let mut request = client().get(&url).header(FORWARDED_HEADER, "1");
-    if let Some(key) = req.headers().get(API_KEY_HEADER) {
-        request = request.header(API_KEY_HEADER, key.as_bytes());
+    if let Some(key) = key {
+        request = request.header(API_KEY_HEADER, key);
     }
     match request.send().await {
-        Ok(answer) if answer.status().is_success() => {
-            METRICS.placed_elsewhere("started");
-            return true;
-        }
+        Ok(answer) if answer.status().is_success() => return true,
         Ok(answer) => {
-            tracing::info!(room = %id, node = %owner.node, status = answer.status().as_u16(), "the node chosen for a new room did not start it");
+            tracing::info!(room = %id, node = %owner.node, status = answer.status().as_u16(), "the node chosen for {what} did not start it");
         }
         Err(e) => {
-            tracing::warn!(room = %id, node = %owner.node, error = %e, "could not reach the node chosen for a new room");
+            tracing::warn!(room = %id, node = %owner.node, error = %e, "could not reach the node chosen for {what}");
         }
     }
-    METRICS.placed_elsewhere("refused");
     false
 }
 

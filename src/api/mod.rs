@@ -4,6 +4,7 @@ mod access;
 mod admin_stream;
 mod assets;
 mod forward;
+pub use forward::start_there;
 mod health;
 mod participants;
 mod rooms;

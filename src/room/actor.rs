@@ -565,6 +565,110 @@ impl Handler<Surrender> for RoomActor {
     }
 }
 
+/// How a room of a draining node was handed over (see [`RoomHandle::hand_over`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandedOver {
+    /// Its seats are stored, its lease released, and another node started it.
+    Started,
+    /// Its seats are stored and its lease released, but no node started it: the next
+    /// use (a resume, a re-attach) on any node takes it.
+    Released,
+    /// Its last write failed (its seats may be behind, its lease may expire instead of
+    /// being released), or it had stopped already.
+    Failed,
+}
+
+impl HandedOver {
+    /// The `outcome` label of `convene_rooms_drained_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Released => "released",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What starts a room on another node: given its id and how many seats it has, answers
+/// whether a node started it.
+pub type StartElsewhere = Arc<dyn Fn(String, usize) -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// Hands the room to another node (a draining node): writes the record and the seats
+/// (fenced), releases the lease, has another node start the room (which gives the seats
+/// back, waiting for resumes), then closes every socket with [`Closing::HandedOver`] and
+/// stops. Atomic: nothing else of this room is handled meanwhile, so no seat changes
+/// between the write and the closes.
+/// Answers how it went, and the queues of the sockets it closed.
+#[derive(Message)]
+#[rtype(result = "(HandedOver, Vec<mpsc::Sender<Outbound>>)")]
+struct HandOver(StartElsewhere);
+
+impl Handler<HandOver> for RoomActor {
+    type Result = AtomicResponse<Self, (HandedOver, Vec<mpsc::Sender<Outbound>>)>;
+
+    fn handle(&mut self, HandOver(start): HandOver, _: &mut Context<Self>) -> Self::Result {
+        let id = self.state.record().id.clone();
+        let seats = self.state.seats().len();
+        let handing = (!self.lost)
+            .then(|| {
+                self.services
+                    .ownership
+                    .clone()
+                    .zip(self.lease.clone())
+                    .map(|owning| (owning, self.write_update(self.state.stored_record())))
+            })
+            .flatten();
+        // Nothing more is written by this actor, whatever happens below.
+        self.lost = true;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let Some(((owning, lease), writing)) = handing else {
+                    return Err(None);
+                };
+                let written = writing.await;
+                let released = owning.leases.release(&lease).await;
+                // The node that starts it lists it as its own.
+                owning.list_seated(&lease.room, false).await;
+                match (written, released) {
+                    (Ok(()), Ok(_)) => {}
+                    (Err(WriteError::Stale), _) => return Err(Some("its lease was lost")),
+                    (Err(WriteError::Store(e)), _) | (_, Err(e)) => {
+                        tracing::warn!(room = %lease.room, error = %e, "could not hand a room over cleanly");
+                        return Err(Some("its last write or release failed"));
+                    }
+                }
+                Ok(start(lease.room.clone(), seats).await)
+            }
+            .into_actor(self)
+            .map(move |handed, act, ctx| {
+                let outcome = match handed {
+                    Ok(true) => HandedOver::Started,
+                    Ok(false) => HandedOver::Released,
+                    Err(None) => return (HandedOver::Failed, Vec::new()),
+                    Err(Some(why)) => {
+                        tracing::warn!(room = %id, "room handed over without its latest seats: {why}");
+                        HandedOver::Failed
+                    }
+                };
+                tracing::info!(room = %id, outcome = outcome.label(), seats, "room handed over");
+                let mut closed = Vec::new();
+                for (_, link) in act.links.drain() {
+                    let _ = link.tx.try_send(Outbound::Close(Closing::HandedOver));
+                    closed.push(link.tx);
+                }
+                act.peers().clear();
+                act.set_snapshot(None);
+                if let Some(media) = &act.services.media {
+                    media.remove_room(&id);
+                }
+                act.services.publish(&RoomEvent::Passivated(id.clone()));
+                ctx.stop();
+                (outcome, closed)
+            }),
+        ))
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<String, JoinRefused>")]
 struct Join {
@@ -866,6 +970,19 @@ impl RoomHandle {
     /// Stops the room's actor and releases its lease (a clean shutdown).
     pub async fn surrender(&self) {
         let _ = self.addr.send(Surrender).await;
+    }
+
+    /// Hands the room to another node, which `start` asks to start it (a draining node;
+    /// see [`HandOver`]), and waits (at most a second) until the sessions of the sockets it
+    /// closed have ended, so that their close is the room's, not the server's shutdown.
+    /// `Failed` when the room had stopped already.
+    pub async fn hand_over(&self, start: StartElsewhere) -> HandedOver {
+        let Ok((outcome, closed)) = self.addr.send(HandOver(start)).await else {
+            return HandedOver::Failed;
+        };
+        let ended = futures_util::future::join_all(closed.iter().map(mpsc::Sender::closed));
+        let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
+        outcome
     }
 
     /// The room's record; `None` once the room is gone.

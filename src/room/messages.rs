@@ -98,6 +98,9 @@ pub enum Closing {
     RoomExpired,
     /// This node lost the room's lease: another node owns the room now.
     OwnerLost,
+    /// This node is draining and handed the room to another node (seats included): the
+    /// client resumes its seat there, and an edge re-attaches a bridged socket.
+    HandedOver,
 }
 
 /// A room message shared by all its recipients, rendered once by the first one.

@@ -11,7 +11,7 @@ mod ownership;
 mod registry;
 mod state;
 
-pub use actor::RoomHandle;
+pub use actor::{HandedOver, RoomHandle, StartElsewhere};
 pub use events::{RoomEvent, RoomObserver};
 pub use messages::{Closing, JoinRequest, Outbound, RoomMessage};
 pub use ownership::{LoadNow, Ownership};

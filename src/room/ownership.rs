@@ -5,8 +5,9 @@
 //! is no `Ownership`, and rooms behave as on a single node.
 
 use crate::model::{Owner, RoomRecord, Seat, StoreError};
-use crate::store::{FencedError, Lease, Leases, NodeInfo, Nodes, RedisStore, Store};
+use crate::store::{FencedError, Lease, Leases, NodeInfo, Nodes, RedisStore, Seated, Store};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// This node's load as it is now: (active rooms, seated participants).
@@ -25,6 +26,12 @@ pub struct Ownership {
     pub max_participants: u64,
     /// This node's current load (the admin hub's live count, not the last heartbeat's).
     pub load: LoadNow,
+    /// Set at SIGTERM: the node hands its rooms to others and takes none (it counts as
+    /// full, and a lease it still holds is not used to start a room again).
+    pub draining: Arc<AtomicBool>,
+    /// The index of rooms with seats by owner, from which the nodes take a dead node's
+    /// rooms over at once.
+    pub seated: Seated,
 }
 
 /// Where a room that nobody runs should go.
@@ -80,6 +87,9 @@ impl Ownership {
     /// A node at one of its limits (`node_max_rooms`, `node_max_participants`) takes no
     /// free lease: the room goes to the node [`Ownership::place`] finds.
     pub async fn claim(&self, room: &str) -> Result<Claim, StoreError> {
+        if self.is_draining() {
+            return self.claim_when_draining(room).await;
+        }
         if self.me().is_full() {
             return self.claim_when_full(room).await;
         }
@@ -117,6 +127,32 @@ impl Ownership {
         }
     }
 
+    /// A draining node starts no room: a lease it still holds (a room handed over whose
+    /// release failed) is released first, and the room goes where a full node sends it.
+    async fn claim_when_draining(&self, room: &str) -> Result<Claim, StoreError> {
+        if let Some(holder) = self.leases.holder(room).await?
+            && holder.node == self.leases.node()
+        {
+            self.leases.release(&holder).await?;
+        }
+        self.claim_when_full(room).await
+    }
+
+    /// Whether this node, as it is now, is at one of its limits or draining.
+    pub fn is_full_now(&self) -> bool {
+        self.me().is_full()
+    }
+
+    /// Whether this node is draining (see [`Ownership::draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks this node draining: from now on it takes no room.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     /// A lease that is held: this node's to use, or the holder's (with its `httpAddr` from
     /// the live nodes).
     async fn held(&self, holder: Lease) -> Result<Claim, StoreError> {
@@ -151,6 +187,7 @@ impl Ownership {
             secret_id: String::new(),
             max_rooms: self.max_rooms,
             max_participants: self.max_participants,
+            draining: self.is_draining(),
         }
     }
 
@@ -189,14 +226,31 @@ impl Ownership {
     }
 
     /// Writes the room's seats, fenced like the record, so that a node taking the room
-    /// over gives them back to their participants' resumes.
+    /// over gives them back to their participants' resumes; then lists the room (or, with
+    /// no seats, unlists it) among this node's rooms with seats. A failure of the latter is
+    /// logged only: the list is a hint (see `store::Seated`).
     pub async fn save_seats(
         &self,
         room: &RoomRecord,
         seats: &[Seat],
         lease: &Lease,
     ) -> Result<(), WriteError> {
-        Ok(self.store.save_seats_fenced(room, seats, lease).await?)
+        self.store.save_seats_fenced(room, seats, lease).await?;
+        self.list_seated(&room.id, !seats.is_empty()).await;
+        Ok(())
+    }
+
+    /// Lists the room among this node's rooms with seats, or unlists it.
+    pub async fn list_seated(&self, room: &str, seated: bool) {
+        let node = self.leases.node();
+        let listed = if seated {
+            self.seated.mark(node, room).await
+        } else {
+            self.seated.unmark(node, room).await
+        };
+        if let Err(e) = listed {
+            tracing::warn!(%room, error = %e, "could not update the list of rooms with seats");
+        }
     }
 
     /// The seats the room's previous owner last wrote.
@@ -205,7 +259,9 @@ impl Ownership {
     }
 
     pub async fn delete(&self, room: &RoomRecord, lease: &Lease) -> Result<(), WriteError> {
-        Ok(self.store.delete_fenced(room, lease).await?)
+        self.store.delete_fenced(room, lease).await?;
+        self.list_seated(&room.id, false).await;
+        Ok(())
     }
 
     /// Removes the room at its expiry, fenced like [`Self::delete`]; the index entries go

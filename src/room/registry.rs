@@ -14,7 +14,10 @@
 //! fetching or listing rooms none through a room's: they read the published record.
 
 use super::RoomServices;
-use super::actor::{Peers, Published, RoomActor, RoomHandle, Snapshot, read_snapshot, snapshot_of};
+use super::actor::{
+    HandedOver, Peers, Published, RoomActor, RoomHandle, Snapshot, StartElsewhere, read_snapshot,
+    snapshot_of,
+};
 use super::events::RoomEvent;
 use super::messages::{JoinRequest, Outbound};
 use super::ownership::{Claim, Placement};
@@ -249,6 +252,11 @@ async fn find(services: &RoomServices, id: &str) -> Result<Found, StoreError> {
                     tracing::warn!(room = %id, error = %e, "could not read a room's seats");
                     Vec::new()
                 });
+                if !seats.is_empty() {
+                    // Listed as this node's at once, so that they are found again should
+                    // this node die before its first write.
+                    owning.list_seated(id, true).await;
+                }
                 Ok(Found::Record(Box::new(record), Some(lease), seats))
             }
             None => {
@@ -637,6 +645,108 @@ impl Rooms {
         }
     }
 
+    /// With `cluster`: takes over the rooms with seats of nodes that left the live node
+    /// list, without waiting for a client to use them. The rooms of such a node (as listed
+    /// by `store::Seated`) are shared among the live nodes under their limits by a hash of
+    /// the room id, so that each is claimed by one node; a room whose dead owner's lease
+    /// has not expired yet is looked at again at the next call. Entries that no longer hold
+    /// (the room is gone, or another live node has it) are dropped. Answers how many rooms
+    /// this node took over.
+    pub async fn adopt_orphans(&self) -> Result<usize, StoreError> {
+        let Some(owning) = &self.services.ownership else {
+            return Ok(0);
+        };
+        if owning.is_draining() {
+            return Ok(0);
+        }
+        let listed = owning.seated.nodes().await?;
+        if listed.is_empty() {
+            return Ok(0);
+        }
+        let me = owning.leases.node();
+        let live = owning.nodes.live().await?;
+        let dead: Vec<String> = listed
+            .into_iter()
+            .filter(|node| node != me && !live.iter().any(|n| &n.id == node))
+            .collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        // Who shares the work: the live nodes that may take rooms (this one as it is now).
+        let mut open: Vec<&str> = live
+            .iter()
+            .filter(|n| n.id != me && !n.is_full())
+            .map(|n| n.id.as_str())
+            .collect();
+        if !owning.is_full_now() {
+            open.push(me);
+        }
+        open.sort_unstable();
+        let Some(mine) = open.iter().position(|id| *id == me) else {
+            return Ok(0);
+        };
+        let mut taken = 0;
+        for node in dead {
+            for room in owning.seated.rooms(&node).await? {
+                if share(&room, open.len()) != mine {
+                    continue;
+                }
+                let done = match self.registry.send(Activate(room.clone())).await {
+                    // Gone (deleted or expired): nothing to take.
+                    Ok(Ok(None)) => true,
+                    Ok(Ok(Some(Located::Here(_)))) => {
+                        tracing::info!(%room, dead = %node, "took over a room with seats of a node that left");
+                        taken += 1;
+                        true
+                    }
+                    // Another live node has it already.
+                    Ok(Ok(Some(Located::Elsewhere(owner)))) => owner.node != node,
+                    // The dead node's lease still holds, or the store failed: next time.
+                    Ok(Err(_)) | Err(_) => false,
+                };
+                if done && let Err(e) = owning.seated.unmark(&node, &room).await {
+                    tracing::warn!(%room, error = %e, "could not update the list of rooms with seats");
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Hands every active room to another node (a draining node; see
+    /// `RoomHandle::hand_over`), a few at a time, for at most `timeout`: answers each
+    /// handed room's outcome. Rooms not handed in time stay here (the shutdown releases
+    /// their leases as before).
+    pub async fn hand_over_all(&self, start: StartElsewhere, timeout: Duration) -> Vec<HandedOver> {
+        use futures_util::StreamExt;
+        let rooms: Vec<RoomHandle> = self
+            .directory()
+            .values()
+            .filter_map(Entry::handle)
+            .collect();
+        let mut handing = futures_util::stream::iter(rooms)
+            .map(|room| {
+                let start = start.clone();
+                async move { room.hand_over(start).await }
+            })
+            .buffer_unordered(16);
+        let mut outcomes = Vec::new();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = handing.next() => match next {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    tracing::warn!("some rooms were not handed over in time");
+                    break;
+                }
+            }
+        }
+        outcomes
+    }
+
     /// Stops every active room's actor and releases its lease (at a clean shutdown),
     /// waiting at most `timeout`; a lease not released expires.
     pub async fn release_leases(&self, timeout: Duration) {
@@ -693,4 +803,13 @@ impl Rooms {
             .collect();
         Ok(Page { rooms, next })
     }
+}
+
+/// Which of `n` nodes takes the room `id` over (FNV-1a of the id: the same on every node
+/// and every build).
+fn share(id: &str, n: usize) -> usize {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % n.max(1) as u64) as usize
 }

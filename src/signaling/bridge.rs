@@ -16,7 +16,7 @@
 //! a resume).
 
 use super::SignalingConfig;
-use super::protocol::{ServerMessage, close};
+use super::protocol::{self, ServerMessage, close};
 use super::session::{self, Frames, RateLimiter, Reattach, Wire};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -351,14 +351,16 @@ impl Bridge {
                         }
                     }
                     Some(FromOwner::Close(code, reason)) => {
-                        // The owner lost the link (its bus broke): re-attach, as below.
-                        if reason == LOST
+                        // The owner lost the link (its bus broke), or handed the room to
+                        // another node (it is draining): re-attach, as below.
+                        let handed_over = reason == protocol::HANDED_OVER;
+                        if (reason == LOST || handed_over)
                             && let (Some(token), Some(resume)) = (&token, &resume)
                         {
                             self.edges().remove(&link);
                             let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
                             return self
-                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown, handed_over)
                                 .await;
                         }
                         break (Some(code), reason, false);
@@ -374,7 +376,7 @@ impl Bridge {
                             self.edges().remove(&link);
                             let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
                             return self
-                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown)
+                                .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown, false)
                                 .await;
                         }
                         break (Some(code), reason, true);
@@ -433,7 +435,8 @@ impl Bridge {
         None
     }
 
-    /// A bridged socket whose link to `owner` was dropped: keeps the socket (answering
+    /// A bridged socket whose link to `owner` was dropped (or whose room `owner` handed
+    /// to another node): keeps the socket (answering
     /// pings, keeping the client's text frames, at most a queue's worth) until the room's
     /// lease is free or held by a live node (`owner` again, when only the bus broke), then
     /// hands the socket back with a resume of its seat first. Closed with 1001 when that
@@ -448,6 +451,7 @@ impl Bridge {
         join: String,
         config: &SignalingConfig,
         shutdown: &mut watch::Receiver<bool>,
+        at_once: bool,
     ) -> Option<Reattach> {
         let Some(owning) = self.rooms.services().ownership.clone() else {
             close_ws(ws, close::GOING_AWAY, LOST.to_string()).await;
@@ -458,8 +462,12 @@ impl Bridge {
         let mut first = vec![join];
         let deadline = tokio::time::sleep(config.resume_grace);
         tokio::pin!(deadline);
+        // A room handed over by a draining node has its new owner already: the first look
+        // is at once. Otherwise the owner (or the bus) has just been lost: a moment later.
         let every = Duration::from_millis(250);
-        let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let first_look = tokio::time::Instant::now() + if at_once { Duration::ZERO } else { every };
+        let mut look = tokio::time::interval_at(first_look, every);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {

@@ -218,8 +218,13 @@ pub fn closing(closing: Closing) -> (u16, &'static str) {
         Closing::RoomDeleted => (close::ROOM_DELETED, "room closed"),
         Closing::RoomExpired => (close::ROOM_EXPIRED, "room closed"),
         Closing::OwnerLost => (close::GOING_AWAY, "room moved to another node"),
+        Closing::HandedOver => (close::GOING_AWAY, HANDED_OVER),
     }
 }
+
+/// The close reason of a socket whose room a draining node handed to another node: the
+/// seat waits there for a resume (an edge re-attaches a bridged socket at once).
+pub const HANDED_OVER: &str = "room handed over to another node";
 
 /// A relayed `signal` or `message`, built by the sender's session: `data` goes out
 /// byte for byte as it came in, and `from` is always the sender's own address.

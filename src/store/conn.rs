@@ -267,6 +267,15 @@ impl Keys {
         format!("{}:{{room:{id}}}:seats", self.prefix)
     }
 
+    /// `P:{seated}`: the nodes that have rooms with seats listed; `P:{seated}:<node>`: that
+    /// node's rooms with seats (`seated.rs`).
+    pub(crate) fn seated(&self, node: Option<&str>) -> String {
+        match node {
+            None => format!("{}:{{seated}}", self.prefix),
+            Some(node) => format!("{}:{{seated}}:{node}", self.prefix),
+        }
+    }
+
     /// `P:{rooms}`: the list index.
     pub(crate) fn index(&self) -> String {
         format!("{}:{{rooms}}", self.prefix)

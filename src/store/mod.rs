@@ -12,6 +12,7 @@ mod memory;
 mod nodes;
 mod outbox;
 mod redis;
+mod seated;
 
 pub use admin_log::{AdminLog, LogEntry};
 pub use bus::{Bus, BusEvent};
@@ -21,6 +22,7 @@ pub use memory::MemoryStore;
 pub use nodes::{NodeInfo, Nodes};
 pub use outbox::{Outbox, OutboxEntry};
 pub use redis::RedisStore;
+pub use seated::Seated;
 
 /// A stored room whose expiry has passed, as the store's expiry index names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,12 +40,18 @@ pub struct NodeInfo {
     pub max_rooms: u64,
     #[serde(default)]
     pub max_participants: u64,
+    /// Draining (it got SIGTERM and hands its rooms to other nodes): it counts as full, so
+    /// placement sends it nothing; absent in entries of nodes that predate draining.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 impl NodeInfo {
-    /// Whether a node with this load has reached one of its limits.
+    /// Whether a node with this load has reached one of its limits, or is draining.
     pub fn is_full(&self) -> bool {
-        at_limit(self.rooms, self.max_rooms) || at_limit(self.participants, self.max_participants)
+        self.draining
+            || at_limit(self.rooms, self.max_rooms)
+            || at_limit(self.participants, self.max_participants)
     }
 
     /// What placement compares: active rooms plus seated participants.

@@ -399,6 +399,212 @@ async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address(
     }
 }
 #[tokio::test]
+async fn sigterm_drains_with_nobody_dropped() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "drained"})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    assert_eq!(holder(&redis, id).as_deref(), Some("a"));
+    // Two participants on the owner itself, two bridged through B, two through C.
+    let mut clients: Vec<Client> = Vec::new();
+    let mut seats: Vec<(String, String)> = Vec::new();
+    for node in [&a, &b, &c, &a, &b, &c] {
+        let (client, joined) = Client::join(node, token, "P").await;
+        for earlier in clients.iter_mut() {
+            earlier.expect("participantJoined").await;
+        }
+        let address = joined["address"].as_str().unwrap().to_string();
+        seats.push((address, joined["resumeToken"].as_str().unwrap().to_string()));
+        clients.push(client);
+    }
+    let addresses: Vec<String> = seats.iter().map(|(address, _)| address.clone()).collect();
+
+    let signalled = Instant::now();
+    a.terminate();
+    // A hands the room to B or C with its seats. Its own sockets are closed with 1001
+    // "room handed over to another node", and their clients resume (as an SDK does) on the
+    // other nodes; the sockets bridged through B and C stay open: their nodes re-attach
+    // them to the new owner, and the client sees `joined` again.
+    let mut back: Vec<Client> = Vec::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let (address, resume) = &seats[i];
+        let joined = if i % 3 == 0 {
+            let reason = client.expect_close(1001).await;
+            assert_eq!(
+                reason,
+                "room handed over to another node",
+                "{}",
+                a.log_text()
+            );
+            let node = if i == 0 { &b } else { &c };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let mut client = Client::connect(node).await;
+                client
+                    .send(json!({"type": "join", "token": token, "resume": resume}))
+                    .await;
+                match client.next().await {
+                    Incoming::Text(m) if m["type"] == "joined" => {
+                        back.push(client);
+                        break m;
+                    }
+                    // Refused while the room has no owner yet (it should not happen: the
+                    // room is started elsewhere before the sockets are closed).
+                    Incoming::Text(m) => {
+                        eprintln!("resume refused: {m}");
+                        assert_eq!(m["code"], "BASE-00020", "{m}");
+                        client.expect_close(1001).await;
+                    }
+                    Incoming::Closed(code, reason) => assert_eq!(code, 1001, "{reason}"),
+                }
+                assert!(Instant::now() < deadline, "never resumed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            let joined = client.expect("joined").await;
+            back.push(client);
+            joined
+        };
+        assert_eq!(joined["address"], address.as_str(), "{joined}");
+        assert_eq!(
+            joined["participants"].as_array().unwrap().len(),
+            5,
+            "{joined}"
+        );
+    }
+    let everyone_back = signalled.elapsed();
+    let owner = holder(&redis, id).unwrap();
+    assert!(owner == "b" || owner == "c", "{owner}");
+    // Nobody saw anyone leave or join: the first thing each socket gets is a relay.
+    let relayed = std::panic::AssertUnwindSafe(relays_work(&mut back, &addresses, "drained"));
+    if let Err(panic) = futures_util::FutureExt::catch_unwind(relayed).await {
+        eprintln!(
+            "A:\n{}\nB:\n{}\nC:\n{}",
+            a.log_text(),
+            b.log_text(),
+            c.log_text()
+        );
+        std::panic::resume_unwind(panic);
+    }
+    // Every node lists the six, in join order, none of them waiting for a resume.
+    let path = format!("/api/realtime/room/{id}/participants");
+    for node in [&b, &c] {
+        let listed: Value = node
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, addresses);
+    }
+    let status = a.wait_for_exit(Duration::from_secs(35)).await;
+    let exited = signalled.elapsed();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = a.log_text();
+    assert!(
+        log.contains("drained: rooms handed to other nodes"),
+        "{log}"
+    );
+    eprintln!(
+        "SIGTERM to the owner: all six participants back (same addresses) after {everyone_back:?}; the owner exited (0) after {exited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_asking() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+    let room = a.new_room(json!({"name": "orphaned at once"})).await;
+    let id = room["id"].as_str().unwrap().to_string();
+    let token = room["token"].as_str().unwrap();
+    // Both participants are on the owner itself: no other node has a socket of the room.
+    let (mut first, joined) = Client::join(&a, token, "P0").await;
+    let mut addresses = vec![joined["address"].as_str().unwrap().to_string()];
+    let (_second, joined) = Client::join(&a, token, "P1").await;
+    first.expect("participantJoined").await;
+    addresses.push(joined["address"].as_str().unwrap().to_string());
+    // A has stored the two seats, and listed the room among its rooms with seats.
+    let listed = |node: &str| {
+        let member: bool = redis::cmd("SISMEMBER")
+            .arg(format!("convene:{{seated}}:{node}"))
+            .arg(&id)
+            .query(&mut redis.conn())
+            .unwrap();
+        member
+    };
+    let stored = || async {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("convene:{{room:{id}}}:seats"))
+            .query(&mut redis.conn())
+            .unwrap();
+        value.is_some_and(|v| serde_json::from_str::<Vec<Value>>(&v).unwrap().len() == 2)
+            && listed("a")
+    };
+    assert!(
+        eventually(Duration::from_secs(10), stored).await,
+        "listed: {}\n{}",
+        listed("a"),
+        a.log_text()
+    );
+
+    let killed = Instant::now();
+    a.kill();
+    // Nobody asks for the room: B or C takes it over once A has left the node list and its
+    // lease has expired, with both seats waiting for their resumes.
+    let taken = || async { holder(&redis, &id).is_some_and(|h| h == "b" || h == "c") };
+    assert!(
+        eventually(Duration::from_secs(20), taken).await,
+        "B:\n{}\nC:\n{}",
+        b.log_text(),
+        c.log_text()
+    );
+    let after = killed.elapsed();
+    let owner = holder(&redis, &id).unwrap();
+    let path = format!("/api/realtime/room/{id}/participants");
+    for node in [&b, &c] {
+        let listed: Value = node
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seats = listed["data"].as_array().unwrap();
+        let seated: Vec<&str> = seats
+            .iter()
+            .map(|p| p["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(seated, addresses, "{listed}");
+        assert!(seats.iter().all(|p| p["connected"] == false), "{listed}");
+    }
+    // The room is listed as the new owner's, and no longer as A's.
+    assert!(listed(&owner));
+    assert!(!listed("a"));
+    eprintln!(
+        "owner killed with both participants on it: {owner} held the room after {after:?}, its two seats waiting for resumes, with no client asking"
+    );
+    // A resume on the other node gets its seat back, with its address.
+    let other = if owner == "b" { &c } else { &b };
+    let resume = json!({"type": "join", "token": token, "resume": joined["resumeToken"]});
+    let (_back, resumed) = Client::join_with(other, resume).await;
+    assert_eq!(resumed["address"], addresses[1].as_str());
+}
+
+#[tokio::test]
 async fn without_cluster_relays_never_touch_redis() {
     let Some(app) = TestApp::spawn_with_own_redis(Options::default()).await else {
         return;

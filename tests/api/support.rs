@@ -444,6 +444,29 @@ impl TestApp {
         panic!("convene did not stop within 35 s of SIGTERM");
     }
 
+    /// Sends the service SIGTERM and returns at once (see [`TestApp::wait_for_exit`]).
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "TERM");
+        }
+    }
+
+    /// Waits for the service to exit (after [`TestApp::terminate`]); answers its exit status,
+    /// `None` when it still runs after `timeout` (it is killed then).
+    pub async fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Stops the service and starts it again on the same store and configuration.
     pub fn restart(&mut self) {
         self.restart_with(self.options.clone());

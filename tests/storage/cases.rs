@@ -447,6 +447,7 @@ fn node(id: &str) -> NodeInfo {
         secret_id: "0011223344556677".into(),
         max_rooms: 0,
         max_participants: 0,
+        draining: false,
     }
 }
 
