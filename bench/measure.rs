@@ -1,9 +1,9 @@
-//! What the load clients (bench/rooms_load.rs, bench/ws_load.rs) share: CPU time of the
-//! measured processes, and latency percentiles.
+//! What the load clients (bench/rooms_load.rs, bench/ws_load.rs, bench/cross_node.rs, ...)
+//! share: CPU time of the measured processes, and latency percentiles.
 
 /// User+system CPU time, in microseconds, used so far by process `pid` (all its threads),
 /// from /proc/PID/stat; 0 when it cannot be read.
-fn cpu_micros(pid: &str) -> f64 {
+pub fn cpu_micros(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };

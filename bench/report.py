@@ -443,6 +443,75 @@ if any(k.startswith("sfuconf.") for k in series):
               f"{fmt(k, 20)} + {fmt(k, 21)} | {fmt(k, 22, 1)} | {fmt(k, 23)} |")
     w("")
 
+# --- Signaling across nodes (issue 14) ---
+if any(k.startswith("crossnode.") for k in series):
+    pairs = os.environ.get("CROSS_NODE_PAIRS", "100")
+    rate = os.environ.get("CROSS_NODE_RATE", "25")
+    w(f"## 8. Signaling across nodes: relays through the bridge against relays on one node ({duration} s a window)\n")
+    w(f"Three Convene nodes with `CONVENE_CLUSTER=1` on one private Redis (docs/cluster.md), one "
+      f"client (bench/cross_node.rs): {pairs} pairs of sockets in each layout, a room per pair, "
+      "the room's owner read from its lease. *same*: both sockets on the owner; *bridged*: both "
+      "on another node (every relay crosses the bus twice, edge → owner → edge); *cross*: one "
+      "on each of the two other nodes. Round after round each layout in turn (the order "
+      f"rotating) has its sockets send `signal {{to, data}}` with ~1 KB of data at {rate} "
+      "messages/s each (fixed rate, ticks spread), the others joined and silent; latency is one "
+      "way, send to receipt. CPU: user + system of all four processes (three nodes and "
+      "redis-server) per relayed message; Redis commands from `INFO commandstats` (those that "
+      "scripts run included). Both have "
+      "the background measured in a silent window first (every socket joined: heartbeats, "
+      "lease renewals) taken off; the gross CPU keeps it. *lost*: sent but not received within 1 s "
+      "after the senders stopped. Ratios are per round (layouts "
+      "measured seconds apart), median (min–max) over the rounds.\n")
+    idle = series.get("crossnode.idle", [])
+    if idle:
+        w(f"Background (silent window): {idle[0][1]:,.0f} µs of CPU per second over the four "
+          f"processes, {idle[0][2]:,.1f} Redis commands per second.\n")
+    w("| layout | messages/s | p50 ms | p99 ms | CPU µs per message | gross CPU µs per message | "
+      "of which redis-server | Redis commands per message | PUBLISH per message | lost | CPU / same | "
+      "p50 − same (ms) |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    by_round = {layout: {v[0]: v for v in series.get(f"crossnode.{layout}", [])}
+                for layout in ("same", "bridged", "cross")}
+
+    def paired(layout, f):
+        return [f(v, by_round["same"][r]) for r, v in by_round[layout].items() if r in by_round["same"]]
+
+    def spread(values, digits):
+        if not values:
+            return "n/a", float("nan")
+        m = statistics.median(values)
+        if len(values) == 1:
+            return f"{m:,.{digits}f}", m
+        return f"{m:,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})", m
+
+    verdicts = []
+    for layout in ("same", "bridged", "cross"):
+        k = f"crossnode.{layout}"
+        if k not in series:
+            continue
+        lost = int(sum(col(k, 7)))
+        if layout == "same":
+            cpu_r, p50_d = "1 (reference)", "0 (reference)"
+            cmds = med(k, 5)
+            verdicts.append(("same-node relay: no Redis command", f"{cmds:.3f} commands, "
+                             f"{med(k, 6):.3f} PUBLISH per message",
+                             "**met**" if med(k, 6) == 0 and abs(cmds) < 0.01 else "**missed**"))
+        else:
+            cpu_r, cpu_m = spread(paired(layout, lambda v, s: ratio(v[4], s[4])), 2)
+            p50_d, p50_m = spread(paired(layout, lambda v, s: v[2] - s[2]), 3)
+            verdicts.append((f"{layout} relay: CPU ≤ 2× same-node", r2(cpu_m),
+                             "**met**" if cpu_m <= 2 else "**missed**"))
+            verdicts.append((f"{layout} relay: p50 ≤ same-node + 1 ms", f"+{p50_m:.3f} ms",
+                             "**met**" if p50_m <= 1 else "**missed**"))
+        w(f"| {layout} | {fmt(k, 1)} | {fmt(k, 2, 3)} | {fmt(k, 3, 3)} | {fmt(k, 4, 2)} | "
+          f"{fmt(k, 8, 2)} | {fmt(k, 10, 2)} | {fmt(k, 5, 3)} | {fmt(k, 6, 3)} | {lost:,} | {cpu_r} | {p50_d} |")
+    w("")
+    w("| goal (issue 14) | measured | verdict |")
+    w("| --- | --- | --- |")
+    for text, value, verdict in verdicts:
+        w(f"| {text} | {value} | {verdict} |")
+    w("")
+
 # --- Goals ---
 w("## Goals (issue 6)\n")
 w("| goal | ratio | verdict |")
