@@ -34,6 +34,10 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 const POLL_CHUNK: usize = 16;
 /// Datagrams read in one go before the peers are driven.
 const RECEIVE_BATCH: usize = 64;
+/// Timeouts of one peer that are already due handled in one poll (see [`poll`]): packetizing
+/// what was written and then refreshing the send queue take two; more is a peer that keeps
+/// asking, left to the next turn.
+const DUE_TIMEOUTS_PER_POLL: usize = 4;
 /// How often layers are chosen again, publishers told which layers are used, and active
 /// speakers worked out.
 const TICK: Duration = Duration::from_millis(100);
@@ -1345,7 +1349,14 @@ fn guarded<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
 
 /// Polls one peer until it has nothing more to do now; answers when it wants to be
 /// polled next.
+///
+/// A timeout that is already due is handled at once and the peer polled again: str0m
+/// packetizes a written frame only when its timeout is handled (and its send queue is
+/// refreshed the same way after sending), so answering a due timeout to the loop would leave
+/// a forwarded frame unsent for a whole turn of it (the wait on the socket, the next batch of
+/// datagrams, another polling pass; see BENCHMARKS.md §7).
 fn poll(id: u64, conn: &mut Conn, socket: &UdpSocket, effects: &mut Vec<Effect>) -> Instant {
+    let mut due = 0;
     loop {
         if !conn.rtc.is_alive() {
             effects.push(Effect::Drop(id, "connection closed"));
@@ -1360,7 +1371,18 @@ fn poll(id: u64, conn: &mut Conn, socket: &UdpSocket, effects: &mut Vec<Effect>)
             }
         };
         match output {
-            Output::Timeout(t) => return t,
+            Output::Timeout(t) => {
+                let now = Instant::now();
+                if t > now || due == DUE_TIMEOUTS_PER_POLL {
+                    return t;
+                }
+                due += 1;
+                if let Err(e) = conn.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(error = %e, "media timeout failed");
+                    effects.push(Effect::Drop(id, "input failed"));
+                    return now + MAX_WAIT;
+                }
+            }
             Output::Transmit(t) => {
                 if let Err(e) = socket.send_to(&t.contents, t.destination) {
                     tracing::trace!(error = %e, "media send failed");
