@@ -3,6 +3,7 @@
 //! signaling socket that reaches a node which does not own its room is bridged to the
 //! owner over Redis pub/sub, and the owner's room decides everything.
 
+use crate::one_redis_and_cluster;
 use crate::support::*;
 use crate::ws::{Client, Incoming};
 use reqwest::Method;
@@ -19,20 +20,21 @@ fn node_on(url: &str, id: &str, options: Options) -> TestApp {
     TestApp::spawn_on(url, all)
 }
 
-fn three_nodes(url: &str, options: Options) -> [TestApp; 3] {
+/// Three nodes, `a`, `b` and `c`, on `redis`.
+fn three_nodes(redis: &SharedRedis, options: Options) -> [TestApp; 3] {
+    let mut all = redis.options();
+    all.env.extend(options.env);
+    let url = redis.url();
     [
-        node_on(url, "a", options.clone()),
-        node_on(url, "b", options.clone()),
-        node_on(url, "c", options),
+        node_on(&url, "a", all.clone()),
+        node_on(&url, "b", all.clone()),
+        node_on(&url, "c", all),
     ]
 }
 
 /// The room's lease holder as stored, `None` while nobody holds it.
-fn holder(redis: &RedisServer, id: &str) -> Option<String> {
-    let value: Option<String> = redis::cmd("GET")
-        .arg(format!("convene:{{room:{id}}}:lease"))
-        .query(&mut redis.conn())
-        .unwrap();
+fn holder(redis: &SharedRedis, id: &str) -> Option<String> {
+    let value = redis.get(&format!("convene:{{room:{id}}}:lease"));
     Some(value?.split_once('|').unwrap().1.to_string())
 }
 
@@ -104,12 +106,9 @@ async fn relays_work(clients: &mut [Client], addresses: &[String], tag: &str) {
     }
 }
 
-#[tokio::test]
-async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let [a, b, c] = three_nodes(&redis.url(), Options::default());
+one_redis_and_cluster!(six_sockets_on_three_nodes_relay_through_the_rooms_owner);
+async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner(redis: SharedRedis) {
+    let [a, b, c] = three_nodes(&redis, Options::default());
     let room = a.new_room(json!({"name": "bridged"})).await;
     let id = room["id"].as_str().unwrap();
     let token = room["token"].as_str().unwrap();
@@ -183,14 +182,11 @@ async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner() {
     relays_work(&mut clients, &addresses, "resumed").await;
 }
 
-#[tokio::test]
-async fn fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+one_redis_and_cluster!(fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats);
+async fn fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats(redis: SharedRedis) {
     let seats = 40;
     let nodes = three_nodes(
-        &redis.url(),
+        &redis,
         Options::default()
             .env("CONVENE_SFU_MAX_PARTICIPANTS", seats)
             .env("CONVENE_ROOM_LEASE_MS", 5000),
@@ -268,12 +264,9 @@ async fn fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats()
     assert_eq!(nodes[1].metric("convene_rooms_lost_total").await, 0.0);
 }
 
-#[tokio::test]
-async fn a_mesh_to_sfu_upgrade_is_seen_by_participants_on_every_node() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let [a, b, c] = three_nodes(&redis.url(), Options::default());
+one_redis_and_cluster!(a_mesh_to_sfu_upgrade_is_seen_by_participants_on_every_node);
+async fn a_mesh_to_sfu_upgrade_is_seen_by_participants_on_every_node(redis: SharedRedis) {
+    let [a, b, c] = three_nodes(&redis, Options::default());
     let room = c
         .new_room(json!({"name": "growing", "autoUpgradeParticipantCount": 3}))
         .await;
@@ -309,12 +302,11 @@ async fn a_mesh_to_sfu_upgrade_is_seen_by_participants_on_every_node() {
     }
 }
 
-#[tokio::test]
-async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+one_redis_and_cluster!(when_the_owner_is_killed_every_participant_comes_back_with_its_address);
+async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address(
+    redis: SharedRedis,
+) {
+    let [mut a, b, c] = three_nodes(&redis, Options::default());
     let room = a.new_room(json!({"name": "orphaned"})).await;
     let id = room["id"].as_str().unwrap();
     let token = room["token"].as_str().unwrap();
@@ -332,10 +324,7 @@ async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address(
     }
     // The owner has stored the three seats (what a resume on another node needs).
     let stored = || async {
-        let value: Option<String> = redis::cmd("GET")
-            .arg(format!("convene:{{room:{id}}}:seats"))
-            .query(&mut redis.conn())
-            .unwrap();
+        let value = redis.get(&format!("convene:{{room:{id}}}:seats"));
         value.is_some_and(|v| serde_json::from_str::<Vec<Value>>(&v).unwrap().len() == 3)
     };
     assert!(eventually(Duration::from_secs(10), stored).await);
@@ -383,7 +372,8 @@ async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address(
         );
     }
     eprintln!(
-        "owner killed: the participant on it resumed after {resumed:?}, the bridged ones were re-attached after {:?} (same addresses)",
+        "owner killed ({}): the participant on it resumed after {resumed:?}, the bridged ones were re-attached after {:?} (same addresses)",
+        redis.kind(),
         killed.elapsed()
     );
     let mut resumed = vec![on_a];
@@ -398,12 +388,9 @@ async fn when_the_owner_is_killed_every_participant_comes_back_with_its_address(
         std::panic::resume_unwind(panic);
     }
 }
-#[tokio::test]
-async fn sigterm_drains_with_nobody_dropped() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+one_redis_and_cluster!(sigterm_drains_with_nobody_dropped);
+async fn sigterm_drains_with_nobody_dropped(redis: SharedRedis) {
+    let [mut a, b, c] = three_nodes(&redis, Options::default());
     let room = a.new_room(json!({"name": "drained"})).await;
     let id = room["id"].as_str().unwrap();
     let token = room["token"].as_str().unwrap();
@@ -517,16 +504,16 @@ async fn sigterm_drains_with_nobody_dropped() {
         "{log}"
     );
     eprintln!(
-        "SIGTERM to the owner: all six participants back (same addresses) after {everyone_back:?}; the owner exited (0) after {exited:?}"
+        "SIGTERM to the owner ({}): all six participants back (same addresses) after {everyone_back:?}; the owner exited (0) after {exited:?}",
+        redis.kind()
     );
 }
 
-#[tokio::test]
-async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_asking() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let [mut a, b, c] = three_nodes(&redis.url(), Options::default());
+one_redis_and_cluster!(a_killed_owners_room_with_participants_is_taken_over_without_anyone_asking);
+async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_asking(
+    redis: SharedRedis,
+) {
+    let [mut a, b, c] = three_nodes(&redis, Options::default());
     let room = a.new_room(json!({"name": "orphaned at once"})).await;
     let id = room["id"].as_str().unwrap().to_string();
     let token = room["token"].as_str().unwrap();
@@ -537,19 +524,9 @@ async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_ask
     first.expect("participantJoined").await;
     addresses.push(joined["address"].as_str().unwrap().to_string());
     // A has stored the two seats, and listed the room among its rooms with seats.
-    let listed = |node: &str| {
-        let member: bool = redis::cmd("SISMEMBER")
-            .arg(format!("convene:{{seated}}:{node}"))
-            .arg(&id)
-            .query(&mut redis.conn())
-            .unwrap();
-        member
-    };
+    let listed = |node: &str| redis.is_member(&format!("convene:{{seated}}:{node}"), &id);
     let stored = || async {
-        let value: Option<String> = redis::cmd("GET")
-            .arg(format!("convene:{{room:{id}}}:seats"))
-            .query(&mut redis.conn())
-            .unwrap();
+        let value = redis.get(&format!("convene:{{room:{id}}}:seats"));
         value.is_some_and(|v| serde_json::from_str::<Vec<Value>>(&v).unwrap().len() == 2)
             && listed("a")
     };
@@ -595,7 +572,8 @@ async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_ask
     assert!(listed(&owner));
     assert!(!listed("a"));
     eprintln!(
-        "owner killed with both participants on it: {owner} held the room after {after:?}, its two seats waiting for resumes, with no client asking"
+        "owner killed with both participants on it ({}): {owner} held the room after {after:?}, its two seats waiting for resumes, with no client asking",
+        redis.kind()
     );
     // A resume on the other node gets its seat back, with its address.
     let other = if owner == "b" { &c } else { &b };
@@ -623,29 +601,11 @@ async fn without_cluster_relays_never_touch_redis() {
 }
 
 #[tokio::test]
-async fn six_sockets_on_three_nodes_relay_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    let options = Options::default().env("CONVENE_REDIS_CLUSTER", 1);
-    let [a, b, c] = three_nodes(&cluster.url_setting(), options);
-    let room = b.new_room(json!({"name": "sharded"})).await;
-    let token = room["token"].as_str().unwrap();
-    let (mut clients, addresses) = join_all(&[&a, &b, &c, &a, &b, &c], token).await;
-    relays_work(&mut clients, &addresses, "cluster").await;
-    assert_eq!(
-        b.metric(r#"convene_bridge_links_total{side="hosted"}"#)
-            .await,
-        4.0
-    );
-}
-
-#[tokio::test]
 async fn when_the_bus_breaks_bridged_sockets_are_re_attached_with_their_address() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = SharedRedis::single() else {
         return;
     };
-    let [a, b, c] = three_nodes(&redis.url(), Options::default());
+    let [a, b, c] = three_nodes(&redis, Options::default());
     let room = a.new_room(json!({"name": "cut"})).await;
     let token = room["token"].as_str().unwrap();
     let (mut clients, addresses) = join_all(&[&a, &b, &c], token).await;
@@ -656,7 +616,7 @@ async fn when_the_bus_breaks_bridged_sockets_are_re_attached_with_their_address(
         .arg("KILL")
         .arg("TYPE")
         .arg("pubsub")
-        .query(&mut redis.conn())
+        .query(&mut *redis.conn())
         .unwrap();
     assert_eq!(killed, 3, "one subscription per node");
     for (client, address) in clients.iter_mut().zip(&addresses).skip(1) {

@@ -1,9 +1,11 @@
 //! One owner per room on several nodes (`docs/cluster.md`): node processes with
-//! `CONVENE_CLUSTER=1` on one private Redis; a room's actor runs on the node holding its
-//! lease, and the REST calls of a room made on another node are forwarded to the owner.
+//! `CONVENE_CLUSTER=1` on one private Redis, and again on a private three-master Redis
+//! Cluster; a room's actor runs on the node holding its lease, and the REST calls of a
+//! room made on another node are forwarded to the owner.
 //! Without `cluster` (one node, the default) there are no leases: a Redis outage longer
 //! than the lease time leaves the node's rooms and sockets as they were.
 
+use crate::one_redis_and_cluster;
 use crate::support::*;
 use crate::ws::Client;
 use reqwest::Method;
@@ -13,10 +15,11 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn node(redis: &RedisServer, id: &str, lease_ms: u64) -> TestApp {
+fn node(redis: &SharedRedis, id: &str, lease_ms: u64) -> TestApp {
     TestApp::spawn_on(
         &redis.url(),
-        Options::default()
+        redis
+            .options()
             .env("CONVENE_CLUSTER", 1)
             .env("CONVENE_NODE_ID", id)
             .env("CONVENE_ROOM_LEASE_MS", lease_ms),
@@ -24,22 +27,15 @@ fn node(redis: &RedisServer, id: &str, lease_ms: u64) -> TestApp {
 }
 
 /// The room's lease as stored: (fence, node), `None` while nobody holds it.
-fn holder(redis: &RedisServer, id: &str) -> Option<(u64, String)> {
-    let value: Option<String> = redis::cmd("GET")
-        .arg(format!("convene:{{room:{id}}}:lease"))
-        .query(&mut redis.conn())
-        .unwrap();
-    let value = value?;
+fn holder(redis: &SharedRedis, id: &str) -> Option<(u64, String)> {
+    let value = redis.get(&format!("convene:{{room:{id}}}:lease"))?;
     let (fence, node) = value.split_once('|').unwrap();
     Some((fence.parse().unwrap(), node.to_string()))
 }
 
 /// The room's stored record, byte for byte.
-fn stored(redis: &RedisServer, id: &str) -> Option<String> {
-    redis::cmd("GET")
-        .arg(format!("convene:{{room:{id}}}"))
-        .query(&mut redis.conn())
-        .unwrap()
+fn stored(redis: &SharedRedis, id: &str) -> Option<String> {
+    redis.get(&format!("convene:{{room:{id}}}"))
 }
 
 /// Status and body of a request.
@@ -64,11 +60,8 @@ fn signal(app: &TestApp, name: &str) {
     assert!(status.success());
 }
 
-#[tokio::test]
-async fn every_node_answers_for_a_room_owned_by_one() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+one_redis_and_cluster!(every_node_answers_for_a_room_owned_by_one);
+async fn every_node_answers_for_a_room_owned_by_one(redis: SharedRedis) {
     let (a, b, c) = (
         node(&redis, "a", 5000),
         node(&redis, "b", 5000),
@@ -126,11 +119,8 @@ async fn every_node_answers_for_a_room_owned_by_one() {
     assert_eq!(a.metric(answered).await, 0.0);
 }
 
-#[tokio::test]
-async fn a_killed_owners_room_is_taken_over_by_the_next_node_asked() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+one_redis_and_cluster!(a_killed_owners_room_is_taken_over_by_the_next_node_asked);
+async fn a_killed_owners_room_is_taken_over_by_the_next_node_asked(redis: SharedRedis) {
     let (mut a, b) = (node(&redis, "a", 1500), node(&redis, "b", 1500));
     let room = a.new_room(json!({"name": "orphan"})).await;
     let id = room["id"].as_str().unwrap().to_string();
@@ -159,11 +149,8 @@ async fn a_killed_owners_room_is_taken_over_by_the_next_node_asked() {
     assert_eq!(holder(&redis, &id), Some((2, "b".to_string())));
 }
 
-#[tokio::test]
-async fn a_paused_owner_finds_its_room_taken_and_stops_it_without_writing() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+one_redis_and_cluster!(a_paused_owner_finds_its_room_taken_and_stops_it_without_writing);
+async fn a_paused_owner_finds_its_room_taken_and_stops_it_without_writing(redis: SharedRedis) {
     let (a, b) = (node(&redis, "a", 1500), node(&redis, "b", 1500));
     let room = a.new_room(json!({"name": "paused"})).await;
     let id = room["id"].as_str().unwrap().to_string();
@@ -212,11 +199,8 @@ async fn a_paused_owner_finds_its_room_taken_and_stops_it_without_writing() {
     assert_eq!(stored(&redis, &id), before);
 }
 
-#[tokio::test]
-async fn an_owners_write_refused_as_stale_stops_the_room() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+one_redis_and_cluster!(an_owners_write_refused_as_stale_stops_the_room);
+async fn an_owners_write_refused_as_stale_stops_the_room(redis: SharedRedis) {
     // A long lease: no renewal comes before the write below.
     let a = node(&redis, "a", 60_000);
     let room = a.new_room(json!({"name": "stolen"})).await;
@@ -226,7 +210,7 @@ async fn an_owners_write_refused_as_stale_stops_the_room() {
     let mut conn = redis.conn();
     let fence: u64 = redis::cmd("INCR")
         .arg(format!("convene:{{room:{id}}}:fence"))
-        .query(&mut conn)
+        .query(&mut *conn)
         .unwrap();
     assert_eq!(fence, 2);
     let () = redis::cmd("SET")
@@ -234,7 +218,7 @@ async fn an_owners_write_refused_as_stale_stops_the_room() {
         .arg("2|ghost")
         .arg("PX")
         .arg(60_000)
-        .query(&mut conn)
+        .query(&mut *conn)
         .unwrap();
     let before = stored(&redis, &id);
 
@@ -280,7 +264,13 @@ async fn a_single_node_keeps_its_rooms_through_a_redis_outage_longer_than_the_le
     let room = app.new_room(json!({"name": "alone"})).await;
     let id = room["id"].as_str().unwrap().to_string();
     let (mut p, _) = Client::join(&app, room["token"].as_str().unwrap(), "P").await;
-    assert_eq!(holder(redis, &id), None, "no lease without cluster");
+    let lease = || -> Option<String> {
+        redis::cmd("GET")
+            .arg(format!("convene:{{room:{id}}}:lease"))
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    assert_eq!(lease(), None, "no lease without cluster");
 
     // Redis is away for ten lease times: the socket stays open, the room is served.
     redis.freeze();
@@ -291,27 +281,25 @@ async fn a_single_node_keeps_its_rooms_through_a_redis_outage_longer_than_the_le
     redis.thaw();
     p.assert_alive().await;
     assert_eq!(call(&app, Method::GET, &path).await.0, 200);
-    assert_eq!(holder(redis, &id), None);
+    assert_eq!(lease(), None);
     assert_eq!(app.metric("convene_rooms_lost_total").await, 0.0);
     assert!(!app.log_text().contains("room stopped on this node"));
 }
 
 /// A node with limits (`CONVENE_NODE_MAX_ROOMS`).
-fn node_with_max_rooms(redis: &RedisServer, id: &str, max_rooms: u64) -> TestApp {
+fn node_with_max_rooms(redis: &SharedRedis, id: &str, max_rooms: u64) -> TestApp {
     TestApp::spawn_on(
         &redis.url(),
-        Options::default()
+        redis
+            .options()
             .env("CONVENE_CLUSTER", 1)
             .env("CONVENE_NODE_ID", id)
             .env("CONVENE_NODE_MAX_ROOMS", max_rooms),
     )
 }
 
-#[tokio::test]
-async fn new_rooms_go_to_the_least_loaded_node_and_a_full_node_takes_no_more() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+one_redis_and_cluster!(new_rooms_go_to_the_least_loaded_node_and_a_full_node_takes_no_more);
+async fn new_rooms_go_to_the_least_loaded_node_and_a_full_node_takes_no_more(redis: SharedRedis) {
     let a = node_with_max_rooms(&redis, "a", 2);
     // Alone, A takes its rooms up to its limit.
     let first = a.new_room(json!({"name": "first"})).await;

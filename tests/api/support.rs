@@ -198,33 +198,12 @@ impl RedisCluster {
             ports: Vec::new(),
             dir,
         };
-        for _ in 0..3 {
-            let port = cluster_port();
-            let dir = cluster.dir.join(port.to_string());
-            std::fs::create_dir_all(&dir).unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "5000"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            cluster.children.push(child);
-            cluster.ports.push(port);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for &port in &cluster.ports {
-            while !ping(port) {
-                assert!(
-                    Instant::now() < deadline,
-                    "cluster node on port {port} did not come up"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        // A port found free may be taken by another test before redis-server binds it (its
+        // cluster bus port too): a server that exits is started again on other ports.
+        let mut attempts = 0;
+        while !cluster.launch() {
+            attempts += 1;
+            assert!(attempts < 5, "the cluster's redis-servers did not come up");
         }
         let created = Command::new("redis-cli")
             .arg("--cluster")
@@ -250,6 +229,59 @@ impl RedisCluster {
         Some(cluster)
     }
 
+    /// Starts three cluster-enabled redis-servers on free ports and waits until each
+    /// answers; `false` (and none left running) when one of them exited.
+    fn launch(&mut self) -> bool {
+        self.stop();
+        for _ in 0..3 {
+            let port = cluster_port();
+            let dir = self.dir.join(port.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "5000"])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            self.children.push(child);
+            self.ports.push(port);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for i in 0..self.ports.len() {
+            while !ping(self.ports[i]) {
+                if self.children[i].try_wait().unwrap().is_some() {
+                    eprintln!(
+                        "redis-server on port {} exited; again on other ports",
+                        self.ports[i]
+                    );
+                    self.stop();
+                    return false;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node on port {} did not come up",
+                    self.ports[i]
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        true
+    }
+
+    fn stop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+        self.ports.clear();
+    }
+
     /// The nodes' URLs.
     pub fn urls(&self) -> Vec<String> {
         self.ports
@@ -266,11 +298,79 @@ impl RedisCluster {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the nodes of a cluster test share: one private `redis-server`, or a private
+/// three-master Redis Cluster. The same test runs on either.
+pub enum SharedRedis {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl SharedRedis {
+    /// One `redis-server` (`None`: skipped, see [`RedisServer::start`]).
+    pub fn single() -> Option<Self> {
+        RedisServer::start().map(Self::Single)
+    }
+
+    /// A Redis Cluster (`None`: skipped, see [`RedisCluster::start`]).
+    pub fn cluster() -> Option<Self> {
+        RedisCluster::start().map(Self::Cluster)
+    }
+
+    /// Which one, for a test's report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Single(_) => "one Redis",
+            Self::Cluster(_) => "a Redis Cluster",
+        }
+    }
+
+    /// `CONVENE_REDIS_URL` for the nodes.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Single(redis) => redis.url(),
+            Self::Cluster(cluster) => cluster.url_setting(),
+        }
+    }
+
+    /// What a node needs besides the URL (`CONVENE_REDIS_CLUSTER=1` on a cluster).
+    pub fn options(&self) -> Options {
+        match self {
+            Self::Single(_) => Options::default(),
+            Self::Cluster(_) => Options::default().env("CONVENE_REDIS_CLUSTER", 1),
+        }
+    }
+
+    /// A connection for the test's own reads (a cluster connection routes each key to its
+    /// slot's master).
+    pub fn conn(&self) -> Box<dyn redis::ConnectionLike> {
+        match self {
+            Self::Single(redis) => Box::new(redis.conn()),
+            Self::Cluster(cluster) => Box::new(
+                redis::cluster::ClusterClient::new(cluster.urls())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// A string key's value.
+    pub fn get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query(&mut *self.conn()).unwrap()
+    }
+
+    /// Whether `member` is in the set at `key`.
+    pub fn is_member(&self, key: &str, member: &str) -> bool {
+        redis::cmd("SISMEMBER")
+            .arg(key)
+            .arg(member)
+            .query(&mut *self.conn())
+            .unwrap()
     }
 }
 
@@ -940,6 +1040,30 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Runs `async fn name(redis: SharedRedis)` of the calling module on one private
+/// `redis-server` (`name::one_redis`) and on a private three-master Redis Cluster
+/// (`name::redis_cluster`).
+#[macro_export]
+macro_rules! one_redis_and_cluster {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn one_redis() {
+                if let Some(redis) = $crate::support::SharedRedis::single() {
+                    super::$name(redis).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn redis_cluster() {
+                if let Some(redis) = $crate::support::SharedRedis::cluster() {
+                    super::$name(redis).await;
+                }
+            }
+        }
+    };
 }
 
 /// Declares a test body once and runs it against both stores:
