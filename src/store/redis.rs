@@ -255,6 +255,20 @@ impl RedisStore {
         Ok(rooms)
     }
 
+    /// Up to `limit` members (`<creation time>|<id>`) of the expiry index whose rooms
+    /// expired at `now_ms` or before, soonest first.
+    async fn expiring(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let cmd = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.redis.keys.expiry())
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .to_owned();
+        self.redis.query(&cmd).await
+    }
+
     /// Removes members from both indexes, and their rooms' keys (record, lease, fence).
     async fn forget(&self, members: &[String]) -> Result<(), StoreError> {
         let keys = &self.redis.keys;
@@ -577,15 +591,7 @@ impl Store for RedisStore {
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut swept = 0;
         loop {
-            let cmd = redis::cmd("ZRANGEBYSCORE")
-                .arg(self.redis.keys.expiry())
-                .arg("-inf")
-                .arg(now_ms)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(SWEEP_BATCH)
-                .to_owned();
-            let members: Vec<String> = self.redis.query(&cmd).await?;
+            let members = self.expiring(now_ms, SWEEP_BATCH).await?;
             if members.is_empty() {
                 return Ok(swept);
             }
@@ -598,15 +604,7 @@ impl Store for RedisStore {
     }
 
     async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<ExpiredRoom>, StoreError> {
-        let cmd = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.redis.keys.expiry())
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .to_owned();
-        let members: Vec<String> = self.redis.query(&cmd).await?;
+        let members = self.expiring(now_ms, limit).await?;
         Ok(members
             .iter()
             .filter_map(|m| {

@@ -54,6 +54,30 @@ fn publishes(port: u16) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
+/// The room's participants as `node` lists them (`GET …/participants`, its `data`).
+async fn participants_on(node: &TestApp, id: &str) -> Vec<Value> {
+    let listed: Value = node
+        .request(
+            Method::GET,
+            &format!("/api/realtime/room/{id}/participants"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["data"].as_array().unwrap().clone()
+}
+
+/// The addresses of `seats`, in their order.
+fn addresses_of(seats: &[Value]) -> Vec<&str> {
+    seats
+        .iter()
+        .map(|p| p["address"].as_str().unwrap())
+        .collect()
+}
+
 /// Joins one participant per node in `nodes`, in order; every earlier participant sees
 /// each later one arrive. Answers the clients and their addresses.
 async fn join_all(nodes: &[&TestApp], token: &str) -> (Vec<Client>, Vec<String>) {
@@ -125,23 +149,8 @@ async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner(redis: SharedR
         .await;
 
     // Seats are the owner's: every node lists the six, in join order.
-    let path = format!("/api/realtime/room/{id}/participants");
     for node in [&a, &b, &c] {
-        let listed: Value = node
-            .request(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let listed: Vec<&str> = listed["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["address"].as_str().unwrap())
-            .collect();
-        assert_eq!(listed, addresses);
+        assert_eq!(addresses_of(&participants_on(node, &id).await), addresses);
     }
     // One owner all along; B and C each bridged their two sockets to A.
     assert_eq!(holder(&redis, id).as_deref(), Some("a"));
@@ -237,18 +246,7 @@ async fn fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats(r
     addresses.dedup();
     assert_eq!(addresses.len(), seats, "every seat is its own");
     for node in &nodes {
-        let listed: Value = node
-            .request(
-                Method::GET,
-                &format!("/api/realtime/room/{id}/participants"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(listed["data"].as_array().unwrap().len(), seats);
+        assert_eq!(participants_on(node, &id).await.len(), seats);
         let fetched: Value = node
             .request(Method::GET, &format!("/api/realtime/room/{id}"))
             .send()
@@ -477,23 +475,8 @@ async fn sigterm_drains_with_nobody_dropped(redis: SharedRedis) {
         std::panic::resume_unwind(panic);
     }
     // Every node lists the six, in join order, none of them waiting for a resume.
-    let path = format!("/api/realtime/room/{id}/participants");
     for node in [&b, &c] {
-        let listed: Value = node
-            .request(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let listed: Vec<&str> = listed["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["address"].as_str().unwrap())
-            .collect();
-        assert_eq!(listed, addresses);
+        assert_eq!(addresses_of(&participants_on(node, &id).await), addresses);
     }
     let status = a.wait_for_exit(Duration::from_secs(35)).await;
     let exited = signalled.elapsed();
@@ -550,23 +533,10 @@ async fn a_killed_owners_room_with_participants_is_taken_over_without_anyone_ask
     );
     let after = killed.elapsed();
     let owner = holder(&redis, &id).unwrap();
-    let path = format!("/api/realtime/room/{id}/participants");
     for node in [&b, &c] {
-        let listed: Value = node
-            .request(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let seats = listed["data"].as_array().unwrap();
-        let seated: Vec<&str> = seats
-            .iter()
-            .map(|p| p["address"].as_str().unwrap())
-            .collect();
-        assert_eq!(seated, addresses, "{listed}");
-        assert!(seats.iter().all(|p| p["connected"] == false), "{listed}");
+        let seats = participants_on(node, &id).await;
+        assert_eq!(addresses_of(&seats), addresses, "{seats:?}");
+        assert!(seats.iter().all(|p| p["connected"] == false), "{seats:?}");
     }
     // The room is listed as the new owner's, and no longer as A's.
     assert!(listed(&owner));

@@ -3,6 +3,7 @@
 //! with its owner's `node`, numbered once for the whole cluster (one Redis Stream), so that
 //! a client resumes on any node with the `lastSeq` it saw on another.
 
+use crate::one_redis_and_cluster;
 use crate::support::*;
 use crate::ws::Client;
 use serde_json::{Value, json};
@@ -11,21 +12,20 @@ use std::time::Duration;
 const DEADLINE: Duration = Duration::from_secs(20);
 const IDS: [&str; 3] = ["a", "b", "c"];
 
-fn node(redis: &RedisServer, id: &str) -> TestApp {
+fn node(redis: &SharedRedis, id: &str) -> TestApp {
     TestApp::spawn_on(
         &redis.url(),
-        Options::default()
+        redis
+            .options()
             .env("CONVENE_CLUSTER", 1)
             .env("CONVENE_NODE_ID", id),
     )
 }
 
 /// The id of the node holding the room's lease.
-fn owner(redis: &RedisServer, id: &Value) -> String {
-    let value: String = redis::cmd("GET")
-        .arg(format!("convene:{{room:{}}}:lease", id.as_str().unwrap()))
-        .query(&mut redis.conn())
-        .unwrap();
+fn owner(redis: &SharedRedis, id: &Value) -> String {
+    let lease = format!("convene:{{room:{}}}:lease", id.as_str().unwrap());
+    let value = redis.get(&lease).expect("the room's lease");
     value.split_once('|').unwrap().1.to_string()
 }
 
@@ -48,11 +48,8 @@ fn located(room: &Value, node: &str) -> Value {
     room
 }
 
-#[tokio::test]
-async fn every_node_streams_every_room_of_the_cluster_with_one_numbering() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+one_redis_and_cluster!(every_node_streams_every_room_of_the_cluster_with_one_numbering);
+async fn every_node_streams_every_room_of_the_cluster_with_one_numbering(redis: SharedRedis) {
     let nodes = IDS.map(|id| node(&redis, id));
     let by_id = |id: &str| &nodes[IDS.iter().position(|n| *n == id).unwrap()];
     let [a, b, c] = &nodes;
@@ -86,13 +83,14 @@ async fn every_node_streams_every_room_of_the_cluster_with_one_numbering() {
     }
     on_a.close(1000, "").await;
 
-    // Participants join both rooms on their owners: events made on two nodes, numbered
-    // one after the other.
+    // A participant on the first room's owner, one bridged to the second's from another
+    // node: events made on two nodes, numbered one after the other.
     let (_p1, joined1) = Client::join(by_id(&o1), r1["token"].as_str().unwrap(), "P1").await;
     let e3 = next(&mut on_b, "participantJoined", &mut seq).await;
     assert_eq!(e3["roomId"], r1["id"]);
     assert_eq!(e3["participant"]["address"], joined1["address"]);
-    let (_p2, joined2) = Client::join(by_id(&o2), r2["token"].as_str().unwrap(), "P2").await;
+    let edge = IDS.iter().find(|id| **id != o2).unwrap();
+    let (_p2, joined2) = Client::join(by_id(edge), r2["token"].as_str().unwrap(), "P2").await;
     let e4 = next(&mut on_b, "participantJoined", &mut seq).await;
     assert_eq!(e4["roomId"], r2["id"]);
     assert_eq!(e4["participant"]["address"], joined2["address"]);
@@ -172,7 +170,7 @@ async fn rooms_in_snapshot(app: &TestApp) -> Vec<(Value, Value)> {
 
 #[tokio::test]
 async fn the_rooms_of_a_node_that_died_leave_the_other_nodes_snapshots() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = SharedRedis::single() else {
         return;
     };
     let mut nodes = [node(&redis, "a"), node(&redis, "b")];
@@ -199,73 +197,4 @@ async fn the_rooms_of_a_node_that_died_leave_the_other_nodes_snapshots() {
         .await,
         "the dead node's room stays"
     );
-}
-
-#[tokio::test]
-async fn every_node_streams_every_room_with_one_numbering_on_a_redis_cluster() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
-    let nodes = IDS.map(|id| {
-        TestApp::spawn_on(
-            &cluster.url_setting(),
-            Options::default()
-                .env("CONVENE_CLUSTER", 1)
-                .env("CONVENE_REDIS_CLUSTER", 1)
-                .env("CONVENE_NODE_ID", id),
-        )
-    });
-    let by_id = |id: &str| &nodes[IDS.iter().position(|n| *n == id).unwrap()];
-    let [a, b, c] = &nodes;
-
-    let mut on_b = Client::stream(b, None).await;
-    assert_eq!(
-        on_b.recv().await,
-        json!({"type": "snapshot", "seq": 0, "rooms": []})
-    );
-    let mut seq = 0;
-    let mut on_c = Client::stream(c, None).await;
-    assert_eq!(on_c.expect("snapshot").await["seq"], 0);
-    let mut c_seq = 0;
-
-    // Rooms made through A and C reach B's stream with their owners (the `{admin}` slot
-    // is on one master, the rooms' slots on any).
-    let r1 = a.new_room(json!({"name": "first"})).await;
-    let e1 = next(&mut on_b, "roomCreated", &mut seq).await;
-    let o1 = e1["room"]["node"].as_str().unwrap().to_string();
-    assert!(IDS.contains(&o1.as_str()), "{e1}");
-    assert_eq!(e1["room"], located(&r1, &o1));
-    let r2 = c.new_room(json!({"name": "second"})).await;
-    let e2 = next(&mut on_b, "roomCreated", &mut seq).await;
-    let o2 = e2["room"]["node"].as_str().unwrap().to_string();
-    assert_eq!(e2["room"], located(&r2, &o2));
-
-    // A participant on the first room's owner, one bridged to the second's from another
-    // node: events made on two nodes, numbered one after the other.
-    let (_p1, joined1) = Client::join(by_id(&o1), r1["token"].as_str().unwrap(), "P1").await;
-    let e3 = next(&mut on_b, "participantJoined", &mut seq).await;
-    assert_eq!(e3["roomId"], r1["id"]);
-    assert_eq!(e3["participant"]["address"], joined1["address"]);
-    let edge = IDS.iter().find(|id| **id != o2).unwrap();
-    let (_p2, joined2) = Client::join(by_id(edge), r2["token"].as_str().unwrap(), "P2").await;
-    let e4 = next(&mut on_b, "participantJoined", &mut seq).await;
-    assert_eq!(e4["roomId"], r2["id"]);
-    assert_eq!(e4["participant"]["address"], joined2["address"]);
-
-    // C's stream saw the same events with the same numbers.
-    for e in [&e1, &e2, &e3, &e4] {
-        let kind = e["type"].as_str().unwrap();
-        assert_eq!(&next(&mut on_c, kind, &mut c_seq).await, e);
-    }
-    // A client resumes on A with what it saw on B up to the first room: exactly the
-    // events after it, then the live ones.
-    let mut resumed = Client::stream(a, e1["seq"].as_u64()).await;
-    for e in [&e2, &e3, &e4] {
-        assert_eq!(&resumed.recv().await, e);
-    }
-    let r3 = b.new_room(json!({"name": "third"})).await;
-    let mut r_seq = e4["seq"].as_u64().unwrap();
-    let e5 = next(&mut resumed, "roomCreated", &mut r_seq).await;
-    assert_eq!(e5["room"]["id"], r3["id"]);
-    assert_eq!(next(&mut on_b, "roomCreated", &mut seq).await, e5);
 }

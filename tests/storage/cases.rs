@@ -226,22 +226,8 @@ pub async fn pages_walk_rooms_across_slots_and_drop_vanished_ones(f: Fixture) {
 /// callers of `finish_expired` at once exactly one takes it.
 pub async fn an_expired_room_is_finished_by_one_caller(f: Fixture) {
     let store = &f.store;
-    let now = now_ms();
-    store.create(&room("RO-short", now, 1)).await.unwrap();
-    store.create(&room("RO-long", now, 3600)).await.unwrap();
-    until("the short room expires", || async {
-        store.get("RO-short", now_ms()).await.unwrap().is_none()
-    })
-    .await;
-    let after = now + 1000;
-    let listed: Vec<String> = store
-        .page(None, 10, after)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(listed, ["RO-long"]);
+    let (now, after) = short_and_long_rooms(store).await;
+    assert_eq!(page_ids(store, after).await, ["RO-long"]);
     let expired = store.expired(after, 10).await.unwrap();
     assert_eq!(
         expired,
@@ -263,6 +249,16 @@ pub async fn an_expired_room_is_finished_by_one_caller(f: Fixture) {
 
 pub async fn sweep_drops_expired_rooms(f: Fixture) {
     let store = &f.store;
+    let (_, after) = short_and_long_rooms(store).await;
+    assert_eq!(store.sweep(after).await.unwrap(), 1);
+    assert_eq!(store.sweep(after).await.unwrap(), 0);
+    assert_eq!(page_ids(store, after).await, ["RO-long"]);
+}
+
+/// Stores `RO-short` (a second to live) and `RO-long` (an hour), both created now, and
+/// waits for the short one to expire; answers their creation time and a time past the
+/// short one's end.
+async fn short_and_long_rooms(store: &RedisStore) -> (u64, u64) {
     let now = now_ms();
     store.create(&room("RO-short", now, 1)).await.unwrap();
     store.create(&room("RO-long", now, 3600)).await.unwrap();
@@ -270,17 +266,13 @@ pub async fn sweep_drops_expired_rooms(f: Fixture) {
         store.get("RO-short", now_ms()).await.unwrap().is_none()
     })
     .await;
-    let after = now + 1000;
-    assert_eq!(store.sweep(after).await.unwrap(), 1);
-    assert_eq!(store.sweep(after).await.unwrap(), 0);
-    let left: Vec<String> = store
-        .page(None, 10, after)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(left, ["RO-long"]);
+    (now, now + 1000)
+}
+
+/// The ids of the first page of rooms at `now`.
+async fn page_ids(store: &RedisStore, now: u64) -> Vec<String> {
+    let page = store.page(None, 10, now).await.unwrap();
+    page.into_iter().map(|r| r.id).collect()
 }
 
 pub async fn a_lease_is_held_renewed_and_released(f: Fixture) {
