@@ -35,15 +35,14 @@
 #[path = "measure.rs"]
 #[allow(dead_code)] // server_cpu: this client measures every process of BENCH_PIDS instead
 mod measure;
+#[path = "ws_client.rs"]
+mod ws_client;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use ws_client::{Ws, connect, next_json, sent_at};
 
 /// Pairs set up at once.
 const SETUP_CONCURRENCY: usize = 16;
@@ -58,25 +57,6 @@ const LAYOUTS: [&str; 3] = ["same", "bridged", "cross"];
 struct Node {
     id: String,
     url: String,
-}
-
-async fn connect(url: &str) -> Ws {
-    let mut config = WebSocketConfig::default();
-    config.read_buffer_size = 4096;
-    config.write_buffer_size = 0;
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    ws
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match ws.next().await.expect("socket open").expect("frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
-            _ => continue,
-        }
-    }
 }
 
 /// The room's owner (a node id) as its lease says.
@@ -147,16 +127,6 @@ async fn pair(
     };
     let (address_a, address_b) = (address(&joined_a), address(&joined_b));
     vec![(a, address_b), (b, address_a)]
-}
-
-/// The `t` of a relayed message, found without parsing the whole JSON text.
-fn sent_at(text: &str) -> Option<u64> {
-    let at = text.find(r#"{"t":"#)? + 5;
-    let digits = &text[at..];
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
 }
 
 /// Every command Redis has run so far, and its `PUBLISH`es.

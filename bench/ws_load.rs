@@ -23,16 +23,15 @@
 
 #[path = "measure.rs"]
 mod measure;
+#[path = "ws_client.rs"]
+mod ws_client;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use ws_client::{Ws, connect, next_json, sent_at};
 
 /// Messages each socket keeps in flight.
 const WINDOW: usize = 4;
@@ -56,36 +55,6 @@ impl Target {
             "peerjs" => Target::PeerJs,
             "bare" => Target::Bare,
             _ => panic!("unknown target {s}: convene, peerjs or bare"),
-        }
-    }
-}
-
-async fn connect(url: &str) -> Ws {
-    let mut config = WebSocketConfig::default();
-    config.read_buffer_size = 4096;
-    config.write_buffer_size = 0;
-    let mut tries = 0;
-    loop {
-        match tokio_tungstenite::connect_async_with_config(url, Some(config), true).await {
-            Ok((ws, _)) => return ws,
-            // A full accept queue under a burst of connects: try again a little later.
-            Err(e) if tries < 20 => {
-                tries += 1;
-                if tries == 20 {
-                    eprintln!("connect {url}: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
-            }
-            Err(e) => panic!("connect {url}: {e}"),
-        }
-    }
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match ws.next().await.expect("socket open").expect("frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
-            _ => continue,
         }
     }
 }
@@ -173,17 +142,6 @@ fn message(target: Target, to: &str, t: u64, padding: &str) -> Message {
         }
         _ => format!(r#"{{"type":"signal","to":"{to}","data":{{"t":{t},"p":"{padding}"}}}}"#),
     })
-}
-
-/// The `t` of a relayed message, found without parsing the whole JSON text (the client shares
-/// the machine's cores with the server, so it does as little as it can).
-fn sent_at(text: &str) -> Option<u64> {
-    let at = text.find(r#"{"t":"#)? + 5;
-    let digits = &text[at..];
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
 }
 
 async fn relay(target: Target, base: String, sockets: usize, seconds: u64, key: String) {

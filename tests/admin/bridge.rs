@@ -150,7 +150,7 @@ async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner(redis: SharedR
 
     // Seats are the owner's: every node lists the six, in join order.
     for node in [&a, &b, &c] {
-        assert_eq!(addresses_of(&participants_on(node, &id).await), addresses);
+        assert_eq!(addresses_of(&participants_on(node, id).await), addresses);
     }
     // One owner all along; B and C each bridged their two sockets to A.
     assert_eq!(holder(&redis, id).as_deref(), Some("a"));
@@ -476,7 +476,7 @@ async fn sigterm_drains_with_nobody_dropped(redis: SharedRedis) {
     }
     // Every node lists the six, in join order, none of them waiting for a resume.
     for node in [&b, &c] {
-        assert_eq!(addresses_of(&participants_on(node, &id).await), addresses);
+        assert_eq!(addresses_of(&participants_on(node, id).await), addresses);
     }
     let status = a.wait_for_exit(Duration::from_secs(35)).await;
     let exited = signalled.elapsed();
