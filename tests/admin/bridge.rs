@@ -6,7 +6,6 @@
 use crate::one_redis_and_cluster;
 use crate::support::*;
 use crate::ws::{Client, Incoming};
-use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -56,17 +55,7 @@ fn publishes(port: u16) -> u64 {
 
 /// The room's participants as `node` lists them (`GET …/participants`, its `data`).
 async fn participants_on(node: &TestApp, id: &str) -> Vec<Value> {
-    let listed: Value = node
-        .request(
-            Method::GET,
-            &format!("/api/realtime/room/{id}/participants"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = json_ok(node.participants(id).await).await;
     listed["data"].as_array().unwrap().clone()
 }
 
@@ -247,14 +236,7 @@ async fn fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats(r
     assert_eq!(addresses.len(), seats, "every seat is its own");
     for node in &nodes {
         assert_eq!(participants_on(node, &id).await.len(), seats);
-        let fetched: Value = node
-            .request(Method::GET, &format!("/api/realtime/room/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let fetched = json_ok(node.get_room(&id).await).await;
         assert_eq!(fetched["maxParticipants"], seats);
     }
     // One owner all along: B never lost the room.
@@ -288,14 +270,7 @@ async fn a_mesh_to_sfu_upgrade_is_seen_by_participants_on_every_node(redis: Shar
     }
     let id = room["id"].as_str().unwrap();
     for node in [&a, &b, &c] {
-        let fetched: Value = node
-            .request(Method::GET, &format!("/api/realtime/room/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let fetched = json_ok(node.get_room(id).await).await;
         assert_eq!(fetched["conferenceType"], "SFU");
     }
 }

@@ -673,6 +673,16 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn participants(&self, id: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/api/realtime/room/{id}/participants"),
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+
     pub async fn list(&self, query: &str) -> Response {
         self.request(Method::GET, &format!("/api/realtime/room{query}"))
             .send()
