@@ -6,9 +6,10 @@
 //! and the pair's two sockets join on the nodes the layout names:
 //!
 //! - `same`: both on the owner (relays stay in the owner's memory);
-//! - `bridged`: both on one node that is not the owner (every relay crosses the bus twice:
-//!   edge → owner, owner → edge);
-//! - `cross`: one on each of two nodes that are not the owner (needs three nodes).
+//! - `edge`: both on one node that is not the owner (that node relays between them itself);
+//! - `mixed`: one on the owner, one on another node (every relay crosses the bus once);
+//! - `cross`: one on each of two nodes that are not the owner (every relay crosses the bus
+//!   twice: edge → owner → the other edge; needs three nodes).
 //!
 //! Then, round after round, each layout in turn (the order rotates every round, so the
 //! machine's noise hits every layout alike) has its pairs send for `seconds`: every socket
@@ -52,7 +53,7 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// writes and the admin events of the joins are batched and written a little later).
 const SETTLE: Duration = Duration::from_secs(2);
 
-const LAYOUTS: [&str; 3] = ["same", "bridged", "cross"];
+const LAYOUTS: [&str; 4] = ["same", "edge", "mixed", "cross"];
 
 struct Node {
     id: String,
@@ -102,7 +103,8 @@ async fn pair(
     let n = nodes.len();
     let (on_a, on_b) = match layout {
         "same" => (o, o),
-        "bridged" => ((o + 1) % n, (o + 1) % n),
+        "edge" => ((o + 1) % n, (o + 1) % n),
+        "mixed" => (o, (o + 1) % n),
         _ => ((o + 1) % n, (o + 2) % n),
     };
     let join = Message::text(json!({"type": "join", "token": token}).to_string());

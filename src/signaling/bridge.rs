@@ -7,6 +7,12 @@
 //! whose frames go back over the bus. So the owner's room actor decides everything (seats,
 //! relays, the MESH→SFU upgrade, the media plane), exactly as for its own sockets.
 //!
+//! One relay does not go to the owner: a `signal` between two sockets that this node
+//! bridges into the same room is delivered here, by the sender's edge, from the seats
+//! their owner announced (`joined`, until the socket goes or `participantLeft`), so
+//! participants on one node relay without Redis wherever their room lives (see
+//! [`Bridge::relay_here`] for what stays the owner's).
+//!
 //! A bridged socket is a *link*: the edge's session id, under the edge's node id. What
 //! breaks a link: the bus (a lost subscription or a failed publish: messages may be lost,
 //! so every link goes), a message that found nobody subscribed (that node is gone: its
@@ -17,12 +23,13 @@
 
 use super::SignalingConfig;
 use super::protocol::{self, ServerMessage, close};
-use super::session::{self, Frames, RateLimiter, Reattach, Wire};
+use super::session::{self, ByteBudget, Frames, RateLimiter, Reattach, Wire, fanout_cost};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::model::Owner;
 use crate::room::Rooms;
 use crate::store::{Bus, BusEvent, Nodes};
+use crate::token::Permissions;
 use crate::wsguard::is_too_big;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use serde::{Deserialize, Serialize};
@@ -69,12 +76,90 @@ enum FromOwner {
     Close(u16, String),
 }
 
-/// An edge socket's link: the owner it is bridged to, the sender of what the owner says,
-/// and why the link was dropped (read by the socket when its queue ends).
+/// An edge socket's link: the owner it is bridged to, its room, the sender of what the
+/// owner says, why the link was dropped (read by the socket when its queue ends), and its
+/// participant's address once the owner said `joined`.
 struct EdgeLink {
     owner: String,
+    room: String,
     tx: mpsc::Sender<FromOwner>,
     why: Arc<OnceLock<(u16, String)>>,
+    address: Option<String>,
+}
+
+/// The edge side: this node's bridged sockets by link, and the seats they hold by room
+/// and address (the links whose `joined` came, until they go or their participant left).
+#[derive(Default)]
+struct Edges {
+    links: HashMap<u64, EdgeLink>,
+    seats: HashMap<(String, String), u64>,
+}
+
+impl Edges {
+    /// The link's seat, as its owner's `joined` says.
+    fn seat(&mut self, link: u64, address: &str) {
+        let Some(edge) = self.links.get_mut(&link) else {
+            return;
+        };
+        edge.address = Some(address.to_string());
+        let key = (edge.room.clone(), address.to_string());
+        // A seat resumed on a new link of this node is no longer the old link's.
+        if let Some(old) = self.seats.insert(key, link)
+            && old != link
+            && let Some(old) = self.links.get_mut(&old)
+        {
+            old.address = None;
+        }
+    }
+
+    /// Forgets the seat of `address` in `room` (it left, or its socket goes).
+    fn unseat(&mut self, room: &str, address: &str) {
+        let key = (room.to_string(), address.to_string());
+        if let Some(link) = self.seats.remove(&key)
+            && let Some(edge) = self.links.get_mut(&link)
+        {
+            edge.address = None;
+        }
+    }
+
+    fn remove(&mut self, link: u64) -> Option<EdgeLink> {
+        let edge = self.links.remove(&link)?;
+        if let Some(address) = &edge.address {
+            let key = (edge.room.clone(), address.clone());
+            if self.seats.get(&key) == Some(&link) {
+                self.seats.remove(&key);
+            }
+        }
+        Some(edge)
+    }
+
+    /// Keeps the links `keep` says to keep, and their seats only.
+    fn retain(&mut self, mut keep: impl FnMut(&EdgeLink) -> bool) {
+        self.links.retain(|_, edge| keep(edge));
+        let links = &self.links;
+        self.seats.retain(|_, link| links.contains_key(link));
+    }
+
+    /// Queues `message` for the socket of `link`; a socket whose queue is full is closed
+    /// as too slow, as a socket of the owner would be.
+    fn push(&mut self, link: u64, message: FromOwner) {
+        let Some(edge) = self.links.get(&link) else {
+            return;
+        };
+        if edge.tx.try_send(message).is_err() {
+            let _ = edge
+                .why
+                .set((close::TOO_SLOW, "too slow: outbound queue full".to_string()));
+            self.remove(link);
+        }
+    }
+}
+
+/// Where a client's frame goes: relayed here, refused here, or to the room's owner.
+enum Here {
+    Relayed,
+    Refused(ApiError),
+    Owner,
 }
 
 pub struct Bridge {
@@ -85,8 +170,8 @@ pub struct Bridge {
     /// Owner side: sockets of other nodes bridged to this node, by (node, link): the
     /// sender of their frames to the session that serves them here.
     hosted: Mutex<HashMap<(String, u64), mpsc::Sender<String>>>,
-    /// Edge side: this node's sockets bridged to other nodes, by link.
-    edges: Mutex<HashMap<u64, EdgeLink>>,
+    /// Edge side: this node's sockets bridged to other nodes, and their seats.
+    edges: Mutex<Edges>,
 }
 
 impl Bridge {
@@ -122,7 +207,7 @@ impl Bridge {
         self.hosted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn edges(&self) -> std::sync::MutexGuard<'_, HashMap<u64, EdgeLink>> {
+    fn edges(&self) -> std::sync::MutexGuard<'_, Edges> {
         self.edges.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -216,19 +301,79 @@ impl Bridge {
         }
     }
 
-    /// Hands what the owner said to the edge socket of `link`; a socket whose queue is full
-    /// is closed as too slow, as a socket of the owner would be.
+    /// Hands what the owner said to the edge socket of `link`, keeping the seats up to
+    /// date first: a `joined` seats the link, a `participantLeft` (to any link of the
+    /// room) and a close unseat.
     fn to_edge(&self, owner: &str, link: u64, message: FromOwner) {
         let mut edges = self.edges();
-        let Some(edge) = edges.get(&link).filter(|e| e.owner == owner) else {
+        let Some(edge) = edges.links.get(&link).filter(|e| e.owner == owner) else {
             return;
         };
-        if edge.tx.try_send(message).is_err() {
-            let _ = edge
-                .why
-                .set((close::TOO_SLOW, "too slow: outbound queue full".to_string()));
-            edges.remove(&link);
+        match &message {
+            FromOwner::Text(text) if text.starts_with(r#"{"type":"joined""#) => {
+                if let Some(address) = address_in(text) {
+                    edges.seat(link, &address);
+                }
+            }
+            FromOwner::Text(text) if text.starts_with(r#"{"type":"participantLeft""#) => {
+                if let Some(address) = address_in(text) {
+                    let room = edge.room.clone();
+                    edges.unseat(&room, &address);
+                }
+            }
+            FromOwner::Close(..) => {
+                if let Some(address) = edge.address.clone() {
+                    let room = edge.room.clone();
+                    edges.unseat(&room, &address);
+                }
+            }
+            FromOwner::Text(_) => {}
         }
+        edges.push(link, message);
+    }
+
+    /// Relays the client's frame of `link` here when it is a `signal` to a participant
+    /// whose socket this node bridges into the same room, as the owner would have:
+    /// `{type: signal, from, data}` from the sender's seat, its fan-out charged to
+    /// `fanout` (this node's budget for the socket, the size of the owner's). Everything
+    /// else goes to the owner (`Here::Owner`), which decides as for any socket: other
+    /// frames, a signal before the sender's `joined`, to itself, to `sfu`, an SDP that
+    /// sends media from a participant that may not publish (`may`), and a signal to
+    /// anyone this link ever signalled through the owner (`through_owner`, which this
+    /// notes), so that what one participant signals another arrives in the order sent.
+    fn relay_here(
+        &self,
+        link: u64,
+        text: &str,
+        may: Permissions,
+        through_owner: &mut HashSet<String>,
+        fanout: &mut ByteBudget,
+    ) -> Here {
+        let Ok(protocol::ClientMessage::Signal { to, data }) = protocol::parse(text) else {
+            return Here::Owner;
+        };
+        if to == "sfu" || (!may.can_publish && protocol::sends_media(&data)) {
+            return Here::Owner;
+        }
+        let mut edges = self.edges();
+        let here = edges.links.get(&link).and_then(|edge| {
+            let from = edge.address.as_deref()?;
+            let target = *edges.seats.get(&(edge.room.clone(), to.clone()))?;
+            (from != to && !through_owner.contains(&to)).then(|| (from.to_string(), target))
+        });
+        let Some((from, target)) = here else {
+            through_owner.insert(to);
+            return Here::Owner;
+        };
+        let relayed = protocol::relayed("signal", &from, &data);
+        if !fanout.allow(fanout_cost(1, relayed.len()), Instant::now()) {
+            return Here::Refused(ApiError::too_much_fanout(
+                self.config.fanout_bytes_per_second,
+            ));
+        }
+        METRICS.relayed(1);
+        edges.push(target, FromOwner::Text(relayed.to_string()));
+        Here::Relayed
     }
 
     /// Drops every link with a node that `gone` names: edge sockets re-attach or close
@@ -245,7 +390,7 @@ impl Bridge {
             }
             keep
         });
-        self.edges().retain(|_, edge| {
+        self.edges().retain(|edge| {
             let keep = !gone(&edge.owner);
             if !keep {
                 let _ = edge.why.set((close::GOING_AWAY, LOST.to_string()));
@@ -269,7 +414,7 @@ impl Bridge {
             let linked = {
                 let mut linked: HashSet<String> =
                     self.hosted().keys().map(|(node, _)| node.clone()).collect();
-                linked.extend(self.edges().values().map(|e| e.owner.clone()));
+                linked.extend(self.edges().links.values().map(|e| e.owner.clone()));
                 linked
             };
             if linked.is_empty() {
@@ -296,6 +441,7 @@ impl Bridge {
         mut frames: AggregatedMessageStream,
         owner: Owner,
         room: String,
+        may: Permissions,
         start: Vec<String>,
         config: Arc<SignalingConfig>,
         mut shutdown: watch::Receiver<bool>,
@@ -306,12 +452,14 @@ impl Bridge {
         let to = owner.node;
         let (tx, mut rx) = mpsc::channel(config.queue_capacity.max(1));
         let why = Arc::new(OnceLock::new());
-        self.edges().insert(
+        self.edges().links.insert(
             link,
             EdgeLink {
                 owner: to.clone(),
+                room: room.clone(),
                 tx,
                 why: why.clone(),
+                address: None,
             },
         );
         // The room token of the `join`, and the seat's resume token once the owner said
@@ -324,7 +472,13 @@ impl Bridge {
         let mut resume = join["resume"].as_str().map(str::to_string);
         self.send(&to, link, Body::Open { room: room.clone() })
             .await;
+        // Who this socket signalled through the owner: later signals to them go that way too.
+        let mut through_owner = HashSet::new();
+        let mut fanout = ByteBudget::new(config.fanout_bytes_per_second, config.fanout_burst_bytes);
         for text in start {
+            if let Ok(protocol::ClientMessage::Signal { to: peer, .. }) = protocol::parse(&text) {
+                through_owner.insert(peer);
+            }
             self.send(&to, link, Body::Frame { text }).await;
         }
         let mut limiter = RateLimiter::new(config.rate_per_second, config.rate_burst);
@@ -357,7 +511,7 @@ impl Bridge {
                         if (reason == LOST || handed_over)
                             && let (Some(token), Some(resume)) = (&token, &resume)
                         {
-                            self.edges().remove(&link);
+                            self.edges().remove(link);
                             let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
                             return self
                                 .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown, handed_over)
@@ -373,7 +527,7 @@ impl Bridge {
                         if reason == LOST
                             && let (Some(token), Some(resume)) = (&token, &resume)
                         {
-                            self.edges().remove(&link);
+                            self.edges().remove(link);
                             let join = serde_json::json!({"type": "join", "token": token, "resume": resume});
                             return self
                                 .reattach(ws, frames, &room, &to, join.to_string(), &config, &mut shutdown, false)
@@ -411,7 +565,15 @@ impl Bridge {
                                 let _ = ws.text(&*ServerMessage::error(&error).text()).await;
                                 break (Some(close::POLICY), "too many messages".into(), true);
                             }
-                            self.send(&to, link, Body::Frame { text: text.to_string() }).await;
+                            match self.relay_here(link, &text, may, &mut through_owner, &mut fanout) {
+                                Here::Relayed => {}
+                                Here::Refused(error) => {
+                                    let _ = ws.text(&*ServerMessage::error(&error).text()).await;
+                                }
+                                Here::Owner => {
+                                    self.send(&to, link, Body::Frame { text: text.to_string() }).await;
+                                }
+                            }
                         }
                     }
                 }
@@ -425,7 +587,7 @@ impl Bridge {
                 }
             }
         };
-        self.edges().remove(&link);
+        self.edges().remove(link);
         if tell_owner {
             self.send(&to, link, Body::Gone).await;
         }
@@ -511,6 +673,17 @@ impl Bridge {
     }
 }
 
+/// The `address` of an owner's `joined` or `participantLeft`.
+fn address_in(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Addressed {
+        address: String,
+    }
+    serde_json::from_str::<Addressed>(text)
+        .ok()
+        .map(|a| a.address)
+}
+
 async fn close_ws(ws: Session, code: u16, reason: String) {
     let _ = ws
         .close(Some(CloseReason {
@@ -558,6 +731,67 @@ impl Drop for BridgeOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(edges: &mut Edges, id: u64, owner: &str, room: &str) -> mpsc::Receiver<FromOwner> {
+        let (tx, rx) = mpsc::channel(1);
+        let edge = EdgeLink {
+            owner: owner.into(),
+            room: room.into(),
+            tx,
+            why: Arc::default(),
+            address: None,
+        };
+        edges.links.insert(id, edge);
+        rx
+    }
+
+    fn seated(edges: &Edges) -> Vec<(&str, &str, u64)> {
+        let mut seats: Vec<_> = (edges.seats.iter())
+            .map(|((room, address), link)| (room.as_str(), address.as_str(), *link))
+            .collect();
+        seats.sort();
+        seats
+    }
+
+    #[test]
+    fn a_links_seat_lasts_from_its_joined_until_it_leaves_or_goes() {
+        let mut edges = Edges::default();
+        let _one = link(&mut edges, 1, "a", "R");
+        let _two = link(&mut edges, 2, "a", "R");
+        let _three = link(&mut edges, 3, "b", "S");
+        edges.seat(1, "PA-1");
+        edges.seat(2, "PA-2");
+        edges.seat(3, "PA-1");
+        edges.seat(9, "PA-9");
+        assert_eq!(
+            seated(&edges),
+            [("R", "PA-1", 1), ("R", "PA-2", 2), ("S", "PA-1", 3)]
+        );
+        // A participant that left (told to any link of the room) is unseated; its link stays.
+        edges.unseat("R", "PA-2");
+        assert_eq!(seated(&edges), [("R", "PA-1", 1), ("S", "PA-1", 3)]);
+        assert!(edges.links[&2].address.is_none());
+        // A seat resumed on a new link of this node is that link's; the old one going
+        // leaves it.
+        let _four = link(&mut edges, 4, "a", "R");
+        edges.seat(4, "PA-1");
+        assert!(edges.remove(1).is_some());
+        assert_eq!(seated(&edges), [("R", "PA-1", 4), ("S", "PA-1", 3)]);
+        // Links dropped with their owner take their seats along.
+        edges.retain(|edge| edge.owner != "a");
+        assert_eq!(seated(&edges), [("S", "PA-1", 3)]);
+        // A link whose queue is full is dropped as too slow, seat and all.
+        edges.push(3, FromOwner::Text("one".into()));
+        edges.push(3, FromOwner::Text("two".into()));
+        assert!(edges.links.is_empty() && edges.seats.is_empty());
+    }
+
+    #[test]
+    fn owners_messages_name_the_address() {
+        let left = r#"{"type":"participantLeft","address":"PA-3","reason":"left"}"#;
+        assert_eq!(address_in(left).as_deref(), Some("PA-3"));
+        assert_eq!(address_in(r#"{"type":"joined"}"#), None);
+    }
 
     #[test]
     fn envelopes_read_back_as_written() {

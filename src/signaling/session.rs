@@ -118,9 +118,9 @@ enum End {
     Close(u16, String),
     /// Close with this code, and tell the room the participant's socket is gone.
     CloseDropped(u16, String),
-    /// The room is owned by another node: bridge the socket there, starting with this
-    /// `join` frame.
-    Bridge(Owner, String, String),
+    /// The room (`String`) is owned by another node: bridge the socket there, starting
+    /// with this `join` frame; the token grants the participant `Permissions`.
+    Bridge(Owner, String, String, Permissions),
 }
 
 /// A socket of this node whose bridge lost the room's owner, handed back to be served
@@ -304,7 +304,7 @@ pub(super) async fn serve(
         End::Dropped => (None, String::new(), true),
         End::Close(code, reason) => (Some(code), reason, false),
         End::CloseDropped(code, reason) => (Some(code), reason, true),
-        End::Bridge(owner, room, join) => {
+        End::Bridge(owner, room, join, may) => {
             let (Wire::Ws(ws), Frames::Ws(frames), Some(bridge)) =
                 (socket.ws, frames, socket.bridge)
             else {
@@ -314,7 +314,7 @@ pub(super) async fn serve(
             let mut start = vec![join];
             start.extend(first);
             return bridge
-                .edge(ws, frames, owner, room, start, config, shutdown)
+                .edge(ws, frames, owner, room, may, start, config, shutdown)
                 .await;
         }
     };
@@ -493,7 +493,7 @@ impl Socket {
                 if self.bridge.is_some() && owner.http_addr.is_some() =>
             {
                 self.pending = None;
-                Some(End::Bridge(owner, claims.sub, text.to_string()))
+                Some(End::Bridge(owner, claims.sub, text.to_string(), may))
             }
             Err(refused) => Some(self.refuse(&claims.sub, refused).await),
         }
@@ -533,7 +533,7 @@ fn distinct(to: Vec<String>) -> Vec<String> {
 }
 
 /// What relaying `bytes` to `recipients` sockets costs the sender.
-fn fanout_cost(recipients: usize, bytes: usize) -> u64 {
+pub(super) fn fanout_cost(recipients: usize, bytes: usize) -> u64 {
     (recipients as u64).saturating_mul(bytes as u64)
 }
 
@@ -567,7 +567,7 @@ fn update_size(request: &JoinRequest) -> usize {
 /// the bucket holds its cost, or, for a frame that costs more than the whole burst (one
 /// maximum-size frame to a full large room), when the bucket is full; either way its whole
 /// cost is taken, so the bucket may go below zero and the sender then waits it out.
-struct ByteBudget {
+pub(super) struct ByteBudget {
     per_second: f64,
     burst: f64,
     tokens: f64,
@@ -575,7 +575,7 @@ struct ByteBudget {
 }
 
 impl ByteBudget {
-    fn new(per_second: u64, burst: u64) -> Self {
+    pub(super) fn new(per_second: u64, burst: u64) -> Self {
         let burst = burst.max(1) as f64;
         Self {
             per_second: per_second as f64,
@@ -585,7 +585,7 @@ impl ByteBudget {
         }
     }
 
-    fn allow(&mut self, cost: u64, now: Instant) -> bool {
+    pub(super) fn allow(&mut self, cost: u64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);

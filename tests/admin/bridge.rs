@@ -53,6 +53,15 @@ fn publishes(port: u16) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
+/// How many `PUBLISH` commands the Redis servers of `redis` have run (all masters of a
+/// cluster).
+fn publishes_on(redis: &SharedRedis) -> u64 {
+    match redis {
+        SharedRedis::Single(server) => publishes(server.port),
+        SharedRedis::Cluster(cluster) => cluster.ports.iter().map(|&p| publishes(p)).sum(),
+    }
+}
+
 /// The room's participants as `node` lists them (`GET …/participants`, its `data`).
 async fn participants_on(node: &TestApp, id: &str) -> Vec<Value> {
     let listed = json_ok(node.participants(id).await).await;
@@ -178,6 +187,152 @@ async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner(redis: SharedR
     // No `participantLeft` nor `participantJoined` for it: the relays below see the next
     // message each socket gets.
     relays_work(&mut clients, &addresses, "resumed").await;
+}
+
+one_redis_and_cluster!(signals_between_sockets_on_one_node_are_relayed_there_without_redis);
+async fn signals_between_sockets_on_one_node_are_relayed_there_without_redis(redis: SharedRedis) {
+    // A fan-out budget of 10 kB/s with a 20 kB burst, small enough to exhaust below.
+    let budget = Options::default()
+        .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
+        .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000");
+    let [a, b, c] = three_nodes(&redis, budget);
+    let room = a.new_room(json!({"name": "one edge"})).await;
+    let id = room["id"].as_str().unwrap();
+    let token = room["token"].as_str().unwrap();
+    assert_eq!(holder(&redis, id).as_deref(), Some("a"));
+    // X and Y bridged through B, Z through C; the owner, A, holds no socket.
+    let (mut clients, addresses) = join_all(&[&b, &b, &c], token).await;
+    let relayed = "convene_signaling_messages_relayed_total";
+    let (on_a, on_b) = (a.metric(relayed).await, b.metric(relayed).await);
+    let published = publishes_on(&redis);
+
+    // X and Y signal each other, an SDP offer and answer first: every signal arrives, in
+    // the order sent, relayed by B; Redis runs no PUBLISH for it.
+    let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n";
+    for i in 0..20 {
+        for (from, to) in [(0, 1), (1, 0)] {
+            let data = json!({"seq": i, "description": {"type": "offer", "sdp": sdp}});
+            let signal = json!({"type": "signal", "to": addresses[to], "data": data});
+            clients[from].send(signal).await;
+        }
+    }
+    for i in 0..20 {
+        for (to, from) in [(1, 0), (0, 1)] {
+            let signal = clients[to].expect("signal").await;
+            assert_eq!(signal["from"], addresses[from].as_str(), "{signal}");
+            assert_eq!(signal["data"]["seq"], i, "{signal}");
+        }
+    }
+    assert_eq!(
+        publishes_on(&redis),
+        published,
+        "a relay on one node used Redis"
+    );
+    assert_eq!(b.metric(relayed).await, on_b + 40.0);
+    assert_eq!(a.metric(relayed).await, on_a);
+
+    // To Z, on another node, through the owner as before; and what only the owner can
+    // answer still comes from it: a signal to oneself, to someone not in the room.
+    clients[0]
+        .send(json!({"type": "signal", "to": addresses[2], "data": "far"}))
+        .await;
+    assert_eq!(clients[2].expect("signal").await["data"], "far");
+    assert!(publishes_on(&redis) > published);
+    for to in [addresses[0].as_str(), "PA-nobody"] {
+        clients[0]
+            .send(json!({"type": "signal", "to": to, "data": 1}))
+            .await;
+        clients[0]
+            .expect_error("REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST"))
+            .await;
+    }
+
+    // The relays B makes are charged to the sender's fan-out budget: a flood of 1 kB
+    // signals passes until it is spent, the rest is refused, the socket stays.
+    let big = "x".repeat(1000);
+    for _ in 0..30 {
+        clients[0]
+            .send(json!({"type": "signal", "to": addresses[1], "data": big}))
+            .await;
+    }
+    clients[0].send(json!({"type": "ping"})).await;
+    let mut refused = 0;
+    loop {
+        let message = clients[0].recv().await;
+        if message["type"] == "pong" {
+            break;
+        }
+        assert_eq!(message["id"], "TOO_MANY_MESSAGES", "{message}");
+        refused += 1;
+    }
+    assert!((5..30).contains(&refused), "{refused} of 30 refused");
+    for _ in 0..30 - refused {
+        assert_eq!(clients[1].expect("signal").await["data"], big.as_str());
+    }
+
+    // A participant that may not publish, bridged through B too: its SDP that sends media
+    // is refused (by the owner), a signal without one reaches X here.
+    let issued = a
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/realtime/room/{id}/token"),
+        )
+        .json(&json!({"identity": "viewer", "canPublish": false}))
+        .send()
+        .await
+        .unwrap();
+    let viewer_token = json_ok(issued).await["token"].as_str().unwrap().to_string();
+    let (mut viewer, joined) =
+        Client::join_with(&b, json!({"type": "join", "token": viewer_token})).await;
+    for client in clients.iter_mut() {
+        client.expect("participantJoined").await;
+    }
+    let offer = json!({"description": {"type": "offer", "sdp": sdp}});
+    viewer
+        .send(json!({"type": "signal", "to": addresses[0], "data": offer}))
+        .await;
+    viewer
+        .expect_error("REALTIME-00033", Some("PUBLISH_FORBIDDEN"))
+        .await;
+    viewer
+        .send(json!({"type": "signal", "to": addresses[0], "data": "watching"}))
+        .await;
+    let signal = clients[0].expect("signal").await;
+    assert_eq!(signal["from"], joined["address"], "{signal}");
+    assert_eq!(signal["data"], "watching");
+
+    // Y leaves: X sees it go, and a signal to Y is the owner's to refuse, not B's to relay.
+    clients[1].send(json!({"type": "leave"})).await;
+    assert_eq!(clients[1].expect_close(1000).await, "left");
+    assert_eq!(
+        clients[0].expect("participantLeft").await["address"],
+        addresses[1].as_str()
+    );
+    clients[0]
+        .send(json!({"type": "signal", "to": addresses[1], "data": 2}))
+        .await;
+    clients[0]
+        .expect_error("REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST"))
+        .await;
+
+    // W, on B too, signals X before its own `joined` is back: that signal goes through the
+    // owner, and so do W's later ones to X (each crossing Redis), so X gets them in order.
+    let mut w = Client::connect(&b).await;
+    w.send(json!({"type": "join", "token": token})).await;
+    w.send(json!({"type": "signal", "to": addresses[0], "data": 0}))
+        .await;
+    w.expect("joined").await;
+    clients[0].expect("participantJoined").await;
+    assert_eq!(clients[0].expect("signal").await["data"], 0);
+    let published = publishes_on(&redis);
+    for i in 1..=5 {
+        w.send(json!({"type": "signal", "to": addresses[0], "data": i}))
+            .await;
+    }
+    for i in 1..=5 {
+        assert_eq!(clients[0].expect("signal").await["data"], i);
+    }
+    assert!(publishes_on(&redis) >= published + 10);
 }
 
 one_redis_and_cluster!(fifty_concurrent_joins_spread_over_three_nodes_take_exactly_the_seats);

@@ -1,5 +1,6 @@
-// Real-browser test of a cluster losing the owner of an SFU room (docs/cluster.md, "Takeover
-// with participants"): a private redis-server, two nodes A and B with `CONVENE_CLUSTER=1` on
+// Real-browser tests of a cluster: a MESH room whose pages negotiate through a node that
+// does not own it (two of them bridged through the same node, which relays between them),
+// and losing the owner of an SFU room (docs/cluster.md, "Takeover with participants"): a private redis-server, two nodes A and B with `CONVENE_CLUSTER=1` on
 // it, and a TCP load balancer in front of them (harness startBalancer: round robin, a backend
 // that refuses the connection skipped, as a deployment's Caddy would). Four pages connect
 // through the balancer (two end on A, two on B, bridged to A); the room is created on A, so A
@@ -170,6 +171,63 @@ describe('a cluster of two nodes behind a balancer loses the owner of an SFU roo
       console.log(`# owner killed: media from all ${PAGES - 1} others again on all ${PAGES} pages ${took} ms after the kill`
         + ` (lease ${LEASE_MS} ms; sockets opened through the balancer after the kill went to: ${resumedOn.join(', ')})`);
       for (const line of lines) console.log(`#   ${line}`);
+    } finally {
+      await Promise.all(pages.map((p) => p.context().close()));
+    }
+  });
+});
+
+describe('a MESH room owned by node A, two of its pages bridged through node B', { skip: missing ?? false }, () => {
+  let redis;
+  let a;
+  let b;
+  let browser;
+  before(async () => {
+    redis = await startRedis();
+    a = await node(redis, 'a');
+    b = await node(redis, 'b');
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+    await Promise.all([a?.kill(), b?.kill()]);
+    await redis?.stop();
+  });
+
+  test('three pages, two of them bridged through B: every pair connects', async () => {
+    // P0's socket is on A, the owner; P1's and P2's are on B, which relays the signals
+    // between those two itself (docs/cluster.md, "Signals between sockets on one edge stay on
+    // it") and passes the others through A. Every pair of pages must connect.
+    const room = await createRoom(a.url, { name: 'mesh on two nodes' });
+    const metric = async (server, series) => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      return Number(line?.split(' ')[1] ?? 0);
+    };
+    const relayedOnB = () => metric(b, 'convene_signaling_messages_relayed_total');
+    const before = await relayedOnB();
+    const pages = [];
+    const addresses = [];
+    try {
+      for (const [i, server] of [a, b, b].entries()) {
+        const page = await openPage(browser, server.url);
+        pages.push(page);
+        const joined = await page.evaluate(([token, n, host]) => window.T.join(token, n, { host }),
+          [room.token, `M${i}`, server.url.slice('http://'.length)]);
+        assert.ok(joined.address, JSON.stringify(joined));
+        assert.equal(joined.conferenceType, 'MESH');
+        addresses.push(joined.address);
+      }
+      // A owns the room: B bridged both its sockets there.
+      assert.equal(await metric(b, 'convene_bridge_links_total{side="edge"}'), 2);
+      assert.equal(await metric(a, 'convene_bridge_links_total{side="hosted"}'), 2);
+      const others = (i) => addresses.filter((_, j) => j !== i);
+      for (let i = 0; i < pages.length; i++) {
+        await waitForMedia(pages[i], others(i), { via: 'mesh' });
+        await waitForMoreMedia(pages[i], await mediaCounts(pages[i]));
+      }
+      // B relayed the offer, answer and candidates between P1 and P2 (A relays the rest).
+      assert.ok(await relayedOnB() > before, 'B relayed no signal itself');
     } finally {
       await Promise.all(pages.map((p) => p.context().close()));
     }
