@@ -77,14 +77,29 @@ enum FromOwner {
 }
 
 /// An edge socket's link: the owner it is bridged to, its room, the sender of what the
-/// owner says, why the link was dropped (read by the socket when its queue ends), and its
-/// participant's address once the owner said `joined`.
+/// owner says, why the link was dropped (read by the socket when its queue ends), its
+/// participant's address once the owner said `joined`, and the others its client has been
+/// told are in the room (`joined`'s list, `participantJoined`, not since `participantLeft`).
 struct EdgeLink {
     owner: String,
     room: String,
     tx: mpsc::Sender<FromOwner>,
     why: Arc<OnceLock<(u16, String)>>,
     address: Option<String>,
+    known: HashSet<String>,
+}
+
+impl EdgeLink {
+    fn new(owner: String, room: String, tx: mpsc::Sender<FromOwner>) -> Self {
+        Self {
+            owner,
+            room,
+            tx,
+            why: Arc::default(),
+            address: None,
+            known: HashSet::new(),
+        }
+    }
 }
 
 /// The edge side: this node's bridged sockets by link, and the seats they hold by room
@@ -131,6 +146,18 @@ impl Edges {
             }
         }
         Some(edge)
+    }
+
+    /// Where a `signal` of `link`'s participant to `to` can be delivered on this node: the
+    /// sender's address and the recipient's link, when both are seated in one room and
+    /// the recipient's client already knows the sender (so that it never hears from a
+    /// participant before it hears that it joined, as from the owner it would not).
+    fn route(&self, link: u64, to: &str) -> Option<(String, u64)> {
+        let edge = self.links.get(&link)?;
+        let from = edge.address.as_deref().filter(|from| *from != to)?;
+        let target = *self.seats.get(&(edge.room.clone(), to.to_string()))?;
+        let known = self.links.get(&target)?.known.contains(from);
+        known.then(|| (from.to_string(), target))
     }
 
     /// Keeps the links `keep` says to keep, and their seats only.
@@ -311,14 +338,45 @@ impl Bridge {
         };
         match &message {
             FromOwner::Text(text) if text.starts_with(r#"{"type":"joined""#) => {
-                if let Some(address) = address_in(text) {
+                if let Ok(Said {
+                    address: Some(address),
+                    participants,
+                    ..
+                }) = serde_json::from_str(text)
+                {
                     edges.seat(link, &address);
+                    let known = participants.into_iter().map(|p| p.address).collect();
+                    edges.links.get_mut(&link).expect("looked up above").known = known;
+                }
+            }
+            FromOwner::Text(text) if text.starts_with(r#"{"type":"participantJoined""#) => {
+                if let Ok(Said {
+                    participant: Some(p),
+                    ..
+                }) = serde_json::from_str(text)
+                {
+                    edges
+                        .links
+                        .get_mut(&link)
+                        .expect("looked up above")
+                        .known
+                        .insert(p.address);
                 }
             }
             FromOwner::Text(text) if text.starts_with(r#"{"type":"participantLeft""#) => {
-                if let Some(address) = address_in(text) {
+                if let Ok(Said {
+                    address: Some(address),
+                    ..
+                }) = serde_json::from_str(text)
+                {
                     let room = edge.room.clone();
                     edges.unseat(&room, &address);
+                    edges
+                        .links
+                        .get_mut(&link)
+                        .expect("looked up above")
+                        .known
+                        .remove(&address);
                 }
             }
             FromOwner::Close(..) => {
@@ -333,7 +391,8 @@ impl Bridge {
     }
 
     /// Relays the client's frame of `link` here when it is a `signal` to a participant
-    /// whose socket this node bridges into the same room, as the owner would have:
+    /// whose socket this node bridges into the same room and whose client knows the
+    /// sender ([`Edges::route`]), as the owner would have:
     /// `{type: signal, from, data}` from the sender's seat, its fan-out charged to
     /// `fanout` (this node's budget for the socket, the size of the owner's). Everything
     /// else goes to the owner (`Here::Owner`), which decides as for any socket: other
@@ -356,11 +415,9 @@ impl Bridge {
             return Here::Owner;
         }
         let mut edges = self.edges();
-        let here = edges.links.get(&link).and_then(|edge| {
-            let from = edge.address.as_deref()?;
-            let target = *edges.seats.get(&(edge.room.clone(), to.clone()))?;
-            (from != to && !through_owner.contains(&to)).then(|| (from.to_string(), target))
-        });
+        let here = edges
+            .route(link, &to)
+            .filter(|_| !through_owner.contains(&to));
         let Some((from, target)) = here else {
             through_owner.insert(to);
             return Here::Owner;
@@ -451,17 +508,9 @@ impl Bridge {
         let link = session::next_session();
         let to = owner.node;
         let (tx, mut rx) = mpsc::channel(config.queue_capacity.max(1));
-        let why = Arc::new(OnceLock::new());
-        self.edges().links.insert(
-            link,
-            EdgeLink {
-                owner: to.clone(),
-                room: room.clone(),
-                tx,
-                why: why.clone(),
-                address: None,
-            },
-        );
+        let edge = EdgeLink::new(to.clone(), room.clone(), tx);
+        let why = edge.why.clone();
+        self.edges().links.insert(link, edge);
         // The room token of the `join`, and the seat's resume token once the owner said
         // `joined`: what a resume elsewhere needs.
         let join = start
@@ -673,15 +722,19 @@ impl Bridge {
     }
 }
 
-/// The `address` of an owner's `joined` or `participantLeft`.
-fn address_in(text: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Addressed {
-        address: String,
-    }
-    serde_json::from_str::<Addressed>(text)
-        .ok()
-        .map(|a| a.address)
+/// What the edge reads of an owner's `joined` (`address`, `participants`),
+/// `participantJoined` (`participant`) and `participantLeft` (`address`).
+#[derive(Deserialize)]
+struct Said {
+    address: Option<String>,
+    participant: Option<Addressed>,
+    #[serde(default)]
+    participants: Vec<Addressed>,
+}
+
+#[derive(Deserialize)]
+struct Addressed {
+    address: String,
 }
 
 async fn close_ws(ws: Session, code: u16, reason: String) {
@@ -734,14 +787,9 @@ mod tests {
 
     fn link(edges: &mut Edges, id: u64, owner: &str, room: &str) -> mpsc::Receiver<FromOwner> {
         let (tx, rx) = mpsc::channel(1);
-        let edge = EdgeLink {
-            owner: owner.into(),
-            room: room.into(),
-            tx,
-            why: Arc::default(),
-            address: None,
-        };
-        edges.links.insert(id, edge);
+        edges
+            .links
+            .insert(id, EdgeLink::new(owner.into(), room.into(), tx));
         rx
     }
 
@@ -787,10 +835,46 @@ mod tests {
     }
 
     #[test]
-    fn owners_messages_name_the_address() {
-        let left = r#"{"type":"participantLeft","address":"PA-3","reason":"left"}"#;
-        assert_eq!(address_in(left).as_deref(), Some("PA-3"));
-        assert_eq!(address_in(r#"{"type":"joined"}"#), None);
+    fn a_signal_stays_on_the_edge_only_to_a_seated_client_that_knows_the_sender() {
+        let mut edges = Edges::default();
+        let _x = link(&mut edges, 1, "a", "R");
+        let _y = link(&mut edges, 2, "a", "R");
+        let _z = link(&mut edges, 3, "a", "S");
+        // Not seated yet: nothing here.
+        assert_eq!(edges.route(1, "PA-2"), None);
+        edges.seat(1, "PA-1");
+        edges.seat(2, "PA-2");
+        edges.seat(3, "PA-3");
+        // Y has not been told that X joined: to the owner, which tells it first.
+        assert_eq!(edges.route(1, "PA-2"), None);
+        edges.links.get_mut(&2).unwrap().known.insert("PA-1".into());
+        assert_eq!(edges.route(1, "PA-2"), Some(("PA-1".into(), 2)));
+        // Not to oneself, nor to a seat of another room, nor to one not on this node.
+        edges.links.get_mut(&1).unwrap().known.insert("PA-1".into());
+        assert_eq!(edges.route(1, "PA-1"), None);
+        edges.links.get_mut(&3).unwrap().known.insert("PA-1".into());
+        assert_eq!(edges.route(1, "PA-3"), None);
+        assert_eq!(edges.route(1, "PA-9"), None);
+        // Y gone: to the owner again.
+        edges.unseat("R", "PA-2");
+        assert_eq!(edges.route(1, "PA-2"), None);
+    }
+
+    #[test]
+    fn the_edge_reads_the_addresses_the_owner_names() {
+        let said = |text: &str| serde_json::from_str::<Said>(text).unwrap();
+        let left = said(r#"{"type":"participantLeft","address":"PA-3","reason":"left"}"#);
+        assert_eq!(left.address.as_deref(), Some("PA-3"));
+        let joined = said(
+            r#"{"type":"participantJoined","participant":{"address":"PA-4","name":"n","audio":true}}"#,
+        );
+        assert_eq!(joined.participant.unwrap().address, "PA-4");
+        let mine = said(
+            r#"{"type":"joined","address":"PA-5","room":{"id":"R"},"participants":[{"address":"PA-1"},{"address":"PA-4"}],"resumeToken":"t"}"#,
+        );
+        assert_eq!(mine.address.as_deref(), Some("PA-5"));
+        let known: Vec<_> = mine.participants.into_iter().map(|p| p.address).collect();
+        assert_eq!(known, ["PA-1", "PA-4"]);
     }
 
     #[test]
