@@ -156,8 +156,22 @@ impl Edges {
         let edge = self.links.get(&link)?;
         let from = edge.address.as_deref().filter(|from| *from != to)?;
         let target = *self.seats.get(&(edge.room.clone(), to.to_string()))?;
-        let known = self.links.get(&target)?.known.contains(from);
-        known.then(|| (from.to_string(), target))
+        // Both bridged to the same owner: not while a hand-over moves the room's links.
+        let recipient = self.links.get(&target).filter(|r| r.owner == edge.owner)?;
+        recipient
+            .known
+            .contains(from)
+            .then(|| (from.to_string(), target))
+    }
+
+    /// Forgets `link`'s own seat (its participant is leaving).
+    fn leave(&mut self, link: u64) {
+        if let Some(edge) = self.links.get(&link)
+            && let Some(address) = edge.address.clone()
+        {
+            let room = edge.room.clone();
+            self.unseat(&room, &address);
+        }
     }
 
     /// Keeps the links `keep` says to keep, and their seats only.
@@ -179,6 +193,57 @@ impl Edges {
                 .set((close::TOO_SLOW, "too slow: outbound queue full".to_string()));
             self.remove(link);
         }
+    }
+}
+
+/// Whom a socket's relays went to through the owner: later signals to them go that way
+/// too, so that what one participant relays another (`signal`, `message`) arrives in the
+/// order sent. Bounded: after a `message` to everyone, or past [`VIA_OWNER_MAX`]
+/// recipients, every signal of the socket does.
+#[derive(Default)]
+struct ViaOwner {
+    peers: HashSet<String>,
+    all: bool,
+}
+
+/// How many recipients [`ViaOwner`] notes one by one.
+const VIA_OWNER_MAX: usize = 1024;
+
+/// Longer than any address (`PA-` and a UUID): a `to` this long is never a seat here, so
+/// it need not be noted.
+const ADDRESS_MAX: usize = 64;
+
+impl ViaOwner {
+    fn note(&mut self, to: &str) {
+        if self.all || to.len() > ADDRESS_MAX {
+            return;
+        }
+        if self.peers.len() >= VIA_OWNER_MAX {
+            self.note_all();
+        } else {
+            self.peers.insert(to.to_string());
+        }
+    }
+
+    fn note_all(&mut self) {
+        self.all = true;
+        self.peers = HashSet::new();
+    }
+
+    /// Notes whom a frame that goes to the owner relays to.
+    fn note_frame(&mut self, message: &protocol::ClientMessage) {
+        match message {
+            protocol::ClientMessage::Signal { to, .. } => self.note(to),
+            protocol::ClientMessage::Message { to: Some(to), .. } => {
+                to.iter().for_each(|to| self.note(to))
+            }
+            protocol::ClientMessage::Message { to: None, .. } => self.note_all(),
+            _ => {}
+        }
+    }
+
+    fn has(&self, to: &str) -> bool {
+        self.all || self.peers.contains(to)
     }
 }
 
@@ -398,28 +463,37 @@ impl Bridge {
     /// else goes to the owner (`Here::Owner`), which decides as for any socket: other
     /// frames, a signal before the sender's `joined`, to itself, to `sfu`, an SDP that
     /// sends media from a participant that may not publish (`may`), and a signal to
-    /// anyone this link ever signalled through the owner (`through_owner`, which this
-    /// notes), so that what one participant signals another arrives in the order sent.
+    /// anyone this link ever relayed to through the owner (`via_owner`, which this
+    /// notes), so that what one participant relays another arrives in the order sent. A
+    /// `leave` unseats the sender here at once.
     fn relay_here(
         &self,
         link: u64,
         text: &str,
         may: Permissions,
-        through_owner: &mut HashSet<String>,
+        via_owner: &mut ViaOwner,
         fanout: &mut ByteBudget,
     ) -> Here {
-        let Ok(protocol::ClientMessage::Signal { to, data }) = protocol::parse(text) else {
-            return Here::Owner;
+        let (to, data) = match protocol::parse(text) {
+            Ok(protocol::ClientMessage::Signal { to, data })
+                if to != "sfu" && (may.can_publish || !protocol::sends_media(&data)) =>
+            {
+                (to, data)
+            }
+            Ok(protocol::ClientMessage::Leave) => {
+                self.edges().leave(link);
+                return Here::Owner;
+            }
+            Ok(message) => {
+                via_owner.note_frame(&message);
+                return Here::Owner;
+            }
+            Err(_) => return Here::Owner,
         };
-        if to == "sfu" || (!may.can_publish && protocol::sends_media(&data)) {
-            return Here::Owner;
-        }
         let mut edges = self.edges();
-        let here = edges
-            .route(link, &to)
-            .filter(|_| !through_owner.contains(&to));
+        let here = edges.route(link, &to).filter(|_| !via_owner.has(&to));
         let Some((from, target)) = here else {
-            through_owner.insert(to);
+            via_owner.note(&to);
             return Here::Owner;
         };
         let relayed = protocol::relayed("signal", &from, &data);
@@ -521,12 +595,12 @@ impl Bridge {
         let mut resume = join["resume"].as_str().map(str::to_string);
         self.send(&to, link, Body::Open { room: room.clone() })
             .await;
-        // Who this socket signalled through the owner: later signals to them go that way too.
-        let mut through_owner = HashSet::new();
+        // Whom this socket relayed to through the owner: later signals to them go that way.
+        let mut via_owner = ViaOwner::default();
         let mut fanout = ByteBudget::new(config.fanout_bytes_per_second, config.fanout_burst_bytes);
         for text in start {
-            if let Ok(protocol::ClientMessage::Signal { to: peer, .. }) = protocol::parse(&text) {
-                through_owner.insert(peer);
+            if let Ok(message) = protocol::parse(&text) {
+                via_owner.note_frame(&message);
             }
             self.send(&to, link, Body::Frame { text }).await;
         }
@@ -614,7 +688,7 @@ impl Bridge {
                                 let _ = ws.text(&*ServerMessage::error(&error).text()).await;
                                 break (Some(close::POLICY), "too many messages".into(), true);
                             }
-                            match self.relay_here(link, &text, may, &mut through_owner, &mut fanout) {
+                            match self.relay_here(link, &text, may, &mut via_owner, &mut fanout) {
                                 Here::Relayed => {}
                                 Here::Refused(error) => {
                                     let _ = ws.text(&*ServerMessage::error(&error).text()).await;
@@ -858,6 +932,104 @@ mod tests {
         // Y gone: to the owner again.
         edges.unseat("R", "PA-2");
         assert_eq!(edges.route(1, "PA-2"), None);
+    }
+
+    #[test]
+    fn a_signal_stays_on_the_edge_only_between_links_to_the_same_owner() {
+        let mut edges = Edges::default();
+        let _x = link(&mut edges, 1, "a", "R");
+        let _y = link(&mut edges, 2, "b", "R");
+        edges.seat(1, "PA-1");
+        edges.seat(2, "PA-2");
+        edges.links.get_mut(&2).unwrap().known.insert("PA-1".into());
+        // Y's link still goes to the room's old owner (a hand-over under way).
+        assert_eq!(edges.route(1, "PA-2"), None);
+        edges.links.get_mut(&2).unwrap().owner = "a".into();
+        assert_eq!(edges.route(1, "PA-2"), Some(("PA-1".into(), 2)));
+        // A participant that leaves is unseated at once.
+        edges.leave(1);
+        assert_eq!(edges.route(1, "PA-2"), None);
+    }
+
+    #[test]
+    fn what_went_through_the_owner_keeps_going_there_within_bounds() {
+        let frame = |text: &str| protocol::parse(text).unwrap();
+        let mut via = ViaOwner::default();
+        via.note_frame(&frame(r#"{"type":"signal","to":"PA-1","data":1}"#));
+        via.note_frame(&frame(
+            r#"{"type":"message","to":["PA-2","PA-3"],"data":1}"#,
+        ));
+        via.note_frame(&frame(
+            r#"{"type":"mediaState","audio":true,"video":false}"#,
+        ));
+        assert!(via.has("PA-1") && via.has("PA-2") && via.has("PA-3"));
+        assert!(!via.has("PA-4") && !via.all);
+        // A `to` longer than any address is never a seat: not kept.
+        via.note(&"x".repeat(ADDRESS_MAX + 1));
+        assert_eq!(via.peers.len(), 3);
+        // Past the bound, everything goes to the owner, and the set is let go.
+        for i in 3..VIA_OWNER_MAX {
+            via.note(&format!("PB-{i}"));
+        }
+        assert!(!via.all && via.peers.len() == VIA_OWNER_MAX);
+        via.note("PB-one-more");
+        assert!(via.all && via.peers.is_empty() && via.has("PA-anyone"));
+        // So does everything after a `message` to everyone.
+        let mut via = ViaOwner::default();
+        via.note_frame(&frame(r#"{"type":"message","data":"hi"}"#));
+        assert!(via.has("PA-1"));
+    }
+
+    #[test]
+    fn the_messages_the_edge_reads_start_as_it_looks_for_them() {
+        let participant = crate::model::Participant {
+            address: "PA-4".into(),
+            identity: None,
+            name: Some("n".into()),
+            participant_info: None,
+            audio: true,
+            video: false,
+            joined_at: 1,
+            permissions: None,
+        };
+        let joined = ServerMessage::Joined {
+            address: "PA-5",
+            identity: None,
+            name: None,
+            permissions: None,
+            room: protocol::RoomInfo {
+                id: "R",
+                name: None,
+                conference_type: crate::model::ConferenceType::Mesh,
+                max_participants: 7,
+            },
+            participants: vec![&participant],
+            ice_servers: &[],
+            resume_token: "t",
+        }
+        .text();
+        assert!(joined.starts_with(r#"{"type":"joined""#), "{joined}");
+        let said: Said = serde_json::from_str(&joined).unwrap();
+        assert_eq!(said.address.as_deref(), Some("PA-5"));
+        assert_eq!(said.participants[0].address, "PA-4");
+        let arrived = ServerMessage::ParticipantJoined {
+            participant: &participant,
+        }
+        .text();
+        assert!(
+            arrived.starts_with(r#"{"type":"participantJoined""#),
+            "{arrived}"
+        );
+        let said: Said = serde_json::from_str(&arrived).unwrap();
+        assert_eq!(said.participant.unwrap().address, "PA-4");
+        let left = ServerMessage::ParticipantLeft {
+            address: "PA-4",
+            reason: "left",
+        }
+        .text();
+        assert!(left.starts_with(r#"{"type":"participantLeft""#), "{left}");
+        let said: Said = serde_json::from_str(&left).unwrap();
+        assert_eq!(said.address.as_deref(), Some("PA-4"));
     }
 
     #[test]

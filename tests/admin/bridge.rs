@@ -301,6 +301,23 @@ async fn signals_between_sockets_on_one_node_are_relayed_there_without_redis(red
     assert_eq!(signal["from"], joined["address"], "{signal}");
     assert_eq!(signal["data"], "watching");
 
+    // X's `message` to Y goes through the owner: X's signals to Y follow it there (each
+    // crossing Redis), so Y gets them after it, in the order sent.
+    let published = publishes_on(&redis);
+    clients[0]
+        .send(json!({"type": "message", "to": [addresses[1]], "data": "first"}))
+        .await;
+    for i in 0..3 {
+        clients[0]
+            .send(json!({"type": "signal", "to": addresses[1], "data": i}))
+            .await;
+    }
+    assert_eq!(clients[1].expect("message").await["data"], "first");
+    for i in 0..3 {
+        assert_eq!(clients[1].expect("signal").await["data"], i);
+    }
+    assert!(publishes_on(&redis) >= published + 8);
+
     // Y leaves: X sees it go, and a signal to Y is the owner's to refuse, not B's to relay.
     clients[1].send(json!({"type": "leave"})).await;
     assert_eq!(clients[1].expect_close(1000).await, "left");
