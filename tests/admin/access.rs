@@ -45,17 +45,7 @@ async fn kick(app: &TestApp, id: &str, address: &str, query: &str) -> reqwest::R
 }
 
 async fn participants(app: &TestApp, id: &str) -> Value {
-    json_ok(
-        app.request(
-            Method::GET,
-            &format!("/api/realtime/room/{id}/participants"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await["data"]
-        .clone()
+    json_ok(app.participants(id).await).await["data"].clone()
 }
 
 /// A `join` with `token` that must be refused with this error and close code.

@@ -33,16 +33,6 @@ async fn snapshot_ids(app: &TestApp) -> Vec<Value> {
         .collect()
 }
 
-async fn participants(app: &TestApp, id: &str) -> reqwest::Response {
-    app.request(
-        Method::GET,
-        &format!("/api/realtime/room/{id}/participants"),
-    )
-    .send()
-    .await
-    .unwrap()
-}
-
 fn idle_one_second() -> Options {
     Options::default().env("CONVENE_ROOM_IDLE_SECONDS", 1)
 }
@@ -70,7 +60,7 @@ both_stores!(
 
         // So does the participants list, and a kick.
         assert_eq!(
-            json_ok(participants(&app, &id).await).await,
+            json_ok(app.participants(&id).await).await,
             json!({"data": []})
         );
         wait_for_active_rooms(&app, 0).await;
@@ -106,7 +96,7 @@ both_stores!(
         // Deleted rooms are not activated again.
         assert_eq!(app.get_room(&id).await.status(), 404);
         assert_eq!(app.delete_room(&id).await.status(), 400);
-        assert_eq!(participants(&app, &id).await.status(), 404);
+        assert_eq!(app.participants(&id).await.status(), 404);
         let mut c = Client::connect(&app).await;
         c.send(json!({"type": "join", "token": token})).await;
         c.expect_error("REALTIME-00004", Some("CONFERENCE_ROOM_DOES_NOT_EXIST"))
@@ -212,7 +202,7 @@ async fn fifty_concurrent_first_joins_make_one_actor() {
         .iter()
         .map(|(joined, _)| joined["address"].as_str().unwrap().to_string())
         .collect();
-    let listed: HashSet<String> = json_ok(participants(&app, &id).await).await["data"]
+    let listed: HashSet<String> = json_ok(app.participants(&id).await).await["data"]
         .as_array()
         .unwrap()
         .iter()

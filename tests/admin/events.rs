@@ -27,16 +27,7 @@ async fn marker(app: &TestApp, s: &mut Client, seq: &mut u64) {
 /// The room's participants as the REST list shows them, without `connected` (the event
 /// stream's participant objects).
 async fn participants(app: &TestApp, id: &str) -> Vec<Value> {
-    let body = json_ok(
-        app.request(
-            reqwest::Method::GET,
-            &format!("/api/realtime/room/{id}/participants"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let body = json_ok(app.participants(id).await).await;
     body["data"]
         .as_array()
         .unwrap()
@@ -765,17 +756,7 @@ async fn a_resumed_participant_neither_leaves_nor_joins_again() {
     event(&mut s, "participantJoined", &mut seq).await;
     p.drop_connection();
     let waiting = eventually(Duration::from_secs(5), || async {
-        let listed = app
-            .request(
-                reqwest::Method::GET,
-                &format!(
-                    "/api/realtime/room/{}/participants",
-                    room["id"].as_str().unwrap()
-                ),
-            )
-            .send()
-            .await
-            .unwrap();
+        let listed = app.participants(room["id"].as_str().unwrap()).await;
         json_ok(listed).await["data"][0]["connected"] == false
     })
     .await;

@@ -188,15 +188,7 @@ async fn counters_and_gauges_follow_what_happens() {
     a.expect("participantJoined").await;
     d.drop_connection();
     assert_eq!(a.expect("participantLeft").await["reason"], "disconnected");
-    let res = app
-        .request(
-            Method::GET,
-            &format!("/api/realtime/room/{up_id}/participants"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(app.participants(up_id).await.status(), 200);
     assert_eq!(app.delete_room(up_id).await.status(), 200);
     a.expect("roomClosed").await;
     assert_eq!(app.get_room(up_id).await.status(), 404);

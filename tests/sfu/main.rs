@@ -156,15 +156,7 @@ async fn a_resumed_socket_keeps_its_peer_connection() {
 
 /// Whether the server shows `address`'s seat as waiting for a resume (no socket).
 async fn waits_for_resume(app: &TestApp, room: &str, address: &str) -> bool {
-    let res = app
-        .request(
-            Method::GET,
-            &format!("/api/realtime/room/{room}/participants"),
-        )
-        .send()
-        .await
-        .unwrap();
-    support::json_ok(res).await["data"]
+    support::json_ok(app.participants(room).await).await["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -519,17 +511,7 @@ async fn a_peer_that_never_completes_ice_is_dropped_from_media_but_keeps_its_sea
         assert!(std::time::Instant::now() < deadline, "{metrics}");
     }
     ws.assert_alive().await;
-    let list = app
-        .request(
-            Method::GET,
-            &format!("/api/realtime/room/{id}/participants"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let list = support::json_ok(app.participants(&id).await).await;
     assert!(list.to_string().contains(&address), "{list}");
 }
 
@@ -724,16 +706,7 @@ fn kinds(media: &serde_json::Value) -> Vec<String> {
 
 /// The participant `address` in the REST list of room `id`.
 async fn listed(app: &TestApp, id: &str, address: &str) -> Option<serde_json::Value> {
-    let res = app
-        .request(
-            Method::GET,
-            &format!("/api/realtime/room/{id}/participants"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let body = support::json_ok(app.participants(id).await).await;
     body["data"]
         .as_array()
         .unwrap()

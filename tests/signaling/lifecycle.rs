@@ -33,17 +33,7 @@ async fn a_silent_client_is_dropped_after_the_timeout_and_the_grace_period() {
 }
 
 async fn participants(app: &TestApp, room: &Value) -> Vec<Value> {
-    let res = app
-        .request(
-            reqwest::Method::GET,
-            &format!(
-                "/api/realtime/room/{}/participants",
-                room["id"].as_str().unwrap()
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = app.participants(room["id"].as_str().unwrap()).await;
     json_ok(res).await["data"].as_array().unwrap().clone()
 }
 
