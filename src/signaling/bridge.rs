@@ -7,8 +7,9 @@
 //! whose frames go back over the bus. So the owner's room actor decides everything (seats,
 //! relays, the MESH→SFU upgrade, the media plane), exactly as for its own sockets.
 //!
-//! One relay does not go to the owner: a `signal` between two sockets that this node
-//! bridges into the same room is delivered here, by the sender's edge, from the seats
+//! One kind of relay does not go to the owner: a `signal` (or a `message` to listed
+//! participants) between sockets that this node bridges into the same room is delivered
+//! here, by the sender's edge, from the seats
 //! their owner announced (`joined`, until the socket goes or `participantLeft`), so
 //! participants on one node relay without Redis wherever their room lives (see
 //! [`Bridge::relay_here`] for what stays the owner's).
@@ -455,17 +456,18 @@ impl Bridge {
         edges.push(link, message);
     }
 
-    /// Relays the client's frame of `link` here when it is a `signal` to a participant
-    /// whose socket this node bridges into the same room and whose client knows the
-    /// sender ([`Edges::route`]), as the owner would have:
-    /// `{type: signal, from, data}` from the sender's seat, its fan-out charged to
-    /// `fanout` (this node's budget for the socket, the size of the owner's). Everything
-    /// else goes to the owner (`Here::Owner`), which decides as for any socket: other
-    /// frames, a signal before the sender's `joined`, to itself, to `sfu`, an SDP that
-    /// sends media from a participant that may not publish (`may`), and a signal to
-    /// anyone this link ever relayed to through the owner (`via_owner`, which this
-    /// notes), so that what one participant relays another arrives in the order sent. A
-    /// `leave` unseats the sender here at once.
+    /// Relays the client's frame of `link` here when it is a `signal`, or a `message` to
+    /// listed participants, whose every recipient's socket this node bridges into the same
+    /// room and knows the sender ([`Edges::route`]), as the owner would have:
+    /// `{type, from, data}` from the sender's seat, its fan-out charged to `fanout` (this
+    /// node's budget for the socket, the size of the owner's). Everything else goes to the
+    /// owner (`Here::Owner`), which decides as for any socket: other frames (a `message`
+    /// to everyone among them: the room's roster is the owner's), a relay before the
+    /// sender's `joined`, to itself, to `sfu`, an SDP that sends media from a participant
+    /// that may not publish, a `message` from one that may not send them (`may`), one that
+    /// lists a participant twice, and a relay to anyone this link ever relayed to through
+    /// the owner (`via_owner`, which this notes), so that what one participant relays
+    /// another arrives in the order sent. A `leave` unseats the sender here at once.
     fn relay_here(
         &self,
         link: u64,
@@ -474,13 +476,23 @@ impl Bridge {
         via_owner: &mut ViaOwner,
         fanout: &mut ByteBudget,
     ) -> Here {
-        let (to, data) = match protocol::parse(text) {
-            Ok(protocol::ClientMessage::Signal { to, data })
+        use protocol::ClientMessage;
+        let (kind, to, data) = match protocol::parse(text) {
+            Ok(ClientMessage::Signal { to, data })
                 if to != "sfu" && (may.can_publish || !protocol::sends_media(&data)) =>
             {
-                (to, data)
+                ("signal", vec![to], data)
             }
-            Ok(protocol::ClientMessage::Leave) => {
+            // A `message` to listed participants, each listed once (the owner refuses a
+            // list longer than the room, and counts repeats against it).
+            Ok(ClientMessage::Message { to: Some(to), data })
+                if may.can_send_messages
+                    && !to.is_empty()
+                    && to.iter().collect::<HashSet<_>>().len() == to.len() =>
+            {
+                ("message", to, data)
+            }
+            Ok(ClientMessage::Leave) => {
                 self.edges().leave(link);
                 return Here::Owner;
             }
@@ -491,19 +503,25 @@ impl Bridge {
             Err(_) => return Here::Owner,
         };
         let mut edges = self.edges();
-        let here = edges.route(link, &to).filter(|_| !via_owner.has(&to));
-        let Some((from, target)) = here else {
-            via_owner.note(&to);
+        let routes: Option<Vec<(String, u64)>> = (to.iter())
+            .map(|to| edges.route(link, to).filter(|_| !via_owner.has(to)))
+            .collect();
+        let Some(routes) = routes else {
+            to.iter().for_each(|to| via_owner.note(to));
             return Here::Owner;
         };
-        let relayed = protocol::relayed("signal", &from, &data);
-        if !fanout.allow(fanout_cost(1, relayed.len()), Instant::now()) {
+        let from = &routes[0].0;
+        let relayed = protocol::relayed(kind, from, &data);
+        let cost = fanout_cost(routes.len(), relayed.len());
+        if !fanout.allow(cost, Instant::now()) {
             return Here::Refused(ApiError::too_much_fanout(
                 self.config.fanout_bytes_per_second,
             ));
         }
-        METRICS.relayed(1);
-        edges.push(target, FromOwner::Text(relayed.to_string()));
+        METRICS.relayed(routes.len() as u64);
+        for (_, target) in routes {
+            edges.push(target, FromOwner::Text(relayed.to_string()));
+        }
         Here::Relayed
     }
 

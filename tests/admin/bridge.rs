@@ -189,8 +189,8 @@ async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner(redis: SharedR
     relays_work(&mut clients, &addresses, "resumed").await;
 }
 
-one_redis_and_cluster!(signals_between_sockets_on_one_node_are_relayed_there_without_redis);
-async fn signals_between_sockets_on_one_node_are_relayed_there_without_redis(redis: SharedRedis) {
+one_redis_and_cluster!(relays_between_sockets_on_one_node_are_made_there_without_redis);
+async fn relays_between_sockets_on_one_node_are_made_there_without_redis(redis: SharedRedis) {
     // A fan-out budget of 10 kB/s with a 20 kB burst, small enough to exhaust below.
     let budget = Options::default()
         .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
@@ -301,18 +301,33 @@ async fn signals_between_sockets_on_one_node_are_relayed_there_without_redis(red
     assert_eq!(signal["from"], joined["address"], "{signal}");
     assert_eq!(signal["data"], "watching");
 
-    // X's `message` to Y goes through the owner: X's signals to Y follow it there (each
-    // crossing Redis), so Y gets them after it, in the order sent.
+    // A `message` to Y alone is B's to relay too.
     let published = publishes_on(&redis);
     clients[0]
-        .send(json!({"type": "message", "to": [addresses[1]], "data": "first"}))
+        .send(json!({"type": "message", "to": [addresses[1]], "data": "here"}))
+        .await;
+    let message = clients[1].expect("message").await;
+    assert_eq!(message["from"], addresses[0].as_str(), "{message}");
+    assert_eq!(message["data"], "here");
+    assert_eq!(
+        publishes_on(&redis),
+        published,
+        "a message on one node used Redis"
+    );
+
+    // X's `message` to Y and Z goes through the owner (Z is on C): X's signals to Y follow
+    // it there (each crossing Redis), so Y gets them after it, in the order sent.
+    let published = publishes_on(&redis);
+    clients[0]
+        .send(json!({"type": "message", "to": [addresses[1], addresses[2]], "data": "both"}))
         .await;
     for i in 0..3 {
         clients[0]
             .send(json!({"type": "signal", "to": addresses[1], "data": i}))
             .await;
     }
-    assert_eq!(clients[1].expect("message").await["data"], "first");
+    assert_eq!(clients[2].expect("message").await["data"], "both");
+    assert_eq!(clients[1].expect("message").await["data"], "both");
     for i in 0..3 {
         assert_eq!(clients[1].expect("signal").await["data"], i);
     }

@@ -196,7 +196,7 @@ describe('a MESH room owned by node A, two of its pages bridged through node B',
 
   test('three pages, two of them bridged through B: every pair connects', async () => {
     // P0's socket is on A, the owner; P1's and P2's are on B, which relays the signals
-    // between those two itself (docs/cluster.md, "Signals between sockets on one edge stay on
+    // between those two itself (docs/cluster.md, "Relays between sockets on one edge stay on
     // it") and passes the others through A. Every pair of pages must connect.
     const room = await createRoom(a.url, { name: 'mesh on two nodes' });
     const metric = async (server, series) => {
