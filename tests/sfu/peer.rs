@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{Notify, mpsc as tmpsc};
@@ -371,6 +373,9 @@ fn media_thread(
     let mut next_audio = start;
     let mut next_video = start;
     let mut want_keyframe = true;
+    // When this client last asked for a keyframe of a video it receives without having had
+    // one (the first packets of a stream lost on a lossy downlink leave nothing to NACK).
+    let mut asked_keyframe: HashMap<Mid, Instant> = HashMap::new();
     let mut frame_no: u32 = 0;
     let mut received: usize = 0;
     let mut level: Option<i8> = None;
@@ -599,6 +604,19 @@ fn media_thread(
                             }
                             if kind == "video" && data.is_keyframe() {
                                 *s.keyframes.entry(stream).or_default() += 1;
+                            } else if kind == "video"
+                                && !s.keyframes.contains_key(&stream)
+                                && asked_keyframe
+                                    .get(&data.mid)
+                                    .is_none_or(|at| at.elapsed() > Duration::from_millis(500))
+                            {
+                                // Delta frames and no keyframe yet: ask, as a browser would
+                                // (it cannot decode them).
+                                asked_keyframe.insert(data.mid, Instant::now());
+                                if let Some(mut writer) = rtc.writer(data.mid) {
+                                    let _ =
+                                        writer.request_keyframe(data.rid, KeyframeRequestKind::Pli);
+                                }
                             }
                         }
                         Event::KeyframeRequest(request) => {
