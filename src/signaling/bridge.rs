@@ -112,12 +112,13 @@ struct Edges {
 }
 
 impl Edges {
-    /// The link's seat, as its owner's `joined` says.
-    fn seat(&mut self, link: u64, address: &str) {
+    /// The link's seat, and the others its client knows of, as its owner's `joined` says.
+    fn seat(&mut self, link: u64, address: &str, known: HashSet<String>) {
         let Some(edge) = self.links.get_mut(&link) else {
             return;
         };
         edge.address = Some(address.to_string());
+        edge.known = known;
         let key = (edge.room.clone(), address.to_string());
         // A seat resumed on a new link of this node is no longer the old link's.
         if let Some(old) = self.seats.insert(key, link)
@@ -149,7 +150,7 @@ impl Edges {
         Some(edge)
     }
 
-    /// Where a `signal` of `link`'s participant to `to` can be delivered on this node: the
+    /// Where a relay of `link`'s participant to `to` can be delivered on this node: the
     /// sender's address and the recipient's link, when both are seated in one room and
     /// the recipient's client already knows the sender (so that it never hears from a
     /// participant before it hears that it joined, as from the owner it would not).
@@ -165,7 +166,7 @@ impl Edges {
             .then(|| (from.to_string(), target))
     }
 
-    /// Forgets `link`'s own seat (its participant is leaving).
+    /// Forgets `link`'s own seat (its participant is leaving, or the owner closed it).
     fn leave(&mut self, link: u64) {
         if let Some(edge) = self.links.get(&link)
             && let Some(address) = edge.address.clone()
@@ -410,9 +411,8 @@ impl Bridge {
                     ..
                 }) = serde_json::from_str(text)
                 {
-                    edges.seat(link, &address);
                     let known = participants.into_iter().map(|p| p.address).collect();
-                    edges.links.get_mut(&link).expect("looked up above").known = known;
+                    edges.seat(link, &address, known);
                 }
             }
             FromOwner::Text(text) if text.starts_with(r#"{"type":"participantJoined""#) => {
@@ -445,12 +445,7 @@ impl Bridge {
                         .remove(&address);
                 }
             }
-            FromOwner::Close(..) => {
-                if let Some(address) = edge.address.clone() {
-                    let room = edge.room.clone();
-                    edges.unseat(&room, &address);
-                }
-            }
+            FromOwner::Close(..) => edges.leave(link),
             FromOwner::Text(_) => {}
         }
         edges.push(link, message);
@@ -899,10 +894,10 @@ mod tests {
         let _one = link(&mut edges, 1, "a", "R");
         let _two = link(&mut edges, 2, "a", "R");
         let _three = link(&mut edges, 3, "b", "S");
-        edges.seat(1, "PA-1");
-        edges.seat(2, "PA-2");
-        edges.seat(3, "PA-1");
-        edges.seat(9, "PA-9");
+        edges.seat(1, "PA-1", HashSet::new());
+        edges.seat(2, "PA-2", HashSet::new());
+        edges.seat(3, "PA-1", HashSet::new());
+        edges.seat(9, "PA-9", HashSet::new());
         assert_eq!(
             seated(&edges),
             [("R", "PA-1", 1), ("R", "PA-2", 2), ("S", "PA-1", 3)]
@@ -914,7 +909,7 @@ mod tests {
         // A seat resumed on a new link of this node is that link's; the old one going
         // leaves it.
         let _four = link(&mut edges, 4, "a", "R");
-        edges.seat(4, "PA-1");
+        edges.seat(4, "PA-1", HashSet::new());
         assert!(edges.remove(1).is_some());
         assert_eq!(seated(&edges), [("R", "PA-1", 4), ("S", "PA-1", 3)]);
         // Links dropped with their owner take their seats along.
@@ -934,9 +929,9 @@ mod tests {
         let _z = link(&mut edges, 3, "a", "S");
         // Not seated yet: nothing here.
         assert_eq!(edges.route(1, "PA-2"), None);
-        edges.seat(1, "PA-1");
-        edges.seat(2, "PA-2");
-        edges.seat(3, "PA-3");
+        edges.seat(1, "PA-1", HashSet::new());
+        edges.seat(2, "PA-2", HashSet::new());
+        edges.seat(3, "PA-3", HashSet::new());
         // Y has not been told that X joined: to the owner, which tells it first.
         assert_eq!(edges.route(1, "PA-2"), None);
         edges.links.get_mut(&2).unwrap().known.insert("PA-1".into());
@@ -957,8 +952,8 @@ mod tests {
         let mut edges = Edges::default();
         let _x = link(&mut edges, 1, "a", "R");
         let _y = link(&mut edges, 2, "b", "R");
-        edges.seat(1, "PA-1");
-        edges.seat(2, "PA-2");
+        edges.seat(1, "PA-1", HashSet::new());
+        edges.seat(2, "PA-2", HashSet::new());
         edges.links.get_mut(&2).unwrap().known.insert("PA-1".into());
         // Y's link still goes to the room's old owner (a hand-over under way).
         assert_eq!(edges.route(1, "PA-2"), None);
