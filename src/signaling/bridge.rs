@@ -249,10 +249,9 @@ impl ViaOwner {
     }
 }
 
-/// Where a client's frame goes: relayed here, refused here, or to the room's owner.
+/// Where a client's frame goes: relayed here, or to the room's owner.
 enum Here {
     Relayed,
-    Refused(ApiError),
     Owner,
 }
 
@@ -460,9 +459,11 @@ impl Bridge {
     /// to everyone among them: the room's roster is the owner's), a relay before the
     /// sender's `joined`, to itself, to `sfu`, an SDP that sends media from a participant
     /// that may not publish, a `message` from one that may not send them (`may`), one that
-    /// lists a participant twice, and a relay to anyone this link ever relayed to through
-    /// the owner (`via_owner`, which this notes), so that what one participant relays
-    /// another arrives in the order sent. A `leave` unseats the sender here at once.
+    /// lists a participant twice, one that this node's budget cannot pay for (the owner
+    /// relays or refuses it with its own, answering in order with the socket's other
+    /// frames), and a relay to anyone this link ever relayed to through the owner
+    /// (`via_owner`, which this notes), so that what one participant relays another
+    /// arrives in the order sent. A `leave` unseats the sender here at once.
     fn relay_here(
         &self,
         link: u64,
@@ -509,9 +510,10 @@ impl Bridge {
         let relayed = protocol::relayed(kind, from, &data);
         let cost = fanout_cost(routes.len(), relayed.len());
         if !fanout.allow(cost, Instant::now()) {
-            return Here::Refused(ApiError::too_much_fanout(
-                self.config.fanout_bytes_per_second,
-            ));
+            // Over this node's budget: the owner decides, with its own budget, in order
+            // with the frames it has (an answer from here could overtake its answers).
+            to.iter().for_each(|to| via_owner.note(to));
+            return Here::Owner;
         }
         METRICS.relayed(routes.len() as u64);
         for (_, target) in routes {
@@ -703,9 +705,6 @@ impl Bridge {
                             }
                             match self.relay_here(link, &text, may, &mut via_owner, &mut fanout) {
                                 Here::Relayed => {}
-                                Here::Refused(error) => {
-                                    let _ = ws.text(&*ServerMessage::error(&error).text()).await;
-                                }
                                 Here::Owner => {
                                     self.send(&to, link, Body::Frame { text: text.to_string() }).await;
                                 }

@@ -191,10 +191,12 @@ async fn six_sockets_on_three_nodes_relay_through_the_rooms_owner(redis: SharedR
 
 one_redis_and_cluster!(relays_between_sockets_on_one_node_are_made_there_without_redis);
 async fn relays_between_sockets_on_one_node_are_made_there_without_redis(redis: SharedRedis) {
-    // A fan-out budget of 10 kB/s with a 20 kB burst, small enough to exhaust below.
+    // A fan-out budget of 10 kB/s with a 20 kB burst, small enough to exhaust below (and
+    // a message rate that lets the flood through).
     let budget = Options::default()
         .env("CONVENE_SIGNALING_FANOUT_BYTES_PER_SECOND", "10000")
-        .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000");
+        .env("CONVENE_SIGNALING_FANOUT_BURST_BYTES", "20000")
+        .env("CONVENE_SIGNALING_RATE_BURST", "1000");
     let [a, b, c] = three_nodes(&redis, budget);
     let room = a.new_room(json!({"name": "one edge"})).await;
     let id = room["id"].as_str().unwrap();
@@ -247,27 +249,44 @@ async fn relays_between_sockets_on_one_node_are_made_there_without_redis(redis: 
             .await;
     }
 
-    // The relays B makes are charged to the sender's fan-out budget: a flood of 1 kB
-    // signals passes until it is spent, the rest is refused, the socket stays.
+    // The relays B makes are charged to a fan-out budget of B's for the socket: a flood of
+    // 1 kB signals is relayed by B until it is spent, then by the owner until the owner's
+    // is, the rest is refused, the socket stays. Over B's budget the owner decides, so its
+    // answers keep the order of the frames: the refusals come after its answer to the
+    // signal sent before the flood (B answering them at once would overtake it), and
+    // Y's signals reach X in the order sent. (From now on Y's signals to X go through the
+    // owner: the relays on B below are X's.)
     let big = "x".repeat(1000);
-    for _ in 0..30 {
-        clients[0]
-            .send(json!({"type": "signal", "to": addresses[1], "data": big}))
+    clients[1]
+        .send(json!({"type": "signal", "to": "PA-nobody", "data": 1}))
+        .await;
+    for n in 0..60 {
+        clients[1]
+            .send(json!({"type": "signal", "to": addresses[0], "data": {"n": n, "pad": big}}))
             .await;
     }
-    clients[0].send(json!({"type": "ping"})).await;
+    clients[1].send(json!({"type": "ping"})).await;
+    clients[1]
+        .expect_error("REALTIME-00011", Some("PARTICIPANT_DOES_NOT_EXIST"))
+        .await;
     let mut refused = 0;
     loop {
-        let message = clients[0].recv().await;
+        let message = clients[1].recv().await;
         if message["type"] == "pong" {
             break;
         }
         assert_eq!(message["id"], "TOO_MANY_MESSAGES", "{message}");
         refused += 1;
     }
-    assert!((5..30).contains(&refused), "{refused} of 30 refused");
-    for _ in 0..30 - refused {
-        assert_eq!(clients[1].expect("signal").await["data"], big.as_str());
+    // Each budget (20 kB of burst) lets about 19 through.
+    assert!((5..=40).contains(&refused), "{refused} of 60 refused");
+    let mut last = -1;
+    for _ in 0..60 - refused {
+        let n = clients[0].expect("signal").await["data"]["n"]
+            .as_i64()
+            .unwrap();
+        assert!(n > last, "signal {n} after {last}");
+        last = n;
     }
 
     // A participant that may not publish, bridged through B too: its SDP that sends media
