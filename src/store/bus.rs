@@ -50,7 +50,7 @@ impl Bus {
     ) -> Result<(Self, mpsc::Receiver<BusEvent>), StoreError> {
         let clients = urls
             .iter()
-            .map(|u| redis::Client::open(u.as_str()).map_err(|e| StoreError(e.to_string())))
+            .map(|u| super::conn::client(u))
             .collect::<Result<Vec<_>, _>>()?;
         if clients.is_empty() {
             return Err(StoreError("no Redis URL for the bus".into()));

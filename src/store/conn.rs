@@ -21,6 +21,22 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// How every connection to Redis is opened: with `TCP_NODELAY`, so that a command is sent
+/// at once even while an earlier one on the connection waits for its answer (redis-rs
+/// leaves Nagle's algorithm on, which holds it back until the earlier one's ACK comes, up
+/// to a round trip to a Redis on another machine).
+pub(super) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+/// A client of the server at `url`, its connections opened with [`tcp_settings`].
+pub(super) fn client(url: &str) -> Result<redis::Client, StoreError> {
+    use redis::IntoConnectionInfo;
+    let info = (url.into_connection_info()).map_err(|e| StoreError(e.to_string()))?;
+    redis::Client::open(info.set_tcp_settings(tcp_settings()))
+        .map_err(|e| StoreError(e.to_string()))
+}
+
 /// Tells Redis handles apart in the per-thread connections.
 static HANDLES: AtomicU64 = AtomicU64::new(0);
 
@@ -94,6 +110,7 @@ impl Redis {
                 return Err(StoreError("no Redis Cluster node given".into()));
             }
             let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                .tcp_settings(tcp_settings())
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .retries(3)
@@ -110,8 +127,7 @@ impl Redis {
                     "several Redis URLs need cluster mode (CONVENE_REDIS_CLUSTER)".into(),
                 ));
             };
-            let client =
-                redis::Client::open(url.as_str()).map_err(|e| StoreError(e.to_string()))?;
+            let client = client(url)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout))

@@ -1,7 +1,7 @@
 //! The storage cases, each on a fresh key prefix of the same Redis (or Redis Cluster).
 
 use convene::storage::{
-    ConferenceType, Cursor, ExpiredRoom, FencedError, Lease, Leases, NodeInfo, Nodes, Redis,
+    Bus, ConferenceType, Cursor, ExpiredRoom, FencedError, Lease, Leases, NodeInfo, Nodes, Redis,
     RedisStore, RoomRecord, Store,
 };
 use std::future::Future;
@@ -150,11 +150,65 @@ pub async fn run_all(urls: &[String], cluster: bool) {
     case!(deleting_a_room_removes_its_lease_and_fence);
     case!(nodes_register_list_expire_and_leave);
     case!(junk_in_redis_never_panics);
+    case!(every_connection_sends_commands_at_once);
     if cluster {
         // One seed node is enough: the client finds the others.
         eprintln!("case store_round_trip, one seed node");
         store_round_trip(Fixture::new(&urls[..1], true)).await;
     }
+}
+
+/// The store's and the bus's connections to Redis have `TCP_NODELAY` (redis-rs's default
+/// is Nagle's algorithm, which holds a command back while an earlier one is unanswered).
+pub async fn every_connection_sends_commands_at_once(f: Fixture) {
+    f.store.ping().await.unwrap();
+    let (_bus, _events) = Bus::start(&f.urls, &f.prefix, "nodelay", TIMEOUT)
+        .await
+        .unwrap();
+    let ports: Vec<u16> = (f.urls.iter())
+        .map(|url| {
+            url.trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let nodelay = sockets_to(&ports);
+    // The store's connection of this thread, the bus's publisher (made on its first
+    // message: none yet) and its subscription.
+    assert!(nodelay.len() >= 2, "{nodelay:?}");
+    assert!(nodelay.iter().all(|on| *on), "{nodelay:?}");
+}
+
+/// Whether `TCP_NODELAY` is on, for each socket of this process connected to one of
+/// `ports` on the loopback.
+fn sockets_to(ports: &[u16]) -> Vec<bool> {
+    use std::os::fd::BorrowedFd;
+    let mut nodelay = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: only read through (`getpeername`, `getsockopt`). Another test thread may
+        // close the descriptor meanwhile: the calls then fail, or look at whatever socket
+        // took its number, which the peer check below sorts out.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
+            continue;
+        };
+        if peer.ip().is_loopback() && ports.contains(&peer.port()) {
+            nodelay.push(socket.tcp_nodelay().unwrap());
+        }
+    }
+    nodelay
 }
 
 pub async fn store_round_trip(f: Fixture) {
