@@ -48,7 +48,7 @@ pub mod fuzzing {
 pub mod storage {
     pub use crate::model::{ConferenceType, Cursor, RoomRecord, StoreError};
     pub use crate::store::{
-        Bus, ExpiredRoom, FencedError, Lease, Leases, MemoryStore, NodeInfo, Nodes, Redis,
-        RedisStore, Store,
+        Bus, BusEvent, ExpiredRoom, FencedError, Lease, Leases, MemoryStore, NodeInfo, Nodes,
+        Redis, RedisStore, Store,
     };
 }

@@ -4,6 +4,7 @@ use convene::storage::{
     Bus, ConferenceType, Cursor, ExpiredRoom, FencedError, Lease, Leases, NodeInfo, Nodes, Redis,
     RedisStore, RoomRecord, Store,
 };
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,54 +162,99 @@ pub async fn run_all(urls: &[String], cluster: bool) {
 /// The store's and the bus's connections to Redis have `TCP_NODELAY` (redis-rs's default
 /// is Nagle's algorithm, which holds a command back while an earlier one is unanswered).
 pub async fn every_connection_sends_commands_at_once(f: Fixture) {
+    use redis::IntoConnectionInfo;
+    let mut ports = Vec::new();
+    for url in &f.urls {
+        match url.as_str().into_connection_info().unwrap().addr() {
+            redis::ConnectionAddr::Tcp(host, port) if host == "127.0.0.1" => ports.push(*port),
+            // The sockets are found by their IPv4 loopback address.
+            other => return eprintln!("skipped: Redis is not at 127.0.0.1 ({other:?})"),
+        }
+    }
     f.store.ping().await.unwrap();
-    let (_bus, _events) = Bus::start(&f.urls, &f.prefix, "nodelay", TIMEOUT)
+    let store = sockets_to(&ports);
+    // The bus: a message to itself, once it is back, has been through both of its
+    // connections (the publisher's is made by the first message).
+    let (bus, mut events) = Bus::start(&f.urls, &f.prefix, "nodelay", TIMEOUT)
         .await
         .unwrap();
-    let ports: Vec<u16> = (f.urls.iter())
-        .map(|url| {
-            url.trim_end_matches('/')
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+    assert!(bus.send("nodelay", b"hello".to_vec()).await);
+    match tokio::time::timeout(WAIT, events.recv()).await {
+        Ok(Some(convene::storage::BusEvent::Message(payload))) => assert_eq!(payload, b"hello"),
+        other => panic!("{other:?}"),
+    }
+    let all = sockets_to(&ports);
+    let bus: Vec<_> = (all.iter())
+        .filter(|(inode, _)| !store.contains_key(inode))
         .collect();
-    let nodelay = sockets_to(&ports);
-    // The store's connection of this thread, the bus's publisher (made on its first
-    // message: none yet) and its subscription.
-    assert!(nodelay.len() >= 2, "{nodelay:?}");
-    assert!(nodelay.iter().all(|on| *on), "{nodelay:?}");
+    assert!(!store.is_empty(), "no socket of the store found");
+    assert!(
+        bus.len() >= 2,
+        "the bus's two connections not found: {bus:?}"
+    );
+    assert!(all.values().all(|on| *on), "{all:?}");
 }
 
-/// Whether `TCP_NODELAY` is on, for each socket of this process connected to one of
-/// `ports` on the loopback.
-fn sockets_to(ports: &[u16]) -> Vec<bool> {
-    use std::os::fd::BorrowedFd;
-    let mut nodelay = Vec::new();
+/// The sockets of this process connected to one of `ports` on the loopback, by inode, and
+/// whether each has `TCP_NODELAY` on.
+fn sockets_to(ports: &[u16]) -> HashMap<u64, bool> {
+    // The loopback connections to those ports (of every process: ours are picked below).
+    let wanted: Vec<String> = ports.iter().map(|p| format!("0100007F:{p:04X}")).collect();
+    let tcp = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+    let connected: HashSet<u64> = (tcp.lines().skip(1))
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (remote, state, inode) = (fields.get(2)?, fields.get(3)?, fields.get(9)?);
+            // 01: established.
+            (*state == "01" && wanted.iter().any(|w| w == remote))
+                .then(|| inode.parse().ok())
+                .flatten()
+        })
+        .collect();
+    let socket_of = |fd: &std::path::Path| -> Option<u64> {
+        let target = std::fs::read_link(fd).ok()?;
+        let target = target.to_str()?;
+        target
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    };
+    let mut found = HashMap::new();
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let is_socket = std::fs::read_link(entry.path())
-            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
-        if !is_socket {
-            continue;
-        }
-        // SAFETY: only read through (`getpeername`, `getsockopt`). Another test thread may
-        // close the descriptor meanwhile: the calls then fail, or look at whatever socket
-        // took its number, which the peer check below sorts out.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&fd);
-        let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
+        let Some(inode) = socket_of(&entry.path()).filter(|i| connected.contains(i)) else {
             continue;
         };
-        if peer.ip().is_loopback() && ports.contains(&peer.port()) {
-            nodelay.push(socket.tcp_nodelay().unwrap());
+        // Another test thread may close the descriptor meanwhile, or reuse its number:
+        // the option counts only when the number still names that socket afterwards.
+        if let Some(on) = tcp_nodelay(fd)
+            && socket_of(&entry.path()) == Some(inode)
+        {
+            found.insert(inode, on);
         }
     }
-    nodelay
+    found
+}
+
+/// `TCP_NODELAY` of descriptor `fd` (`None` when it is no TCP socket, or closed).
+fn tcp_nodelay(fd: i32) -> Option<bool> {
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a system call on a descriptor number that writes at most `len` bytes into
+    // `on`; a descriptor closed meanwhile makes it fail (EBADF), nothing else.
+    let done = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&mut on as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (done == 0).then_some(on != 0)
 }
 
 pub async fn store_round_trip(f: Fixture) {
