@@ -25,7 +25,7 @@ use std::time::Duration;
 /// at once even while an earlier one on the connection waits for its answer (redis-rs
 /// leaves Nagle's algorithm on, which holds it back until the earlier one's ACK comes, up
 /// to a round trip to a Redis on another machine).
-pub(super) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 

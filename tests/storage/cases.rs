@@ -1,8 +1,8 @@
 //! The storage cases, each on a fresh key prefix of the same Redis (or Redis Cluster).
 
 use convene::storage::{
-    Bus, ConferenceType, Cursor, ExpiredRoom, FencedError, Lease, Leases, NodeInfo, Nodes, Redis,
-    RedisStore, RoomRecord, Store,
+    Bus, BusEvent, ConferenceType, Cursor, ExpiredRoom, FencedError, Lease, Leases, NodeInfo,
+    Nodes, Redis, RedisStore, RoomRecord, Store,
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -180,17 +180,17 @@ pub async fn every_connection_sends_commands_at_once(f: Fixture) {
         .unwrap();
     assert!(bus.send("nodelay", b"hello".to_vec()).await);
     match tokio::time::timeout(WAIT, events.recv()).await {
-        Ok(Some(convene::storage::BusEvent::Message(payload))) => assert_eq!(payload, b"hello"),
+        Ok(Some(BusEvent::Message(payload))) => assert_eq!(payload, b"hello"),
         other => panic!("{other:?}"),
     }
     let all = sockets_to(&ports);
-    let bus: Vec<_> = (all.iter())
+    let of_bus: Vec<_> = (all.iter())
         .filter(|(inode, _)| !store.contains_key(inode))
         .collect();
     assert!(!store.is_empty(), "no socket of the store found");
     assert!(
-        bus.len() >= 2,
-        "the bus's two connections not found: {bus:?}"
+        of_bus.len() >= 2,
+        "the bus's two connections not found: {of_bus:?}"
     );
     assert!(all.values().all(|on| *on), "{all:?}");
 }
